@@ -1,0 +1,195 @@
+package sfu
+
+import (
+	"strconv"
+	"strings"
+
+	"github.com/pion/interceptor"
+	"github.com/pion/interceptor/pkg/nack"
+	"github.com/pion/interceptor/pkg/report"
+	"github.com/pion/interceptor/pkg/twcc"
+	"github.com/pion/sdp/v3"
+	"github.com/pion/webrtc/v4"
+)
+
+// receiveMTU is the largest RTP packet the read loops accept.
+const receiveMTU = 1500
+
+// Payload types we offer. Browsers answer with ours on the subscriber side;
+// on the publisher side the browser's own numbers win and the down tracks
+// rewrite them.
+var videoFeedback = []webrtc.RTCPFeedback{
+	{Type: "goog-remb"},
+	{Type: webrtc.TypeRTCPFBTransportCC},
+	{Type: webrtc.TypeRTCPFBCCM, Parameter: "fir"},
+	{Type: webrtc.TypeRTCPFBNACK},
+	{Type: webrtc.TypeRTCPFBNACK, Parameter: "pli"},
+}
+
+type codecSpec struct {
+	mime string
+	fmtp string
+	pt   webrtc.PayloadType
+	rtx  webrtc.PayloadType
+}
+
+var videoCodecs = []codecSpec{
+	{webrtc.MimeTypeVP8, "", 96, 97},
+	{webrtc.MimeTypeH264, "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f", 102, 103},
+	{webrtc.MimeTypeH264, "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42001f", 104, 105},
+	{webrtc.MimeTypeH264, "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=4d001f", 106, 107},
+	{webrtc.MimeTypeH264, "level-asymmetry-allowed=1;packetization-mode=0;profile-level-id=42e01f", 108, 109},
+}
+
+// AudioLevelURI is the RFC 6464 client-to-mixer audio level extension.
+const AudioLevelURI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
+
+func opusCodec() webrtc.RTPCodecParameters {
+	return webrtc.RTPCodecParameters{
+		RTPCodecCapability: webrtc.RTPCodecCapability{
+			MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2,
+			SDPFmtpLine: "minptime=10;useinbandfec=1",
+		},
+		PayloadType: 111,
+	}
+}
+
+func (c codecSpec) params() (video, rtx webrtc.RTPCodecParameters) {
+	video = webrtc.RTPCodecParameters{
+		RTPCodecCapability: webrtc.RTPCodecCapability{
+			MimeType: c.mime, ClockRate: 90000, SDPFmtpLine: c.fmtp, RTCPFeedback: videoFeedback,
+		},
+		PayloadType: c.pt,
+	}
+	rtx = webrtc.RTPCodecParameters{
+		RTPCodecCapability: webrtc.RTPCodecCapability{
+			MimeType: webrtc.MimeTypeRTX, ClockRate: 90000, SDPFmtpLine: "apt=" + strconv.Itoa(int(c.pt)),
+		},
+		PayloadType: c.rtx,
+	}
+	return video, rtx
+}
+
+func registerCodecs(m *webrtc.MediaEngine) error {
+	if err := m.RegisterCodec(opusCodec(), webrtc.RTPCodecTypeAudio); err != nil {
+		return err
+	}
+	for _, c := range videoCodecs {
+		v, rtx := c.params()
+		if err := m.RegisterCodec(v, webrtc.RTPCodecTypeVideo); err != nil {
+			return err
+		}
+		if err := m.RegisterCodec(rtx, webrtc.RTPCodecTypeVideo); err != nil {
+			return err
+		}
+	}
+	return m.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: AudioLevelURI}, webrtc.RTPCodecTypeAudio)
+}
+
+// newPublishAPI builds the API for peer connections that receive media from
+// a publisher: simulcast header extensions, NACKs upstream for lost packets,
+// receiver reports, and transport-wide congestion feedback so the browser's
+// own bandwidth estimate can ramp up to all its layers.
+func newPublishAPI(se webrtc.SettingEngine) (*webrtc.API, error) {
+	m := &webrtc.MediaEngine{}
+	if err := registerCodecs(m); err != nil {
+		return nil, err
+	}
+	for _, uri := range []string{sdp.SDESMidURI, sdp.SDESRTPStreamIDURI, sdp.SDESRepairRTPStreamIDURI} {
+		if err := m.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: uri}, webrtc.RTPCodecTypeVideo); err != nil {
+			return nil, err
+		}
+	}
+	if err := m.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: sdp.SDESMidURI}, webrtc.RTPCodecTypeAudio); err != nil {
+		return nil, err
+	}
+	ir := &interceptor.Registry{}
+	gen, err := nack.NewGeneratorInterceptor()
+	if err != nil {
+		return nil, err
+	}
+	ir.Add(gen)
+	rr, err := report.NewReceiverInterceptor()
+	if err != nil {
+		return nil, err
+	}
+	ir.Add(rr)
+	if err := m.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: sdp.TransportCCURI}, webrtc.RTPCodecTypeVideo); err != nil {
+		return nil, err
+	}
+	if err := m.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: sdp.TransportCCURI}, webrtc.RTPCodecTypeAudio); err != nil {
+		return nil, err
+	}
+	tw, err := twcc.NewSenderInterceptor()
+	if err != nil {
+		return nil, err
+	}
+	ir.Add(tw)
+	return webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se)), nil
+}
+
+// newSubscribeAPI builds the API for peer connections that send media to a
+// subscriber: answers to its NACKs from a send buffer and sender reports.
+// Bandwidth estimation joins here with the layer allocator.
+func newSubscribeAPI(se webrtc.SettingEngine) (*webrtc.API, error) {
+	m := &webrtc.MediaEngine{}
+	if err := registerCodecs(m); err != nil {
+		return nil, err
+	}
+	ir := &interceptor.Registry{}
+	resp, err := nack.NewResponderInterceptor()
+	if err != nil {
+		return nil, err
+	}
+	ir.Add(resp)
+	sr, err := report.NewSenderInterceptor()
+	if err != nil {
+		return nil, err
+	}
+	ir.Add(sr)
+	return webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se)), nil
+}
+
+// subscriberCodecs returns the codecs, with our payload types, that a
+// subscriber's m-line carries for a publisher's codec: that codec alone (and
+// its RTX), since the SFU forwards and never transcodes.
+func subscriberCodecs(pub webrtc.RTPCodecParameters) []webrtc.RTPCodecParameters {
+	if strings.EqualFold(pub.MimeType, webrtc.MimeTypeOpus) {
+		return []webrtc.RTPCodecParameters{opusCodec()}
+	}
+	var best *codecSpec
+	for i := range videoCodecs {
+		c := &videoCodecs[i]
+		if !strings.EqualFold(c.mime, pub.MimeType) {
+			continue
+		}
+		if best == nil {
+			best = c
+		}
+		if !strings.EqualFold(c.mime, webrtc.MimeTypeH264) {
+			break
+		}
+		pf, cf := fmtpMap(pub.SDPFmtpLine), fmtpMap(c.fmtp)
+		if pf["packetization-mode"] == cf["packetization-mode"] && strings.EqualFold(pf["profile-level-id"], cf["profile-level-id"]) {
+			best = c
+			break
+		}
+	}
+	if best == nil {
+		return nil
+	}
+	v, rtx := best.params()
+	return []webrtc.RTPCodecParameters{v, rtx}
+}
+
+func fmtpMap(line string) map[string]string {
+	m := map[string]string{}
+	for _, kv := range strings.Split(line, ";") {
+		k, v, _ := strings.Cut(strings.TrimSpace(kv), "=")
+		m[strings.ToLower(k)] = v
+	}
+	if m["packetization-mode"] == "" {
+		m["packetization-mode"] = "0"
+	}
+	return m
+}

@@ -1,0 +1,259 @@
+package sfu
+
+import (
+	"errors"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/pion/rtp"
+	"github.com/pion/webrtc/v4"
+)
+
+// ErrCodecNotNegotiated is returned by Bind when the subscriber's peer
+// connection did not accept the publisher's codec (we never transcode).
+var ErrCodecNotNegotiated = errors.New("sfu: subscriber did not negotiate the publisher's codec")
+
+// reorderWindow is how far past a switch point reordered packets of the
+// frames before it are still recognised and dropped.
+const reorderWindow = 512
+
+// noLayer marks "no layer chosen yet" in a down track's layer fields.
+const noLayer = -1
+
+// DownTrack is one subscriber's copy of a published track. It is the SFU's
+// own webrtc.TrackLocal: it rewrites SSRC, payload type, sequence number and
+// timestamp so that the subscriber sees one continuous stream even when the
+// layer it is served changes underneath (TrackLocalStaticRTP cannot do that).
+//
+// Packets reach it from the upstream layers' read loops, one goroutine per
+// layer; the fast path rejects packets of layers it does not want with two
+// atomic loads and takes the mutex only for packets it forwards.
+type DownTrack struct {
+	id       string
+	streamID string
+	kind     webrtc.RTPCodecType
+	codec    webrtc.RTPCodecParameters // the publisher's codec
+	family   int                       // codecVP8, codecH264, codecOther
+	track    *Track                    // upstream
+	sub      *Peer                     // subscriber; nil in benchmarks
+
+	bound    atomic.Bool
+	maxLayer atomic.Int32 // highest layer this subscriber may get
+	target   atomic.Int32 // layer we want to forward (switch pending if != current)
+	current  atomic.Int32 // layer being forwarded now
+
+	packets atomic.Uint64
+	bytes   atomic.Uint64
+
+	mu          sync.Mutex
+	writer      webrtc.TrackLocalWriter
+	ssrc        uint32
+	pt          uint8
+	started     bool   // at least one packet written
+	seqOffset   uint16 // out = in - seqOffset
+	tsOffset    uint32 // out = in - tsOffset
+	lastSeq     uint16 // newest sequence number written (output space)
+	lastTS      uint32 // timestamp of that packet (output space)
+	lastAt      int64  // monotonic nanoseconds when it was written
+	floorSeq    uint16 // input packets older than this are from before the switch
+	floorActive bool   // floorSeq is still within reordering reach
+	hdr         rtp.Header
+}
+
+func newDownTrack(t *Track, sub *Peer, id string, maxLayer int) *DownTrack {
+	d := &DownTrack{
+		id:       id,
+		streamID: t.streamID,
+		kind:     t.kind,
+		codec:    t.codec,
+		family:   codecFamily(t.codec.MimeType),
+		track:    t,
+		sub:      sub,
+	}
+	d.maxLayer.Store(int32(maxLayer))
+	d.target.Store(noLayer)
+	d.current.Store(noLayer)
+	return d
+}
+
+func codecFamily(mime string) int {
+	switch {
+	case strings.EqualFold(mime, webrtc.MimeTypeVP8):
+		return codecVP8
+	case strings.EqualFold(mime, webrtc.MimeTypeH264):
+		return codecH264
+	}
+	return codecOther
+}
+
+// ID implements webrtc.TrackLocal.
+func (d *DownTrack) ID() string { return d.id }
+
+// RID implements webrtc.TrackLocal; a down track is never simulcast itself.
+func (d *DownTrack) RID() string { return "" }
+
+// StreamID implements webrtc.TrackLocal: the publisher's peer ID, so that a
+// page can tell whose media a track carries.
+func (d *DownTrack) StreamID() string { return d.streamID }
+
+// Kind implements webrtc.TrackLocal.
+func (d *DownTrack) Kind() webrtc.RTPCodecType { return d.kind }
+
+// Track returns the upstream track this down track copies.
+func (d *DownTrack) Track() *Track { return d.track }
+
+// Bind implements webrtc.TrackLocal. It picks the negotiated payload type of
+// the publisher's codec and remembers where to write.
+func (d *DownTrack) Bind(ctx webrtc.TrackLocalContext) (webrtc.RTPCodecParameters, error) {
+	for _, c := range ctx.CodecParameters() {
+		if !strings.EqualFold(c.MimeType, d.codec.MimeType) {
+			continue
+		}
+		d.mu.Lock()
+		d.writer = ctx.WriteStream()
+		d.ssrc = uint32(ctx.SSRC())
+		d.pt = uint8(c.PayloadType)
+		d.mu.Unlock()
+		d.bound.Store(true)
+		if l := d.target.Load(); l != noLayer {
+			d.track.requestKeyframe(int(l))
+		}
+		return c, nil
+	}
+	return webrtc.RTPCodecParameters{}, ErrCodecNotNegotiated
+}
+
+// Unbind implements webrtc.TrackLocal.
+func (d *DownTrack) Unbind(webrtc.TrackLocalContext) error {
+	d.bound.Store(false)
+	d.mu.Lock()
+	d.writer = nil
+	d.mu.Unlock()
+	return nil
+}
+
+// Layer returns the layer being forwarded now, or -1 before the first one.
+func (d *DownTrack) Layer() int { return int(d.current.Load()) }
+
+// MaxLayer returns the highest layer this subscriber may be served.
+func (d *DownTrack) MaxLayer() int { return int(d.maxLayer.Load()) }
+
+// SetMaxLayer caps the layer this subscriber is served; the change takes
+// effect at the next keyframe of the newly chosen layer.
+func (d *DownTrack) SetMaxLayer(l int) {
+	d.maxLayer.Store(int32(l))
+	d.track.selectLayer(d)
+}
+
+// setTarget asks for layer l; the switch happens at its next keyframe.
+// It reports whether the target changed.
+func (d *DownTrack) setTarget(l int) bool {
+	if d.target.Swap(int32(l)) == int32(l) {
+		return false
+	}
+	if d.kind == webrtc.RTPCodecTypeVideo && int32(l) != d.current.Load() && d.bound.Load() {
+		d.track.requestKeyframe(l)
+	}
+	return true
+}
+
+// Stats returns the packets and bytes written to the subscriber so far.
+func (d *DownTrack) Stats() (packets, bytes uint64) {
+	return d.packets.Load(), d.bytes.Load()
+}
+
+// forward writes one packet of upstream layer l to the subscriber when it is
+// the layer being served, or the keyframe that starts the target layer.
+// now is a monotonic clock reading in nanoseconds. It reports whether the
+// packet was written. It must not allocate: it runs once per packet per
+// subscriber.
+func (d *DownTrack) forward(l int32, p *rtp.Packet, now int64) bool {
+	cur, tgt := d.current.Load(), d.target.Load()
+	if l != cur && l != tgt {
+		return false
+	}
+	if !d.bound.Load() {
+		return false
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.writer == nil {
+		return false
+	}
+	cur, tgt = d.current.Load(), d.target.Load()
+	if l == tgt && l != cur {
+		if d.kind == webrtc.RTPCodecTypeVideo && !isKeyframe(d.family, p.Payload) {
+			return false
+		}
+		d.switchTo(l, p, now)
+		cur = l
+	}
+	if l != cur {
+		return false
+	}
+	if d.floorActive {
+		if seqBefore(p.SequenceNumber, d.floorSeq) {
+			return false // reordered packet from before the switch: not ours
+		}
+		if p.SequenceNumber-d.floorSeq > reorderWindow {
+			d.floorActive = false
+		}
+	}
+	outSeq := p.SequenceNumber - d.seqOffset
+	if len(p.Payload) == 0 {
+		// Padding-only packets (bandwidth probes) carry nothing for the
+		// decoder: drop them and close the sequence gap they would leave.
+		if seqBefore(d.lastSeq, outSeq) {
+			d.seqOffset++
+		}
+		return false
+	}
+	d.hdr = p.Header
+	d.hdr.SSRC = d.ssrc
+	d.hdr.PayloadType = d.pt
+	d.hdr.SequenceNumber = outSeq
+	d.hdr.Timestamp = p.Timestamp - d.tsOffset
+	// The publisher's header extensions carry IDs negotiated with the
+	// publisher, not with this subscriber: never pass them through.
+	d.hdr.Extension = false
+	d.hdr.ExtensionProfile = 0
+	d.hdr.Extensions = nil
+	d.hdr.Padding = false
+	d.hdr.PaddingSize = 0
+	if _, err := d.writer.WriteRTP(&d.hdr, p.Payload); err != nil {
+		return false
+	}
+	if !d.started || seqBefore(d.lastSeq, outSeq) {
+		d.lastSeq = outSeq
+		d.lastTS = d.hdr.Timestamp
+		d.lastAt = now
+	}
+	d.started = true
+	d.packets.Add(1)
+	d.bytes.Add(uint64(len(p.Payload)))
+	return true
+}
+
+// switchTo makes layer l current, starting at packet p (a keyframe for
+// video). The offsets are chosen so that p follows the last packet written
+// with the next sequence number and a timestamp advanced by the wall-clock
+// time since then (at least one tick), so timestamps never go backwards.
+func (d *DownTrack) switchTo(l int32, p *rtp.Packet, now int64) {
+	if d.started {
+		d.seqOffset = p.SequenceNumber - (d.lastSeq + 1)
+		ticks := uint32(uint64(now-d.lastAt) * uint64(d.codec.ClockRate) / 1e9)
+		if ticks == 0 {
+			ticks = 1
+		}
+		d.tsOffset = p.Timestamp - (d.lastTS + ticks)
+	}
+	d.floorSeq = p.SequenceNumber
+	d.floorActive = true
+	d.current.Store(l)
+}
+
+// seqBefore reports whether sequence number a comes before b, modulo 2^16.
+func seqBefore(a, b uint16) bool {
+	return a != b && b-a < 0x8000
+}

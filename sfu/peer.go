@@ -1,0 +1,425 @@
+package sfu
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/pion/rtcp"
+	"github.com/pion/webrtc/v4"
+)
+
+// PC names one of a peer's two peer connections. The publishing one carries
+// media from the participant (the participant offers); the subscribing one
+// carries media to it (the SFU offers). Two connections mean offers never
+// cross: each direction has one offerer.
+type PC int
+
+const (
+	// Publish is the connection the participant sends its media on.
+	Publish PC = iota
+	// Subscribe is the connection the SFU sends media to the participant on.
+	Subscribe
+)
+
+func (pc PC) String() string {
+	if pc == Subscribe {
+		return "sub"
+	}
+	return "pub"
+}
+
+// PeerListener receives what a peer must tell its participant. Calls come
+// from pion's goroutines and must not block.
+type PeerListener interface {
+	// OnOffer carries an offer for the subscribing connection.
+	OnOffer(sdp string)
+	// OnCandidate carries one of the SFU's ICE candidates.
+	OnCandidate(pc PC, c webrtc.ICECandidateInit)
+	// OnConnectionState reports a connection's state changes.
+	OnConnectionState(pc PC, s webrtc.PeerConnectionState)
+}
+
+// Errors returned by a peer.
+var (
+	// ErrUnexpectedAnswer: an answer arrived while no offer was outstanding.
+	ErrUnexpectedAnswer = errors.New("sfu: answer without an outstanding offer")
+	// ErrNotOffer: AcceptOffer was given an SDP that does not parse as an offer.
+	ErrNotOffer = errors.New("sfu: not a valid offer")
+)
+
+// negotiationDelay gathers track changes that come together (a hub joining
+// a conference of 116 rooms) into one offer.
+const negotiationDelay = 30 * time.Millisecond
+
+// Peer is one participant in a router.
+type Peer struct {
+	id     string
+	router *Router
+	log    *slog.Logger
+	l      PeerListener
+	pub    *webrtc.PeerConnection
+	sub    *webrtc.PeerConnection
+
+	mu          sync.Mutex
+	tracks      map[string]*Track // published, by the publisher's track ID
+	downs       map[*DownTrack]*webrtc.RTPSender
+	nextTrack   int
+	offering    bool // an offer is out, its answer not yet in
+	renegotiate bool // something changed since the last offer
+	timer       *time.Timer
+	closed      bool
+	wg          sync.WaitGroup
+}
+
+func newPeer(r *Router, id string, l PeerListener) (*Peer, error) {
+	p := &Peer{
+		id:     id,
+		router: r,
+		log:    r.log.With("peer", id),
+		l:      l,
+		tracks: map[string]*Track{},
+		downs:  map[*DownTrack]*webrtc.RTPSender{},
+	}
+	var err error
+	if p.pub, err = r.sfu.pubAPI.NewPeerConnection(webrtc.Configuration{}); err != nil {
+		return nil, err
+	}
+	if p.sub, err = r.sfu.subAPI.NewPeerConnection(webrtc.Configuration{}); err != nil {
+		_ = p.pub.Close()
+		return nil, err
+	}
+	for _, x := range []struct {
+		kind PC
+		pc   *webrtc.PeerConnection
+	}{{Publish, p.pub}, {Subscribe, p.sub}} {
+		kind := x.kind
+		x.pc.OnICECandidate(func(c *webrtc.ICECandidate) {
+			if c != nil {
+				l.OnCandidate(kind, c.ToJSON())
+			}
+		})
+		x.pc.OnConnectionStateChange(func(s webrtc.PeerConnectionState) {
+			p.log.Debug("connection state", "pc", kind.String(), "state", s.String())
+			l.OnConnectionState(kind, s)
+		})
+	}
+	p.pub.OnTrack(p.onRemoteTrack)
+	r.sfu.stats.peers.Add(1)
+	return p, nil
+}
+
+// ID is the peer's identifier in its router.
+func (p *Peer) ID() string { return p.id }
+
+// Tracks returns the tracks the peer publishes.
+func (p *Peer) Tracks() []*Track {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]*Track, 0, len(p.tracks))
+	for _, t := range p.tracks {
+		out = append(out, t)
+	}
+	return out
+}
+
+// DownTracks returns the peer's subscriptions.
+func (p *Peer) DownTracks() []*DownTrack {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]*DownTrack, 0, len(p.downs))
+	for d := range p.downs {
+		out = append(out, d)
+	}
+	return out
+}
+
+// ConnectionState returns the state of one of the peer's connections.
+func (p *Peer) ConnectionState(pc PC) webrtc.PeerConnectionState {
+	if pc == Subscribe {
+		return p.sub.ConnectionState()
+	}
+	return p.pub.ConnectionState()
+}
+
+// AcceptOffer applies the participant's offer for the publishing connection
+// and returns the SFU's answer. Candidates follow through OnCandidate.
+func (p *Peer) AcceptOffer(sdp string) (string, error) {
+	if err := p.pub.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: sdp}); err != nil {
+		return "", fmt.Errorf("%w: %v", ErrNotOffer, err)
+	}
+	answer, err := p.pub.CreateAnswer(nil)
+	if err != nil {
+		return "", err
+	}
+	if err := p.pub.SetLocalDescription(answer); err != nil {
+		return "", err
+	}
+	return p.pub.LocalDescription().SDP, nil
+}
+
+// AcceptAnswer applies the participant's answer to the SFU's last offer on
+// the subscribing connection, and sends the next offer if tracks changed
+// meanwhile.
+func (p *Peer) AcceptAnswer(sdp string) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.offering {
+		return ErrUnexpectedAnswer
+	}
+	if err := p.sub.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: sdp}); err != nil {
+		return err
+	}
+	p.offering = false
+	if p.renegotiate {
+		p.scheduleOfferLocked()
+	}
+	return nil
+}
+
+// AddCandidate adds one of the participant's ICE candidates.
+func (p *Peer) AddCandidate(pc PC, c webrtc.ICECandidateInit) error {
+	if pc == Subscribe {
+		return p.sub.AddICECandidate(c)
+	}
+	return p.pub.AddICECandidate(c)
+}
+
+// Subscribe sends track t to this peer, at most at layer maxLayer. It is a
+// no-op returning the existing down track if the peer already has t.
+func (p *Peer) Subscribe(t *Track, maxLayer int) (*DownTrack, error) {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil, ErrClosed
+	}
+	for d := range p.downs {
+		if d.track == t {
+			p.mu.Unlock()
+			return d, nil
+		}
+	}
+	d := newDownTrack(t, p, t.id, maxLayer)
+	sender, err := p.sub.AddTrack(d)
+	if err != nil {
+		p.mu.Unlock()
+		return nil, err
+	}
+	for _, tr := range p.sub.GetTransceivers() {
+		if tr.Sender() == sender {
+			if err := tr.SetCodecPreferences(subscriberCodecs(t.codec)); err != nil {
+				p.log.Warn("codec preferences", "track", t.id, "err", err)
+			}
+		}
+	}
+	p.downs[d] = sender
+	p.router.sfu.stats.downTracks.Add(1)
+	p.wg.Add(1)
+	go p.readSenderRTCP(sender, d)
+	p.scheduleOfferLocked()
+	p.mu.Unlock()
+
+	if !t.addDown(d) { // the publisher left meanwhile
+		p.Unsubscribe(d)
+		return nil, ErrClosed
+	}
+	t.selectLayer(d)
+	return d, nil
+}
+
+// Unsubscribe stops sending d's track to this peer.
+func (p *Peer) Unsubscribe(d *DownTrack) {
+	d.track.removeDown(d)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	sender, ok := p.downs[d]
+	if !ok {
+		return
+	}
+	delete(p.downs, d)
+	p.router.sfu.stats.downTracks.Add(-1)
+	if p.closed {
+		return
+	}
+	if err := p.sub.RemoveTrack(sender); err != nil {
+		p.log.Debug("remove track", "track", d.id, "err", err)
+	}
+	p.scheduleOfferLocked()
+}
+
+// scheduleOfferLocked arranges for an offer on the subscribing connection
+// shortly, unless one is out already (then it follows the answer).
+func (p *Peer) scheduleOfferLocked() {
+	p.renegotiate = true
+	if p.offering || p.timer != nil || p.closed {
+		return
+	}
+	p.timer = time.AfterFunc(negotiationDelay, p.sendOffer)
+}
+
+func (p *Peer) sendOffer() {
+	p.mu.Lock()
+	p.timer = nil
+	if p.offering || p.closed || !p.renegotiate {
+		p.mu.Unlock()
+		return
+	}
+	p.renegotiate = false
+	offer, err := p.sub.CreateOffer(nil)
+	if err == nil {
+		err = p.sub.SetLocalDescription(offer)
+	}
+	if err != nil {
+		p.mu.Unlock()
+		p.log.Error("subscriber offer", "err", err)
+		return
+	}
+	p.offering = true
+	sdp := p.sub.LocalDescription().SDP
+	p.mu.Unlock()
+	p.l.OnOffer(sdp)
+}
+
+// RestartOffer forgets an offer that will never be answered (the
+// participant's signaling went away and came back) and offers again.
+func (p *Peer) RestartOffer() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.offering {
+		if err := p.sub.SetLocalDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeRollback}); err != nil {
+			p.log.Debug("rollback", "err", err)
+		}
+		p.offering = false
+	}
+	p.scheduleOfferLocked()
+}
+
+// readSenderRTCP drains the subscriber's RTCP for d and turns its keyframe
+// requests into (throttled) requests upstream.
+func (p *Peer) readSenderRTCP(sender *webrtc.RTPSender, d *DownTrack) {
+	defer p.wg.Done()
+	for {
+		pkts, _, err := sender.ReadRTCP()
+		if err != nil {
+			return
+		}
+		for _, pkt := range pkts {
+			switch pkt.(type) {
+			case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
+				d.track.requestKeyframe(d.Layer())
+			}
+		}
+	}
+}
+
+func (p *Peer) onRemoteTrack(remote *webrtc.TrackRemote, receiver *webrtc.RTPReceiver) {
+	rid := remote.RID()
+	layer, ok := LayerForRID(rid)
+	if !ok {
+		p.log.Warn("unknown simulcast layer ignored", "rid", rid)
+		return
+	}
+	key := remote.ID() + "/" + remote.Kind().String()
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return
+	}
+	t := p.tracks[key]
+	isNew := t == nil
+	if isNew {
+		p.nextTrack++
+		id := fmt.Sprintf("%s-%s-%d", remote.Kind(), p.id, p.nextTrack)
+		t = newTrack(id, p.id, remote.Kind(), remote.Codec(), &p.router.sfu.stats, p.router.sfu.clock,
+			p.router.sfu.cfg.KeyframeInterval, p.pub.WriteRTCP)
+		p.tracks[key] = t
+		p.router.sfu.stats.tracks.Add(1)
+	}
+	t.addLayer(layer, uint32(remote.SSRC()))
+	t.liveLayers.Add(1)
+	p.wg.Add(2)
+	p.mu.Unlock()
+
+	p.log.Info("track layer", "track", t.id, "kind", remote.Kind().String(), "rid", rid,
+		"codec", remote.Codec().MimeType, "ssrc", uint32(remote.SSRC()))
+	if isNew {
+		p.router.trackPublished(p, t)
+	}
+	go func() {
+		defer p.wg.Done()
+		for {
+			var err error
+			if rid != "" {
+				_, _, err = receiver.ReadSimulcastRTCP(rid)
+			} else {
+				_, _, err = receiver.ReadRTCP()
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	defer p.wg.Done()
+	err := t.readLoop(layer, remote)
+	p.log.Info("track layer ended", "track", t.id, "rid", rid, "err", err)
+	t.layers[layer].present.Store(false)
+	if t.liveLayers.Add(-1) == 0 {
+		p.unpublish(key, t)
+	}
+}
+
+// unpublish removes a track whose layers have all ended, and with it every
+// subscriber's copy.
+func (p *Peer) unpublish(key string, t *Track) {
+	p.mu.Lock()
+	if p.tracks[key] == t {
+		delete(p.tracks, key)
+		p.router.sfu.stats.tracks.Add(-1)
+	}
+	p.mu.Unlock()
+	for _, d := range t.close() {
+		d.sub.Unsubscribe(d)
+	}
+}
+
+// Close leaves the router: the peer's tracks stop for every subscriber and
+// its connections close. It waits for the peer's goroutines.
+func (p *Peer) Close() {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return
+	}
+	p.closed = true
+	if p.timer != nil {
+		p.timer.Stop()
+		p.timer = nil
+	}
+	tracks := p.tracks
+	p.tracks = map[string]*Track{}
+	downs := p.downs
+	p.downs = map[*DownTrack]*webrtc.RTPSender{}
+	p.mu.Unlock()
+
+	p.router.removePeer(p)
+	p.router.sfu.stats.tracks.Add(-int64(len(tracks)))
+	p.router.sfu.stats.downTracks.Add(-int64(len(downs)))
+	for _, t := range tracks {
+		for _, d := range t.close() {
+			d.sub.Unsubscribe(d)
+		}
+	}
+	for d := range downs {
+		d.track.removeDown(d)
+	}
+	if err := p.pub.Close(); err != nil {
+		p.log.Debug("close publishing connection", "err", err)
+	}
+	if err := p.sub.Close(); err != nil {
+		p.log.Debug("close subscribing connection", "err", err)
+	}
+	p.wg.Wait()
+	p.router.sfu.stats.peers.Add(-1)
+}

@@ -1,0 +1,305 @@
+// Package sfutest builds synthetic participants out of pion peer
+// connections and the media clips in testdata/: a publisher that sends a
+// three-layer VP8 simulcast and Opus at real-time pace, and the plumbing to
+// connect it to a server. Tests, benchmarks and the room simulator share it.
+package sfutest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/pion/ice/v4"
+	"github.com/pion/interceptor"
+	"github.com/pion/rtcp"
+	"github.com/pion/rtp"
+	"github.com/pion/rtp/codecs"
+	"github.com/pion/sdp/v3"
+	"github.com/pion/webrtc/v4"
+	"github.com/pion/webrtc/v4/pkg/media"
+	"github.com/pion/webrtc/v4/pkg/media/ivfreader"
+	"github.com/pion/webrtc/v4/pkg/media/oggreader"
+)
+
+// Clips names the test clips: one per simulcast RID, and the Opus clip.
+var Clips = map[string]string{
+	"q":     "video-180p.ivf",
+	"h":     "video-360p.ivf",
+	"f":     "video-720p.ivf",
+	"audio": "audio.ogg",
+}
+
+// TestdataDir finds the repository's testdata/ folder from this source file,
+// so tests in any package can reach the clips.
+func TestdataDir() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..", "testdata")
+}
+
+// ClientAPI returns a pion API for synthetic participants. When loopbackOnly
+// is set, it gathers and accepts only loopback candidates, so a test never
+// sends a packet off the machine.
+func ClientAPI(loopbackOnly bool) (*webrtc.API, error) {
+	m := &webrtc.MediaEngine{}
+	if err := m.RegisterDefaultCodecs(); err != nil {
+		return nil, err
+	}
+	ir := &interceptor.Registry{}
+	if err := webrtc.RegisterDefaultInterceptors(m, ir); err != nil {
+		return nil, err
+	}
+	var se webrtc.SettingEngine
+	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+	if loopbackOnly {
+		se.SetIncludeLoopbackCandidate(true)
+		loop := func(ip net.IP) bool { return ip.IsLoopback() }
+		se.SetIPFilter(loop)
+		se.SetRemoteIPFilter(loop)
+		se.SetInterfaceFilter(func(name string) bool { return name == "lo" })
+	}
+	return webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se)), nil
+}
+
+// Publisher sends a camera (VP8 simulcast from the clips) and a microphone
+// (Opus) on one peer connection.
+type Publisher struct {
+	PC     *webrtc.PeerConnection
+	video  map[string]*player // by RID
+	audio  *player
+	sender *webrtc.RTPSender
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// NewPublisher adds the tracks to pc. rids lists the simulcast layers to
+// send (e.g. q, h, f for the hub; q, h for a room); audio adds the Opus clip.
+func NewPublisher(pc *webrtc.PeerConnection, streamID string, rids []string, audio bool) (*Publisher, error) {
+	p := &Publisher{PC: pc, video: map[string]*player{}}
+	vp8 := webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}
+	for i, rid := range rids {
+		tr, err := webrtc.NewTrackLocalStaticRTP(vp8, "camera", streamID, webrtc.WithRTPStreamID(rid))
+		if err != nil {
+			return nil, err
+		}
+		if i == 0 {
+			if p.sender, err = pc.AddTrack(tr); err != nil {
+				return nil, err
+			}
+		} else if err := p.sender.AddEncoding(tr); err != nil {
+			return nil, err
+		}
+		p.video[rid] = &player{file: filepath.Join(TestdataDir(), Clips[rid]), rid: rid, rtpTrack: tr, ivf: true}
+	}
+	if audio {
+		opus := webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}
+		tr, err := webrtc.NewTrackLocalStaticSample(opus, "microphone", streamID)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := pc.AddTrack(tr); err != nil {
+			return nil, err
+		}
+		p.audio = &player{file: filepath.Join(TestdataDir(), Clips["audio"]), sampleTrack: tr}
+	}
+	return p, nil
+}
+
+// Start plays the clips in a loop until Stop; call it once the connection
+// is negotiated. A keyframe request for a layer restarts that layer's clip,
+// whose first frame is a keyframe.
+func (p *Publisher) Start() {
+	ctx, cancel := context.WithCancel(context.Background())
+	p.cancel = cancel
+	// pion does not stamp the MID and RID header extensions that let the
+	// receiver tell simulcast layers apart: the players do it.
+	var midID, ridID uint8
+	for _, ext := range p.sender.GetParameters().HeaderExtensions {
+		switch ext.URI {
+		case sdp.SDESMidURI:
+			midID = uint8(ext.ID)
+		case sdp.SDESRTPStreamIDURI:
+			ridID = uint8(ext.ID)
+		}
+	}
+	mid := ""
+	for _, tr := range p.PC.GetTransceivers() {
+		if tr.Sender() == p.sender {
+			mid = tr.Mid()
+		}
+	}
+	for rid, pl := range p.video {
+		pl.midID, pl.ridID, pl.mid = midID, ridID, mid
+		p.wg.Add(2)
+		go func() { defer p.wg.Done(); pl.run(ctx) }()
+		go func() { defer p.wg.Done(); p.watchRTCP(rid, pl) }()
+	}
+	if p.audio != nil {
+		p.wg.Add(1)
+		go func() { defer p.wg.Done(); p.audio.run(ctx) }()
+	}
+}
+
+func (p *Publisher) watchRTCP(rid string, pl *player) {
+	for {
+		pkts, _, err := p.sender.ReadSimulcastRTCP(rid)
+		if err != nil {
+			return
+		}
+		for _, pkt := range pkts {
+			switch pkt.(type) {
+			case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
+				pl.restart()
+			}
+		}
+	}
+}
+
+// Stop ends playback and waits for the players (close the peer connection
+// first so the RTCP readers return).
+func (p *Publisher) Stop() {
+	if p.cancel != nil {
+		p.cancel()
+	}
+	p.wg.Wait()
+}
+
+type player struct {
+	file        string
+	ivf         bool
+	sampleTrack *webrtc.TrackLocalStaticSample // audio
+	rtpTrack    *webrtc.TrackLocalStaticRTP    // simulcast video layer
+	rid, mid    string
+	midID       uint8
+	ridID       uint8
+	pz          rtp.Packetizer
+
+	mu    sync.Mutex
+	again bool
+}
+
+func (pl *player) restart() {
+	pl.mu.Lock()
+	pl.again = true
+	pl.mu.Unlock()
+}
+
+func (pl *player) takeRestart() bool {
+	pl.mu.Lock()
+	defer pl.mu.Unlock()
+	r := pl.again
+	pl.again = false
+	return r
+}
+
+// run writes one frame per tick, reopening the clip at its end or when a
+// keyframe was asked for.
+func (pl *player) run(ctx context.Context) {
+	for ctx.Err() == nil {
+		if err := pl.playOnce(ctx); err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, errRestart) {
+			return
+		}
+	}
+}
+
+var errRestart = errors.New("restart")
+
+func (pl *player) playOnce(ctx context.Context) error {
+	f, err := os.Open(pl.file)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	next, frameTime, err := pl.reader(f)
+	if err != nil {
+		return err
+	}
+	write := pl.writer(frameTime)
+	tick := time.NewTicker(frameTime)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+		if pl.takeRestart() {
+			return errRestart
+		}
+		data, err := next()
+		if err != nil {
+			return err
+		}
+		if err := write(data); err != nil && !errors.Is(err, io.ErrClosedPipe) {
+			return err
+		}
+	}
+}
+
+// writer returns the function that sends one frame: as a sample for audio,
+// as VP8 RTP packets carrying MID and RID for a simulcast layer.
+func (pl *player) writer(frameTime time.Duration) func([]byte) error {
+	if pl.rtpTrack == nil {
+		return func(b []byte) error {
+			return pl.sampleTrack.WriteSample(media.Sample{Data: b, Duration: frameTime})
+		}
+	}
+	// One packetizer for the player's life: a restarted clip must continue
+	// the sequence numbers, or the receiver's SRTP replay check drops it.
+	if pl.pz == nil {
+		pl.pz = rtp.NewPacketizer(1200, 0, 0, &codecs.VP8Payloader{EnablePictureID: true}, rtp.NewRandomSequencer(), 90000)
+	}
+	pz := pl.pz
+	ticks := uint32(frameTime.Seconds() * 90000)
+	return func(b []byte) error {
+		for _, pkt := range pz.Packetize(b, ticks) {
+			if pl.midID != 0 {
+				if err := pkt.Header.SetExtension(pl.midID, []byte(pl.mid)); err != nil {
+					return err
+				}
+			}
+			if pl.ridID != 0 {
+				if err := pkt.Header.SetExtension(pl.ridID, []byte(pl.rid)); err != nil {
+					return err
+				}
+			}
+			if err := pl.rtpTrack.WriteRTP(pkt); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+}
+
+func (pl *player) reader(f io.Reader) (next func() ([]byte, error), frameTime time.Duration, err error) {
+	if pl.ivf {
+		r, h, err := ivfreader.NewWith(f)
+		if err != nil {
+			return nil, 0, err
+		}
+		frameTime = time.Duration(float64(time.Second) * float64(h.TimebaseNumerator) / float64(h.TimebaseDenominator))
+		return func() ([]byte, error) {
+			b, _, err := r.ParseNextFrame()
+			return b, err
+		}, frameTime, nil
+	}
+	r, _, err := oggreader.NewWith(f)
+	if err != nil {
+		return nil, 0, err
+	}
+	return func() ([]byte, error) {
+		for {
+			b, _, err := r.ParseNextPage()
+			if err != nil || !bytes.HasPrefix(b, []byte("Opus")) { // skip OpusHead and OpusTags
+				return b, err
+			}
+		}
+	}, 20 * time.Millisecond, nil
+}

@@ -1,0 +1,269 @@
+package sfu
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/rtcp"
+	"github.com/pion/rtp"
+	"github.com/pion/webrtc/v4"
+)
+
+// MaxLayers is the most simulcast layers a track may have.
+const MaxLayers = 3
+
+// Layer indexes, lowest quality first. The RIDs are the ones the pages send:
+// q (quarter, 320x180), h (half, 640x360), f (full, 1280x720).
+const (
+	LayerLow  = 0
+	LayerMid  = 1
+	LayerHigh = 2
+)
+
+// LayerForRID maps a simulcast RID to its layer index; a track without
+// simulcast has one layer, 0. ok is false for RIDs the SFU does not know.
+func LayerForRID(rid string) (layer int, ok bool) {
+	switch rid {
+	case "", "q":
+		return LayerLow, true
+	case "h":
+		return LayerMid, true
+	case "f":
+		return LayerHigh, true
+	}
+	return 0, false
+}
+
+// RIDForLayer is the inverse of LayerForRID for simulcast tracks.
+func RIDForLayer(l int) string {
+	return [...]string{"q", "h", "f"}[l]
+}
+
+// layerIdle is how long a layer may go without packets before it no longer
+// counts as sent (Chromium stops its upper layers when its upload shrinks).
+const layerIdle = 1500 * time.Millisecond
+
+// Track is one published track (a camera or a microphone) with its simulcast
+// layers. One read loop per layer copies every packet to the down tracks.
+type Track struct {
+	id       string
+	streamID string // publisher's peer ID
+	kind     webrtc.RTPCodecType
+	codec    webrtc.RTPCodecParameters
+	stats    *counters
+	clock    func() int64
+	pliEvery time.Duration
+
+	writeRTCP func([]rtcp.Packet) error // to the publisher
+
+	layers     [MaxLayers]layerState
+	liveLayers atomic.Int32                 // layers whose read loop runs
+	downs      atomic.Pointer[[]*DownTrack] // copy-on-write: the fan-out takes no lock
+
+	mu     sync.Mutex // serialises writers of downs and of layer registration
+	closed bool
+}
+
+type layerState struct {
+	ssrc       atomic.Uint32
+	present    atomic.Bool
+	lastPacket atomic.Int64 // monotonic ns of the newest packet
+	lastPLI    atomic.Int64 // monotonic ns of the last keyframe request sent
+}
+
+func newTrack(id, streamID string, kind webrtc.RTPCodecType, codec webrtc.RTPCodecParameters,
+	stats *counters, clock func() int64, pliEvery time.Duration, writeRTCP func([]rtcp.Packet) error,
+) *Track {
+	t := &Track{
+		id: id, streamID: streamID, kind: kind, codec: codec,
+		stats: stats, clock: clock, pliEvery: pliEvery, writeRTCP: writeRTCP,
+	}
+	t.downs.Store(&[]*DownTrack{})
+	return t
+}
+
+// ID is the track's identifier, unique within its router.
+func (t *Track) ID() string { return t.id }
+
+// PublisherID is the ID of the peer that publishes the track.
+func (t *Track) PublisherID() string { return t.streamID }
+
+// Kind is audio or video.
+func (t *Track) Kind() webrtc.RTPCodecType { return t.kind }
+
+// Codec is the publisher's negotiated codec.
+func (t *Track) Codec() webrtc.RTPCodecParameters { return t.codec }
+
+// Layers reports which layers have been received at all, lowest first.
+func (t *Track) Layers() []int {
+	var out []int
+	for i := range t.layers {
+		if t.layers[i].present.Load() {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+// DownTracks returns the subscribers' copies of this track.
+func (t *Track) DownTracks() []*DownTrack { return *t.downs.Load() }
+
+func (t *Track) addLayer(l int, ssrc uint32) {
+	t.layers[l].ssrc.Store(ssrc)
+	t.layers[l].lastPacket.Store(t.clock())
+	t.layers[l].present.Store(true)
+}
+
+func (t *Track) addDown(d *DownTrack) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return false
+	}
+	old := *t.downs.Load()
+	next := make([]*DownTrack, len(old), len(old)+1)
+	copy(next, old)
+	next = append(next, d)
+	t.downs.Store(&next)
+	return true
+}
+
+func (t *Track) removeDown(d *DownTrack) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	old := *t.downs.Load()
+	next := make([]*DownTrack, 0, len(old))
+	for _, x := range old {
+		if x != d {
+			next = append(next, x)
+		}
+	}
+	t.downs.Store(&next)
+}
+
+// close detaches every down track and returns them so their subscribers can
+// remove them from their peer connections.
+func (t *Track) close() []*DownTrack {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.closed = true
+	old := *t.downs.Load()
+	t.downs.Store(&[]*DownTrack{})
+	return old
+}
+
+// forward copies one packet of layer l to every down track that wants it.
+// This is the SFU's forwarding loop body: it runs once per received packet
+// and must not allocate.
+func (t *Track) forward(l int, p *rtp.Packet) {
+	now := t.clock()
+	t.layers[l].lastPacket.Store(now)
+	var n uint64
+	for _, d := range *t.downs.Load() {
+		if d.forward(int32(l), p, now) {
+			n++
+		}
+	}
+	if n > 0 {
+		t.stats.packetsForwarded.Add(n)
+		t.stats.bytesForwarded.Add(n * uint64(len(p.Payload)))
+	}
+}
+
+// readLoop reads layer l from the publisher until the track ends, and
+// returns why it ended.
+func (t *Track) readLoop(l int, remote *webrtc.TrackRemote) error {
+	buf := make([]byte, receiveMTU)
+	var p rtp.Packet
+	for {
+		n, _, err := remote.Read(buf)
+		if err != nil {
+			return err
+		}
+		if err := p.Unmarshal(buf[:n]); err != nil {
+			t.stats.malformed.Add(1)
+			continue
+		}
+		t.stats.packetsReceived.Add(1)
+		t.forward(l, &p)
+	}
+}
+
+// requestKeyframe asks the publisher for a keyframe on layer l, at most once
+// per pliEvery: many subscribers starting or switching at once cost one
+// keyframe, not one each.
+func (t *Track) requestKeyframe(l int) {
+	if t.kind != webrtc.RTPCodecTypeVideo || l < 0 || l >= MaxLayers || t.writeRTCP == nil {
+		return
+	}
+	ls := &t.layers[l]
+	ssrc := ls.ssrc.Load()
+	if ssrc == 0 {
+		return // not received yet: its first packets start with a keyframe anyway
+	}
+	now := t.clock()
+	last := ls.lastPLI.Load()
+	if last != 0 && now-last < int64(t.pliEvery) {
+		return
+	}
+	if !ls.lastPLI.CompareAndSwap(last, now) {
+		return // another subscriber just asked
+	}
+	t.stats.keyframeRequests.Add(1)
+	_ = t.writeRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{MediaSSRC: ssrc}})
+}
+
+// activeLayers returns a bit set of the layers that received packets within
+// layerIdle.
+func (t *Track) activeLayers() uint8 {
+	now := t.clock()
+	var set uint8
+	for i := range t.layers {
+		ls := &t.layers[i]
+		if ls.present.Load() && now-ls.lastPacket.Load() < int64(layerIdle) {
+			set |= 1 << i
+		}
+	}
+	return set
+}
+
+// selectLayer points d at the best layer being sent that does not exceed its
+// maximum; if none does, at the lowest one being sent. Until bandwidth
+// estimation lands, the maximum is the only limit.
+func (t *Track) selectLayer(d *DownTrack) {
+	d.setTarget(chooseLayer(t.activeLayers(), int(d.maxLayer.Load()), int(d.target.Load())))
+}
+
+// chooseLayer picks a layer from the set of active ones: the highest not
+// above max, else the lowest active; with none active it keeps current.
+func chooseLayer(active uint8, max, current int) int {
+	if active == 0 {
+		if current == noLayer {
+			return 0
+		}
+		return current
+	}
+	for l := max; l >= 0; l-- {
+		if active&(1<<l) != 0 {
+			return l
+		}
+	}
+	for l := 0; l < MaxLayers; l++ {
+		if active&(1<<l) != 0 {
+			return l
+		}
+	}
+	return current
+}
+
+// refreshLayers re-chooses the layer of every down track; the router calls
+// it periodically so subscribers follow layers that start and stop.
+func (t *Track) refreshLayers() {
+	if t.kind != webrtc.RTPCodecTypeVideo {
+		return
+	}
+	for _, d := range *t.downs.Load() {
+		t.selectLayer(d)
+	}
+}

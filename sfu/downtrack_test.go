@@ -1,0 +1,212 @@
+package sfu
+
+import (
+	"testing"
+	"time"
+
+	"github.com/pion/rtp"
+	"github.com/pion/webrtc/v4"
+)
+
+// recordingWriter is a webrtc.TrackLocalWriter that keeps what it is given.
+type recordingWriter struct {
+	headers []rtp.Header
+	sizes   []int
+}
+
+func (w *recordingWriter) WriteRTP(h *rtp.Header, payload []byte) (int, error) {
+	w.headers = append(w.headers, *h)
+	w.sizes = append(w.sizes, len(payload))
+	return len(payload), nil
+}
+
+func (w *recordingWriter) Write(b []byte) (int, error) { return len(b), nil }
+
+// discardWriter counts packets and keeps nothing: the benchmark's sink.
+type discardWriter struct{ n int }
+
+func (w *discardWriter) WriteRTP(_ *rtp.Header, payload []byte) (int, error) {
+	w.n++
+	return len(payload), nil
+}
+
+func (w *discardWriter) Write(b []byte) (int, error) { return len(b), nil }
+
+var vp8Codec = webrtc.RTPCodecParameters{
+	RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000},
+	PayloadType:        96,
+}
+
+// newBareTrack builds a track with no publisher connection and a fake clock.
+func newBareTrack(now *int64) *Track {
+	return newTrack("video-hub-1", "hub", webrtc.RTPCodecTypeVideo, vp8Codec, &counters{},
+		func() int64 { return *now }, 500*time.Millisecond, nil)
+}
+
+// bindFake attaches d to w as if pion had bound it with this SSRC and PT.
+func bindFake(d *DownTrack, w webrtc.TrackLocalWriter, ssrc uint32, pt uint8) {
+	d.writer, d.ssrc, d.pt = w, ssrc, pt
+	d.bound.Store(true)
+}
+
+var (
+	vp8Key   = []byte{0x90, 0x80, 0x01, 0x00, 0x9d, 0x01, 0x2a} // S=1, X, I, picture ID 1; P=0
+	vp8Delta = []byte{0x90, 0x80, 0x02, 0x01, 0x00, 0x00, 0x00} // P=1
+)
+
+func pkt(seq uint16, ts uint32, payload []byte) *rtp.Packet {
+	p := &rtp.Packet{
+		Header:  rtp.Header{Version: 2, SequenceNumber: seq, Timestamp: ts, SSRC: 1234, PayloadType: 100},
+		Payload: payload,
+	}
+	if err := p.Header.SetExtension(3, []byte("f")); err != nil {
+		panic(err)
+	}
+	return p
+}
+
+func TestDownTrackRewrite(t *testing.T) {
+	now := int64(0)
+	tr := newBareTrack(&now)
+	d := newDownTrack(tr, nil, "video-hub-1", LayerHigh)
+	w := &recordingWriter{}
+	bindFake(d, w, 777, 96)
+	d.setTarget(LayerLow)
+
+	steps := []struct {
+		layer   int32
+		p       *rtp.Packet
+		advance time.Duration
+		written bool
+		why     string
+	}{
+		{LayerLow, pkt(100, 1000, vp8Delta), 0, false, "no keyframe yet: nothing to start from"},
+		{LayerLow, pkt(101, 1000, vp8Key), 0, true, "keyframe starts the layer"},
+		{LayerLow, pkt(102, 4000, vp8Delta), 33 * time.Millisecond, true, "same layer"},
+		{LayerMid, pkt(5000, 90000, vp8Delta), 0, false, "other layer, not wanted"},
+		{LayerLow, pkt(103, 4000, nil), 0, false, "padding only: dropped"},
+		{LayerLow, pkt(104, 7000, vp8Delta), 33 * time.Millisecond, true, "after padding, no gap"},
+	}
+	for i, s := range steps {
+		now += int64(s.advance)
+		if got := d.forward(s.layer, s.p, now); got != s.written {
+			t.Fatalf("step %d (%s): written=%v, want %v", i, s.why, got, s.written)
+		}
+	}
+	// Switch to the mid layer: only at its keyframe.
+	d.setTarget(LayerMid)
+	now += int64(33 * time.Millisecond)
+	if d.forward(LayerMid, pkt(5001, 93000, vp8Delta), now) {
+		t.Fatal("switched on a delta frame")
+	}
+	if !d.forward(LayerLow, pkt(105, 10000, vp8Delta), now) {
+		t.Fatal("old layer stopped before the new one's keyframe")
+	}
+	now += int64(10 * time.Millisecond)
+	if !d.forward(LayerMid, pkt(5002, 96000, vp8Key), now) {
+		t.Fatal("keyframe of the target layer not taken")
+	}
+	if d.forward(LayerLow, pkt(106, 13000, vp8Delta), now) {
+		t.Fatal("old layer still forwarded after the switch")
+	}
+	if d.forward(LayerMid, pkt(5000, 90000, vp8Delta), now) {
+		t.Fatal("a reordered packet from before the switch point was forwarded")
+	}
+	if !d.forward(LayerMid, pkt(5003, 99000, vp8Delta), now) {
+		t.Fatal("new layer not forwarded")
+	}
+
+	wantSeq := []uint16{101, 102, 103, 104, 105, 106}
+	if len(w.headers) != len(wantSeq) {
+		t.Fatalf("wrote %d packets, want %d", len(w.headers), len(wantSeq))
+	}
+	for i, h := range w.headers {
+		if h.SequenceNumber != wantSeq[i] {
+			t.Errorf("packet %d: sequence %d, want %d", i, h.SequenceNumber, wantSeq[i])
+		}
+		if h.SSRC != 777 || h.PayloadType != 96 {
+			t.Errorf("packet %d: SSRC %d PT %d, want 777 and 96", i, h.SSRC, h.PayloadType)
+		}
+		if h.Extension || len(h.Extensions) != 0 {
+			t.Errorf("packet %d: the publisher's header extensions leaked", i)
+		}
+		if i > 0 && int32(h.Timestamp-w.headers[i-1].Timestamp) < 0 {
+			t.Errorf("packet %d: timestamp went back", i)
+		}
+	}
+	// The switch advanced the timestamp by the 10 ms that passed: 900 ticks.
+	if got := w.headers[4].Timestamp - w.headers[3].Timestamp; got != 900 {
+		t.Errorf("timestamp step across the switch = %d ticks, want 900", got)
+	}
+	if got := w.headers[5].Timestamp - w.headers[4].Timestamp; got != 3000 {
+		t.Errorf("timestamp step inside the new layer = %d, want the publisher's 3000", got)
+	}
+	if d.Layer() != LayerMid {
+		t.Errorf("layer %d, want %d", d.Layer(), LayerMid)
+	}
+}
+
+func TestSeqBefore(t *testing.T) {
+	for _, c := range []struct {
+		a, b uint16
+		want bool
+	}{
+		{1, 2, true}, {2, 1, false}, {5, 5, false}, {65535, 0, true}, {0, 65535, false}, {0, 32767, true}, {0, 32768, false},
+	} {
+		if got := seqBefore(c.a, c.b); got != c.want {
+			t.Errorf("seqBefore(%d, %d) = %v, want %v", c.a, c.b, got, c.want)
+		}
+	}
+}
+
+func TestChooseLayer(t *testing.T) {
+	for _, c := range []struct {
+		active        uint8
+		max, cur, out int
+	}{
+		{0b111, LayerHigh, noLayer, LayerHigh},
+		{0b111, LayerLow, LayerHigh, LayerLow},
+		{0b011, LayerHigh, LayerHigh, LayerMid}, // f stopped: fall to h
+		{0b110, LayerLow, LayerLow, LayerMid},   // q stopped and max is q: lowest sent
+		{0, LayerHigh, LayerMid, LayerMid},      // nothing sent: keep
+		{0, LayerHigh, noLayer, LayerLow},
+	} {
+		if got := chooseLayer(c.active, c.max, c.cur); got != c.out {
+			t.Errorf("chooseLayer(%03b, max %d, cur %d) = %d, want %d", c.active, c.max, c.cur, got, c.out)
+		}
+	}
+}
+
+// BenchmarkForwardPacket copies one packet to 116 down tracks, the fan-out
+// of one city conference. The writers discard, so this measures the
+// forwarding loop itself: layer check, rewrite, counters. 0 allocs/op.
+func BenchmarkForwardPacket(b *testing.B) {
+	const rooms = 116
+	now := int64(0)
+	tr := newBareTrack(&now)
+	w := &discardWriter{}
+	for i := range rooms {
+		d := newDownTrack(tr, nil, "video-hub-1", LayerHigh)
+		bindFake(d, w, uint32(1000+i), 96)
+		d.setTarget(LayerHigh)
+		tr.addDown(d)
+	}
+	tr.addLayer(LayerHigh, 1234)
+	key := pkt(1, 0, append(append([]byte{}, vp8Key...), make([]byte, 1180)...))
+	tr.forward(LayerHigh, key) // every down track starts on this keyframe
+	p := pkt(2, 3000, append(append([]byte{}, vp8Delta...), make([]byte, 1180)...))
+	b.ReportAllocs()
+	b.SetBytes(int64(len(p.Payload)) * rooms)
+	b.ResetTimer()
+	for b.Loop() {
+		p.SequenceNumber++
+		p.Timestamp += 3000
+		now += int64(time.Millisecond)
+		tr.forward(LayerHigh, p)
+	}
+	b.StopTimer()
+	if w.n < b.N*rooms {
+		b.Fatalf("%d packets written for %d iterations of %d rooms", w.n, b.N, rooms)
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*rooms), "ns/copy")
+}

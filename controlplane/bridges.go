@@ -1,0 +1,150 @@
+package controlplane
+
+import (
+	"encoding/csv"
+	"errors"
+	"fmt"
+	"io"
+	"regexp"
+	"slices"
+	"strings"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Kind is what sort of place a bridge point is.
+type Kind string
+
+// The kinds of bridge points.
+const (
+	KindCommune     Kind = "commune"
+	KindWard        Kind = "ward"
+	KindSpecialZone Kind = "special_zone"
+	KindHub         Kind = "hub"
+)
+
+// Bridge is one connected meeting room ("bridge point").
+type Bridge struct {
+	ID      string `json:"id"`
+	Name    string `json:"name"`
+	Kind    Kind   `json:"kind"`
+	Area    string `json:"area,omitempty"`
+	Contact string `json:"contact,omitempty"`
+}
+
+// bridgeID: short, lower-case, safe in URLs and in SDP stream IDs.
+var bridgeID = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,31}$`)
+
+// Validate reports what is wrong with b, if anything.
+func (b Bridge) Validate() error {
+	switch {
+	case !bridgeID.MatchString(b.ID):
+		return fmt.Errorf("id %q: want 1-32 of a-z, 0-9 and -, starting with a letter or digit", b.ID)
+	case strings.TrimSpace(b.Name) == "":
+		return errors.New("name is empty")
+	case len(b.Name) > 120:
+		return errors.New("name is longer than 120 characters")
+	}
+	switch b.Kind {
+	case KindCommune, KindWard, KindSpecialZone, KindHub:
+	default:
+		return fmt.Errorf("kind %q: want commune, ward, special_zone or hub", b.Kind)
+	}
+	return nil
+}
+
+// RowError is one rejected row of a CSV import.
+type RowError struct {
+	Line int    `json:"line"`
+	Err  string `json:"error"`
+}
+
+var csvHeader = []string{"id", "name", "kind", "area", "contact"}
+
+// ParseBridgesCSV reads a registry in CSV form (header: id,name,kind,area,
+// contact). Good rows are returned; each bad row is reported with its line
+// number and does not stop the others.
+func ParseBridgesCSV(r io.Reader) ([]Bridge, []RowError, error) {
+	cr := csv.NewReader(r)
+	cr.FieldsPerRecord = -1
+	head, err := cr.Read()
+	if err != nil {
+		return nil, nil, fmt.Errorf("read CSV header: %w", err)
+	}
+	for i := range head {
+		head[i] = strings.ToLower(strings.TrimSpace(strings.TrimPrefix(head[i], "\ufeff")))
+	}
+	if !slices.Equal(head, csvHeader) {
+		return nil, nil, fmt.Errorf("CSV header %q, want %q", strings.Join(head, ","), strings.Join(csvHeader, ","))
+	}
+	var (
+		out  []Bridge
+		bad  []RowError
+		seen = map[string]int{}
+	)
+	for {
+		rec, err := cr.Read()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		line, _ := cr.FieldPos(0)
+		if err != nil {
+			bad = append(bad, RowError{Line: line, Err: err.Error()})
+			continue
+		}
+		if len(rec) != len(csvHeader) {
+			bad = append(bad, RowError{Line: line, Err: fmt.Sprintf("%d fields, want %d", len(rec), len(csvHeader))})
+			continue
+		}
+		b := Bridge{
+			ID: strings.TrimSpace(rec[0]), Name: strings.TrimSpace(rec[1]), Kind: Kind(strings.TrimSpace(rec[2])),
+			Area: strings.TrimSpace(rec[3]), Contact: strings.TrimSpace(rec[4]),
+		}
+		if err := b.Validate(); err != nil {
+			bad = append(bad, RowError{Line: line, Err: err.Error()})
+			continue
+		}
+		if first, dup := seen[b.ID]; dup {
+			bad = append(bad, RowError{Line: line, Err: fmt.Sprintf("id %q already on line %d", b.ID, first)})
+			continue
+		}
+		seen[b.ID] = line
+		out = append(out, b)
+	}
+	return out, bad, nil
+}
+
+// PutBridges adds or replaces bridges in the registry.
+func (s *Store) PutBridges(bs []Bridge) error {
+	for _, b := range bs {
+		if err := b.Validate(); err != nil {
+			return fmt.Errorf("bridge %q: %w", b.ID, err)
+		}
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		for _, b := range bs {
+			if err := put(tx, bucketBridges, b.ID, b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// Bridge returns one bridge.
+func (s *Store) Bridge(id string) (Bridge, error) {
+	var b Bridge
+	err := s.db.View(func(tx *bolt.Tx) error { return get(tx, bucketBridges, id, &b) })
+	return b, err
+}
+
+// Bridges returns the registry, ordered by ID.
+func (s *Store) Bridges() ([]Bridge, error) {
+	var out []Bridge
+	err := s.db.View(func(tx *bolt.Tx) error {
+		var err error
+		out, err = all[Bridge](tx, bucketBridges)
+		return err
+	})
+	return out, err
+}

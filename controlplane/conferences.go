@@ -1,0 +1,99 @@
+package controlplane
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// State is where a conference is in its life.
+type State string
+
+// Conference states. Bridges may join only open or live conferences.
+const (
+	StateScheduled State = "scheduled"
+	StateOpen      State = "open"
+	StateLive      State = "live"
+	StateEnded     State = "ended"
+)
+
+// Conference is one official meeting from the hub to its invited bridges.
+type Conference struct {
+	ID    string    `json:"id"`
+	Title string    `json:"title"`
+	Start time.Time `json:"start,omitzero"`
+	End   time.Time `json:"end,omitzero"`
+	State State     `json:"state"`
+	// AllBridges invites the whole registry; otherwise Bridges lists the
+	// invited bridge IDs.
+	AllBridges bool      `json:"all_bridges"`
+	Bridges    []string  `json:"bridges,omitempty"`
+	Created    time.Time `json:"created"`
+}
+
+// Invites reports whether the bridge is invited.
+func (c Conference) Invites(bridgeID string) bool {
+	return c.AllBridges || slices.Contains(c.Bridges, bridgeID)
+}
+
+// Joinable reports whether bridges may join now.
+func (c Conference) Joinable() bool {
+	return c.State == StateOpen || c.State == StateLive
+}
+
+// CreateConference stores a new conference and returns it with its ID.
+func (s *Store) CreateConference(c Conference) (Conference, error) {
+	if strings.TrimSpace(c.Title) == "" {
+		return c, errors.New("conference title is empty")
+	}
+	if c.State == "" {
+		c.State = StateScheduled
+	}
+	c.Created = s.now().UTC()
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		seq, err := tx.Bucket(bucketConferences).NextSequence()
+		if err != nil {
+			return err
+		}
+		c.ID = fmt.Sprintf("c%d", seq)
+		return put(tx, bucketConferences, c.ID, c)
+	})
+	return c, err
+}
+
+// Conference returns one conference.
+func (s *Store) Conference(id string) (Conference, error) {
+	var c Conference
+	err := s.db.View(func(tx *bolt.Tx) error { return get(tx, bucketConferences, id, &c) })
+	return c, err
+}
+
+// Conferences returns every conference.
+func (s *Store) Conferences() ([]Conference, error) {
+	var out []Conference
+	err := s.db.View(func(tx *bolt.Tx) error {
+		var err error
+		out, err = all[Conference](tx, bucketConferences)
+		return err
+	})
+	return out, err
+}
+
+// InvitedBridges returns the bridges invited to c that are in the registry.
+func (s *Store) InvitedBridges(c Conference) ([]Bridge, error) {
+	bs, err := s.Bridges()
+	if err != nil {
+		return nil, err
+	}
+	out := bs[:0]
+	for _, b := range bs {
+		if b.Kind != KindHub && c.Invites(b.ID) {
+			out = append(out, b)
+		}
+	}
+	return out, nil
+}

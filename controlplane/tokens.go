@@ -1,0 +1,185 @@
+package controlplane
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Role is what a token holder may do.
+type Role string
+
+// Roles. Room terminals and hosts join conferences; technicians watch and
+// provision terminals.
+const (
+	RoleHost       Role = "host"
+	RoleRoom       Role = "room"
+	RoleTechnician Role = "technician"
+)
+
+// Grant is what a token stands for. Only the token's SHA-256 is stored: a
+// copy of the data file does not let anyone join.
+type Grant struct {
+	Role       Role      `json:"role"`
+	Conference string    `json:"conference,omitempty"` // host tokens: the one conference they chair
+	Bridge     string    `json:"bridge,omitempty"`     // room tokens: the one bridge they are
+	Issued     time.Time `json:"issued"`
+}
+
+// Admission errors: why a join was refused.
+var (
+	// ErrTokenRequired: the join carried no token.
+	ErrTokenRequired = errors.New("a token is required")
+	// ErrTokenInvalid: the token is unknown or revoked.
+	ErrTokenInvalid = errors.New("the token is not valid")
+	// ErrWrongConference: the token belongs to another conference.
+	ErrWrongConference = errors.New("the token is for another conference")
+	// ErrNotInvited: the bridge is not invited to the conference.
+	ErrNotInvited = errors.New("the bridge is not invited to this conference")
+	// ErrConferenceClosed: the conference is not open for joining, or there is none.
+	ErrConferenceClosed = errors.New("the conference is not open")
+	// ErrRoleCannotJoin: the token's role does not join conferences.
+	ErrRoleCannotJoin = errors.New("this role does not join conferences")
+)
+
+// NewToken returns 32 random bytes, URL-safe base64 encoded.
+func NewToken() string {
+	var b [32]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24+)
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+func tokenKey(token string) string {
+	h := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(h[:])
+}
+
+// IssueToken creates a token for g and returns it. The token itself is
+// shown once; the store keeps its hash.
+func (s *Store) IssueToken(g Grant) (string, error) {
+	switch g.Role {
+	case RoleHost:
+		if g.Conference == "" {
+			return "", errors.New("a host token needs a conference")
+		}
+	case RoleRoom:
+		if g.Bridge == "" {
+			return "", errors.New("a room token needs a bridge")
+		}
+	case RoleTechnician:
+	default:
+		return "", fmt.Errorf("unknown role %q", g.Role)
+	}
+	g.Issued = s.now().UTC()
+	tok := NewToken()
+	err := s.db.Update(func(tx *bolt.Tx) error { return put(tx, bucketTokens, tokenKey(tok), g) })
+	return tok, err
+}
+
+// Authenticate returns what a token grants.
+func (s *Store) Authenticate(token string) (Grant, error) {
+	if token == "" {
+		return Grant{}, ErrTokenRequired
+	}
+	var g Grant
+	err := s.db.View(func(tx *bolt.Tx) error { return get(tx, bucketTokens, tokenKey(token), &g) })
+	if errors.Is(err, ErrNotFound) {
+		return Grant{}, ErrTokenInvalid
+	}
+	return g, err
+}
+
+// RevokeToken makes a token unusable.
+func (s *Store) RevokeToken(token string) error {
+	return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketTokens).Delete([]byte(tokenKey(token))) })
+}
+
+// Admission is a granted join.
+type Admission struct {
+	Role       Role
+	Conference Conference
+	Bridge     Bridge // the room's bridge; for the host, the hub
+}
+
+// HubBridge is the bridge that stands for the hub in every conference.
+var HubBridge = Bridge{ID: "hub", Name: "Hub", Kind: KindHub}
+
+// Admit decides whether token may join a conference. conferenceID may be
+// empty for a room terminal: it then joins the one open conference its
+// bridge is invited to.
+func (s *Store) Admit(token, conferenceID string) (Admission, error) {
+	g, err := s.Authenticate(token)
+	if err != nil {
+		return Admission{}, err
+	}
+	switch g.Role {
+	case RoleHost:
+		if conferenceID == "" {
+			conferenceID = g.Conference
+		}
+		if conferenceID != g.Conference {
+			return Admission{}, ErrWrongConference
+		}
+		c, err := s.Conference(conferenceID)
+		if err != nil {
+			return Admission{}, ErrConferenceClosed
+		}
+		if c.State == StateEnded {
+			return Admission{}, ErrConferenceClosed
+		}
+		return Admission{Role: RoleHost, Conference: c, Bridge: HubBridge}, nil
+	case RoleRoom:
+		b, err := s.Bridge(g.Bridge)
+		if err != nil {
+			return Admission{}, ErrTokenInvalid // the bridge was removed from the registry
+		}
+		c, err := s.roomConference(b.ID, conferenceID)
+		if err != nil {
+			return Admission{}, err
+		}
+		return Admission{Role: RoleRoom, Conference: c, Bridge: b}, nil
+	}
+	return Admission{}, ErrRoleCannotJoin
+}
+
+func (s *Store) roomConference(bridgeID, conferenceID string) (Conference, error) {
+	if conferenceID != "" {
+		c, err := s.Conference(conferenceID)
+		switch {
+		case err != nil:
+			return c, ErrConferenceClosed
+		case !c.Invites(bridgeID):
+			return c, ErrNotInvited
+		case !c.Joinable():
+			return c, ErrConferenceClosed
+		}
+		return c, nil
+	}
+	cs, err := s.Conferences()
+	if err != nil {
+		return Conference{}, err
+	}
+	// Prefer a live conference to an open one, then the oldest.
+	slices.SortStableFunc(cs, func(a, b Conference) int {
+		if (a.State == StateLive) != (b.State == StateLive) {
+			if a.State == StateLive {
+				return -1
+			}
+			return 1
+		}
+		return a.Created.Compare(b.Created)
+	})
+	for _, c := range cs {
+		if c.Joinable() && c.Invites(bridgeID) {
+			return c, nil
+		}
+	}
+	return Conference{}, ErrConferenceClosed
+}

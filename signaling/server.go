@@ -1,0 +1,170 @@
+// Package signaling is the WebSocket protocol between the pages (or any
+// client speaking signaling/wire) and the server: join with a token,
+// offer/answer on two peer connections, trickle ICE, presence, leave. It
+// admits participants through the control plane and wires their media
+// through the SFU.
+package signaling
+
+import (
+	"errors"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"citybridge/controlplane"
+	"citybridge/sfu"
+	"citybridge/signaling/wire"
+
+	"github.com/gorilla/websocket"
+)
+
+// Config sets up a signaling server.
+type Config struct {
+	Store  *controlplane.Store
+	SFU    *sfu.SFU
+	Logger *slog.Logger
+	// ICEServers are handed to every page at join. Empty by default: the
+	// SFU's own candidates are enough on the city network, and a page must
+	// never be sent to a public STUN server.
+	ICEServers []wire.ICEServer
+	// CheckOrigin decides which pages may open the WebSocket; nil accepts
+	// only pages served from the same host.
+	CheckOrigin func(*http.Request) bool
+	// JoinTimeout bounds how long a new connection may take to join (default 10 s).
+	JoinTimeout time.Duration
+}
+
+// Limits on what a client may send.
+const (
+	maxMessageBytes = 1 << 20 // the hub's answer lists one m-line per room track
+	sendQueue       = 256     // messages waiting for a slow client before it is dropped
+	writeTimeout    = 10 * time.Second
+	pingEvery       = 20 * time.Second
+	pongTimeout     = 60 * time.Second
+)
+
+// Server accepts signaling connections.
+type Server struct {
+	cfg      Config
+	log      *slog.Logger
+	upgrader websocket.Upgrader
+
+	mu          sync.Mutex
+	conferences map[string]*conference
+	closed      bool
+	wg          sync.WaitGroup
+}
+
+// New builds a signaling server.
+func New(cfg Config) *Server {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.JoinTimeout <= 0 {
+		cfg.JoinTimeout = 10 * time.Second
+	}
+	if cfg.ICEServers == nil {
+		cfg.ICEServers = []wire.ICEServer{}
+	}
+	return &Server{
+		cfg: cfg,
+		log: cfg.Logger,
+		upgrader: websocket.Upgrader{
+			CheckOrigin:     cfg.CheckOrigin, // nil: gorilla's same-origin check
+			ReadBufferSize:  4096,
+			WriteBufferSize: 4096,
+		},
+		conferences: map[string]*conference{},
+	}
+}
+
+// ServeHTTP upgrades the request to a WebSocket and runs the session.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		http.Error(w, "server shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	defer s.wg.Done()
+
+	conn, err := s.upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return // the upgrader has answered the request
+	}
+	newSession(s, conn, r.RemoteAddr).run()
+}
+
+// conference returns the live state of conference c, creating it (and its
+// SFU router) on first join.
+func (s *Server) conference(c controlplane.Conference) (*conference, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, errShuttingDown
+	}
+	if conf, ok := s.conferences[c.ID]; ok {
+		return conf, nil
+	}
+	conf, err := newConference(s, c)
+	if err != nil {
+		return nil, err
+	}
+	s.conferences[c.ID] = conf
+	return conf, nil
+}
+
+var errShuttingDown = errors.New("server shutting down")
+
+// Roster returns the presence of every invited bridge in a conference, or
+// nil if nobody has joined it since the server started.
+func (s *Server) Roster(conferenceID string) []wire.RosterEntry {
+	s.mu.Lock()
+	conf := s.conferences[conferenceID]
+	s.mu.Unlock()
+	if conf == nil {
+		return nil
+	}
+	return conf.roster()
+}
+
+// Sessions counts joined sessions by role, for the metrics.
+func (s *Server) Sessions() controlplane.SessionFigures {
+	s.mu.Lock()
+	confs := make([]*conference, 0, len(s.conferences))
+	for _, c := range s.conferences {
+		confs = append(confs, c)
+	}
+	s.mu.Unlock()
+	out := controlplane.SessionFigures{}
+	for _, c := range confs {
+		for _, ss := range c.sessionList() {
+			out[ss.adm.Role]++
+		}
+	}
+	return out
+}
+
+// Close tells every client the server is stopping, closes their sessions
+// and waits for them.
+func (s *Server) Close() {
+	s.mu.Lock()
+	s.closed = true
+	confs := make([]*conference, 0, len(s.conferences))
+	for _, c := range s.conferences {
+		confs = append(confs, c)
+	}
+	s.mu.Unlock()
+	for _, c := range confs {
+		for _, ss := range c.sessionList() {
+			ss.end(wire.ByeServerShutdown)
+		}
+	}
+	s.wg.Wait()
+	for _, c := range confs {
+		c.router.Close()
+	}
+}

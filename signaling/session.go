@@ -1,0 +1,337 @@
+package signaling
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"citybridge/controlplane"
+	"citybridge/sfu"
+	"citybridge/signaling/wire"
+
+	"github.com/gorilla/websocket"
+	"github.com/pion/webrtc/v4"
+)
+
+// session is one WebSocket connection. Its reader runs on the HTTP
+// handler's goroutine and handles messages in order; a writer goroutine
+// owns the socket's write side. Anything that wants to talk to the client
+// queues a message with send, which never blocks: a client that falls
+// sendQueue messages behind is dropped.
+type session struct {
+	srv    *Server
+	conn   *websocket.Conn
+	remote string
+	log    *slog.Logger
+	out    chan []byte
+
+	// Set once by join, read-only afterwards.
+	adm  controlplane.Admission
+	conf *conference
+	peer *sfu.Peer
+
+	closeOnce sync.Once
+	done      chan struct{} // closed when the session ends
+	byeReason string        // guarded by closeOnce
+}
+
+func newSession(s *Server, conn *websocket.Conn, remote string) *session {
+	return &session{
+		srv:    s,
+		conn:   conn,
+		remote: remote,
+		log:    s.log.With("remote", remote),
+		out:    make(chan []byte, sendQueue),
+		done:   make(chan struct{}),
+	}
+}
+
+func (ss *session) run() {
+	writerDone := make(chan struct{})
+	go func() {
+		defer close(writerDone)
+		ss.writeLoop()
+	}()
+	ss.conn.SetReadLimit(maxMessageBytes)
+	ss.conn.SetPongHandler(func(string) error {
+		return ss.conn.SetReadDeadline(time.Now().Add(pongTimeout))
+	})
+	_ = ss.conn.SetReadDeadline(time.Now().Add(ss.srv.cfg.JoinTimeout))
+	ss.readLoop()
+	ss.end("")
+	if ss.conf != nil {
+		ss.conf.leave(ss)
+	}
+	<-writerDone
+	_ = ss.conn.Close()
+}
+
+func (ss *session) readLoop() {
+	for {
+		typ, b, err := ss.conn.ReadMessage()
+		if err != nil {
+			if ss.peer != nil && !errors.Is(err, websocket.ErrCloseSent) {
+				ss.log.Info("signaling connection ended", "err", err)
+			}
+			return
+		}
+		if typ != websocket.TextMessage {
+			ss.sendError(wire.CodeBadMessage, "binary messages are not part of the protocol", "")
+			continue
+		}
+		m, err := wire.Decode(b)
+		if err != nil {
+			code := wire.CodeBadMessage
+			if errors.Is(err, wire.ErrUnknownType) {
+				code = wire.CodeUnknownType
+			}
+			ss.sendError(code, err.Error(), "")
+			if ss.peer == nil {
+				return // a connection that cannot even join properly goes away
+			}
+			continue
+		}
+		if !ss.handle(m) {
+			return
+		}
+	}
+}
+
+// handle processes one message; false ends the session.
+func (ss *session) handle(m wire.Message) bool {
+	if j, ok := m.(*wire.Join); ok {
+		if ss.peer != nil {
+			ss.sendError(wire.CodeAlreadyJoined, "this connection has joined already", wire.TypeJoin)
+			return true
+		}
+		return ss.join(j)
+	}
+	if ss.peer == nil {
+		ss.sendError(wire.CodeNotJoined, "join first", m.MessageType())
+		return false
+	}
+	switch m := m.(type) {
+	case *wire.Offer:
+		if m.PC != wire.PCPublish {
+			ss.sendError(wire.CodeBadMessage, `clients offer on "pub" only`, wire.TypeOffer)
+			return true
+		}
+		answer, err := ss.peer.AcceptOffer(m.SDP)
+		if err != nil {
+			ss.log.Warn("offer refused", "err", err)
+			ss.sendError(wire.CodeNegotiationFailed, err.Error(), wire.TypeOffer)
+			return true
+		}
+		ss.send(wire.Answer{PC: wire.PCPublish, SDP: answer})
+	case *wire.Answer:
+		if m.PC != wire.PCSubscribe {
+			ss.sendError(wire.CodeBadMessage, `clients answer on "sub" only`, wire.TypeAnswer)
+			return true
+		}
+		if err := ss.peer.AcceptAnswer(m.SDP); err != nil {
+			ss.log.Warn("answer refused", "err", err)
+			ss.sendError(wire.CodeNegotiationFailed, err.Error(), wire.TypeAnswer)
+		}
+	case *wire.Candidate:
+		pc, ok := pcFromWire(m.PC)
+		if !ok {
+			ss.sendError(wire.CodeBadMessage, fmt.Sprintf("unknown pc %q", m.PC), wire.TypeCandidate)
+			return true
+		}
+		if err := ss.peer.AddCandidate(pc, candidateFromWire(m.Candidate)); err != nil {
+			ss.log.Debug("candidate refused", "pc", m.PC, "err", err)
+			ss.sendError(wire.CodeBadMessage, err.Error(), wire.TypeCandidate)
+		}
+	case *wire.Leave:
+		ss.end(wire.ByeLeft)
+		return false
+	default:
+		ss.sendError(wire.CodeBadMessage, "clients do not send "+m.MessageType(), m.MessageType())
+	}
+	return true
+}
+
+// join admits the session or refuses it with a typed error; a refused
+// connection leaves nothing behind.
+func (ss *session) join(j *wire.Join) bool {
+	adm, err := ss.srv.cfg.Store.Admit(j.Token, j.Conference)
+	if err != nil {
+		code, msg := admissionError(err)
+		ss.log.Info("join refused", "code", code, "conference", j.Conference)
+		ss.sendError(code, msg, wire.TypeJoin)
+		return false
+	}
+	ss.adm = adm
+	ss.log = ss.srv.log.With("conference", adm.Conference.ID, "bridge", adm.Bridge.ID, "role", string(adm.Role), "remote", ss.remote)
+	conf, err := ss.srv.conference(adm.Conference)
+	if err != nil {
+		ss.sendError(wire.CodeInternal, err.Error(), wire.TypeJoin)
+		return false
+	}
+	ss.conf = conf
+	peer, err := conf.admit(ss)
+	if err != nil {
+		ss.log.Error("join failed", "err", err)
+		ss.sendError(wire.CodeInternal, "could not create the media session", wire.TypeJoin)
+		return false
+	}
+	ss.peer = peer
+	_ = ss.conn.SetReadDeadline(time.Now().Add(pongTimeout))
+	ss.log.Info("joined")
+	ss.send(wire.Joined{
+		Participant: adm.Bridge.ID,
+		Role:        string(adm.Role),
+		Conference:  wire.Conference{ID: adm.Conference.ID, Title: adm.Conference.Title, State: string(adm.Conference.State)},
+		Bridge:      bridgeToWire(adm.Bridge),
+		ICEServers:  ss.srv.cfg.ICEServers,
+	})
+	if adm.Role == controlplane.RoleHost {
+		ss.send(wire.Roster{Bridges: conf.roster()})
+	}
+	conf.subscribeExisting(ss)
+	return true
+}
+
+func admissionError(err error) (code, msg string) {
+	for _, c := range []struct {
+		err  error
+		code string
+	}{
+		{controlplane.ErrTokenRequired, wire.CodeTokenRequired},
+		{controlplane.ErrTokenInvalid, wire.CodeTokenInvalid},
+		{controlplane.ErrWrongConference, wire.CodeWrongConference},
+		{controlplane.ErrNotInvited, wire.CodeNotInvited},
+		{controlplane.ErrConferenceClosed, wire.CodeConferenceClosed},
+		{controlplane.ErrRoleCannotJoin, wire.CodeRoleCannotJoin},
+	} {
+		if errors.Is(err, c.err) {
+			return c.code, c.err.Error()
+		}
+	}
+	return wire.CodeInternal, "could not check the token"
+}
+
+// send queues a message for the client without blocking.
+func (ss *session) send(m wire.Message) {
+	b, err := wire.Encode(m)
+	if err != nil {
+		ss.log.Error("encode", "type", m.MessageType(), "err", err)
+		return
+	}
+	select {
+	case <-ss.done:
+	case ss.out <- b:
+	default:
+		ss.log.Warn("client too slow, dropping it", "queued", len(ss.out))
+		go ss.end("")
+	}
+}
+
+func (ss *session) sendError(code, msg, request string) {
+	ss.send(wire.Error{Code: code, Message: msg, Request: request})
+}
+
+func (ss *session) writeLoop() {
+	ping := time.NewTicker(pingEvery)
+	defer ping.Stop()
+	for {
+		select {
+		case b := <-ss.out:
+			if !ss.write(websocket.TextMessage, b) {
+				ss.end("")
+				return
+			}
+		case <-ping.C:
+			if !ss.write(websocket.PingMessage, nil) {
+				ss.end("")
+				return
+			}
+		case <-ss.done:
+			// Flush what was queued (the error that explains a refusal,
+			// the bye), then close politely.
+			for {
+				select {
+				case b := <-ss.out:
+					if !ss.write(websocket.TextMessage, b) {
+						return
+					}
+					continue
+				default:
+				}
+				break
+			}
+			_ = ss.conn.WriteControl(websocket.CloseMessage,
+				websocket.FormatCloseMessage(websocket.CloseNormalClosure, ss.byeReason), time.Now().Add(time.Second))
+			return
+		}
+	}
+}
+
+func (ss *session) write(typ int, b []byte) bool {
+	_ = ss.conn.SetWriteDeadline(time.Now().Add(writeTimeout))
+	return ss.conn.WriteMessage(typ, b) == nil
+}
+
+// end ends the session once, from any goroutine: a bye with the reason (if
+// any) is queued and the reader is unblocked; the reader's goroutine then
+// takes the participant out of its conference.
+func (ss *session) end(reason string) {
+	ss.closeOnce.Do(func() {
+		ss.byeReason = reason
+		if reason != "" {
+			if b, err := wire.Encode(wire.Bye{Reason: reason}); err == nil {
+				select {
+				case ss.out <- b:
+				default:
+				}
+			}
+		}
+		close(ss.done)
+		// Unblock the reader if it is still waiting for the client.
+		_ = ss.conn.SetReadDeadline(time.Now())
+	})
+}
+
+// PeerListener implementation: what the SFU wants said to the client.
+
+func (ss *session) OnOffer(sdp string) {
+	ss.send(wire.Offer{PC: wire.PCSubscribe, SDP: sdp})
+}
+
+func (ss *session) OnCandidate(pc sfu.PC, c webrtc.ICECandidateInit) {
+	ss.send(wire.Candidate{PC: pc.String(), Candidate: candidateToWire(c)})
+}
+
+func (ss *session) OnConnectionState(pc sfu.PC, s webrtc.PeerConnectionState) {
+	if ss.conf != nil {
+		ss.conf.mediaStateChanged(ss)
+	}
+}
+
+func pcFromWire(s string) (sfu.PC, bool) {
+	switch s {
+	case wire.PCPublish:
+		return sfu.Publish, true
+	case wire.PCSubscribe:
+		return sfu.Subscribe, true
+	}
+	return 0, false
+}
+
+func candidateFromWire(c wire.ICECandidate) webrtc.ICECandidateInit {
+	return webrtc.ICECandidateInit{
+		Candidate: c.Candidate, SDPMid: c.SDPMid, SDPMLineIndex: c.SDPMLineIndex, UsernameFragment: c.UsernameFragment,
+	}
+}
+
+func candidateToWire(c webrtc.ICECandidateInit) wire.ICECandidate {
+	return wire.ICECandidate{
+		Candidate: c.Candidate, SDPMid: c.SDPMid, SDPMLineIndex: c.SDPMLineIndex, UsernameFragment: c.UsernameFragment,
+	}
+}
+
+func bridgeToWire(b controlplane.Bridge) wire.Bridge {
+	return wire.Bridge{ID: b.ID, Name: b.Name, Kind: string(b.Kind)}
+}

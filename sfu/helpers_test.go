@@ -22,7 +22,7 @@ func newTestSFU(t *testing.T) *SFU {
 		t.Fatal(err)
 	}
 	s, err := New(Config{
-		UDPConn:         conn,
+		UDPConns:        []net.PacketConn{conn},
 		AllowedNetworks: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
 	})
 	if err != nil {

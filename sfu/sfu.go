@@ -7,9 +7,11 @@ package sfu
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,11 +21,12 @@ import (
 	"github.com/pion/webrtc/v4"
 )
 
-// Config sets up an SFU. Only UDPConn is required.
+// Config sets up an SFU. Only UDPConns is required.
 type Config struct {
-	// UDPConn is the one socket all media flows through (ICE UDP mux). The
-	// SFU owns it from New on and closes it in Close.
-	UDPConn net.PacketConn
+	// UDPConns are the sockets all media flows through (ICE UDP mux): one
+	// per local address, all on the same port (see ListenUDP). The SFU owns
+	// them from New on and closes them in Close.
+	UDPConns []net.PacketConn
 	// PublicIPs, when set, replace the addresses announced in ICE host
 	// candidates (the address on the city network, a LAN address...).
 	PublicIPs []string
@@ -87,8 +90,8 @@ var ErrClosed = errors.New("sfu: closed")
 
 // New builds an SFU on cfg.UDPConn.
 func New(cfg Config) (*SFU, error) {
-	if cfg.UDPConn == nil {
-		return nil, errors.New("sfu: Config.UDPConn is required")
+	if len(cfg.UDPConns) == 0 {
+		return nil, errors.New("sfu: Config.UDPConns is required")
 	}
 	if cfg.KeyframeInterval <= 0 {
 		cfg.KeyframeInterval = 500 * time.Millisecond
@@ -106,12 +109,15 @@ func New(cfg Config) (*SFU, error) {
 		clock:   func() int64 { return int64(time.Since(start)) },
 		routers: map[string]*Router{},
 	}
-	conn := cfg.UDPConn
-	if len(cfg.AllowedNetworks) > 0 {
-		conn = &filterConn{PacketConn: conn, allowed: cfg.AllowedNetworks}
-	}
 	lf := slogFactory{cfg.Logger}
-	s.mux = webrtc.NewICEUDPMux(lf.NewLogger("udpmux"), conn)
+	muxes := make([]ice.UDPMux, 0, len(cfg.UDPConns))
+	for _, conn := range cfg.UDPConns {
+		if len(cfg.AllowedNetworks) > 0 {
+			conn = &filterConn{PacketConn: conn, allowed: cfg.AllowedNetworks}
+		}
+		muxes = append(muxes, webrtc.NewICEUDPMux(lf.NewLogger("udpmux"), conn))
+	}
+	s.mux = ice.NewMultiUDPMuxDefault(muxes...)
 
 	var se webrtc.SettingEngine
 	se.LoggerFactory = lf
@@ -185,8 +191,60 @@ func (s *SFU) Stats() Stats {
 	}
 }
 
-// LocalAddr is the address of the media socket.
-func (s *SFU) LocalAddr() net.Addr { return s.cfg.UDPConn.LocalAddr() }
+// LocalAddrs are the addresses of the media sockets.
+func (s *SFU) LocalAddrs() []net.Addr {
+	out := make([]net.Addr, 0, len(s.cfg.UDPConns))
+	for _, c := range s.cfg.UDPConns {
+		out = append(out, c.LocalAddr())
+	}
+	return out
+}
+
+// ListenUDP opens the media sockets on port: on host if it is given, else
+// one per address of this machine's interfaces that are up (loopback
+// included), so that every reply leaves from the address the peer wrote
+// to. Port 0 picks a free port (one per socket).
+func ListenUDP(host string, port int) ([]net.PacketConn, error) {
+	if host != "" {
+		c, err := net.ListenPacket("udp", net.JoinHostPort(host, strconv.Itoa(port)))
+		if err != nil {
+			return nil, err
+		}
+		return []net.PacketConn{c}, nil
+	}
+	ifaces, err := net.Interfaces()
+	if err != nil {
+		return nil, err
+	}
+	var conns []net.PacketConn
+	for _, ifc := range ifaces {
+		if ifc.Flags&net.FlagUp == 0 {
+			continue
+		}
+		addrs, err := ifc.Addrs()
+		if err != nil {
+			continue
+		}
+		for _, a := range addrs {
+			ipn, ok := a.(*net.IPNet)
+			if !ok || ipn.IP.IsLinkLocalUnicast() || ipn.IP.IsLinkLocalMulticast() {
+				continue
+			}
+			c, err := net.ListenUDP("udp", &net.UDPAddr{IP: ipn.IP, Port: port})
+			if err != nil {
+				for _, c := range conns {
+					_ = c.Close()
+				}
+				return nil, fmt.Errorf("media port on %s: %w", ipn.IP, err)
+			}
+			conns = append(conns, c)
+		}
+	}
+	if len(conns) == 0 {
+		return nil, errors.New("no network interface to listen on")
+	}
+	return conns, nil
+}
 
 // Close closes every router and the media socket.
 func (s *SFU) Close() error {

@@ -1,0 +1,228 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	"citybridge/controlplane"
+	"citybridge/deploy"
+	"citybridge/sfu"
+	"citybridge/signaling"
+	"citybridge/web"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// demoTitle is the seeded conference's title (the users read Vietnamese).
+const demoTitle = "Hội nghị trực tuyến thử nghiệm"
+
+// server is one running citybridge: store, SFU, signaling and the HTTPS
+// front door, wired together.
+type server struct {
+	cfg   Config
+	log   *slog.Logger
+	store *controlplane.Store
+	media *sfu.SFU
+	sig   *signaling.Server
+	http  *http.Server
+	addr  net.Addr
+	ready atomic.Bool
+	// demo is set when this start seeded an empty store.
+	demo *controlplane.Demo
+}
+
+// start opens everything and begins serving; Close undoes it.
+func start(cfg Config, log *slog.Logger) (_ *server, err error) {
+	s := &server{cfg: cfg, log: log}
+	defer func() {
+		if err != nil {
+			s.Close(context.Background())
+		}
+	}()
+	if err := os.MkdirAll(cfg.Data, 0o700); err != nil {
+		return nil, fmt.Errorf("data directory: %w", err)
+	}
+	if s.store, err = controlplane.Open(filepath.Join(cfg.Data, "citybridge.db")); err != nil {
+		return nil, err
+	}
+	demo, seeded, err := s.store.SeedDemo(deploy.SampleBridges, demoTitle)
+	if err != nil {
+		return nil, fmt.Errorf("seed demo: %w", err)
+	}
+	if seeded {
+		s.demo = &demo
+		log.Info("seeded an empty store with the demo", "conference", demo.Conference.ID, "bridges", demo.Bridges)
+	}
+	udp, err := sfu.ListenUDP(cfg.UDPHost, cfg.UDPPort)
+	if err != nil {
+		return nil, fmt.Errorf("media port: %w", err)
+	}
+	if s.media, err = sfu.New(sfu.Config{
+		UDPConns: udp, PublicIPs: cfg.PublicIPs, AllowedNetworks: cfg.MediaAllow, Logger: log,
+	}); err != nil {
+		for _, c := range udp {
+			_ = c.Close()
+		}
+		return nil, err
+	}
+	s.sig = signaling.New(signaling.Config{Store: s.store, SFU: s.media, Logger: log})
+
+	cert, generated, err := loadOrCreateCertificate(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("TLS certificate: %w", err)
+	}
+	if generated {
+		log.Info("generated a self-signed TLS certificate", "dir", cfg.Data)
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("listen: %w", err)
+	}
+	s.addr = ln.Addr()
+	s.http = &http.Server{
+		Handler:           securityHeaders(s.routes()),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	tlsLn := tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+	go func() {
+		if err := s.http.Serve(tlsLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("https server", "err", err)
+		}
+	}()
+	s.ready.Store(true)
+	log.Info("citybridge serving", "https", s.addr.String(), "media_udp", s.media.LocalAddrs(),
+		"public_ips", cfg.PublicIPs)
+	return s, nil
+}
+
+func (s *server) routes() http.Handler {
+	mux := http.NewServeMux()
+	web.Register(mux)
+	controlplane.NewAPI(s.store, s.presence, s.log).Register(mux)
+	mux.Handle("GET /signal", s.sig)
+	mux.HandleFunc("GET /healthz", s.healthz)
+	reg := controlplane.NewRegistry(s.mediaFigures, s.sig.Sessions)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.Handle("/debug/pprof/", s.technicianOrLoopback(http.HandlerFunc(pprof.Index)))
+	mux.Handle("/debug/pprof/cmdline", s.technicianOrLoopback(http.HandlerFunc(pprof.Cmdline)))
+	mux.Handle("/debug/pprof/profile", s.technicianOrLoopback(http.HandlerFunc(pprof.Profile)))
+	mux.Handle("/debug/pprof/symbol", s.technicianOrLoopback(http.HandlerFunc(pprof.Symbol)))
+	mux.Handle("/debug/pprof/trace", s.technicianOrLoopback(http.HandlerFunc(pprof.Trace)))
+	return mux
+}
+
+func (s *server) presence(conferenceID string) map[string]string {
+	out := map[string]string{}
+	for _, e := range s.sig.Roster(conferenceID) {
+		out[e.ID] = e.State
+	}
+	return out
+}
+
+func (s *server) mediaFigures() controlplane.MediaFigures {
+	st := s.media.Stats()
+	return controlplane.MediaFigures{
+		Peers: st.Peers, PublishedTracks: st.Tracks, DownTracks: st.DownTracks,
+		PacketsReceived: st.PacketsReceived, PacketsForwarded: st.PacketsForwarded,
+		BytesForwarded: st.BytesForwarded, KeyframeRequests: st.KeyframeRequests,
+		MalformedPackets: st.MalformedPackets,
+	}
+}
+
+func (s *server) healthz(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	if !s.ready.Load() {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_ = json.NewEncoder(w).Encode(map[string]string{"status": "unavailable"})
+		return
+	}
+	st := s.media.Stats()
+	_ = json.NewEncoder(w).Encode(map[string]any{
+		"status": "ok", "version": version, "conferences": st.Routers, "peers": st.Peers,
+	})
+}
+
+// technicianOrLoopback lets through requests from this machine, or with a
+// technician's token (Authorization: Bearer, or ?token= for a browser).
+func (s *server) technicianOrLoopback(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+			if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+				next.ServeHTTP(w, r)
+				return
+			}
+		}
+		tok := controlplane.BearerToken(r)
+		if tok == "" {
+			tok = r.URL.Query().Get("token")
+		}
+		if g, err := s.store.Authenticate(tok); err == nil && g.Role == controlplane.RoleTechnician {
+			next.ServeHTTP(w, r)
+			return
+		}
+		s.log.Warn("profiling refused", "remote", r.RemoteAddr)
+		http.Error(w, "technicians only", http.StatusForbidden)
+	})
+}
+
+// securityHeaders: the pages load nothing from elsewhere and run no inline
+// script, so the policy can say exactly that.
+func securityHeaders(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("Content-Security-Policy", "default-src 'self'; script-src 'self'; style-src 'self'; "+
+			"img-src 'self' data: blob:; media-src 'self' blob: mediastream:; connect-src 'self'; "+
+			"frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
+		h.Set("Strict-Transport-Security", "max-age=31536000")
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("Referrer-Policy", "no-referrer")
+		h.Set("Permissions-Policy", "camera=(self), microphone=(self), display-capture=(self)")
+		next.ServeHTTP(w, r)
+	})
+}
+
+// baseURL is how people on the network reach the pages.
+func (s *server) baseURL() string {
+	host := "localhost"
+	if len(s.cfg.PublicIPs) > 0 {
+		host = s.cfg.PublicIPs[0]
+	}
+	_, port, _ := net.SplitHostPort(s.addr.String())
+	return "https://" + net.JoinHostPort(host, port)
+}
+
+// Close stops serving: clients are told, sessions end, then media and the
+// store close. Safe on a partly started server.
+func (s *server) Close(ctx context.Context) {
+	s.ready.Store(false)
+	if s.sig != nil {
+		s.sig.Close()
+	}
+	if s.http != nil {
+		if err := s.http.Shutdown(ctx); err != nil {
+			s.log.Warn("https shutdown", "err", err)
+		}
+	}
+	if s.media != nil {
+		_ = s.media.Close()
+	}
+	if s.store != nil {
+		_ = s.store.Close()
+	}
+}
+
+var version = "dev"

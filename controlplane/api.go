@@ -1,0 +1,198 @@
+package controlplane
+
+import (
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+)
+
+// PresenceFunc returns the presence state of each bridge of a conference
+// (by bridge ID) as the signaling server sees it; nil if nobody joined yet.
+type PresenceFunc func(conferenceID string) map[string]string
+
+// API is the JSON API the pages use. Every route checks the caller's
+// bearer token and role; errors are JSON objects with a code and a message.
+type API struct {
+	store    *Store
+	presence PresenceFunc
+	log      *slog.Logger
+}
+
+// NewAPI builds the API on a store.
+func NewAPI(store *Store, presence PresenceFunc, log *slog.Logger) *API {
+	return &API{store: store, presence: presence, log: log}
+}
+
+// Register mounts the API's routes on mux.
+func (a *API) Register(mux *http.ServeMux) {
+	mux.HandleFunc("GET /api/conferences", a.listConferences)
+	mux.HandleFunc("GET /api/conferences/{id}/bridges", a.conferenceBridges)
+	mux.HandleFunc("POST /api/bridges/{id}/terminal-links", a.newTerminalLink)
+	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "not_found", "no such API route")
+	})
+}
+
+// apiError is the body of every error answer.
+type apiError struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, status int, code, msg string) {
+	writeJSON(w, status, apiError{Code: code, Message: msg})
+}
+
+// BearerToken returns the token of an "Authorization: Bearer" header.
+func BearerToken(r *http.Request) string {
+	h := r.Header.Get("Authorization")
+	if tok, ok := strings.CutPrefix(h, "Bearer "); ok {
+		return strings.TrimSpace(tok)
+	}
+	return ""
+}
+
+// caller authenticates the request, answering 401 itself on failure.
+func (a *API) caller(w http.ResponseWriter, r *http.Request) (Grant, bool) {
+	g, err := a.store.Authenticate(BearerToken(r))
+	if err != nil {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="citybridge"`)
+		code := "token_invalid"
+		if errors.Is(err, ErrTokenRequired) {
+			code = "token_required"
+		}
+		writeError(w, http.StatusUnauthorized, code, err.Error())
+		return g, false
+	}
+	return g, true
+}
+
+func forbidden(w http.ResponseWriter) {
+	writeError(w, http.StatusForbidden, "forbidden", "your role may not do this")
+}
+
+type conferenceSummary struct {
+	ID      string `json:"id"`
+	Title   string `json:"title"`
+	State   State  `json:"state"`
+	Invited int    `json:"invited"`
+}
+
+func (a *API) listConferences(w http.ResponseWriter, r *http.Request) {
+	g, ok := a.caller(w, r)
+	if !ok {
+		return
+	}
+	if g.Role != RoleTechnician && g.Role != RoleHost {
+		forbidden(w)
+		return
+	}
+	cs, err := a.store.Conferences()
+	if err != nil {
+		a.internal(w, err)
+		return
+	}
+	out := []conferenceSummary{}
+	for _, c := range cs {
+		if g.Role == RoleHost && c.ID != g.Conference {
+			continue
+		}
+		invited, err := a.store.InvitedBridges(c)
+		if err != nil {
+			a.internal(w, err)
+			return
+		}
+		out = append(out, conferenceSummary{ID: c.ID, Title: c.Title, State: c.State, Invited: len(invited)})
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+type bridgePresence struct {
+	Bridge
+	State string `json:"state"`
+}
+
+func (a *API) conferenceBridges(w http.ResponseWriter, r *http.Request) {
+	g, ok := a.caller(w, r)
+	if !ok {
+		return
+	}
+	id := r.PathValue("id")
+	if g.Role != RoleTechnician && !(g.Role == RoleHost && g.Conference == id) {
+		forbidden(w)
+		return
+	}
+	c, err := a.store.Conference(id)
+	if errors.Is(err, ErrNotFound) {
+		writeError(w, http.StatusNotFound, "not_found", "no such conference")
+		return
+	} else if err != nil {
+		a.internal(w, err)
+		return
+	}
+	invited, err := a.store.InvitedBridges(c)
+	if err != nil {
+		a.internal(w, err)
+		return
+	}
+	states := a.presence(id)
+	out := make([]bridgePresence, 0, len(invited))
+	for _, b := range invited {
+		st := states[b.ID]
+		if st == "" {
+			st = "absent"
+		}
+		out = append(out, bridgePresence{Bridge: b, State: st})
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+type terminalLink struct {
+	Bridge string `json:"bridge"`
+	Token  string `json:"token"`
+	Path   string `json:"path"`
+}
+
+// newTerminalLink provisions a room terminal: a new token bound to one
+// bridge. Earlier links of the bridge keep working until revoked.
+func (a *API) newTerminalLink(w http.ResponseWriter, r *http.Request) {
+	g, ok := a.caller(w, r)
+	if !ok {
+		return
+	}
+	if g.Role != RoleTechnician {
+		forbidden(w)
+		return
+	}
+	id := r.PathValue("id")
+	b, err := a.store.Bridge(id)
+	if errors.Is(err, ErrNotFound) || (err == nil && b.Kind == KindHub) {
+		writeError(w, http.StatusNotFound, "not_found", "no such bridge")
+		return
+	} else if err != nil {
+		a.internal(w, err)
+		return
+	}
+	tok, err := a.store.IssueToken(Grant{Role: RoleRoom, Bridge: b.ID})
+	if err != nil {
+		a.internal(w, err)
+		return
+	}
+	a.log.Info("terminal link issued", "bridge", b.ID)
+	writeJSON(w, http.StatusCreated, terminalLink{Bridge: b.ID, Token: tok, Path: "/room#t=" + url.QueryEscape(tok)})
+}
+
+func (a *API) internal(w http.ResponseWriter, err error) {
+	a.log.Error("api", "err", err)
+	writeError(w, http.StatusInternalServerError, "internal", "internal error")
+}

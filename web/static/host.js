@@ -1,0 +1,108 @@
+// The host console: the hub's own camera, and the wall of every invited
+// bridge point with its name, state and (once connected) its video.
+import { apply, mountSwitch, t, errorText } from "/static/i18n.js";
+import { Session, readToken, openCamera, HUB_LAYERS } from "/static/client.js";
+
+const el = (id) => document.getElementById(id);
+const page = { state: "starting", errors: [], bye: "", session: null, roster: new Map() };
+window.citybridge = page;
+
+const tiles = new Map(); // bridge ID -> {root, video, badge, name, stream, audio}
+
+function render() {
+  const badge = el("state");
+  badge.textContent = t("state_" + page.state);
+  badge.className = "badge " + page.state;
+  const entries = [...page.roster.values()];
+  const connected = entries.filter((e) => e.state === "connected").length;
+  el("count").textContent = t("joined_count", { n: connected, total: entries.length });
+  for (const [id, tile] of tiles) {
+    const e = page.roster.get(id);
+    const state = e ? e.state : "connected";
+    tile.root.className = "tile " + state;
+    tile.badge.textContent = t("state_" + state);
+    tile.badge.className = "badge " + state;
+  }
+}
+apply();
+mountSwitch(el("lang"), render);
+
+function tileFor(id, name) {
+  let tile = tiles.get(id);
+  if (tile) return tile;
+  const root = document.createElement("div");
+  root.dataset.bridge = id;
+  const video = document.createElement("video");
+  video.autoplay = true;
+  video.playsInline = true;
+  video.muted = true;
+  const label = document.createElement("div");
+  label.className = "label";
+  const nameEl = document.createElement("span");
+  nameEl.textContent = name || id;
+  const badge = document.createElement("span");
+  label.append(nameEl, badge);
+  root.append(video, label);
+  el("wall").append(root);
+  tile = { root, video, badge, stream: new MediaStream(), audio: null };
+  tiles.set(id, tile);
+  return tile;
+}
+
+const { token, conference } = readToken();
+let stream = null;
+try {
+  stream = await openCamera(1280, 720);
+  el("preview").srcObject = stream;
+} catch (e) {
+  el("notice").textContent = t("camera_error", { msg: e.message });
+}
+
+const s = new Session({ token, conference, stream, layers: HUB_LAYERS });
+page.session = s;
+page.inbound = () => s.inbound();
+page.outbound = () => s.outbound();
+s.addEventListener("joined", (e) => {
+  el("conference-title").textContent = e.detail.conference.title;
+  document.title = `${e.detail.conference.title} · citybridge`;
+});
+s.addEventListener("state", (e) => {
+  page.state = e.detail.state;
+  render();
+});
+s.addEventListener("roster", (e) => {
+  for (const b of e.detail.bridges) {
+    page.roster.set(b.id, b);
+    tileFor(b.id, b.name);
+  }
+  render();
+});
+s.addEventListener("presence", (e) => {
+  page.roster.set(e.detail.id, e.detail);
+  tileFor(e.detail.id, e.detail.name);
+  render();
+});
+s.addEventListener("error", (e) => {
+  page.errors.push(e.detail);
+  el("notice").textContent = errorText(e.detail.code, e.detail.message);
+});
+s.addEventListener("bye", (e) => {
+  page.bye = e.detail.reason;
+  el("notice").textContent = t("bye_" + e.detail.reason);
+});
+s.addEventListener("track", (e) => {
+  const { stream: remote, track } = e.detail;
+  const tile = tileFor(remote.id);
+  if (track.kind === "video") {
+    tile.stream.getVideoTracks().forEach((old) => tile.stream.removeTrack(old));
+    tile.stream.addTrack(track);
+    tile.video.srcObject = tile.stream;
+    tile.video.play().catch(() => {});
+  } else {
+    tile.audio ??= new Audio();
+    tile.audio.srcObject = new MediaStream([track]);
+    tile.audio.play().catch(() => {});
+  }
+  render();
+});
+s.connect();

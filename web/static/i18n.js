@@ -1,0 +1,143 @@
+// The one string catalogue of every page: Vietnamese (the default) and
+// English. Elements carry data-i18n="key"; code calls t("key", {n: 3}).
+
+const catalogue = {
+  vi: {
+    app_name: "citybridge",
+    lang_switch: "English",
+    title_host: "Bảng điều khiển chủ trì",
+    title_room: "Điểm cầu",
+    title_rooms: "Danh sách điểm cầu",
+    title_index: "Hội nghị truyền hình citybridge",
+    index_text: "Hãy mở đường dẫn riêng đã được cấp cho bạn: đường dẫn chủ trì, đường dẫn điểm cầu hoặc danh sách điểm cầu của kỹ thuật viên.",
+    hub: "Điểm cầu trung tâm",
+    self_view: "Hình ảnh tại chỗ",
+    my_preview: "Hình ảnh điểm cầu trung tâm",
+    wall: "Các điểm cầu",
+    conference: "Hội nghị",
+    waiting_hub: "Đang chờ tín hiệu từ điểm cầu trung tâm…",
+    state_starting: "Đang khởi động…",
+    state_connecting: "Đang kết nối…",
+    state_connected: "Đã kết nối",
+    state_absent: "Chưa tham gia",
+    state_left: "Đã rời",
+    state_disconnected: "Mất kết nối với máy chủ",
+    state_failed: "Kết nối hình ảnh bị lỗi",
+    joined_count: "{n}/{total} điểm cầu đã kết nối",
+    enable_sound: "Bật âm thanh",
+    camera_error: "Không mở được camera hoặc micrô: {msg}",
+    open_terminal: "Mở thiết bị đầu cuối",
+    link_failed: "Không tạo được đường dẫn: {msg}",
+    kind_commune: "Xã",
+    kind_ward: "Phường",
+    kind_special_zone: "Đặc khu",
+    kind_hub: "Trung tâm",
+    col_bridge: "Điểm cầu",
+    col_kind: "Loại",
+    col_area: "Khu vực",
+    col_state: "Trạng thái",
+    bye_replaced: "Điểm cầu này vừa được mở trên một thiết bị khác.",
+    bye_server_shutdown: "Máy chủ đang khởi động lại.",
+    bye_left: "Đã rời hội nghị.",
+    err_token_required: "Đường dẫn thiếu mã truy cập.",
+    err_token_invalid: "Mã truy cập không hợp lệ hoặc đã bị thu hồi.",
+    err_wrong_conference: "Mã truy cập thuộc về một hội nghị khác.",
+    err_not_invited: "Điểm cầu này không được mời tham dự hội nghị.",
+    err_conference_closed: "Hội nghị chưa mở hoặc đã kết thúc.",
+    err_role_cannot_join: "Vai trò này không tham gia hội nghị.",
+    err_forbidden: "Bạn không có quyền thực hiện thao tác này.",
+    err_internal: "Lỗi máy chủ. Vui lòng báo kỹ thuật viên.",
+    err_other: "Lỗi: {msg}",
+  },
+  en: {
+    app_name: "citybridge",
+    lang_switch: "Tiếng Việt",
+    title_host: "Host console",
+    title_room: "Bridge point",
+    title_rooms: "Bridge points",
+    title_index: "citybridge video conference",
+    index_text: "Open the link you were given: the host link, your room terminal's link, or the technicians' list of bridge points.",
+    hub: "City hub",
+    self_view: "This room",
+    my_preview: "Hub camera",
+    wall: "Bridge points",
+    conference: "Conference",
+    waiting_hub: "Waiting for the city hub…",
+    state_starting: "Starting…",
+    state_connecting: "Connecting…",
+    state_connected: "Connected",
+    state_absent: "Not joined",
+    state_left: "Left",
+    state_disconnected: "Lost contact with the server",
+    state_failed: "Media connection failed",
+    joined_count: "{n}/{total} bridge points connected",
+    enable_sound: "Turn sound on",
+    camera_error: "Cannot open the camera or microphone: {msg}",
+    open_terminal: "Open terminal",
+    link_failed: "Could not make a link: {msg}",
+    kind_commune: "Commune",
+    kind_ward: "Ward",
+    kind_special_zone: "Special zone",
+    kind_hub: "Hub",
+    col_bridge: "Bridge point",
+    col_kind: "Kind",
+    col_area: "Area",
+    col_state: "State",
+    bye_replaced: "This bridge point was just opened on another device.",
+    bye_server_shutdown: "The server is restarting.",
+    bye_left: "Left the conference.",
+    err_token_required: "The link has no access token.",
+    err_token_invalid: "The access token is not valid or was revoked.",
+    err_wrong_conference: "The access token belongs to another conference.",
+    err_not_invited: "This bridge point is not invited to the conference.",
+    err_conference_closed: "The conference is not open, or has ended.",
+    err_role_cannot_join: "This role does not join conferences.",
+    err_forbidden: "You may not do this.",
+    err_internal: "Server error. Please tell a technician.",
+    err_other: "Error: {msg}",
+  },
+};
+
+const params = new URLSearchParams(location.search);
+let lang = params.get("lang") || localStorage.getItem("citybridge.lang") || "vi";
+if (!catalogue[lang]) lang = "vi";
+
+export function currentLang() {
+  return lang;
+}
+
+// t returns the string for key in the current language, with {name}
+// placeholders filled from vars.
+export function t(key, vars = {}) {
+  const s = catalogue[lang][key] ?? catalogue.vi[key] ?? key;
+  return s.replace(/\{(\w+)\}/g, (_, k) => String(vars[k] ?? ""));
+}
+
+// errorText turns a server error code into a sentence.
+export function errorText(code, message) {
+  const key = "err_" + code;
+  return key in catalogue.vi ? t(key) : t("err_other", { msg: message || code });
+}
+
+// apply fills every [data-i18n] element under root.
+export function apply(root = document) {
+  document.documentElement.lang = lang;
+  for (const el of root.querySelectorAll("[data-i18n]")) {
+    el.textContent = t(el.dataset.i18n);
+  }
+}
+
+// mountSwitch wires a button that toggles the language.
+export function mountSwitch(button, onChange) {
+  button.textContent = t("lang_switch");
+  button.addEventListener("click", () => {
+    lang = lang === "vi" ? "en" : "vi";
+    localStorage.setItem("citybridge.lang", lang);
+    button.textContent = t("lang_switch");
+    apply();
+    onChange?.();
+  });
+}
+
+export const languages = Object.keys(catalogue);
+export { catalogue };

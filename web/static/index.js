@@ -1,0 +1,4 @@
+import { apply, mountSwitch } from "/static/i18n.js";
+
+apply();
+mountSwitch(document.getElementById("lang"));

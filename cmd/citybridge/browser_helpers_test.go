@@ -1,0 +1,299 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+)
+
+// Browser tests run a real headless Chromium with a fake camera (a 720p
+// test pattern made by ffmpeg) against a server started in the test
+// process on loopback addresses only. The test command (scripts/test)
+// installs Chromium and ffmpeg; a missing tool fails the test.
+
+// testMedia is made once per test binary run and removed by TestMain.
+var testMedia struct {
+	once     sync.Once
+	dir      string
+	y4m, wav string
+	err      error
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if testMedia.dir != "" {
+		_ = os.RemoveAll(testMedia.dir)
+	}
+	os.Exit(code)
+}
+
+func requireTool(t *testing.T, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		t.Fatalf("%s is not installed: run scripts/test, which installs what the tests need", name)
+	}
+	return p
+}
+
+// fakeCamera returns a 1280x720 Y4M clip and a WAV tone for Chromium's fake
+// capture devices (166 MB for 4 s of video: never committed).
+func fakeCamera(t *testing.T) (y4m, wav string) {
+	t.Helper()
+	ffmpeg := requireTool(t, "ffmpeg")
+	testMedia.once.Do(func() {
+		dir, err := os.MkdirTemp("", "citybridge-media-")
+		if err != nil {
+			testMedia.err = err
+			return
+		}
+		testMedia.dir = dir
+		testMedia.y4m = filepath.Join(dir, "cam.y4m")
+		testMedia.wav = filepath.Join(dir, "mic.wav")
+		for _, args := range [][]string{
+			{"-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30", "-t", "3", "-pix_fmt", "yuv420p", testMedia.y4m},
+			{"-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", "3", testMedia.wav},
+		} {
+			cmd := exec.Command(ffmpeg, append([]string{"-hide_banner", "-loglevel", "error", "-y"}, args...)...)
+			if out, err := cmd.CombinedOutput(); err != nil {
+				testMedia.err = fmt.Errorf("ffmpeg %v: %v: %s", args, err, out)
+				return
+			}
+		}
+	})
+	if testMedia.err != nil {
+		t.Fatal(testMedia.err)
+	}
+	return testMedia.y4m, testMedia.wav
+}
+
+// testServer is a citybridge started inside the test, on loopback only.
+type testServer struct {
+	*server
+	base   string
+	client *http.Client
+	logs   *syncBuffer
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func startTestServer(t *testing.T) *testServer {
+	t.Helper()
+	logs := &syncBuffer{}
+	cfg := Config{
+		Listen:     "127.0.0.1:0",
+		Data:       t.TempDir(),
+		UDPHost:    "127.0.0.1",
+		UDPPort:    0,
+		MediaAllow: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
+		LogLevel:   slog.LevelInfo,
+	}
+	s, err := start(cfg, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: cfg.LogLevel})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := &testServer{
+		server: s,
+		base:   "https://" + s.addr.String(),
+		client: &http.Client{
+			Timeout:   10 * time.Second,
+			Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}, // the test's own self-signed certificate
+		},
+		logs: logs,
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		s.Close(ctx)
+		if t.Failed() {
+			t.Logf("server log:\n%s", logs.String())
+		}
+	})
+	return ts
+}
+
+// terminalLink provisions a room terminal for bridge through the API, as a
+// technician would from the index page.
+func (ts *testServer) terminalLink(t *testing.T, bridge string) string {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, ts.base+"/api/bridges/"+bridge+"/terminal-links", nil)
+	req.Header.Set("Authorization", "Bearer "+ts.demo.TechnicianToken)
+	resp, err := ts.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var link struct{ Path string }
+	if err := json.NewDecoder(resp.Body).Decode(&link); err != nil || resp.StatusCode != http.StatusCreated {
+		t.Fatalf("terminal link for %s: status %d, %v", bridge, resp.StatusCode, err)
+	}
+	return ts.base + link.Path
+}
+
+// newBrowser starts a headless Chromium that fakes camera and microphone
+// from the test clips and never reaches past this machine.
+func newBrowser(t *testing.T) context.Context {
+	t.Helper()
+	chromium := requireTool(t, "chromium")
+	y4m, wav := fakeCamera(t)
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chromium),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.Flag("headless", "new"),
+		chromedp.Flag("no-sandbox", true),
+		chromedp.Flag("disable-gpu", true),
+		chromedp.Flag("use-fake-ui-for-media-stream", true),
+		chromedp.Flag("use-fake-device-for-media-stream", true),
+		chromedp.Flag("use-file-for-fake-video-capture", y4m),
+		chromedp.Flag("use-file-for-fake-audio-capture", wav),
+		chromedp.Flag("allow-loopback-in-peer-connection", true),
+		chromedp.Flag("autoplay-policy", "no-user-gesture-required"),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("ignore-certificate-errors", true), // the server's certificate is self-signed
+		chromedp.Flag("host-resolver-rules", "MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1"),
+		chromedp.Flag("disable-features", "WebRtcHideLocalIpsWithMdns,Translate"),
+	)
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	bctx, cancelBrowser := chromedp.NewContext(actx)
+	t.Cleanup(func() {
+		cancelBrowser()
+		cancelAlloc()
+	})
+	if err := chromedp.Do(bctx, chromedp.Navigate("about:blank")); err != nil {
+		t.Fatalf("start chromium: %v", err)
+	}
+	return bctx
+}
+
+// tab is one page in the browser.
+type tab struct {
+	name string
+	ctx  context.Context
+}
+
+func openTab(t *testing.T, browser context.Context, name, url string) *tab {
+	t.Helper()
+	ctx, cancel := chromedp.NewContext(browser)
+	t.Cleanup(cancel)
+	if err := chromedp.Do(ctx, chromedp.Navigate(url)); err != nil {
+		t.Fatalf("%s: navigate: %v", name, err)
+	}
+	return &tab{name: name, ctx: ctx}
+}
+
+// eval runs a JavaScript expression (awaiting a promise) and decodes its
+// value into T.
+func eval[T any](tb *tab, expr string) (T, error) {
+	ctx, cancel := context.WithTimeout(tb.ctx, 10*time.Second)
+	defer cancel()
+	return chromedp.Run(ctx, chromedp.Evaluate[T](expr, chromedp.EvalAwaitPromise))
+}
+
+// inboundStat mirrors what the pages' Session.inbound() returns.
+type inboundStat struct {
+	Kind            string `json:"kind"`
+	Stream          string `json:"stream"`
+	PacketsReceived int    `json:"packetsReceived"`
+	FramesDecoded   int    `json:"framesDecoded"`
+	FrameWidth      int    `json:"frameWidth"`
+}
+
+func inbound(tb *tab) ([]inboundStat, error) {
+	return eval[[]inboundStat](tb, `window.citybridge && citybridge.inbound ? citybridge.inbound() : []`)
+}
+
+// find returns the stat of kind from stream.
+func find(stats []inboundStat, stream, kind string) (inboundStat, bool) {
+	for _, s := range stats {
+		if s.Stream == stream && s.Kind == kind {
+			return s, true
+		}
+	}
+	return inboundStat{}, false
+}
+
+// waitUntil polls check until it returns true or the deadline passes;
+// check's last description of what it saw goes into the failure.
+func waitUntil(t *testing.T, d time.Duration, what string, check func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	last := ""
+	for {
+		ok, seen := check()
+		if ok {
+			return
+		}
+		last = seen
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s; last seen: %s", d, what, last)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+// saveScreenshotsOnFailure writes a PNG of each tab into the artifacts
+// directory (CITYBRIDGE_ARTIFACTS, default test-artifacts/ at the
+// repository root) if the test fails, or always with
+// CITYBRIDGE_SCREENSHOTS=always.
+func saveScreenshotsOnFailure(t *testing.T, tabs ...*tab) {
+	t.Cleanup(func() {
+		if !t.Failed() && os.Getenv("CITYBRIDGE_SCREENSHOTS") != "always" {
+			return
+		}
+		dir := os.Getenv("CITYBRIDGE_ARTIFACTS")
+		if dir == "" {
+			_, file, _, _ := runtime.Caller(0)
+			dir = filepath.Join(filepath.Dir(file), "..", "..", "test-artifacts")
+		}
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Logf("artifacts: %v", err)
+			return
+		}
+		for _, tb := range tabs {
+			ctx, cancel := context.WithTimeout(tb.ctx, 10*time.Second)
+			png, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
+			cancel()
+			if err != nil {
+				t.Logf("screenshot of %s: %v", tb.name, err)
+				continue
+			}
+			name := filepath.Join(dir, strings.ReplaceAll(t.Name(), "/", "_")+"-"+tb.name+".png")
+			if err := os.WriteFile(name, png, 0o644); err != nil {
+				t.Logf("screenshot of %s: %v", tb.name, err)
+				continue
+			}
+			t.Logf("screenshot of %s saved to %s", tb.name, name)
+		}
+	})
+}

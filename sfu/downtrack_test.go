@@ -210,3 +210,27 @@ func BenchmarkForwardPacket(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*rooms), "ns/copy")
 }
+
+// TestForwardDoesNotAllocate keeps the forwarding loop allocation-free as a
+// test, not only as a benchmark figure.
+func TestForwardDoesNotAllocate(t *testing.T) {
+	now := int64(0)
+	tr := newBareTrack(&now)
+	for i := range 8 {
+		d := newDownTrack(tr, nil, "video-hub-1", LayerHigh)
+		bindFake(d, &discardWriter{}, uint32(i+1), 96)
+		d.setTarget(LayerHigh)
+		tr.addDown(d)
+	}
+	tr.forward(LayerHigh, pkt(1, 0, vp8Key))
+	p := pkt(2, 3000, vp8Delta)
+	allocs := testing.AllocsPerRun(1000, func() {
+		p.SequenceNumber++
+		p.Timestamp += 3000
+		now += int64(time.Millisecond)
+		tr.forward(LayerHigh, p)
+	})
+	if allocs != 0 {
+		t.Fatalf("forwarding one packet to 8 down tracks allocates %.1f times", allocs)
+	}
+}

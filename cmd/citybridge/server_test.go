@@ -1,0 +1,237 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"citybridge/controlplane"
+)
+
+func get(t *testing.T, ts *testServer, path, token string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, ts.base+path, nil)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := ts.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func TestHealthzAndMetrics(t *testing.T) {
+	t.Parallel()
+	ts := startTestServer(t)
+	code, body := get(t, ts, "/healthz", "")
+	var h map[string]any
+	if err := json.Unmarshal([]byte(body), &h); code != http.StatusOK || err != nil || h["status"] != "ok" {
+		t.Fatalf("/healthz: %d %s", code, body)
+	}
+	code, body = get(t, ts, "/metrics", "")
+	if code != http.StatusOK {
+		t.Fatalf("/metrics: %d", code)
+	}
+	for _, name := range []string{"go_goroutines", "citybridge_peers", "citybridge_published_tracks",
+		"citybridge_rtp_packets_forwarded_total", "citybridge_rtp_forwarded_bytes_total"} {
+		if !strings.Contains(body, "\n"+name+" ") {
+			t.Errorf("/metrics lacks %s", name)
+		}
+	}
+	for _, page := range []string{"/", "/host", "/room", "/rooms", "/static/client.js", "/static/i18n.js"} {
+		code, body := get(t, ts, page, "")
+		if code != http.StatusOK || len(body) == 0 {
+			t.Errorf("%s: %d", page, code)
+		}
+		if strings.Contains(body, "http://") || strings.Contains(body, "https://") {
+			t.Errorf("%s refers to another origin: the pages must load nothing from elsewhere", page)
+		}
+	}
+}
+
+// TestPprofAccess: profiling is open to this machine and to technicians,
+// closed to anyone else. Requests are handed to the handler directly with
+// a remote address from the documentation range: no traffic leaves.
+func TestPprofAccess(t *testing.T) {
+	t.Parallel()
+	ts := startTestServer(t)
+	host := ts.demo.HostToken
+	room, err := ts.store.IssueToken(controlplane.Grant{Role: controlplane.RoleRoom, Bridge: "ward-001"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := securityHeaders(ts.routes())
+	for _, c := range []struct {
+		name, remote, header, query string
+		want                        int
+	}{
+		{"loopback", "127.0.0.1:5000", "", "", http.StatusOK},
+		{"remote, no token", "192.0.2.10:5000", "", "", http.StatusForbidden},
+		{"remote, room token", "192.0.2.10:5000", room, "", http.StatusForbidden},
+		{"remote, host token", "192.0.2.10:5000", host, "", http.StatusForbidden},
+		{"remote, wrong token", "192.0.2.10:5000", "nope", "", http.StatusForbidden},
+		{"remote, technician header", "192.0.2.10:5000", ts.demo.TechnicianToken, "", http.StatusOK},
+		{"remote, technician query", "192.0.2.10:5000", "", ts.demo.TechnicianToken, http.StatusOK},
+	} {
+		req := httptest.NewRequest(http.MethodGet, "/debug/pprof/?token="+c.query, nil)
+		req.RemoteAddr = c.remote
+		if c.header != "" {
+			req.Header.Set("Authorization", "Bearer "+c.header)
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != c.want {
+			t.Errorf("%s: %d, want %d", c.name, rec.Code, c.want)
+		}
+	}
+}
+
+// TestAPIRoles: each API route checks the caller's token and role.
+func TestAPIRoles(t *testing.T) {
+	t.Parallel()
+	ts := startTestServer(t)
+	conf := ts.demo.Conference.ID
+	other, err := ts.store.CreateConference(controlplane.Conference{Title: "Other", State: controlplane.StateOpen, AllBridges: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	room, err := ts.store.IssueToken(controlplane.Grant{Role: controlplane.RoleRoom, Bridge: "ward-001"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tech, host := ts.demo.TechnicianToken, ts.demo.HostToken
+	for _, c := range []struct {
+		name, method, path, token string
+		want                      int
+	}{
+		{"conferences, no token", "GET", "/api/conferences", "", 401},
+		{"conferences, bad token", "GET", "/api/conferences", "nope", 401},
+		{"conferences, room", "GET", "/api/conferences", room, 403},
+		{"conferences, host", "GET", "/api/conferences", host, 200},
+		{"conferences, technician", "GET", "/api/conferences", tech, 200},
+		{"bridges, host of it", "GET", "/api/conferences/" + conf + "/bridges", host, 200},
+		{"bridges, host of another", "GET", "/api/conferences/" + other.ID + "/bridges", host, 403},
+		{"bridges, room", "GET", "/api/conferences/" + conf + "/bridges", room, 403},
+		{"bridges, unknown conference", "GET", "/api/conferences/c999/bridges", tech, 404},
+		{"link, technician", "POST", "/api/bridges/ward-002/terminal-links", tech, 201},
+		{"link, host", "POST", "/api/bridges/ward-002/terminal-links", host, 403},
+		{"link, room", "POST", "/api/bridges/ward-001/terminal-links", room, 403},
+		{"link, unknown bridge", "POST", "/api/bridges/nowhere/terminal-links", tech, 404},
+		{"unknown route", "GET", "/api/nothing", tech, 404},
+	} {
+		req, _ := http.NewRequest(c.method, ts.base+c.path, nil)
+		if c.token != "" {
+			req.Header.Set("Authorization", "Bearer "+c.token)
+		}
+		resp, err := ts.client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var e struct{ Code, Message string }
+		decodeErr := json.NewDecoder(resp.Body).Decode(&e)
+		resp.Body.Close()
+		if resp.StatusCode != c.want {
+			t.Errorf("%s: %d, want %d", c.name, resp.StatusCode, c.want)
+		}
+		if c.want >= 400 && (decodeErr != nil || e.Code == "" || e.Message == "") {
+			t.Errorf("%s: error body without code and message (%v)", c.name, decodeErr)
+		}
+	}
+	// Technicians see the 116 invited bridges with their presence.
+	_, body := get(t, ts, "/api/conferences/"+conf+"/bridges", tech)
+	var bridges []struct{ ID, State string }
+	if err := json.Unmarshal([]byte(body), &bridges); err != nil || len(bridges) != 116 || bridges[0].State != "absent" {
+		t.Fatalf("bridges: %d, first %+v, err %v", len(bridges), bridges, err)
+	}
+}
+
+// TestServeSeedsOnce runs the serve command twice on one data directory:
+// the first start seeds the demo and prints the links, the second finds
+// the store and prints none; each run shuts down when told to.
+func TestServeSeedsOnce(t *testing.T) {
+	t.Parallel()
+	data := t.TempDir()
+	cfg := Config{
+		Listen: "127.0.0.1:0", Data: data, UDPHost: "127.0.0.1",
+		MediaAllow: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}, LogLevel: slog.LevelWarn,
+	}
+	run := func() string {
+		ctx, cancel := context.WithCancel(context.Background())
+		var out, logs bytes.Buffer
+		done := make(chan error, 1)
+		// serve starts completely before it looks at ctx, so cancelling at
+		// once still runs a whole start and a graceful shutdown.
+		cancel()
+		go func() { done <- serve(ctx, cfg, &out, &logs) }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("serve: %v\n%s", err, logs.String())
+			}
+		case <-time.After(15 * time.Second):
+			t.Fatal("serve did not stop after its context ended")
+		}
+		return out.String()
+	}
+	first := run()
+	if !strings.Contains(first, "/host#t=") || !strings.Contains(first, "/rooms#t=") {
+		t.Fatalf("first start printed no links:\n%s", first)
+	}
+	if second := run(); strings.Contains(second, "#t=") {
+		t.Fatalf("second start printed links again:\n%s", second)
+	}
+}
+
+func TestParseServeFlags(t *testing.T) {
+	env := map[string]string{
+		"CITYBRIDGE_LISTEN":    ":9443",
+		"CITYBRIDGE_PUBLIC_IP": "10.1.2.3,192.168.1.5",
+		"CITYBRIDGE_DATA":      "/var/lib/citybridge",
+	}
+	getenv := func(k string) string { return env[k] }
+	cfg, err := parseServeFlags([]string{"--data", "/srv/cb", "--udp-port", "10000"}, getenv, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Listen != ":9443" || cfg.Data != "/srv/cb" || cfg.UDPPort != 10000 {
+		t.Errorf("got %+v: want listen from the environment, data and port from flags", cfg)
+	}
+	if strings.Join(cfg.PublicIPs, " ") != "10.1.2.3 192.168.1.5" {
+		t.Errorf("public IPs %v", cfg.PublicIPs)
+	}
+	cfg, err = parseServeFlags([]string{"--public-ip", "10.9.9.9", "--public-ip", "10.8.8.8"}, getenv, io.Discard)
+	if err != nil || strings.Join(cfg.PublicIPs, " ") != "10.9.9.9 10.8.8.8" {
+		t.Errorf("flags should replace the environment's list: %v %v", cfg.PublicIPs, err)
+	}
+	for _, bad := range [][]string{
+		{"--public-ip", "not-an-ip"},
+		{"--udp-port", "70000"},
+		{"--tls-cert", "a.pem"},
+		{"--media-allow", "10.0.0.0/99"},
+		{"--log-level", "loud"},
+		{"extra"},
+	} {
+		if _, err := parseServeFlags(bad, func(string) string { return "" }, io.Discard); err == nil {
+			t.Errorf("%v accepted", bad)
+		}
+	}
+	if _, err := parseServeFlags(nil, func(k string) string {
+		if k == "CITYBRIDGE_UDP_PORT" {
+			return "many"
+		}
+		return ""
+	}, io.Discard); err == nil {
+		t.Error("a bad CITYBRIDGE_UDP_PORT was accepted")
+	}
+}

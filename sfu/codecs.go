@@ -86,68 +86,81 @@ func registerCodecs(m *webrtc.MediaEngine) error {
 	return m.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: AudioLevelURI}, webrtc.RTPCodecTypeAudio)
 }
 
-// newPublishAPI builds the API for peer connections that receive media from
-// a publisher: simulcast header extensions, NACKs upstream for lost packets,
+// apiKit is what a pion API is built from. The SFU builds one API per peer
+// connection from a kit, so that pion's own log lines carry the peer's
+// conference and bridge.
+type apiKit struct {
+	media        *webrtc.MediaEngine
+	interceptors *interceptor.Registry
+}
+
+func (k apiKit) api(se webrtc.SettingEngine) *webrtc.API {
+	return webrtc.NewAPI(webrtc.WithMediaEngine(k.media), webrtc.WithInterceptorRegistry(k.interceptors),
+		webrtc.WithSettingEngine(se))
+}
+
+// newPublishKit is for peer connections that receive media from a
+// publisher: simulcast header extensions, NACKs upstream for lost packets,
 // receiver reports, and transport-wide congestion feedback so the browser's
 // own bandwidth estimate can ramp up to all its layers.
-func newPublishAPI(se webrtc.SettingEngine) (*webrtc.API, error) {
+func newPublishKit() (apiKit, error) {
 	m := &webrtc.MediaEngine{}
 	if err := registerCodecs(m); err != nil {
-		return nil, err
+		return apiKit{}, err
 	}
 	for _, uri := range []string{sdp.SDESMidURI, sdp.SDESRTPStreamIDURI, sdp.SDESRepairRTPStreamIDURI} {
 		if err := m.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: uri}, webrtc.RTPCodecTypeVideo); err != nil {
-			return nil, err
+			return apiKit{}, err
 		}
 	}
 	if err := m.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: sdp.SDESMidURI}, webrtc.RTPCodecTypeAudio); err != nil {
-		return nil, err
+		return apiKit{}, err
 	}
 	ir := &interceptor.Registry{}
 	gen, err := nack.NewGeneratorInterceptor()
 	if err != nil {
-		return nil, err
+		return apiKit{}, err
 	}
 	ir.Add(gen)
 	rr, err := report.NewReceiverInterceptor()
 	if err != nil {
-		return nil, err
+		return apiKit{}, err
 	}
 	ir.Add(rr)
 	if err := m.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: sdp.TransportCCURI}, webrtc.RTPCodecTypeVideo); err != nil {
-		return nil, err
+		return apiKit{}, err
 	}
 	if err := m.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: sdp.TransportCCURI}, webrtc.RTPCodecTypeAudio); err != nil {
-		return nil, err
+		return apiKit{}, err
 	}
 	tw, err := twcc.NewSenderInterceptor()
 	if err != nil {
-		return nil, err
+		return apiKit{}, err
 	}
 	ir.Add(tw)
-	return webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se)), nil
+	return apiKit{media: m, interceptors: ir}, nil
 }
 
-// newSubscribeAPI builds the API for peer connections that send media to a
-// subscriber: answers to its NACKs from a send buffer and sender reports.
-// Bandwidth estimation joins here with the layer allocator.
-func newSubscribeAPI(se webrtc.SettingEngine) (*webrtc.API, error) {
+// newSubscribeKit is for peer connections that send media to a subscriber:
+// answers to its NACKs from a send buffer and sender reports. Bandwidth
+// estimation joins here with the layer allocator.
+func newSubscribeKit() (apiKit, error) {
 	m := &webrtc.MediaEngine{}
 	if err := registerCodecs(m); err != nil {
-		return nil, err
+		return apiKit{}, err
 	}
 	ir := &interceptor.Registry{}
 	resp, err := nack.NewResponderInterceptor()
 	if err != nil {
-		return nil, err
+		return apiKit{}, err
 	}
 	ir.Add(resp)
 	sr, err := report.NewSenderInterceptor()
 	if err != nil {
-		return nil, err
+		return apiKit{}, err
 	}
 	ir.Add(sr)
-	return webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se)), nil
+	return apiKit{media: m, interceptors: ir}, nil
 }
 
 // subscriberCodecs returns the codecs, with our payload types, that a

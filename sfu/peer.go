@@ -78,16 +78,18 @@ func newPeer(r *Router, id string, l PeerListener) (*Peer, error) {
 	p := &Peer{
 		id:     id,
 		router: r,
-		log:    r.log.With("peer", id),
+		log:    r.log.With("bridge", id),
 		l:      l,
 		tracks: map[string]*Track{},
 		downs:  map[*DownTrack]*webrtc.RTPSender{},
 	}
+	se := r.sfu.se
+	se.LoggerFactory = slogFactory{p.log}
 	var err error
-	if p.pub, err = r.sfu.pubAPI.NewPeerConnection(webrtc.Configuration{}); err != nil {
+	if p.pub, err = r.sfu.pubKit.api(se).NewPeerConnection(webrtc.Configuration{}); err != nil {
 		return nil, err
 	}
-	if p.sub, err = r.sfu.subAPI.NewPeerConnection(webrtc.Configuration{}); err != nil {
+	if p.sub, err = r.sfu.subKit.api(se).NewPeerConnection(webrtc.Configuration{}); err != nil {
 		_ = p.pub.Close()
 		return nil, err
 	}

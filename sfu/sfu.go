@@ -48,8 +48,9 @@ type Config struct {
 type SFU struct {
 	cfg    Config
 	log    *slog.Logger
-	pubAPI *webrtc.API
-	subAPI *webrtc.API
+	se     webrtc.SettingEngine // each peer's copy gets its own logger
+	pubKit apiKit
+	subKit apiKit
 	mux    ice.UDPMux
 	stats  counters
 	clock  func() int64
@@ -140,11 +141,12 @@ func New(cfg Config) (*SFU, error) {
 			return nil, err
 		}
 	}
+	s.se = se
 	var err error
-	if s.pubAPI, err = newPublishAPI(se); err != nil {
+	if s.pubKit, err = newPublishKit(); err != nil {
 		return nil, err
 	}
-	if s.subAPI, err = newSubscribeAPI(se); err != nil {
+	if s.subKit, err = newSubscribeKit(); err != nil {
 		return nil, err
 	}
 	return s, nil

@@ -135,7 +135,7 @@ func startTestServer(t *testing.T) *testServer {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		s.Close(ctx)
-		if t.Failed() {
+		if t.Failed() || os.Getenv("CITYBRIDGE_SERVER_LOGS") != "" {
 			t.Logf("server log:\n%s", logs.String())
 		}
 	})

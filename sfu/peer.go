@@ -339,6 +339,15 @@ func (p *Peer) onRemoteTrack(remote *webrtc.TrackRemote, receiver *webrtc.RTPRec
 		p.tracks[key] = t
 		p.router.sfu.stats.tracks.Add(1)
 	}
+	if !t.layers[layer].reading.CompareAndSwap(false, true) {
+		// The layer is being read already: pion re-announces a layer when
+		// a new SSRC claims its RID (a sender that retransmits on an RTX
+		// stream without the repaired-RID extension does this). The read
+		// loop that owns the layer keeps it; a second one would race it.
+		p.mu.Unlock()
+		p.log.Warn("second stream for a layer ignored", "track", t.id, "rid", rid, "ssrc", uint32(remote.SSRC()))
+		return
+	}
 	t.addLayer(layer, uint32(remote.SSRC()))
 	t.liveLayers.Add(1)
 	p.wg.Add(2)
@@ -367,6 +376,7 @@ func (p *Peer) onRemoteTrack(remote *webrtc.TrackRemote, receiver *webrtc.RTPRec
 	err := t.readLoop(layer, remote)
 	p.log.Info("track layer ended", "track", t.id, "rid", rid, "err", err)
 	t.layers[layer].present.Store(false)
+	t.layers[layer].reading.Store(false)
 	if t.liveLayers.Add(-1) == 0 {
 		p.unpublish(key, t)
 	}

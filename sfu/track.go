@@ -67,6 +67,7 @@ type Track struct {
 
 type layerState struct {
 	ssrc       atomic.Uint32
+	reading    atomic.Bool // a read loop owns this layer
 	present    atomic.Bool
 	lastPacket atomic.Int64 // monotonic ns of the newest packet
 	lastPLI    atomic.Int64 // monotonic ns of the last keyframe request sent

@@ -47,9 +47,25 @@ func TestdataDir() string {
 // is set, it gathers and accepts only loopback candidates, so a test never
 // sends a packet off the machine.
 func ClientAPI(loopbackOnly bool) (*webrtc.API, error) {
+	// VP8 and Opus only, and no RTX: pion retransmits on an RTX stream
+	// without the repaired-RID extension, which a simulcast receiver
+	// cannot tell from a new layer. Plain NACK retransmission is enough.
 	m := &webrtc.MediaEngine{}
-	if err := m.RegisterDefaultCodecs(); err != nil {
-		return nil, err
+	for _, c := range []struct {
+		params webrtc.RTPCodecParameters
+		kind   webrtc.RTPCodecType
+	}{
+		{webrtc.RTPCodecParameters{RTPCodecCapability: webrtc.RTPCodecCapability{
+			MimeType: webrtc.MimeTypeVP8, ClockRate: 90000,
+			RTCPFeedback: []webrtc.RTCPFeedback{{Type: "nack"}, {Type: "nack", Parameter: "pli"}, {Type: "ccm", Parameter: "fir"}},
+		}, PayloadType: 96}, webrtc.RTPCodecTypeVideo},
+		{webrtc.RTPCodecParameters{RTPCodecCapability: webrtc.RTPCodecCapability{
+			MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2, SDPFmtpLine: "minptime=10;useinbandfec=1",
+		}, PayloadType: 111}, webrtc.RTPCodecTypeAudio},
+	} {
+		if err := m.RegisterCodec(c.params, c.kind); err != nil {
+			return nil, err
+		}
 	}
 	ir := &interceptor.Registry{}
 	if err := webrtc.RegisterDefaultInterceptors(m, ir); err != nil {

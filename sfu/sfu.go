@@ -208,10 +208,15 @@ func (s *SFU) LocalAddrs() []net.Addr {
 // to. Port 0 picks a free port (one per socket).
 func ListenUDP(host string, port int) ([]net.PacketConn, error) {
 	if host != "" {
-		c, err := net.ListenPacket("udp", net.JoinHostPort(host, strconv.Itoa(port)))
+		addr, err := net.ResolveUDPAddr("udp", net.JoinHostPort(host, strconv.Itoa(port)))
 		if err != nil {
 			return nil, err
 		}
+		c, err := net.ListenUDP("udp", addr)
+		if err != nil {
+			return nil, err
+		}
+		growBuffers(c)
 		return []net.PacketConn{c}, nil
 	}
 	ifaces, err := net.Interfaces()
@@ -239,6 +244,7 @@ func ListenUDP(host string, port int) ([]net.PacketConn, error) {
 				}
 				return nil, fmt.Errorf("media port on %s: %w", ipn.IP, err)
 			}
+			growBuffers(c)
 			conns = append(conns, c)
 		}
 	}
@@ -265,6 +271,16 @@ func (s *SFU) Close() error {
 		r.Close()
 	}
 	return s.mux.Close()
+}
+
+// socketBuffer is what the media sockets ask the kernel for: one socket
+// carries every peer, and a keyframe burst to 116 rooms is thousands of
+// packets. The kernel caps it at net.core.rmem_max / wmem_max.
+const socketBuffer = 8 << 20
+
+func growBuffers(c *net.UDPConn) {
+	_ = c.SetReadBuffer(socketBuffer)
+	_ = c.SetWriteBuffer(socketBuffer)
 }
 
 func allowed(nets []netip.Prefix, ip net.IP) bool {

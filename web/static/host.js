@@ -1,18 +1,15 @@
 // The host console: the hub's own camera, and the wall of every invited
 // bridge point with its name, state and (once connected) its video.
-import { apply, mountSwitch, t, errorText } from "/static/i18n.js";
-import { Session, readToken, openCamera, HUB_LAYERS } from "/static/client.js";
+import { apply, mountSwitch, t } from "/static/i18n.js";
+import { HUB_LAYERS } from "/static/client.js";
+import { el, newPage, renderState, startSession } from "/static/page.js";
 
-const el = (id) => document.getElementById(id);
-const page = { state: "starting", errors: [], bye: "", session: null, roster: new Map() };
-window.citybridge = page;
+const page = newPage({ roster: new Map() });
 
 const tiles = new Map(); // bridge ID -> {root, video, badge, name, stream, audio}
 
 function render() {
-  const badge = el("state");
-  badge.textContent = t("state_" + page.state);
-  badge.className = "badge " + page.state;
+  renderState(page);
   const entries = [...page.roster.values()];
   const connected = entries.filter((e) => e.state === "connected").length;
   el("count").textContent = t("joined_count", { n: connected, total: entries.length });
@@ -49,26 +46,10 @@ function tileFor(id, name) {
   return tile;
 }
 
-const { token, conference } = readToken();
-let stream = null;
-try {
-  stream = await openCamera(1280, 720);
-  el("preview").srcObject = stream;
-} catch (e) {
-  el("notice").textContent = t("camera_error", { msg: e.message });
-}
-
-const s = new Session({ token, conference, stream, layers: HUB_LAYERS });
-page.session = s;
-page.inbound = () => s.inbound();
-page.outbound = () => s.outbound();
+const s = await startSession(page, { width: 1280, height: 720, layers: HUB_LAYERS, preview: "preview", render });
 s.addEventListener("joined", (e) => {
   el("conference-title").textContent = e.detail.conference.title;
   document.title = `${e.detail.conference.title} · citybridge`;
-});
-s.addEventListener("state", (e) => {
-  page.state = e.detail.state;
-  render();
 });
 s.addEventListener("roster", (e) => {
   for (const b of e.detail.bridges) {
@@ -81,14 +62,6 @@ s.addEventListener("presence", (e) => {
   page.roster.set(e.detail.id, e.detail);
   tileFor(e.detail.id, e.detail.name);
   render();
-});
-s.addEventListener("error", (e) => {
-  page.errors.push(e.detail);
-  el("notice").textContent = errorText(e.detail.code, e.detail.message);
-});
-s.addEventListener("bye", (e) => {
-  page.bye = e.detail.reason;
-  el("notice").textContent = t("bye_" + e.detail.reason);
 });
 s.addEventListener("track", (e) => {
   const { stream: remote, track } = e.detail;

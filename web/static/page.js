@@ -1,0 +1,52 @@
+// What the host console and the room terminal share: the state badge, the
+// notice line, the camera, and window.citybridge (state, errors, stats) for
+// tests and diagnostics.
+import { t, errorText } from "/static/i18n.js";
+import { Session, readToken, openCamera } from "/static/client.js";
+
+export const el = (id) => document.getElementById(id);
+
+// newPage makes the page object and publishes it as window.citybridge.
+export function newPage(extra = {}) {
+  const page = { state: "starting", errors: [], bye: "", session: null, ...extra };
+  window.citybridge = page;
+  return page;
+}
+
+// renderState shows the session state in the #state badge.
+export function renderState(page) {
+  const badge = el("state");
+  badge.textContent = t("state_" + page.state);
+  badge.className = "badge " + page.state;
+}
+
+// startSession opens the camera (showing it in the video element with id
+// preview), and prepares the session with its state, error and bye
+// handling. The caller adds its own listeners, then calls connect().
+export async function startSession(page, { width, height, layers, preview, render }) {
+  const { token, conference } = readToken();
+  let stream = null;
+  try {
+    stream = await openCamera(width, height);
+    el(preview).srcObject = stream;
+  } catch (e) {
+    el("notice").textContent = t("camera_error", { msg: e.message });
+  }
+  const s = new Session({ token, conference, stream, layers });
+  page.session = s;
+  page.inbound = () => s.inbound();
+  page.outbound = () => s.outbound();
+  s.addEventListener("state", (e) => {
+    page.state = e.detail.state;
+    render();
+  });
+  s.addEventListener("error", (e) => {
+    page.errors.push(e.detail);
+    el("notice").textContent = errorText(e.detail.code, e.detail.message);
+  });
+  s.addEventListener("bye", (e) => {
+    page.bye = e.detail.reason;
+    el("notice").textContent = t("bye_" + e.detail.reason);
+  });
+  return s;
+}

@@ -1,0 +1,89 @@
+package main
+
+import (
+	"crypto/tls"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestBinaryServeAndSIGTERM builds the real binary, starts it configured
+// only through the environment, waits for /healthz, sends SIGTERM and
+// expects a clean exit.
+func TestBinaryServeAndSIGTERM(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "citybridge")
+	build := exec.Command("go", "build", "-o", bin, ".")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	// A free TCP port on loopback for HTTPS.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+
+	cmd := exec.Command(bin, "serve")
+	cmd.Env = append(os.Environ(),
+		"CITYBRIDGE_LISTEN="+addr,
+		"CITYBRIDGE_DATA="+filepath.Join(dir, "data"),
+		"CITYBRIDGE_UDP_HOST=127.0.0.1",
+		"CITYBRIDGE_UDP_PORT=0",
+		"CITYBRIDGE_MEDIA_ALLOW=127.0.0.0/8",
+		"CITYBRIDGE_LOG_FORMAT=json",
+	)
+	// Read only after Wait, when exec's copying goroutines are done.
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+
+	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, // its own self-signed certificate
+	}}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := client.Get("https://" + addr + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no healthy /healthz within 20 s: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("exit after SIGTERM: %v\n%s", err, stderr.String())
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("still running 15 s after SIGTERM")
+	}
+	if !strings.Contains(stdout.String(), "/host#t=") {
+		t.Errorf("first start did not print the host link:\n%s", stdout.String())
+	}
+	logs := stderr.String()
+	if !strings.Contains(logs, `"msg":"stopped"`) || !strings.Contains(logs, `"level":"INFO"`) {
+		t.Errorf("no structured JSON log of a clean stop:\n%s", logs)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/pion/interceptor"
+	"github.com/pion/interceptor/pkg/cc"
 	"github.com/pion/interceptor/pkg/nack"
 	"github.com/pion/interceptor/pkg/report"
 	"github.com/pion/interceptor/pkg/twcc"
@@ -94,8 +95,11 @@ type apiKit struct {
 	interceptors *interceptor.Registry
 }
 
-func (k apiKit) api(se webrtc.SettingEngine) *webrtc.API {
-	return webrtc.NewAPI(webrtc.WithMediaEngine(k.media), webrtc.WithInterceptorRegistry(k.interceptors),
+func (k apiKit) api(se webrtc.SettingEngine, ir *interceptor.Registry) *webrtc.API {
+	if ir == nil {
+		ir = k.interceptors
+	}
+	return webrtc.NewAPI(webrtc.WithMediaEngine(k.media), webrtc.WithInterceptorRegistry(ir),
 		webrtc.WithSettingEngine(se))
 }
 
@@ -141,26 +145,47 @@ func newPublishKit() (apiKit, error) {
 	return apiKit{media: m, interceptors: ir}, nil
 }
 
-// newSubscribeKit is for peer connections that send media to a subscriber:
-// answers to its NACKs from a send buffer and sender reports. Bandwidth
-// estimation joins here with the layer allocator.
+// newSubscribeKit is for peer connections that send media to a subscriber.
+// Its interceptors are built per connection (subscribeInterceptors), since
+// each connection has its own bandwidth estimator.
 func newSubscribeKit() (apiKit, error) {
 	m := &webrtc.MediaEngine{}
 	if err := registerCodecs(m); err != nil {
 		return apiKit{}, err
 	}
-	ir := &interceptor.Registry{}
-	resp, err := nack.NewResponderInterceptor()
-	if err != nil {
-		return apiKit{}, err
+	for _, kind := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeVideo, webrtc.RTPCodecTypeAudio} {
+		if err := m.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: sdp.TransportCCURI}, kind); err != nil {
+			return apiKit{}, err
+		}
 	}
-	ir.Add(resp)
+	return apiKit{media: m}, nil
+}
+
+// subscribeInterceptors builds the interceptors of one subscribing
+// connection: sender reports, the congestion controller (GCC, starting at
+// start bits per second; onBWE receives it while the connection is built)
+// and, outermost, transport-wide sequence numbers on every packet, which
+// the controller reads back from the browser's feedback. Retransmissions
+// are the down tracks' own (answered from the upstream packet cache), so
+// there is no per-subscriber send buffer.
+func subscribeInterceptors(start int, onBWE func(cc.BandwidthEstimator)) (*interceptor.Registry, error) {
+	ir := &interceptor.Registry{}
 	sr, err := report.NewSenderInterceptor()
 	if err != nil {
-		return apiKit{}, err
+		return nil, err
 	}
 	ir.Add(sr)
-	return apiKit{media: m, interceptors: ir}, nil
+	ctrl, err := newCongestionController(start, onBWE)
+	if err != nil {
+		return nil, err
+	}
+	ir.Add(ctrl)
+	tw, err := twcc.NewHeaderExtensionInterceptor()
+	if err != nil {
+		return nil, err
+	}
+	ir.Add(tw)
+	return ir, nil
 }
 
 // subscriberCodecs returns the codecs, with our payload types, that a

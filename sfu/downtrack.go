@@ -1,10 +1,13 @@
 package sfu
 
 import (
+	"encoding/binary"
 	"errors"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
@@ -45,11 +48,25 @@ type DownTrack struct {
 
 	packets atomic.Uint64
 	bytes   atomic.Uint64
+	rtxSent atomic.Uint64 // packets retransmitted on NACK
+	paused  atomic.Bool
+
+	// The allocator's view, touched only by the subscriber's allocation
+	// (under Peer.allocMu).
+	allocReason string
+	allocLayer  int
+	allocSent   uint64 // bytes counter at the last allocation
+	rateBits    int    // measured bits per second sent to the subscriber
 
 	mu          sync.Mutex
 	writer      webrtc.TrackLocalWriter
 	ssrc        uint32
 	pt          uint8
+	rtxSSRC     uint32 // 0 when the subscriber did not negotiate RTX
+	rtxPT       uint8
+	rtxSeq      uint16
+	rtxBuf      []byte // a retransmission's payload: original sequence number, then the payload
+	sent        *[sentHistory]sentEntry
 	started     bool   // at least one packet written
 	seqOffset   uint16 // out = in - seqOffset
 	tsOffset    uint32 // out = in - tsOffset
@@ -59,6 +76,26 @@ type DownTrack struct {
 	floorSeq    uint16 // input packets older than this are from before the switch
 	floorActive bool   // floorSeq is still within reordering reach
 	hdr         rtp.Header
+}
+
+// sentHistory is how many of the newest packets written to a subscriber are
+// remembered for answering its NACKs (a power of two).
+const sentHistory = 1024
+
+// nackMaxAge is how old a packet may be and still be worth retransmitting:
+// past it the subscriber's jitter buffer has given up on it.
+const nackMaxAge = int64(1 * time.Second)
+
+// sentEntry maps one sequence number written to a subscriber back to the
+// upstream packet it carried.
+type sentEntry struct {
+	out      uint16
+	in       uint16
+	layer    int8
+	valid    bool
+	tsOffset uint32
+	at       int64 // when it was written (monotonic ns)
+	rtxAt    int64 // when it was last retransmitted
 }
 
 func newDownTrack(t *Track, sub *Peer, id string, maxLayer int) *DownTrack {
@@ -74,6 +111,10 @@ func newDownTrack(t *Track, sub *Peer, id string, maxLayer int) *DownTrack {
 	d.maxLayer.Store(int32(maxLayer))
 	d.target.Store(noLayer)
 	d.current.Store(noLayer)
+	d.allocLayer = noLayer
+	if t.kind == webrtc.RTPCodecTypeVideo {
+		d.sent = new([sentHistory]sentEntry)
+	}
 	return d
 }
 
@@ -114,6 +155,12 @@ func (d *DownTrack) Bind(ctx webrtc.TrackLocalContext) (webrtc.RTPCodecParameter
 		d.writer = ctx.WriteStream()
 		d.ssrc = uint32(ctx.SSRC())
 		d.pt = uint8(c.PayloadType)
+		d.rtxSSRC, d.rtxPT = 0, 0
+		if rtx := uint32(ctx.SSRCRetransmission()); rtx != 0 {
+			if pt, ok := rtxPayloadType(ctx.CodecParameters(), c.PayloadType); ok {
+				d.rtxSSRC, d.rtxPT = rtx, uint8(pt)
+			}
+		}
 		d.mu.Unlock()
 		d.bound.Store(true)
 		if l := d.target.Load(); l != noLayer {
@@ -143,7 +190,28 @@ func (d *DownTrack) MaxLayer() int { return int(d.maxLayer.Load()) }
 // effect at the next keyframe of the newly chosen layer.
 func (d *DownTrack) SetMaxLayer(l int) {
 	d.maxLayer.Store(int32(l))
-	d.track.selectLayer(d)
+	if d.sub != nil {
+		d.sub.allocate()
+	}
+}
+
+// Paused reports whether the allocator paused this video down track because
+// not even its lowest layer fits the subscriber's link.
+func (d *DownTrack) Paused() bool {
+	return d.paused.Load()
+}
+
+// Retransmitted returns how many packets were sent again on the
+// subscriber's NACKs.
+func (d *DownTrack) Retransmitted() uint64 { return d.rtxSent.Load() }
+
+// pause stops forwarding video at once; setTarget resumes it at the next
+// keyframe of the chosen layer, continuing the sequence and timestamps.
+func (d *DownTrack) pause() {
+	d.mu.Lock()
+	d.target.Store(noLayer)
+	d.current.Store(noLayer)
+	d.mu.Unlock()
 }
 
 // setTarget asks for layer l; the switch happens at its next keyframe.
@@ -229,6 +297,10 @@ func (d *DownTrack) forward(l int32, p *rtp.Packet, now int64) bool {
 		d.lastTS = d.hdr.Timestamp
 		d.lastAt = now
 	}
+	if d.sent != nil {
+		e := &d.sent[outSeq&(sentHistory-1)]
+		*e = sentEntry{out: outSeq, in: p.SequenceNumber, layer: int8(l), valid: true, tsOffset: d.tsOffset, at: now}
+	}
 	d.started = true
 	d.packets.Add(1)
 	d.bytes.Add(uint64(len(p.Payload)))
@@ -256,4 +328,89 @@ func (d *DownTrack) switchTo(l int32, p *rtp.Packet, now int64) {
 // seqBefore reports whether sequence number a comes before b, modulo 2^16.
 func seqBefore(a, b uint16) bool {
 	return a != b && b-a < 0x8000
+}
+
+// rtxPayloadType finds the RTX payload type paired with pt ("apt=pt").
+func rtxPayloadType(codecs []webrtc.RTPCodecParameters, pt webrtc.PayloadType) (webrtc.PayloadType, bool) {
+	want := "apt=" + strconv.Itoa(int(pt))
+	for _, c := range codecs {
+		if strings.EqualFold(c.MimeType, webrtc.MimeTypeRTX) && strings.Contains(c.SDPFmtpLine, want) {
+			return c.PayloadType, true
+		}
+	}
+	return 0, false
+}
+
+// retransmit answers a subscriber's NACK for sequence number seq from the
+// upstream layer's packet cache: on the RTX stream when the subscriber
+// negotiated one, else as the original packet again. Packets the
+// subscriber has waited too long for, or that were retransmitted within the
+// last rtxMinGap, are not sent. It reports whether a packet was sent.
+func (d *DownTrack) retransmit(seq uint16, now int64) bool {
+	if d.sent == nil {
+		return false
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	e := &d.sent[seq&(sentHistory-1)]
+	if !e.valid || e.out != seq || d.writer == nil || now-e.at > nackMaxAge || (e.rtxAt != 0 && now-e.rtxAt < rtxMinGap) {
+		return false
+	}
+	c := d.track.cache(int(e.layer))
+	if c == nil {
+		return false
+	}
+	if cap(d.rtxBuf) < receiveMTU+2 {
+		d.rtxBuf = make([]byte, receiveMTU+2)
+	}
+	buf := d.rtxBuf[:cap(d.rtxBuf)]
+	n, ts, marker, ok := c.get(e.in, buf[2:])
+	if !ok {
+		return false
+	}
+	hdr := rtp.Header{Version: 2, Marker: marker, PayloadType: d.pt, SequenceNumber: seq, Timestamp: ts - e.tsOffset, SSRC: d.ssrc}
+	payload := buf[2 : 2+n]
+	if d.rtxSSRC != 0 {
+		binary.BigEndian.PutUint16(buf, seq)
+		hdr.SSRC, hdr.PayloadType, hdr.SequenceNumber = d.rtxSSRC, d.rtxPT, d.rtxSeq
+		d.rtxSeq++
+		payload = buf[:2+n]
+	}
+	if _, err := d.writer.WriteRTP(&hdr, payload); err != nil {
+		return false
+	}
+	e.rtxAt = now
+	d.rtxSent.Add(1)
+	return true
+}
+
+// rtxMinGap keeps one lost packet from being retransmitted again before the
+// previous retransmission could have arrived.
+const rtxMinGap = int64(50 * time.Millisecond)
+
+// paddingSize is the padding carried by one probe packet (the most an RTP
+// padding length byte allows, rounded down like libwebrtc's).
+const paddingSize = 224
+
+// writePadding sends n padding-only packets on the RTX stream: they carry no
+// media, so they disturb nothing the decoder sees, but the subscriber's
+// transport-wide feedback covers them, which is how a probe measures the
+// link. It returns the bytes sent, 0 if the subscriber has no RTX stream.
+func (d *DownTrack) writePadding(n int) int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.rtxSSRC == 0 || d.writer == nil || !d.started {
+		return 0
+	}
+	sent := 0
+	for i := 0; i < n; i++ {
+		hdr := rtp.Header{Version: 2, Padding: true, PaddingSize: paddingSize, PayloadType: d.rtxPT,
+			SequenceNumber: d.rtxSeq, Timestamp: d.lastTS, SSRC: d.rtxSSRC}
+		if _, err := d.writer.WriteRTP(&hdr, nil); err != nil {
+			break
+		}
+		d.rtxSeq++
+		sent += 12 + paddingSize
+	}
+	return sent
 }

@@ -159,24 +159,6 @@ func TestSeqBefore(t *testing.T) {
 	}
 }
 
-func TestChooseLayer(t *testing.T) {
-	for _, c := range []struct {
-		active        uint8
-		max, cur, out int
-	}{
-		{0b111, LayerHigh, noLayer, LayerHigh},
-		{0b111, LayerLow, LayerHigh, LayerLow},
-		{0b011, LayerHigh, LayerHigh, LayerMid}, // f stopped: fall to h
-		{0b110, LayerLow, LayerLow, LayerMid},   // q stopped and max is q: lowest sent
-		{0, LayerHigh, LayerMid, LayerMid},      // nothing sent: keep
-		{0, LayerHigh, noLayer, LayerLow},
-	} {
-		if got := chooseLayer(c.active, c.max, c.cur); got != c.out {
-			t.Errorf("chooseLayer(%03b, max %d, cur %d) = %d, want %d", c.active, c.max, c.cur, got, c.out)
-		}
-	}
-}
-
 // BenchmarkForwardPacket copies one packet to 116 down tracks, the fan-out
 // of one city conference. The writers discard, so this measures the
 // forwarding loop itself: layer check, rewrite, counters. 0 allocs/op.

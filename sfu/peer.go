@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/pion/interceptor/pkg/cc"
 	"github.com/pion/rtcp"
 	"github.com/pion/webrtc/v4"
 )
@@ -72,9 +74,15 @@ type Peer struct {
 	timer       *time.Timer
 	closed      bool
 	wg          sync.WaitGroup
+	done        chan struct{} // closed by Close
+
+	start   int          // where the bandwidth estimate starts
+	pin     atomic.Int32 // a technician's cap on received layers
+	allocMu sync.Mutex
+	as      allocState
 }
 
-func newPeer(r *Router, id string, l PeerListener) (*Peer, error) {
+func newPeer(r *Router, id string, l PeerListener, opts PeerOptions) (*Peer, error) {
 	p := &Peer{
 		id:     id,
 		router: r,
@@ -82,14 +90,26 @@ func newPeer(r *Router, id string, l PeerListener) (*Peer, error) {
 		l:      l,
 		tracks: map[string]*Track{},
 		downs:  map[*DownTrack]*webrtc.RTPSender{},
+		done:   make(chan struct{}),
+		start:  opts.StartBitrate,
+	}
+	if p.start <= 0 {
+		p.start = DefaultStartBitrate
+	}
+	p.pin.Store(LayerHigh)
+	if opts.Pinned {
+		p.pin.Store(int32(min(max(opts.Pin, LayerLow), LayerHigh)))
 	}
 	se := r.sfu.se
 	se.LoggerFactory = slogFactory{p.log}
-	var err error
-	if p.pub, err = r.sfu.pubKit.api(se).NewPeerConnection(webrtc.Configuration{}); err != nil {
+	subIR, err := subscribeInterceptors(p.start, func(e cc.BandwidthEstimator) { p.as.bwe.Store(&e) })
+	if err != nil {
 		return nil, err
 	}
-	if p.sub, err = r.sfu.subKit.api(se).NewPeerConnection(webrtc.Configuration{}); err != nil {
+	if p.pub, err = r.sfu.pubKit.api(se, nil).NewPeerConnection(webrtc.Configuration{}); err != nil {
+		return nil, err
+	}
+	if p.sub, err = r.sfu.subKit.api(se, subIR).NewPeerConnection(webrtc.Configuration{}); err != nil {
 		_ = p.pub.Close()
 		return nil, err
 	}
@@ -227,7 +247,11 @@ func (p *Peer) Subscribe(t *Track, maxLayer int) (*DownTrack, error) {
 		p.Unsubscribe(d)
 		return nil, ErrClosed
 	}
-	t.selectLayer(d)
+	if d.kind == webrtc.RTPCodecTypeAudio {
+		d.setTarget(0)
+	} else {
+		p.allocate()
+	}
 	return d, nil
 }
 
@@ -298,8 +322,9 @@ func (p *Peer) RestartOffer() {
 	p.scheduleOfferLocked()
 }
 
-// readSenderRTCP drains the subscriber's RTCP for d and turns its keyframe
-// requests into (throttled) requests upstream.
+// readSenderRTCP reads the subscriber's RTCP for d: keyframe requests
+// become (throttled) requests upstream, NACKs are answered from the packet
+// cache, REMB and transport-wide feedback feed the allocator.
 func (p *Peer) readSenderRTCP(sender *webrtc.RTPSender, d *DownTrack) {
 	defer p.wg.Done()
 	for {
@@ -307,10 +332,25 @@ func (p *Peer) readSenderRTCP(sender *webrtc.RTPSender, d *DownTrack) {
 		if err != nil {
 			return
 		}
+		now := p.router.sfu.clock()
 		for _, pkt := range pkts {
-			switch pkt.(type) {
+			switch pkt := pkt.(type) {
 			case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
 				d.track.requestKeyframe(d.Layer())
+			case *rtcp.TransportLayerNack:
+				for _, pair := range pkt.Nacks {
+					pair.Range(func(seq uint16) bool {
+						if d.retransmit(seq, now) {
+							p.router.sfu.stats.retransmitted.Add(1)
+						}
+						return true
+					})
+				}
+			case *rtcp.TransportLayerCC:
+				p.as.twccAt.Store(now)
+			case *rtcp.ReceiverEstimatedMaximumBitrate:
+				p.as.remb.Store(int64(pkt.Bitrate))
+				p.as.rembAt.Store(now)
 			}
 		}
 	}
@@ -405,6 +445,7 @@ func (p *Peer) Close() {
 		return
 	}
 	p.closed = true
+	close(p.done)
 	if p.timer != nil {
 		p.timer.Stop()
 		p.timer = nil

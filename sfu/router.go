@@ -80,6 +80,11 @@ func (r *Router) Tracks() []*Track {
 
 // NewPeer adds a peer to the router. l receives what must be sent to it.
 func (r *Router) NewPeer(id string, l PeerListener) (*Peer, error) {
+	return r.NewPeerWith(id, l, PeerOptions{})
+}
+
+// NewPeerWith adds a peer with options.
+func (r *Router) NewPeerWith(id string, l PeerListener, opts PeerOptions) (*Peer, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.closed {
@@ -88,7 +93,7 @@ func (r *Router) NewPeer(id string, l PeerListener) (*Peer, error) {
 	if _, ok := r.peers[id]; ok {
 		return nil, ErrPeerExists
 	}
-	p, err := newPeer(r, id, l)
+	p, err := newPeer(r, id, l, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -113,20 +118,27 @@ func (r *Router) trackPublished(p *Peer, t *Track) {
 	}
 }
 
-// refreshLoop lets every down track follow the layers its publisher is
-// actually sending.
+// refreshLoop measures every layer's bitrate and re-allocates every
+// subscriber's layers, so down tracks follow both their links and the
+// layers their publishers actually send.
 func (r *Router) refreshLoop() {
 	defer close(r.done)
 	tick := time.NewTicker(r.sfu.cfg.LayerRefresh)
 	defer tick.Stop()
+	last := time.Now()
 	for {
 		select {
 		case <-r.stop:
 			return
-		case <-tick.C:
+		case at := <-tick.C:
+			now := r.sfu.clock()
 			for _, t := range r.Tracks() {
-				t.refreshLayers()
+				t.updateRates(now)
 			}
+			for _, p := range r.Peers() {
+				p.tick(at.Sub(last))
+			}
+			last = at
 		}
 	}
 }

@@ -37,7 +37,8 @@ type Config struct {
 	// KeyframeInterval is the shortest time between two keyframe requests
 	// for the same upstream layer (default 500 ms).
 	KeyframeInterval time.Duration
-	// LayerRefresh is how often down tracks re-choose their layer (default 500 ms).
+	// LayerRefresh is how often layer bitrates are measured and every
+	// subscriber's layers re-allocated (default 250 ms).
 	LayerRefresh time.Duration
 	// Logger receives the SFU's logs and pion's (default slog.Default()).
 	Logger *slog.Logger
@@ -71,6 +72,12 @@ type counters struct {
 	bytesForwarded   atomic.Uint64
 	keyframeRequests atomic.Uint64
 	malformed        atomic.Uint64
+	retransmitted    atomic.Uint64 // packets sent again on subscribers' NACKs
+	retransmissionsReceived atomic.Uint64 // from publishers, on their RTX streams
+	lateRetransmissions     atomic.Uint64 // of those, dropped as too late to help
+	probes                  atomic.Uint64
+	failedProbes            atomic.Uint64
+	layerSwitches           atomic.Uint64 // allocation changes (up, down, pause, resume)
 }
 
 // Stats is a snapshot of the SFU's counters.
@@ -84,6 +91,18 @@ type Stats struct {
 	BytesForwarded   uint64
 	KeyframeRequests uint64
 	MalformedPackets uint64
+	// Retransmitted counts packets sent again on subscribers' NACKs.
+	Retransmitted uint64
+	// RetransmissionsReceived counts publishers' retransmissions, and
+	// LateRetransmissions those dropped as arriving too late to help.
+	RetransmissionsReceived uint64
+	LateRetransmissions     uint64
+	// Probes counts bandwidth probes sent before moving a subscriber up a
+	// layer; FailedProbes those that met congestion.
+	Probes       uint64
+	FailedProbes uint64
+	// LayerChanges counts allocation changes: up, down, pause, resume.
+	LayerChanges uint64
 }
 
 // ErrClosed is returned when the SFU or a router has been closed.
@@ -98,7 +117,7 @@ func New(cfg Config) (*SFU, error) {
 		cfg.KeyframeInterval = 500 * time.Millisecond
 	}
 	if cfg.LayerRefresh <= 0 {
-		cfg.LayerRefresh = 500 * time.Millisecond
+		cfg.LayerRefresh = 250 * time.Millisecond
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -190,6 +209,13 @@ func (s *SFU) Stats() Stats {
 		BytesForwarded:   s.stats.bytesForwarded.Load(),
 		KeyframeRequests: s.stats.keyframeRequests.Load(),
 		MalformedPackets: s.stats.malformed.Load(),
+
+		Retransmitted:           s.stats.retransmitted.Load(),
+		RetransmissionsReceived: s.stats.retransmissionsReceived.Load(),
+		LateRetransmissions:     s.stats.lateRetransmissions.Load(),
+		Probes:                  s.stats.probes.Load(),
+		FailedProbes:            s.stats.failedProbes.Load(),
+		LayerChanges:            s.stats.layerSwitches.Load(),
 	}
 }
 

@@ -69,9 +69,26 @@ type layerState struct {
 	ssrc       atomic.Uint32
 	reading    atomic.Bool // a read loop owns this layer
 	present    atomic.Bool
-	lastPacket atomic.Int64 // monotonic ns of the newest packet
-	lastPLI    atomic.Int64 // monotonic ns of the last keyframe request sent
+	lastPacket atomic.Int64  // monotonic ns of the newest packet
+	lastPLI    atomic.Int64  // monotonic ns of the last keyframe request sent
+	bytes      atomic.Uint64 // received so far (RTP header and payload)
+	rate       atomic.Int64  // measured bits per second; 0 when not being sent
+	cache      atomic.Pointer[packetCache]
+
+	// Touched only by the layer's read loop.
+	newestTS  uint32
+	haveTS    bool
+	lateDrops uint64
+
+	// Touched only by the router's loop (updateRates).
+	prevBytes uint64
+	prevAt    int64
 }
+
+// lateRetransmission is how far behind the newest packet a retransmission
+// from the publisher may be and still help: older ones arrive after the
+// subscribers' jitter buffers gave up on them, and are dropped.
+const lateRetransmission = 500 * time.Millisecond
 
 func newTrack(id, streamID string, kind webrtc.RTPCodecType, codec webrtc.RTPCodecParameters,
 	stats *counters, clock func() int64, pliEvery time.Duration, writeRTCP func([]rtcp.Packet) error,
@@ -111,6 +128,9 @@ func (t *Track) Layers() []int {
 func (t *Track) DownTracks() []*DownTrack { return *t.downs.Load() }
 
 func (t *Track) addLayer(l int, ssrc uint32) {
+	if t.kind == webrtc.RTPCodecTypeVideo && t.layers[l].cache.Load() == nil {
+		t.layers[l].cache.Store(newPacketCache(cacheSizes[l]))
+	}
 	t.layers[l].ssrc.Store(ssrc)
 	t.layers[l].lastPacket.Store(t.clock())
 	t.layers[l].present.Store(true)
@@ -159,7 +179,8 @@ func (t *Track) close() []*DownTrack {
 // and must not allocate.
 func (t *Track) forward(l int, p *rtp.Packet) {
 	now := t.clock()
-	t.layers[l].lastPacket.Store(now)
+	ls := &t.layers[l]
+	ls.lastPacket.Store(now)
 	var n uint64
 	for _, d := range *t.downs.Load() {
 		if d.forward(int32(l), p, now) {
@@ -169,7 +190,28 @@ func (t *Track) forward(l int, p *rtp.Packet) {
 	if n > 0 {
 		t.stats.packetsForwarded.Add(n)
 		t.stats.bytesForwarded.Add(n * uint64(len(p.Payload)))
+		if c := ls.cache.Load(); c != nil && len(p.Payload) > 0 {
+			c.put(p.SequenceNumber, p.Timestamp, p.Marker, p.Payload)
+		}
 	}
+}
+
+// cache returns layer l's packet cache, nil for audio or an unknown layer.
+func (t *Track) cache(l int) *packetCache {
+	if l < 0 || l >= MaxLayers {
+		return nil
+	}
+	return t.layers[l].cache.Load()
+}
+
+// late reports whether a retransmitted packet with timestamp ts arrived too
+// late to help, measured against the newest timestamp of its layer.
+func (t *Track) late(ls *layerState, ts uint32) bool {
+	if !ls.haveTS {
+		return false
+	}
+	behind := ls.newestTS - ts
+	return behind < 1<<31 && uint64(behind) > uint64(t.codec.ClockRate)*uint64(lateRetransmission)/uint64(time.Second)
 }
 
 // readLoop reads layer l from the publisher until the track ends, and
@@ -177,8 +219,9 @@ func (t *Track) forward(l int, p *rtp.Packet) {
 func (t *Track) readLoop(l int, remote *webrtc.TrackRemote) error {
 	buf := make([]byte, receiveMTU)
 	var p rtp.Packet
+	ls := &t.layers[l]
 	for {
-		n, _, err := remote.Read(buf)
+		n, attrs, err := remote.Read(buf)
 		if err != nil {
 			return err
 		}
@@ -187,6 +230,16 @@ func (t *Track) readLoop(l int, remote *webrtc.TrackRemote) error {
 			continue
 		}
 		t.stats.packetsReceived.Add(1)
+		ls.bytes.Add(uint64(n))
+		if attrs != nil && attrs.Get(webrtc.AttributeRtxSsrc) != nil {
+			t.stats.retransmissionsReceived.Add(1)
+			if t.late(ls, p.Timestamp) {
+				t.stats.lateRetransmissions.Add(1)
+				continue
+			}
+		} else if !ls.haveTS || int32(p.Timestamp-ls.newestTS) > 0 {
+			ls.newestTS, ls.haveTS = p.Timestamp, true
+		}
 		t.forward(l, &p)
 	}
 }
@@ -229,42 +282,46 @@ func (t *Track) activeLayers() uint8 {
 	return set
 }
 
-// selectLayer points d at the best layer being sent that does not exceed its
-// maximum; if none does, at the lowest one being sent. Until bandwidth
-// estimation lands, the maximum is the only limit.
-func (t *Track) selectLayer(d *DownTrack) {
-	d.setTarget(chooseLayer(t.activeLayers(), int(d.maxLayer.Load()), int(d.target.Load())))
+// updateRates measures each layer's bitrate since the last call (the
+// router's loop calls it every LayerRefresh). A layer that has gone quiet
+// counts as not sent.
+func (t *Track) updateRates(now int64) {
+	active := t.activeLayers()
+	for i := range t.layers {
+		ls := &t.layers[i]
+		b := ls.bytes.Load()
+		if ls.prevAt != 0 && now > ls.prevAt {
+			inst := int64(float64(b-ls.prevBytes) * 8 * 1e9 / float64(now-ls.prevAt))
+			old := ls.rate.Load()
+			switch {
+			case active&(1<<i) == 0:
+				ls.rate.Store(0)
+			case old == 0:
+				ls.rate.Store(max(inst, 1))
+			default: // smooth over about two seconds: keyframes make single readings jumpy
+				ls.rate.Store(max(old+(inst-old)/4, 1))
+			}
+		}
+		ls.prevBytes, ls.prevAt = b, now
+	}
 }
 
-// chooseLayer picks a layer from the set of active ones: the highest not
-// above max, else the lowest active; with none active it keeps current.
-func chooseLayer(active uint8, max, current int) int {
-	if active == 0 {
-		if current == noLayer {
-			return 0
+// layerRates returns each layer's bitrate for the allocator: measured, or
+// nominal for a layer that has just started; 0 for layers not being sent.
+func (t *Track) layerRates() [MaxLayers]int {
+	var out [MaxLayers]int
+	active := t.activeLayers()
+	for i := range t.layers {
+		if active&(1<<i) == 0 {
+			continue
 		}
-		return current
-	}
-	for l := max; l >= 0; l-- {
-		if active&(1<<l) != 0 {
-			return l
-		}
-	}
-	for l := 0; l < MaxLayers; l++ {
-		if active&(1<<l) != 0 {
-			return l
+		if r := t.layers[i].rate.Load(); r > 0 {
+			out[i] = int(r)
+		} else if t.kind == webrtc.RTPCodecTypeAudio {
+			out[i] = nominalAudioRate
+		} else {
+			out[i] = nominalRates[i]
 		}
 	}
-	return current
-}
-
-// refreshLayers re-chooses the layer of every down track; the router calls
-// it periodically so subscribers follow layers that start and stop.
-func (t *Track) refreshLayers() {
-	if t.kind != webrtc.RTPCodecTypeVideo {
-		return
-	}
-	for _, d := range *t.downs.Load() {
-		t.selectLayer(d)
-	}
+	return out
 }

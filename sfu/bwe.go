@@ -1,0 +1,94 @@
+package sfu
+
+import (
+	"sync"
+	"sync/atomic"
+
+	"github.com/pion/interceptor"
+	"github.com/pion/interceptor/pkg/cc"
+	"github.com/pion/interceptor/pkg/gcc"
+	"github.com/pion/rtp"
+)
+
+// Bandwidth estimation towards a subscriber: pion's send-side GCC runs on
+// the transport-wide congestion control feedback the browser returns for
+// every packet (the transport-cc header extension is negotiated on the
+// subscribing connection). Browsers that negotiate REMB instead are served
+// from the REMB value they send.
+
+// Estimator bounds.
+const (
+	// DefaultStartBitrate is where a room's estimate starts: enough for the
+	// middle layer, so a terminal shows a sharp picture at once and probes
+	// up to the full layer within seconds.
+	DefaultStartBitrate = 1_000_000
+	// HubStartBitrate suits the city hub on its fibre link: every room's
+	// small layer fits from the start.
+	HubStartBitrate = 30_000_000
+	minEstimate     = 30_000
+	maxEstimate     = 100_000_000
+)
+
+// newCongestionController returns the congestion control interceptor
+// factory for one subscribing connection.
+func newCongestionController(start int, onBWE func(cc.BandwidthEstimator)) (*cc.InterceptorFactory, error) {
+	f, err := cc.NewInterceptor(func() (cc.BandwidthEstimator, error) {
+		return gcc.NewSendSideBWE(
+			gcc.SendSideBWEInitialBitrate(min(max(start, minEstimate), maxEstimate)),
+			gcc.SendSideBWEMinBitrate(minEstimate),
+			gcc.SendSideBWEMaxBitrate(maxEstimate),
+			gcc.SendSideBWEPacer(&passPacer{}),
+		)
+	})
+	if err != nil {
+		return nil, err
+	}
+	f.OnNewPeerConnection(func(_ string, e cc.BandwidthEstimator) { onBWE(e) })
+	return f, nil
+}
+
+// passPacer is the congestion controller's pacer: it sends every packet at
+// once. Down tracks already forward at the publisher's pace, and a leaky
+// bucket per subscriber would cost a goroutine and a queue per room for
+// little gain. Unlike gcc.NoOpPacer it passes packets of SSRCs it was not
+// told about (retransmissions on an RTX stream) instead of failing them: all
+// streams of a connection end in the same SRTP session.
+type passPacer struct {
+	mu      sync.Mutex
+	writers atomic.Pointer[map[uint32]interceptor.RTPWriter]
+	any     atomic.Pointer[interceptor.RTPWriter]
+}
+
+// AddStream implements gcc.Pacer.
+func (p *passPacer) AddStream(ssrc uint32, w interceptor.RTPWriter) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	next := map[uint32]interceptor.RTPWriter{ssrc: w}
+	if old := p.writers.Load(); old != nil {
+		for k, v := range *old {
+			next[k] = v
+		}
+	}
+	p.writers.Store(&next)
+	p.any.Store(&w)
+}
+
+// Write implements gcc.Pacer.
+func (p *passPacer) Write(h *rtp.Header, payload []byte, a interceptor.Attributes) (int, error) {
+	if m := p.writers.Load(); m != nil {
+		if w, ok := (*m)[h.SSRC]; ok {
+			return w.Write(h, payload, a)
+		}
+	}
+	if w := p.any.Load(); w != nil {
+		return (*w).Write(h, payload, a)
+	}
+	return 0, gcc.ErrUnknownStream
+}
+
+// SetTargetBitrate implements gcc.Pacer; the allocator, not the pacer, keeps
+// the rate within the estimate.
+func (p *passPacer) SetTargetBitrate(int) {}
+
+// Close implements gcc.Pacer.
+func (p *passPacer) Close() error { return nil }

@@ -1,0 +1,329 @@
+package sfu
+
+import (
+	"sort"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/interceptor/pkg/cc"
+	"github.com/pion/webrtc/v4"
+)
+
+// LayerEvent tells a subscriber which layer of a video track it now
+// receives, and why.
+type LayerEvent struct {
+	Track     string // the down track's ID (the upstream track's)
+	Publisher string // the publishing peer's ID
+	Layer     int    // the layer chosen, -1 when paused
+	Reason    string // ReasonBest, ReasonBandwidth, ReasonPaused, ReasonPinned, ReasonLimit
+	Estimate  int    // the subscriber's bandwidth estimate, bits per second
+}
+
+// LayerListener is implemented by PeerListeners that want to hear of their
+// subscriber's layer changes (the signaling session tells the page).
+type LayerListener interface {
+	OnLayer(LayerEvent)
+}
+
+// PeerOptions tune a new peer.
+type PeerOptions struct {
+	// StartBitrate is where the subscriber's bandwidth estimate starts
+	// (default DefaultStartBitrate).
+	StartBitrate int
+	// Pinned, with Pin, caps every video layer the peer receives (a
+	// technician's override).
+	Pinned bool
+	Pin    int
+}
+
+// allocState is a subscriber's allocation state; guarded by Peer.allocMu.
+type allocState struct {
+	bwe          atomic.Pointer[cc.BandwidthEstimator]
+	remb         atomic.Int64 // newest REMB value, bits per second
+	rembAt       atomic.Int64 // when it came (monotonic ns), 0 never
+	twccAt       atomic.Int64 // when transport-wide feedback last came
+	lastEstimate int
+	lastDecrease int64 // when the estimate last went down
+	lastChange   int64 // when the allocation last changed
+	floor        int   // rate a successful probe vouched for; 0 = none
+	floorAt      int64
+	probing      bool
+	probeEnd     int64 // when the probe's verdict is due
+	probeStart   int64
+	probeTarget  int
+	probeStep    []int // the allocation to apply if the probe succeeds
+	backoff      time.Duration
+	backoffUntil int64
+	tracks       []allocTrack
+	downs        []*DownTrack
+	plan, step   []int
+}
+
+// SetPin caps the layer of every video track this peer receives (a
+// technician's override, for a bridge whose link is known to be poor);
+// LayerHigh removes the cap.
+func (p *Peer) SetPin(layer int) {
+	p.pin.Store(int32(min(max(layer, LayerLow), LayerHigh)))
+	p.allocate()
+}
+
+// Pin returns the technician's cap on this peer's layers.
+func (p *Peer) Pin() int { return int(p.pin.Load()) }
+
+// Estimate returns the subscriber's bandwidth estimate in bits per second:
+// GCC's from transport-wide feedback, or the browser's REMB when it sends
+// no such feedback, raised to what a recent successful probe vouched for.
+func (p *Peer) Estimate() int {
+	p.allocMu.Lock()
+	defer p.allocMu.Unlock()
+	return max(p.rawEstimate(p.router.sfu.clock()), p.as.floor)
+}
+
+// rawEstimate is the estimator's own figure.
+func (p *Peer) rawEstimate(now int64) int {
+	as := &p.as
+	remb, rembAt, twccAt := int(as.remb.Load()), as.rembAt.Load(), as.twccAt.Load()
+	if rembAt != 0 && now-rembAt < int64(2*time.Second) && (twccAt == 0 || now-twccAt > int64(2*time.Second)) {
+		return remb
+	}
+	if e := as.bwe.Load(); e != nil {
+		return (*e).GetTargetBitrate()
+	}
+	return p.start
+}
+
+// allocate re-decides the layer of every video track the peer receives.
+// The router's loop calls it every LayerRefresh; subscribing, a new cap or
+// a pin call it at once.
+func (p *Peer) allocate() {
+	p.tick(0)
+}
+
+// tick measures what the peer's down tracks sent in the last elapsed (0:
+// no measurement) and re-allocates.
+func (p *Peer) tick(elapsed time.Duration) {
+	now := p.router.sfu.clock()
+	p.allocMu.Lock()
+	if elapsed > 0 {
+		p.measureSent(elapsed)
+	}
+	events := p.allocateLocked(now)
+	p.allocMu.Unlock()
+	if ll, ok := p.l.(LayerListener); ok {
+		for _, e := range events {
+			ll.OnLayer(e)
+		}
+	}
+}
+
+func (p *Peer) allocateLocked(now int64) []LayerEvent {
+	as := &p.as
+	est := p.rawEstimate(now)
+	if est < as.lastEstimate {
+		as.lastDecrease = now
+		as.floor = 0 // congestion: whatever a probe vouched for no longer holds
+	}
+	as.lastEstimate = est
+	if as.floor != 0 && now-as.floorAt > int64(floorLifetime) {
+		as.floor = 0
+	}
+	effective := max(est, as.floor)
+
+	// Audio first.
+	downs := p.DownTracks()
+	sort.Slice(downs, func(i, j int) bool { return downs[i].id < downs[j].id })
+	budget := effective
+	as.tracks, as.downs = as.tracks[:0], as.downs[:0]
+	pin := int(p.pin.Load())
+	for _, d := range downs {
+		if d.kind == webrtc.RTPCodecTypeAudio {
+			if d.target.Load() == noLayer {
+				d.setTarget(0)
+			}
+			budget -= d.track.layerRates()[0]
+			continue
+		}
+		as.downs = append(as.downs, d)
+		as.tracks = append(as.tracks, allocTrack{
+			rates: d.track.layerRates(), policy: int(d.maxLayer.Load()), pin: pin, cur: d.allocLayer,
+		})
+	}
+	n := len(as.tracks)
+	if n == 0 {
+		return nil
+	}
+	as.plan = grow(as.plan, n)
+	as.step = grow(as.step, n)
+	plan(max(budget, 0), as.tracks, as.plan)
+
+	// A probe's verdict: congestion-free while it ran, and feedback came.
+	stepOK := false
+	if as.probing && now >= as.probeEnd {
+		as.probing = false
+		if as.lastDecrease < as.probeStart && as.twccAt.Load() > as.probeStart {
+			stepOK = true
+			as.floor, as.floorAt = as.probeTarget, now
+			as.backoff = 0
+			effective = max(effective, as.floor)
+		} else {
+			p.router.sfu.stats.failedProbes.Add(1)
+			as.backoff = min(max(2*as.backoff, minProbeBackoff), maxProbeBackoff)
+			as.backoffUntil = now + int64(as.backoff)
+			p.log.Debug("probe failed", "target", as.probeTarget, "estimate", est, "backoff", as.backoff)
+		}
+	}
+
+	// Down (and a track's first allocation) at once; up only by a step
+	// that a probe vouched for.
+	changed := false
+	var events []LayerEvent
+	for i, d := range as.downs {
+		t := &as.tracks[i]
+		want := as.plan[i]
+		first := d.allocReason == ""
+		if want > t.cur && !first {
+			want = t.cur
+		}
+		if stepOK && i < len(as.probeStep) && as.probeStep[i] > want {
+			if l := as.probeStep[i]; l <= t.cap() && t.rates[l] > 0 {
+				want = l
+			}
+		}
+		if want != t.cur {
+			changed = true
+			p.applyLayer(d, want)
+		}
+		t.cur = want
+		if r := reason(t, want); r != d.allocReason || want != d.allocLayer {
+			d.allocReason = r
+			events = append(events, LayerEvent{Track: d.id, Publisher: d.streamID, Layer: want, Reason: r, Estimate: effective})
+		}
+		d.allocLayer = want
+	}
+	if changed {
+		as.lastChange = now
+	}
+
+	// Try the next step up when things have been quiet.
+	quiet := max(as.lastDecrease, as.lastChange)
+	if !as.probing && now-quiet >= int64(allocHold) && now >= as.backoffUntil && stepUp(as.tracks, as.step) {
+		target := cost(as.tracks, as.step) + (effective - budget) // audio rides along
+		if p.startProbe(now, target) {
+			as.probeStep = append(as.probeStep[:0], as.step...)
+		} else if target <= effective {
+			// No way to probe (no RTX towards this subscriber): trust the
+			// estimate alone.
+			for i, d := range as.downs {
+				t := &as.tracks[i]
+				if l := as.step[i]; l != t.cur {
+					p.applyLayer(d, l)
+					t.cur, d.allocLayer, d.allocReason = l, l, reason(t, l)
+					events = append(events, LayerEvent{Track: d.id, Publisher: d.streamID, Layer: l, Reason: d.allocReason, Estimate: effective})
+				}
+			}
+			as.lastChange = now
+		}
+	}
+	return events
+}
+
+// applyLayer moves d to layer l, or pauses it.
+func (p *Peer) applyLayer(d *DownTrack, l int) {
+	p.router.sfu.stats.layerSwitches.Add(1)
+	if l == noLayer {
+		d.paused.Store(true)
+		d.pause()
+		p.log.Info("video paused", "track", d.id, "estimate", p.as.lastEstimate)
+		return
+	}
+	d.paused.Store(false)
+	d.setTarget(l)
+	p.log.Debug("layer", "track", d.id, "layer", l, "estimate", p.as.lastEstimate)
+}
+
+// startProbe sends padding so that, with what is being sent already, the
+// subscriber's link carries target bits per second for probeDuration. It
+// returns false when no down track can carry padding.
+func (p *Peer) startProbe(now int64, target int) bool {
+	as := &p.as
+	var carrier *DownTrack
+	for _, d := range as.downs {
+		d.mu.Lock()
+		ok := d.rtxSSRC != 0 && d.writer != nil && d.started
+		d.mu.Unlock()
+		if ok {
+			carrier = d
+			break
+		}
+	}
+	if carrier == nil {
+		return false
+	}
+	sending := 0
+	for _, d := range p.DownTracks() {
+		sending += d.rateBits
+	}
+	extra := target - sending
+	if extra <= 0 {
+		extra = target / 10 // already sending that much: a short confirmation
+	}
+	as.probing = true
+	as.probeStart = now
+	as.probeEnd = now + int64(probeDuration+probeGrace)
+	as.probeTarget = target
+	p.router.sfu.stats.probes.Add(1)
+	p.log.Debug("probe", "target", target, "padding", extra)
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		p.pad(carrier, extra, probeDuration)
+	}()
+	return true
+}
+
+// pad sends rate bits per second of padding on d for dur, in 10 ms bursts.
+func (p *Peer) pad(d *DownTrack, rate int, dur time.Duration) {
+	const tick = 10 * time.Millisecond
+	perTick := float64(rate) * tick.Seconds() / 8 / float64(12+paddingSize)
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	end := time.Now().Add(dur)
+	owed := 0.0
+	for now := range t.C {
+		if now.After(end) {
+			return
+		}
+		select {
+		case <-p.done:
+			return
+		default:
+		}
+		owed += perTick
+		if n := int(owed); n > 0 {
+			owed -= float64(n)
+			if d.writePadding(n) == 0 {
+				return
+			}
+		}
+	}
+}
+
+// measureSent updates the bitrate each down track sends (the router's loop
+// calls it with the time since the last call).
+func (p *Peer) measureSent(elapsed time.Duration) {
+	if elapsed <= 0 {
+		return
+	}
+	for _, d := range p.DownTracks() {
+		b := d.bytes.Load()
+		d.rateBits = int(float64(b-d.allocSent) * 8 / elapsed.Seconds())
+		d.allocSent = b
+	}
+}
+
+func grow(s []int, n int) []int {
+	if cap(s) < n {
+		return make([]int, n)
+	}
+	return s[:n]
+}

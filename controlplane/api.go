@@ -13,13 +13,24 @@ import (
 // (by bridge ID) as the signaling server sees it; nil if nobody joined yet.
 type PresenceFunc func(conferenceID string) map[string]string
 
+// MediaControl is what the API may ask of the media side.
+type MediaControl interface {
+	// PinLayer caps the simulcast layer ("q", "h" or "f") a bridge receives
+	// in a conference.
+	PinLayer(conferenceID, bridge, layer string) error
+}
+
 // API is the JSON API the pages use. Every route checks the caller's
 // bearer token and role; errors are JSON objects with a code and a message.
 type API struct {
 	store    *Store
 	presence PresenceFunc
+	media    MediaControl
 	log      *slog.Logger
 }
+
+// SetMedia connects the API to the media side (layer pins).
+func (a *API) SetMedia(m MediaControl) { a.media = m }
 
 // NewAPI builds the API on a store.
 func NewAPI(store *Store, presence PresenceFunc, log *slog.Logger) *API {
@@ -31,6 +42,7 @@ func (a *API) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /api/conferences", a.listConferences)
 	mux.HandleFunc("GET /api/conferences/{id}/bridges", a.conferenceBridges)
 	mux.HandleFunc("POST /api/bridges/{id}/terminal-links", a.newTerminalLink)
+	mux.HandleFunc("PUT /api/conferences/{id}/bridges/{bridge}/max-layer", a.pinLayer)
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no such API route")
 	})
@@ -195,4 +207,52 @@ func (a *API) newTerminalLink(w http.ResponseWriter, r *http.Request) {
 func (a *API) internal(w http.ResponseWriter, err error) {
 	a.log.Error("api", "err", err)
 	writeError(w, http.StatusInternalServerError, "internal", "internal error")
+}
+
+type maxLayer struct {
+	Bridge string `json:"bridge,omitempty"`
+	Layer  string `json:"layer"` // "q", "h" or "f" ("f" lifts the cap)
+}
+
+// pinLayer lets a technician cap the simulcast layer one bridge receives
+// (a link known to be poor); "f" lifts the cap.
+func (a *API) pinLayer(w http.ResponseWriter, r *http.Request) {
+	g, ok := a.caller(w, r)
+	if !ok {
+		return
+	}
+	if g.Role != RoleTechnician {
+		forbidden(w)
+		return
+	}
+	c, err := a.store.Conference(r.PathValue("id"))
+	if errors.Is(err, ErrNotFound) {
+		writeError(w, http.StatusNotFound, "not_found", "no such conference")
+		return
+	} else if err != nil {
+		a.internal(w, err)
+		return
+	}
+	bridge := r.PathValue("bridge")
+	if b, err := a.store.Bridge(bridge); err != nil || b.Kind == KindHub || !c.Invites(bridge) {
+		writeError(w, http.StatusNotFound, "not_found", "no such bridge in this conference")
+		return
+	}
+	var body maxLayer
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1024))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&body); err != nil || (body.Layer != "q" && body.Layer != "h" && body.Layer != "f") {
+		writeError(w, http.StatusBadRequest, "bad_request", `body must be {"layer": "q" | "h" | "f"}`)
+		return
+	}
+	if a.media == nil {
+		writeError(w, http.StatusServiceUnavailable, "unavailable", "media plane not running")
+		return
+	}
+	if err := a.media.PinLayer(c.ID, bridge, body.Layer); err != nil {
+		a.internal(w, err)
+		return
+	}
+	a.log.Info("max layer set", "conference", c.ID, "bridge", bridge, "layer", body.Layer)
+	writeJSON(w, http.StatusOK, maxLayer{Bridge: bridge, Layer: body.Layer})
 }

@@ -16,6 +16,13 @@ type MediaFigures struct {
 	BytesForwarded   uint64
 	KeyframeRequests uint64
 	MalformedPackets uint64
+
+	Retransmitted           uint64 // packets sent again on subscribers' NACKs
+	RetransmissionsReceived uint64 // publishers' retransmissions received
+	LateRetransmissions     uint64 // of those, dropped as too late to help
+	Probes                  uint64 // bandwidth probes before moving a room up a layer
+	FailedProbes            uint64
+	LayerChanges            uint64 // subscribers' layer changes, pauses and resumes
 }
 
 // SessionFigures counts signaling sessions by role.
@@ -50,6 +57,18 @@ var (
 		"Keyframe requests (PLI) sent to publishers after throttling.", nil, nil)
 	descMalformed = prometheus.NewDesc("citybridge_rtp_malformed_packets_total",
 		"Received RTP packets that did not parse and were dropped.", nil, nil)
+	descRetransmitted = prometheus.NewDesc("citybridge_rtp_retransmitted_packets_total",
+		"Packets sent again to subscribers on their NACKs, from the shared packet cache.", nil, nil)
+	descRtxReceived = prometheus.NewDesc("citybridge_rtp_publisher_retransmissions_total",
+		"Retransmissions received from publishers.", nil, nil)
+	descRtxLate = prometheus.NewDesc("citybridge_rtp_late_retransmissions_total",
+		"Publishers' retransmissions dropped because they arrived too late to help.", nil, nil)
+	descProbes = prometheus.NewDesc("citybridge_bandwidth_probes_total",
+		"Bandwidth probes sent before moving a subscriber up a layer.", nil, nil)
+	descFailedProbes = prometheus.NewDesc("citybridge_bandwidth_probes_failed_total",
+		"Bandwidth probes that met congestion.", nil, nil)
+	descLayerChanges = prometheus.NewDesc("citybridge_layer_changes_total",
+		"Subscribers' simulcast layer changes, pauses and resumes.", nil, nil)
 	descSessions = prometheus.NewDesc("citybridge_signaling_sessions",
 		"Joined signaling sessions by role.", []string{"role"}, nil)
 )
@@ -61,7 +80,8 @@ type figuresCollector struct {
 
 func (c *figuresCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descPeers, descTracks, descDownTracks, descReceived,
-		descForwarded, descBytes, descKeyframes, descMalformed, descSessions} {
+		descForwarded, descBytes, descKeyframes, descMalformed, descSessions, descRetransmitted,
+		descRtxReceived, descRtxLate, descProbes, descFailedProbes, descLayerChanges} {
 		ch <- d
 	}
 }
@@ -82,6 +102,12 @@ func (c *figuresCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descBytes, m.BytesForwarded)
 	counter(descKeyframes, m.KeyframeRequests)
 	counter(descMalformed, m.MalformedPackets)
+	counter(descRetransmitted, m.Retransmitted)
+	counter(descRtxReceived, m.RetransmissionsReceived)
+	counter(descRtxLate, m.LateRetransmissions)
+	counter(descProbes, m.Probes)
+	counter(descFailedProbes, m.FailedProbes)
+	counter(descLayerChanges, m.LayerChanges)
 	s := c.sessions()
 	for _, r := range []Role{RoleHost, RoleRoom} {
 		ch <- prometheus.MustNewConstMetric(descSessions, prometheus.GaugeValue, float64(s[r]), string(r))

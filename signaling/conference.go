@@ -28,7 +28,8 @@ type conference struct {
 	mu      sync.Mutex
 	members map[string]*member // by bridge ID ("hub" for the host)
 	roll    map[string]*wire.RosterEntry
-	order   []string // roster order: by bridge ID
+	order   []string       // roster order: by bridge ID
+	pins    map[string]int // technicians' layer caps, by bridge ID
 }
 
 type member struct {
@@ -52,6 +53,7 @@ func newConference(s *Server, c controlplane.Conference) (*conference, error) {
 		log:     s.log.With("conference", c.ID),
 		members: map[string]*member{},
 		roll:    map[string]*wire.RosterEntry{},
+		pins:    map[string]int{},
 	}
 	for _, b := range invited {
 		conf.roll[b.ID] = &wire.RosterEntry{Bridge: bridgeToWire(b), State: wire.StateAbsent}
@@ -78,7 +80,16 @@ func (c *conference) admit(ss *session) (*sfu.Peer, error) {
 		old.ss.end(wire.ByeReplaced)
 		old.peer.Close()
 	}
-	peer, err := c.router.NewPeer(id, ss)
+	opts := sfu.PeerOptions{}
+	if ss.adm.Role == controlplane.RoleHost {
+		opts.StartBitrate = sfu.HubStartBitrate // the hub is on the city's fibre
+	}
+	c.mu.Lock()
+	if pin, ok := c.pins[id]; ok {
+		opts.Pinned, opts.Pin = true, pin
+	}
+	c.mu.Unlock()
+	peer, err := c.router.NewPeerWith(id, ss, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -220,4 +231,21 @@ func (c *conference) subscribe(m *member, t *sfu.Track) {
 	if _, err := m.peer.Subscribe(t, maxLayer); err != nil {
 		m.ss.log.Warn("subscribe", "track", t.ID(), "err", err)
 	}
+}
+
+// pin caps the layers bridge receives (a technician's override); it holds
+// for the bridge's later connections too. layer LayerHigh lifts the cap.
+func (c *conference) pin(bridge string, layer int) {
+	c.mu.Lock()
+	if layer >= sfu.LayerHigh {
+		delete(c.pins, bridge)
+	} else {
+		c.pins[bridge] = layer
+	}
+	m := c.members[bridge]
+	c.mu.Unlock()
+	if m != nil {
+		m.peer.SetPin(layer)
+	}
+	c.log.Info("layer pinned", "bridge", bridge, "max_layer", sfu.RIDForLayer(layer))
 }

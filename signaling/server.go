@@ -7,6 +7,7 @@ package signaling
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"sync"
@@ -129,6 +130,33 @@ func (s *Server) Roster(conferenceID string) []wire.RosterEntry {
 		return nil
 	}
 	return conf.roster()
+}
+
+// ErrUnknownConference is returned for a conference the store does not have.
+var ErrUnknownConference = errors.New("signaling: no such conference")
+
+// PinLayer caps the simulcast layer a bridge receives in a conference (a
+// technician's override for a link known to be poor): "q", "h" or "f" (f
+// lifts the cap). It applies at once if the bridge is connected, and to its
+// later connections.
+func (s *Server) PinLayer(conferenceID, bridge, rid string) error {
+	layer, ok := sfu.LayerForRID(rid)
+	if !ok || rid == "" {
+		return fmt.Errorf("signaling: layer %q is not one of q, h, f", rid)
+	}
+	c, err := s.cfg.Store.Conference(conferenceID)
+	if err != nil {
+		return fmt.Errorf("%w: %s", ErrUnknownConference, conferenceID)
+	}
+	if !c.Invites(bridge) {
+		return fmt.Errorf("signaling: bridge %q is not invited to %s", bridge, conferenceID)
+	}
+	conf, err := s.conference(c)
+	if err != nil {
+		return err
+	}
+	conf.pin(bridge, layer)
+	return nil
 }
 
 // Sessions counts joined sessions by role, for the metrics.

@@ -310,6 +310,16 @@ func (ss *session) OnConnectionState(pc sfu.PC, s webrtc.PeerConnectionState) {
 	}
 }
 
+// OnLayer tells the page which layer of a video track it now receives.
+func (ss *session) OnLayer(e sfu.LayerEvent) {
+	layer := ""
+	if e.Layer >= 0 {
+		layer = sfu.RIDForLayer(e.Layer)
+	}
+	ss.log.Info("layer", "track", e.Track, "publisher", e.Publisher, "layer", layer, "reason", e.Reason, "estimate", e.Estimate)
+	ss.send(wire.Layer{Track: e.Track, Publisher: e.Publisher, Layer: layer, Reason: e.Reason, Estimate: e.Estimate})
+}
+
 func pcFromWire(s string) (sfu.PC, bool) {
 	switch s {
 	case wire.PCPublish:

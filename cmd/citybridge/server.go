@@ -111,7 +111,9 @@ func start(cfg Config, log *slog.Logger) (_ *server, err error) {
 func (s *server) routes() http.Handler {
 	mux := http.NewServeMux()
 	web.Register(mux)
-	controlplane.NewAPI(s.store, s.presence, s.log).Register(mux)
+	api := controlplane.NewAPI(s.store, s.presence, s.log)
+	api.SetMedia(s.sig)
+	api.Register(mux)
 	mux.Handle("GET /signal", s.sig)
 	mux.HandleFunc("GET /healthz", s.healthz)
 	reg := controlplane.NewRegistry(s.mediaFigures, s.sig.Sessions)
@@ -139,6 +141,10 @@ func (s *server) mediaFigures() controlplane.MediaFigures {
 		PacketsReceived: st.PacketsReceived, PacketsForwarded: st.PacketsForwarded,
 		BytesForwarded: st.BytesForwarded, KeyframeRequests: st.KeyframeRequests,
 		MalformedPackets: st.MalformedPackets,
+
+		Retransmitted: st.Retransmitted, RetransmissionsReceived: st.RetransmissionsReceived,
+		LateRetransmissions: st.LateRetransmissions, Probes: st.Probes, FailedProbes: st.FailedProbes,
+		LayerChanges: st.LayerChanges,
 	}
 }
 

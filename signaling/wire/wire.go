@@ -22,6 +22,7 @@ const (
 	TypePresence  = "presence"
 	TypeError     = "error"
 	TypeBye       = "bye"
+	TypeLayer     = "layer"
 )
 
 // Peer connection names: each participant has one connection it publishes
@@ -153,6 +154,28 @@ const (
 	CodeInternal          = "internal"
 )
 
+// Layer tells a subscriber which simulcast layer of a video track it now
+// receives and why (server to client). Layer is the RID ("q", "h", "f"),
+// empty when the video is paused; Reason is one of the Reason constants.
+type Layer struct {
+	Track     string `json:"track"`     // the track's ID (the MediaStreamTrack's id on the page)
+	Publisher string `json:"publisher"` // the bridge whose media it is ("hub" for the host)
+	Layer     string `json:"layer"`
+	Reason    string `json:"reason"`
+	// Estimate is the server's estimate of the link towards this terminal,
+	// in bits per second.
+	Estimate int `json:"estimate"`
+}
+
+// Reasons for a layer.
+const (
+	ReasonBest      = "best"      // the best layer the publisher sends
+	ReasonBandwidth = "bandwidth" // the link carries no better one
+	ReasonPaused    = "paused"    // the link carries no video at all: audio only
+	ReasonPinned    = "pinned"    // a technician capped this bridge's layer
+	ReasonLimit     = "limit"     // the conference's policy caps it
+)
+
 // Bye tells the client the server is ending the session, and why.
 type Bye struct {
 	Reason string `json:"reason"`
@@ -176,6 +199,7 @@ func (Roster) MessageType() string    { return TypeRoster }
 func (Presence) MessageType() string  { return TypePresence }
 func (Error) MessageType() string     { return TypeError }
 func (Bye) MessageType() string       { return TypeBye }
+func (Layer) MessageType() string     { return TypeLayer }
 
 // Encode marshals m with its "type" field first.
 func Encode(m Message) ([]byte, error) {
@@ -228,6 +252,8 @@ func Decode(b []byte) (Message, error) {
 		m = &Error{}
 	case TypeBye:
 		m = &Bye{}
+	case TypeLayer:
+		m = &Layer{}
 	case "":
 		return nil, errors.New(`missing "type"`)
 	default:

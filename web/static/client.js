@@ -21,7 +21,8 @@ export function readToken() {
 }
 
 // Session emits: "joined", "track" ({stream, track}), "roster", "presence",
-// "error" ({code, message, request}), "bye" ({reason}), "state" ({state}).
+// "layer" ({track, publisher, layer, reason, estimate}), "error" ({code,
+// message, request}), "bye" ({reason}), "state" ({state}).
 export class Session extends EventTarget {
   constructor({ token, conference, stream, layers }) {
     super();
@@ -89,6 +90,7 @@ export class Session extends EventTarget {
       }
       case "roster":
       case "presence":
+      case "layer":
       case "error":
       case "bye":
         if (m.type === "bye") this.state = "ended";

@@ -2,11 +2,12 @@
 // bridge point with its name, state and (once connected) its video.
 import { apply, mountSwitch, t } from "/static/i18n.js";
 import { HUB_LAYERS } from "/static/client.js";
-import { el, newPage, renderState, startSession } from "/static/page.js";
+import { el, newPage, qualityText, renderState, startSession, videoHeights } from "/static/page.js";
 
 const page = newPage({ roster: new Map() });
 
-const tiles = new Map(); // bridge ID -> {root, video, badge, name, stream, audio}
+const tiles = new Map(); // bridge ID -> {root, video, badge, quality, stream, audio}
+let heights = {}; // bridge ID -> decoded height of its video
 
 function render() {
   renderState(page);
@@ -19,6 +20,7 @@ function render() {
     tile.root.className = "tile " + state;
     tile.badge.textContent = t("state_" + state);
     tile.badge.className = "badge " + state;
+    tile.quality.textContent = state === "connected" ? qualityText(heights[id], page.layers[id]) : "";
   }
 }
 apply();
@@ -38,10 +40,12 @@ function tileFor(id, name) {
   const nameEl = document.createElement("span");
   nameEl.textContent = name || id;
   const badge = document.createElement("span");
-  label.append(nameEl, badge);
+  const quality = document.createElement("span");
+  quality.className = "quality";
+  label.append(nameEl, badge, quality);
   root.append(video, label);
   el("wall").append(root);
-  tile = { root, video, badge, stream: new MediaStream(), audio: null };
+  tile = { root, video, badge, quality, stream: new MediaStream(), audio: null };
   tiles.set(id, tile);
   return tile;
 }
@@ -79,3 +83,7 @@ s.addEventListener("track", (e) => {
   render();
 });
 s.connect();
+setInterval(async () => {
+  heights = await videoHeights(s);
+  render();
+}, 2000);

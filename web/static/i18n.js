@@ -48,6 +48,12 @@ const catalogue = {
     err_forbidden: "Bạn không có quyền thực hiện thao tác này.",
     err_internal: "Lỗi máy chủ. Vui lòng báo kỹ thuật viên.",
     err_other: "Lỗi: {msg}",
+    layer_best: "chất lượng tốt nhất",
+    layer_bandwidth: "giảm theo đường truyền",
+    layer_pinned: "kỹ thuật viên giới hạn",
+    layer_limit: "ảnh thu nhỏ",
+    layer_paused: "Đường truyền quá yếu: tạm dừng hình ảnh, vẫn giữ âm thanh. Hình ảnh sẽ tự trở lại.",
+    quality: "{res} · {why}",
   },
   en: {
     app_name: "citybridge",
@@ -95,6 +101,12 @@ const catalogue = {
     err_forbidden: "You may not do this.",
     err_internal: "Server error. Please tell a technician.",
     err_other: "Error: {msg}",
+    layer_best: "best quality",
+    layer_bandwidth: "reduced for the link",
+    layer_pinned: "capped by a technician",
+    layer_limit: "thumbnail",
+    layer_paused: "The link is too weak: video paused, sound continues. Video comes back by itself.",
+    quality: "{res} · {why}",
   },
 };
 

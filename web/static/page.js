@@ -8,7 +8,9 @@ export const el = (id) => document.getElementById(id);
 
 // newPage makes the page object and publishes it as window.citybridge.
 export function newPage(extra = {}) {
-  const page = { state: "starting", errors: [], bye: "", session: null, ...extra };
+  // layers: the video layer received from each publisher and why, as the
+  // server last said ({layer: "q"|"h"|"f"|"", reason, estimate}).
+  const page = { state: "starting", errors: [], bye: "", session: null, layers: {}, ...extra };
   window.citybridge = page;
   return page;
 }
@@ -44,9 +46,32 @@ export async function startSession(page, { width, height, layers, preview, rende
     page.errors.push(e.detail);
     el("notice").textContent = errorText(e.detail.code, e.detail.message);
   });
+  s.addEventListener("layer", (e) => {
+    page.layers[e.detail.publisher] = e.detail;
+    render();
+  });
   s.addEventListener("bye", (e) => {
     page.bye = e.detail.reason;
     el("notice").textContent = t("bye_" + e.detail.reason);
   });
   return s;
+}
+
+// qualityText says what a video is received at and why: "360p · reduced
+// for the link". height comes from the decoder (getStats), info from the
+// server's layer message.
+export function qualityText(height, info) {
+  if (!info) return height ? `${height}p` : "";
+  if (info.reason === "paused") return t("layer_paused");
+  const res = height ? `${height}p` : info.layer;
+  return t("quality", { res, why: t("layer_" + info.reason) });
+}
+
+// videoHeights returns the decoded height of each publisher's video.
+export async function videoHeights(s) {
+  const out = {};
+  for (const v of await s.inbound()) {
+    if (v.kind === "video" && v.stream) out[v.stream] = v.frameHeight;
+  }
+  return out;
 }

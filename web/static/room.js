@@ -2,10 +2,17 @@
 // bridge's name and the connection state. The operator touches nothing.
 import { apply, mountSwitch } from "/static/i18n.js";
 import { ROOM_LAYERS } from "/static/client.js";
-import { el, newPage, renderState, startSession } from "/static/page.js";
+import { el, newPage, qualityText, renderState, startSession, videoHeights } from "/static/page.js";
 
 const page = newPage();
-const render = () => renderState(page);
+let hubHeight = 0;
+const render = () => {
+  renderState(page);
+  const info = page.layers.hub;
+  const q = el("quality");
+  q.textContent = qualityText(hubHeight, info);
+  q.className = "quality " + (info?.reason || "");
+};
 apply();
 mountSwitch(el("lang"), render);
 render();
@@ -44,3 +51,8 @@ s.addEventListener("track", (e) => {
   showHub();
 });
 s.connect();
+// The decoded size of the hub's picture, for the quality line.
+setInterval(async () => {
+  hubHeight = (await videoHeights(s)).hub || 0;
+  render();
+}, 2000);

@@ -64,15 +64,15 @@ type SFU struct {
 // counters are the SFU-wide figures; each is updated at most once per
 // received packet, never once per subscriber.
 type counters struct {
-	peers            atomic.Int64
-	tracks           atomic.Int64
-	downTracks       atomic.Int64
-	packetsReceived  atomic.Uint64
-	packetsForwarded atomic.Uint64
-	bytesForwarded   atomic.Uint64
-	keyframeRequests atomic.Uint64
-	malformed        atomic.Uint64
-	retransmitted    atomic.Uint64 // packets sent again on subscribers' NACKs
+	peers                   atomic.Int64
+	tracks                  atomic.Int64
+	downTracks              atomic.Int64
+	packetsReceived         atomic.Uint64
+	packetsForwarded        atomic.Uint64
+	bytesForwarded          atomic.Uint64
+	keyframeRequests        atomic.Uint64
+	malformed               atomic.Uint64
+	retransmitted           atomic.Uint64 // packets sent again on subscribers' NACKs
 	retransmissionsReceived atomic.Uint64 // from publishers, on their RTX streams
 	lateRetransmissions     atomic.Uint64 // of those, dropped as too late to help
 	probes                  atomic.Uint64

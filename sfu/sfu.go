@@ -35,7 +35,8 @@ type Config struct {
 	// dropped before ICE sees them.
 	AllowedNetworks []netip.Prefix
 	// KeyframeInterval is the shortest time between two keyframe requests
-	// for the same upstream layer (default 500 ms).
+	// for the same upstream layer (default 550 ms: at most two a second,
+	// whatever the network does to their spacing).
 	KeyframeInterval time.Duration
 	// LayerRefresh is how often layer bitrates are measured and every
 	// subscriber's layers re-allocated (default 250 ms).
@@ -114,7 +115,7 @@ func New(cfg Config) (*SFU, error) {
 		return nil, errors.New("sfu: Config.UDPConns is required")
 	}
 	if cfg.KeyframeInterval <= 0 {
-		cfg.KeyframeInterval = 500 * time.Millisecond
+		cfg.KeyframeInterval = 550 * time.Millisecond
 	}
 	if cfg.LayerRefresh <= 0 {
 		cfg.LayerRefresh = 250 * time.Millisecond

@@ -93,12 +93,23 @@ type Publisher struct {
 	sender *webrtc.RTPSender
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+
+	pliMu sync.Mutex
+	plis  map[string][]time.Time // keyframe requests received, by RID
+}
+
+// KeyframeRequests returns when each keyframe request (PLI or FIR) for
+// layer rid arrived.
+func (p *Publisher) KeyframeRequests(rid string) []time.Time {
+	p.pliMu.Lock()
+	defer p.pliMu.Unlock()
+	return append([]time.Time(nil), p.plis[rid]...)
 }
 
 // NewPublisher adds the tracks to pc. rids lists the simulcast layers to
 // send (e.g. q, h, f for the hub; q, h for a room); audio adds the Opus clip.
 func NewPublisher(pc *webrtc.PeerConnection, streamID string, rids []string, audio bool) (*Publisher, error) {
-	p := &Publisher{PC: pc, video: map[string]*player{}}
+	p := &Publisher{PC: pc, video: map[string]*player{}, plis: map[string][]time.Time{}}
 	vp8 := webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}
 	for i, rid := range rids {
 		tr, err := webrtc.NewTrackLocalStaticRTP(vp8, "camera", streamID, webrtc.WithRTPStreamID(rid))
@@ -172,6 +183,9 @@ func (p *Publisher) watchRTCP(rid string, pl *player) {
 		for _, pkt := range pkts {
 			switch pkt.(type) {
 			case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
+				p.pliMu.Lock()
+				p.plis[rid] = append(p.plis[rid], time.Now())
+				p.pliMu.Unlock()
 				pl.restart()
 			}
 		}

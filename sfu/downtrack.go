@@ -314,15 +314,29 @@ func (d *DownTrack) forward(l int32, p *rtp.Packet, now int64) bool {
 func (d *DownTrack) switchTo(l int32, p *rtp.Packet, now int64) {
 	if d.started {
 		d.seqOffset = p.SequenceNumber - (d.lastSeq + 1)
+		// Where the new layer's frame falls on the old layer's timeline,
+		// from both layers' sender reports; without them, the wall-clock
+		// time since the last packet written.
 		ticks := uint32(uint64(now-d.lastAt) * uint64(d.codec.ClockRate) / 1e9)
-		if ticks == 0 {
-			ticks = 1
+		want := d.lastTS + ticks
+		if prev := d.current.Load(); prev != noLayer && prev != l {
+			if ts, ok := d.track.alignTimestamp(prev, l, p.Timestamp); ok {
+				want = ts - d.tsOffset
+			}
 		}
-		d.tsOffset = p.Timestamp - (d.lastTS + ticks)
+		if !seqAfter32(want, d.lastTS) { // never backwards, never a repeat
+			want = d.lastTS + 1
+		}
+		d.tsOffset = p.Timestamp - want
 	}
 	d.floorSeq = p.SequenceNumber
 	d.floorActive = true
 	d.current.Store(l)
+}
+
+// seqAfter32 reports whether timestamp a comes after b, modulo 2^32.
+func seqAfter32(a, b uint32) bool {
+	return a != b && a-b < 1<<31
 }
 
 // seqBefore reports whether sequence number a comes before b, modulo 2^16.

@@ -216,3 +216,42 @@ func TestForwardDoesNotAllocate(t *testing.T) {
 		t.Fatalf("forwarding one packet to 8 down tracks allocates %.1f times", allocs)
 	}
 }
+
+// TestSwitchAlignsTimestampsFromSenderReports: two layers whose RTP clocks
+// start far apart; their sender reports put them on one timeline, so the
+// frame after a switch gets exactly the timestamp its capture time implies,
+// not a guess from when it happened to arrive.
+func TestSwitchAlignsTimestampsFromSenderReports(t *testing.T) {
+	now := int64(0)
+	tr := newBareTrack(&now)
+	d := newDownTrack(tr, nil, "video-hub-1", LayerHigh)
+	w := &recordingWriter{}
+	bindFake(d, w, 777, 96)
+	const ntp0 = uint64(3_900_000_000) << 32
+	tr.onSenderReport(LayerLow, ntp0, 1_000)
+	tr.onSenderReport(LayerHigh, ntp0, 4_000_000_000) // another origin, near the wrap
+
+	d.setTarget(LayerLow)
+	d.forward(LayerLow, pkt(100, 1_000+3000, vp8Key), now) // 33 ms after the report
+	d.forward(LayerLow, pkt(101, 1_000+6000, vp8Delta), now)
+	now += int64(400 * time.Millisecond) // arrives late: wall clock would say +36000 ticks
+	d.setTarget(LayerHigh)
+	d.forward(LayerHigh, pkt(5000, 4_000_000_000+9000, vp8Key), now) // captured 100 ms after the report
+
+	if len(w.headers) != 3 {
+		t.Fatalf("wrote %d packets, want 3", len(w.headers))
+	}
+	first, last := w.headers[0].Timestamp, w.headers[2].Timestamp
+	if got := last - first; got != 6000 { // 100 ms - 33 ms = 67 ms = 6000 ticks
+		t.Errorf("the switched-to frame is %d ticks after the first, want 6000 (from the sender reports)", got)
+	}
+
+	// A report that would put the new layer before what was written: the
+	// timestamp still moves forward.
+	tr.onSenderReport(LayerLow, ntp0+(1<<32), 1_000) // nonsense: low layer's clock jumps back
+	d.setTarget(LayerLow)
+	d.forward(LayerLow, pkt(102, 1_000, vp8Key), now)
+	if n := len(w.headers); n != 4 || !seqAfter32(w.headers[3].Timestamp, w.headers[2].Timestamp) {
+		t.Errorf("timestamps went backwards or the packet was lost: %+v", w.headers)
+	}
+}

@@ -401,14 +401,20 @@ func (p *Peer) onRemoteTrack(remote *webrtc.TrackRemote, receiver *webrtc.RTPRec
 	go func() {
 		defer p.wg.Done()
 		for {
+			var pkts []rtcp.Packet
 			var err error
 			if rid != "" {
-				_, _, err = receiver.ReadSimulcastRTCP(rid)
+				pkts, _, err = receiver.ReadSimulcastRTCP(rid)
 			} else {
-				_, _, err = receiver.ReadRTCP()
+				pkts, _, err = receiver.ReadRTCP()
 			}
 			if err != nil {
 				return
+			}
+			for _, pkt := range pkts {
+				if sr, ok := pkt.(*rtcp.SenderReport); ok && sr.SSRC == uint32(remote.SSRC()) {
+					t.onSenderReport(layer, sr.NTPTime, sr.RTPTime)
+				}
 			}
 		}
 	}()

@@ -74,6 +74,7 @@ type layerState struct {
 	bytes      atomic.Uint64 // received so far (RTP header and payload)
 	rate       atomic.Int64  // measured bits per second; 0 when not being sent
 	cache      atomic.Pointer[packetCache]
+	sr         atomic.Pointer[senderReport] // the layer's newest RTCP sender report
 
 	// Touched only by the layer's read loop.
 	newestTS  uint32
@@ -83,6 +84,39 @@ type layerState struct {
 	// Touched only by the router's loop (updateRates).
 	prevBytes uint64
 	prevAt    int64
+}
+
+// senderReport is what an RTCP sender report says: this RTP timestamp was
+// sampled at this NTP time. Simulcast layers are separate RTP streams with
+// unrelated timestamp origins; their reports put them on one clock.
+type senderReport struct {
+	ntp uint64 // 32.32 fixed point seconds
+	rtp uint32
+}
+
+// onSenderReport records layer l's newest sender report.
+func (t *Track) onSenderReport(l int, ntp uint64, rtpTS uint32) {
+	if l >= 0 && l < MaxLayers {
+		t.layers[l].sr.Store(&senderReport{ntp: ntp, rtp: rtpTS})
+	}
+}
+
+// alignTimestamp maps timestamp ts of layer to's packet onto layer from's
+// RTP timeline, through both layers' sender reports. ok is false until both
+// layers have reported.
+func (t *Track) alignTimestamp(from, to int32, ts uint32) (uint32, bool) {
+	if from < 0 || to < 0 || from >= MaxLayers || to >= MaxLayers || t.codec.ClockRate == 0 {
+		return 0, false
+	}
+	a, b := t.layers[from].sr.Load(), t.layers[to].sr.Load()
+	if a == nil || b == nil {
+		return 0, false
+	}
+	clock := float64(t.codec.ClockRate)
+	// The packet's NTP time, from its own layer's report...
+	at := float64(int64(b.ntp-a.ntp))/(1<<32) + float64(int32(ts-b.rtp))/clock
+	// ...expressed on the other layer's timeline.
+	return a.rtp + uint32(int64(at*clock)), true
 }
 
 // lateRetransmission is how far behind the newest packet a retransmission

@@ -96,6 +96,7 @@ type sentEntry struct {
 	tsOffset uint32
 	at       int64 // when it was written (monotonic ns)
 	rtxAt    int64 // when it was last retransmitted
+	rtxDone  bool  // retransmitted at least once
 }
 
 func newDownTrack(t *Track, sub *Peer, id string, maxLayer int) *DownTrack {
@@ -367,7 +368,7 @@ func (d *DownTrack) retransmit(seq uint16, now int64) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	e := &d.sent[seq&(sentHistory-1)]
-	if !e.valid || e.out != seq || d.writer == nil || now-e.at > nackMaxAge || (e.rtxAt != 0 && now-e.rtxAt < rtxMinGap) {
+	if !e.valid || e.out != seq || d.writer == nil || now-e.at > nackMaxAge || (e.rtxDone && now-e.rtxAt < rtxMinGap) {
 		return false
 	}
 	c := d.track.cache(int(e.layer))
@@ -393,7 +394,7 @@ func (d *DownTrack) retransmit(seq uint16, now int64) bool {
 	if _, err := d.writer.WriteRTP(&hdr, payload); err != nil {
 		return false
 	}
-	e.rtxAt = now
+	e.rtxAt, e.rtxDone = now, true
 	d.rtxSent.Add(1)
 	return true
 }

@@ -255,3 +255,44 @@ func TestSwitchAlignsTimestampsFromSenderReports(t *testing.T) {
 		t.Errorf("timestamps went backwards or the packet was lost: %+v", w.headers)
 	}
 }
+
+// TestRetransmitFromCache: a subscriber's NACK is answered from the
+// layer's shared cache, on its RTX stream with the original sequence number
+// first, at most once per rtxMinGap, and not at all once too old.
+func TestRetransmitFromCache(t *testing.T) {
+	now := int64(0)
+	tr := newBareTrack(&now)
+	tr.addLayer(LayerLow, 1234)
+	d := newDownTrack(tr, nil, "video-hub-1", LayerHigh)
+	w := &recordingWriter{}
+	bindFake(d, w, 777, 96)
+	d.rtxSSRC, d.rtxPT = 778, 97
+	tr.addDown(d)
+	d.setTarget(LayerLow)
+	tr.forward(LayerLow, pkt(100, 9000, vp8Key))
+	tr.forward(LayerLow, pkt(101, 9000, vp8Delta))
+	out := w.headers[1].SequenceNumber
+
+	if !d.retransmit(out, now) {
+		t.Fatal("NACK for a cached packet not answered")
+	}
+	rtx := w.headers[2]
+	if rtx.SSRC != 778 || rtx.PayloadType != 97 || w.sizes[2] != len(vp8Delta)+2 {
+		t.Errorf("retransmission %+v size %d: want SSRC 778, PT 97, payload %d", rtx, w.sizes[2], len(vp8Delta)+2)
+	}
+	if d.retransmit(out, now+int64(10*time.Millisecond)) {
+		t.Error("retransmitted again within rtxMinGap")
+	}
+	if !d.retransmit(out, now+int64(100*time.Millisecond)) {
+		t.Error("a later NACK for the same packet not answered")
+	}
+	if d.retransmit(out+5, now) {
+		t.Error("answered a NACK for a packet never sent")
+	}
+	if d.retransmit(out, now+nackMaxAge+1) {
+		t.Error("answered a NACK for a packet too old to help")
+	}
+	if got := d.Retransmitted(); got != 2 {
+		t.Errorf("Retransmitted() = %d, want 2", got)
+	}
+}

@@ -16,12 +16,17 @@ import "time"
 //     backs off (doubling, up to maxProbeBackoff).
 //   - A layer is a step up only when it fits with upHeadroom to spare; the
 //     layer being received is kept while the estimate covers keepFraction
-//     of it, so one noisy estimate does not make a room flap.
+//     of it, so one noisy estimate does not make a room flap. GCC answers
+//     any overuse signal by dropping to 85% of the rate received, and a
+//     sender held back by its layers is always "received" at less than its
+//     link carries: a busy terminal's jitter alone would otherwise ratchet
+//     it down a layer at a time. Real congestion (a link smaller than the
+//     layer) drops the estimate far below 60% within a second.
 
 // Allocation tuning.
 const (
 	upHeadroom   = 1.15 // a layer must fit with 15% to spare before moving up to it
-	keepFraction = 0.80 // the current layer stays while the estimate covers 80% of it
+	keepFraction = 0.60 // the current layer stays while the estimate covers 60% of it
 
 	allocHold        = 3 * time.Second        // quiet time before trying to move up
 	probeDuration    = 1 * time.Second        // how long a probe sends padding

@@ -429,3 +429,10 @@ func (d *DownTrack) writePadding(n int) int {
 	}
 	return sent
 }
+
+// ssrc32 is the SSRC the subscriber receives this track on.
+func (d *DownTrack) ssrc32() uint32 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.ssrc
+}

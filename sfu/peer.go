@@ -348,6 +348,12 @@ func (p *Peer) readSenderRTCP(sender *webrtc.RTPSender, d *DownTrack) {
 				}
 			case *rtcp.TransportLayerCC:
 				p.as.twccAt.Store(now)
+			case *rtcp.ReceiverReport:
+				for _, r := range pkt.Reports {
+					if r.SSRC == d.ssrc32() {
+						p.onReceiverReport(float64(r.FractionLost) / 256)
+					}
+				}
 			case *rtcp.ReceiverEstimatedMaximumBitrate:
 				p.as.remb.Store(int64(pkt.Bitrate))
 				p.as.rembAt.Store(now)

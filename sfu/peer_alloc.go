@@ -42,8 +42,11 @@ type allocState struct {
 	remb         atomic.Int64 // newest REMB value, bits per second
 	rembAt       atomic.Int64 // when it came (monotonic ns), 0 never
 	twccAt       atomic.Int64 // when transport-wide feedback last came
+	lossCap      atomic.Int64 // cap from receiver-reported loss; 0 = none
+	sentBits     atomic.Int64 // bits per second sent to the subscriber, all tracks
 	lastEstimate int
 	lastDecrease int64 // when the estimate last went down
+	lastFallLog  int64
 	lastChange   int64 // when the allocation last changed
 	floor        int   // rate a successful probe vouched for; 0 = none
 	floorAt      int64
@@ -79,17 +82,53 @@ func (p *Peer) Estimate() int {
 	return max(p.rawEstimate(p.router.sfu.clock()), p.as.floor)
 }
 
-// rawEstimate is the estimator's own figure.
+// rawEstimate is the estimator's own figure: GCC's delay-based target,
+// capped by what the subscriber's receiver reports say about loss (see
+// onReceiverReport). GCC's own loss-based half is not used: it counts every
+// transport-wide sequence number the browser's feedback does not confirm,
+// and probe padding that the browser drops or acknowledges late then reads
+// as heavy loss on a clean link.
 func (p *Peer) rawEstimate(now int64) int {
 	as := &p.as
 	remb, rembAt, twccAt := int(as.remb.Load()), as.rembAt.Load(), as.twccAt.Load()
-	if rembAt != 0 && now-rembAt < int64(2*time.Second) && (twccAt == 0 || now-twccAt > int64(2*time.Second)) {
-		return remb
+	est := p.start
+	switch e := as.bwe.Load(); {
+	case rembAt != 0 && now-rembAt < int64(2*time.Second) && (twccAt == 0 || now-twccAt > int64(2*time.Second)):
+		est = remb
+	case e != nil:
+		est = (*e).GetTargetBitrate()
+		if v, ok := (*e).GetStats()["delayTargetBitrate"].(int); ok && v > 0 {
+			est = v
+		}
 	}
-	if e := as.bwe.Load(); e != nil {
-		return (*e).GetTargetBitrate()
+	if c := int(as.lossCap.Load()); c > 0 {
+		est = min(est, c)
 	}
-	return p.start
+	return est
+}
+
+// onReceiverReport applies the subscriber's report of the media it lost
+// (RFC 3550 fraction lost, per media stream, about once a second): over
+// 10% lost caps the estimate below what is being sent, as GCC's loss
+// controller would; under 2% lets the cap rise 25% a report until it no
+// longer binds.
+func (p *Peer) onReceiverReport(fraction float64) {
+	as := &p.as
+	c := int(as.lossCap.Load())
+	switch {
+	case fraction > 0.10:
+		sent := int(as.sentBits.Load())
+		next := int(float64(max(sent, minEstimate)) * (1 - 0.5*fraction))
+		if c == 0 || next < c {
+			as.lossCap.Store(int64(max(next, minEstimate)))
+		}
+	case fraction < 0.02 && c > 0:
+		next := int64(float64(c) * 1.25) // GCC's loss controller: +5% every 200 ms
+		if next > maxEstimate {
+			next = 0
+		}
+		as.lossCap.Store(next)
+	}
 }
 
 // allocate re-decides the layer of every video track the peer receives.
@@ -119,11 +158,23 @@ func (p *Peer) tick(elapsed time.Duration) {
 func (p *Peer) allocateLocked(now int64) []LayerEvent {
 	as := &p.as
 	est := p.rawEstimate(now)
-	if est < as.lastEstimate {
+	if est < as.lastEstimate*95/100 {
 		as.lastDecrease = now
 		as.floor = 0 // congestion: whatever a probe vouched for no longer holds
+		if est < as.lastEstimate*8/10 && now-as.lastFallLog > int64(5*time.Second) {
+			as.lastFallLog = now
+			args := []any{"from", as.lastEstimate, "to", est}
+			if e := as.bwe.Load(); e != nil {
+				for k, v := range (*e).GetStats() {
+					args = append(args, k, v)
+				}
+			}
+			p.log.Info("link estimate fell", args...)
+		}
 	}
-	as.lastEstimate = est
+	if est < as.lastEstimate*95/100 || est > as.lastEstimate {
+		as.lastEstimate = est // small dips are not congestion; keep comparing with the level before them
+	}
 	if as.floor != 0 && now-as.floorAt > int64(floorLifetime) {
 		as.floor = 0
 	}
@@ -169,7 +220,7 @@ func (p *Peer) allocateLocked(now int64) []LayerEvent {
 			p.router.sfu.stats.failedProbes.Add(1)
 			as.backoff = min(max(2*as.backoff, minProbeBackoff), maxProbeBackoff)
 			as.backoffUntil = now + int64(as.backoff)
-			p.log.Debug("probe failed", "target", as.probeTarget, "estimate", est, "backoff", as.backoff)
+			p.log.Info("probe failed", "target", as.probeTarget, "estimate", est, "backoff", as.backoff)
 		}
 	}
 
@@ -191,7 +242,11 @@ func (p *Peer) allocateLocked(now int64) []LayerEvent {
 		}
 		if want != t.cur {
 			changed = true
-			p.applyLayer(d, want)
+			// Moving down because the link cannot carry the layer being
+			// sent: stop it now rather than flood the link until the lower
+			// layer's keyframe comes (a short freeze instead of a long one).
+			drop := want < t.cur && t.cur != noLayer && t.rates[t.cur] > effective
+			p.applyLayer(d, want, drop)
 		}
 		t.cur = want
 		if r := reason(t, want); r != d.allocReason || want != d.allocLayer {
@@ -216,7 +271,7 @@ func (p *Peer) allocateLocked(now int64) []LayerEvent {
 			for i, d := range as.downs {
 				t := &as.tracks[i]
 				if l := as.step[i]; l != t.cur {
-					p.applyLayer(d, l)
+					p.applyLayer(d, l, false)
 					t.cur, d.allocLayer, d.allocReason = l, l, reason(t, l)
 					events = append(events, LayerEvent{Track: d.id, Publisher: d.streamID, Layer: l, Reason: d.allocReason, Estimate: effective})
 				}
@@ -227,8 +282,9 @@ func (p *Peer) allocateLocked(now int64) []LayerEvent {
 	return events
 }
 
-// applyLayer moves d to layer l, or pauses it.
-func (p *Peer) applyLayer(d *DownTrack, l int) {
+// applyLayer moves d to layer l, or pauses it. With drop, the layer being
+// forwarded stops at once instead of at the new layer's keyframe.
+func (p *Peer) applyLayer(d *DownTrack, l int, drop bool) {
 	p.router.sfu.stats.layerSwitches.Add(1)
 	if l == noLayer {
 		d.paused.Store(true)
@@ -237,8 +293,11 @@ func (p *Peer) applyLayer(d *DownTrack, l int) {
 		return
 	}
 	d.paused.Store(false)
+	if drop {
+		d.pause()
+	}
 	d.setTarget(l)
-	p.log.Debug("layer", "track", d.id, "layer", l, "estimate", p.as.lastEstimate)
+	p.log.Debug("layer", "track", d.id, "layer", l, "estimate", p.as.lastEstimate, "dropped_old", drop)
 }
 
 // startProbe sends padding so that, with what is being sent already, the
@@ -272,7 +331,7 @@ func (p *Peer) startProbe(now int64, target int) bool {
 	as.probeEnd = now + int64(probeDuration+probeGrace)
 	as.probeTarget = target
 	p.router.sfu.stats.probes.Add(1)
-	p.log.Debug("probe", "target", target, "padding", extra)
+	p.log.Info("probe", "target", target, "padding", extra, "estimate", p.as.lastEstimate)
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
@@ -314,11 +373,14 @@ func (p *Peer) measureSent(elapsed time.Duration) {
 	if elapsed <= 0 {
 		return
 	}
+	total := 0
 	for _, d := range p.DownTracks() {
 		b := d.bytes.Load()
 		d.rateBits = int(float64(b-d.allocSent) * 8 / elapsed.Seconds())
 		d.allocSent = b
+		total += d.rateBits
 	}
+	p.as.sentBits.Store(int64(total))
 }
 
 func grow(s []int, n int) []int {

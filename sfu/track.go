@@ -264,15 +264,21 @@ func (t *Track) readLoop(l int, remote *webrtc.TrackRemote) error {
 			continue
 		}
 		t.stats.packetsReceived.Add(1)
-		ls.bytes.Add(uint64(n))
 		if attrs != nil && attrs.Get(webrtc.AttributeRtxSsrc) != nil {
+			// A retransmission, or the publisher's own bandwidth probe:
+			// not part of the layer's bitrate.
 			t.stats.retransmissionsReceived.Add(1)
 			if t.late(ls, p.Timestamp) {
 				t.stats.lateRetransmissions.Add(1)
 				continue
 			}
-		} else if !ls.haveTS || int32(p.Timestamp-ls.newestTS) > 0 {
-			ls.newestTS, ls.haveTS = p.Timestamp, true
+		} else {
+			if len(p.Payload) > 0 {
+				ls.bytes.Add(uint64(n))
+			}
+			if !ls.haveTS || int32(p.Timestamp-ls.newestTS) > 0 {
+				ls.newestTS, ls.haveTS = p.Timestamp, true
+			}
 		}
 		t.forward(l, &p)
 	}

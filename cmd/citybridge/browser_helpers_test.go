@@ -109,6 +109,13 @@ func (s *syncBuffer) String() string {
 
 func startTestServer(t *testing.T) *testServer {
 	t.Helper()
+	return startTestServerWith(t, func(*Config) {})
+}
+
+// startTestServerWith starts a test server on loopback after letting edit
+// change its configuration.
+func startTestServerWith(t *testing.T, edit func(*Config)) *testServer {
+	t.Helper()
 	logs := &syncBuffer{}
 	cfg := Config{
 		Listen:     "127.0.0.1:0",
@@ -118,6 +125,7 @@ func startTestServer(t *testing.T) *testServer {
 		MediaAllow: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
 		LogLevel:   slog.LevelInfo,
 	}
+	edit(&cfg)
 	s, err := start(cfg, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: cfg.LogLevel})))
 	if err != nil {
 		t.Fatal(err)
@@ -164,7 +172,14 @@ func (ts *testServer) terminalLink(t *testing.T, bridge string) string {
 // from the test clips and never reaches past this machine.
 func newBrowser(t *testing.T) context.Context {
 	t.Helper()
-	chromium := requireTool(t, "chromium")
+	return newBrowserExec(t, requireTool(t, "chromium"))
+}
+
+// newBrowserExec starts Chromium through exe (Chromium itself, or a wrapper
+// that runs it elsewhere, such as in a network namespace).
+func newBrowserExec(t *testing.T, exe string) context.Context {
+	t.Helper()
+	chromium := exe
 	y4m, wav := fakeCamera(t)
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(chromium),
@@ -181,7 +196,7 @@ func newBrowser(t *testing.T) context.Context {
 		chromedp.Flag("disable-component-update", true),
 		chromedp.Flag("disable-quic", true),
 		chromedp.Flag("ignore-certificate-errors", true), // the server's certificate is self-signed
-		chromedp.Flag("host-resolver-rules", "MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1"),
+		chromedp.Flag("host-resolver-rules", "MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1, EXCLUDE 169.254.*"),
 		chromedp.Flag("disable-features", "WebRtcHideLocalIpsWithMdns,Translate"),
 	)
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
@@ -222,11 +237,19 @@ func eval[T any](tb *tab, expr string) (T, error) {
 
 // inboundStat mirrors what the pages' Session.inbound() returns.
 type inboundStat struct {
-	Kind            string `json:"kind"`
-	Stream          string `json:"stream"`
-	PacketsReceived int    `json:"packetsReceived"`
-	FramesDecoded   int    `json:"framesDecoded"`
-	FrameWidth      int    `json:"frameWidth"`
+	Kind            string  `json:"kind"`
+	Stream          string  `json:"stream"`
+	PacketsReceived int     `json:"packetsReceived"`
+	FramesDecoded   int     `json:"framesDecoded"`
+	FrameWidth      int     `json:"frameWidth"`
+	FrameHeight     int     `json:"frameHeight"`
+	FramesPerSecond float64 `json:"framesPerSecond"`
+	FreezeCount     int     `json:"freezeCount"`
+	// TotalFreezesDuration is in seconds.
+	TotalFreezesDuration float64 `json:"totalFreezesDuration"`
+	NackCount            int     `json:"nackCount"`
+	PacketsLost          int     `json:"packetsLost"`
+	Retransmitted        int     `json:"retransmittedPacketsReceived"`
 }
 
 func inbound(tb *tab) ([]inboundStat, error) {

@@ -134,11 +134,17 @@ export class Session extends EventTarget {
     const [video] = this.stream.getVideoTracks();
     const [audio] = this.stream.getAudioTracks();
     if (video) {
-      pub.addTransceiver(video, {
+      const tr = pub.addTransceiver(video, {
         direction: "sendonly",
         streams: [this.stream],
         sendEncodings: this.layers.map((l) => ({ ...l })),
       });
+      // A busy machine drops frames rather than resolution: every layer
+      // keeps its size, so rooms always know what they get and text on
+      // the hub's slides stays legible.
+      const params = tr.sender.getParameters();
+      params.degradationPreference = "maintain-resolution";
+      await tr.sender.setParameters(params).catch(() => {});
     }
     if (audio) pub.addTransceiver(audio, { direction: "sendonly", streams: [this.stream] });
     await pub.setLocalDescription(await pub.createOffer());
@@ -160,6 +166,12 @@ export class Session extends EventTarget {
         framesDecoded: s.framesDecoded || 0,
         frameWidth: s.frameWidth || 0,
         frameHeight: s.frameHeight || 0,
+        framesPerSecond: s.framesPerSecond || 0,
+        freezeCount: s.freezeCount || 0,
+        totalFreezesDuration: s.totalFreezesDuration || 0,
+        nackCount: s.nackCount || 0,
+        packetsLost: s.packetsLost || 0,
+        retransmittedPacketsReceived: s.retransmittedPacketsReceived || 0,
       });
     });
     return out;

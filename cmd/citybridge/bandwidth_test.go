@@ -1,0 +1,250 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// layerInfo mirrors what the pages keep of the server's "layer" messages.
+type layerInfo struct {
+	Layer    string `json:"layer"`
+	Reason   string `json:"reason"`
+	Estimate int    `json:"estimate"`
+}
+
+func hubLayer(tb *tab) (layerInfo, error) {
+	return eval[layerInfo](tb, `citybridge.layers.hub || {}`)
+}
+
+// timeline records, once a second, what the limited room receives: the
+// server's estimate, the layer it chose and why, and the size decoded.
+type timeline struct {
+	mu        sync.Mutex
+	start     time.Time
+	rows      []string
+	phase     string
+	last      inboundStat
+	lastRow   time.Time
+	maxFreeze map[string]float64 // longest single freeze seen per phase, seconds (an upper bound)
+}
+
+func (tl *timeline) setPhase(p string) {
+	tl.mu.Lock()
+	tl.phase = p
+	tl.mu.Unlock()
+}
+
+func (tl *timeline) add(v inboundStat, l layerInfo) {
+	tl.mu.Lock()
+	defer tl.mu.Unlock()
+	// Freezes are counted when they end; sampled often, one new freeze
+	// between two samples has exactly the added duration, several share it.
+	if d := v.TotalFreezesDuration - tl.last.TotalFreezesDuration; v.FreezeCount > tl.last.FreezeCount && d > tl.maxFreeze[tl.phase] {
+		tl.maxFreeze[tl.phase] = d
+	}
+	tl.last = v
+	if time.Since(tl.lastRow) < time.Second {
+		return
+	}
+	tl.lastRow = time.Now()
+	layer := l.Layer
+	if layer == "" {
+		layer = "—"
+	}
+	tl.rows = append(tl.rows, fmt.Sprintf("| %5.1f | %-22s | %6d | %-5s | %-9s | %4dx%-4d | %5.1f | %d / %.2f s |",
+		time.Since(tl.start).Seconds(), tl.phase, l.Estimate/1000, layer, l.Reason, v.FrameWidth, v.FrameHeight,
+		v.FramesPerSecond, v.FreezeCount, v.TotalFreezesDuration))
+}
+
+func (tl *timeline) longestFreeze(phase string) float64 {
+	tl.mu.Lock()
+	defer tl.mu.Unlock()
+	return tl.maxFreeze[phase]
+}
+
+func (tl *timeline) String() string {
+	tl.mu.Lock()
+	defer tl.mu.Unlock()
+	return "| t (s) | link | estimate (kbps) | layer | reason | decoded | fps | freezes (count / total) |\n" +
+		"|---|---|---|---|---|---|---|---|\n" + strings.Join(tl.rows, "\n") + "\n"
+}
+
+// TestBrowserLayerFollowsBandwidth: the hub's Chromium sends 720p in three
+// layers; one room's Chromium sits behind a veth in its own namespace whose
+// downlink the test limits with tbf, two other rooms are on unlimited
+// links. The limited room follows its link: 1280x720 with no limit, a
+// smaller layer within 10 s of a 600 kbit limit without freezing for more
+// than a second, video paused (audio flowing) at 150 kbit, and back to
+// 1280x720 within 30 s of the limit being lifted. The other rooms stay at
+// 1280x720 throughout. The timeline goes to the test log (and
+// test-artifacts/layer-timeline.md).
+func TestBrowserLayerFollowsBandwidth(t *testing.T) {
+	requireMediaPass(t)
+	t.Parallel()
+	link := newNetLink(t)
+	ts := startTestServerOn(t, link)
+	// One room on an unlimited link beside the limited one: two Chromium
+	// processes sending and decoding 720p are what a 2-core machine carries
+	// without the browsers themselves stalling.
+	free := []string{"commune-001"}
+	const limited = "zone-03"
+
+	browser := newBrowser(t)
+	host := openTab(t, browser, "host", ts.base+"/host#t="+ts.demo.HostToken)
+	tabs := []*tab{host}
+	freeTabs := map[string]*tab{}
+	for _, id := range free {
+		freeTabs[id] = openTab(t, browser, id, ts.terminalLink(t, id))
+		tabs = append(tabs, freeTabs[id])
+	}
+	roomBrowser := newBrowserIn(t, link)
+	room := openTab(t, roomBrowser, limited, ts.terminalLink(t, limited))
+	tabs = append(tabs, room)
+	saveScreenshotsOnFailure(t, tabs...)
+
+	tl := &timeline{start: time.Now(), phase: "unlimited", maxFreeze: map[string]float64{}}
+	stop := make(chan struct{})
+	var sampler sync.WaitGroup
+	sampler.Add(1)
+	go func() {
+		defer sampler.Done()
+		tick := time.NewTicker(250 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				stats, err1 := inbound(room)
+				l, err2 := hubLayer(room)
+				if err1 == nil && err2 == nil {
+					v, _ := find(stats, "hub", "video")
+					tl.add(v, l)
+				}
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		close(stop)
+		sampler.Wait()
+		t.Logf("layer timeline of %s:\n%s", limited, tl)
+		writeArtifact(t, "layer-timeline.md", tl.String())
+	})
+
+	roomVideo := func(tb *tab) (inboundStat, string) {
+		stats, err := inbound(tb)
+		if err != nil {
+			return inboundStat{}, err.Error()
+		}
+		v, _ := find(stats, "hub", "video")
+		return v, fmt.Sprintf("%+v", v)
+	}
+	freeAt720 := func(when string) {
+		t.Helper()
+		for id, tb := range freeTabs {
+			if v, seen := roomVideo(tb); v.FrameWidth != 1280 {
+				t.Errorf("%s: room %s on an unlimited link decodes %dx%d, want 1280x720 (%s)", when, id, v.FrameWidth, v.FrameHeight, seen)
+			}
+		}
+	}
+
+	// No limit: every room at 1280x720.
+	for _, tb := range append([]*tab{room}, freeTabs[free[0]]) {
+		waitUntil(t, 90*time.Second, tb.name+" decoding the hub at 1280x720", func() (bool, string) {
+			v, seen := roomVideo(tb)
+			return v.FrameWidth == 1280 && v.FramesDecoded > 0, seen
+		})
+	}
+	// 600 kbit: a smaller layer within 10 s, no freeze over a second.
+	tl.setPhase("tbf 600 kbit")
+	before, _ := roomVideo(room)
+	link.SetRate(t, 600)
+	waitUntil(t, 10*time.Second, limited+" at 320x180 or 640x360 after the 600 kbit limit", func() (bool, string) {
+		v, seen := roomVideo(room)
+		return (v.FrameWidth == 320 || v.FrameWidth == 640) && v.FramesDecoded > before.FramesDecoded, seen
+	})
+	// Watch it settle for a few seconds.
+	settle := time.Now()
+	waitUntil(t, 10*time.Second, "five seconds at 600 kbit", func() (bool, string) {
+		return time.Since(settle) > 5*time.Second, ""
+	})
+	after, _ := roomVideo(room)
+	if n := link.qdiscSentBytes(t); n < 100_000 {
+		t.Fatalf("the rate limit saw %d bytes: the room's media does not cross its veth", n)
+	}
+	if longest := tl.longestFreeze("tbf 600 kbit"); longest > 1.0 {
+		t.Errorf("at 600 kbit the picture froze for %.2f s at once (%d freezes, %.2f s in all): want no freeze over a second",
+			longest, after.FreezeCount-before.FreezeCount, after.TotalFreezesDuration-before.TotalFreezesDuration)
+	}
+	if after.FrameWidth != 320 && after.FrameWidth != 640 {
+		t.Errorf("at 600 kbit the room settled at %dx%d", after.FrameWidth, after.FrameHeight)
+	}
+	freeAt720("at 600 kbit")
+
+	// 150 kbit: video paused, audio goes on, and the page says why.
+	tl.setPhase("tbf 150 kbit")
+	link.SetRate(t, 150)
+	waitUntil(t, 15*time.Second, limited+" told its video is paused", func() (bool, string) {
+		l, err := hubLayer(room)
+		if err != nil {
+			return false, err.Error()
+		}
+		return l.Reason == "paused", fmt.Sprintf("%+v", l)
+	})
+	audioCount := func() int {
+		stats, _ := inbound(room)
+		a, _ := find(stats, "hub", "audio")
+		return a.PacketsReceived
+	}
+	a0, v0 := audioCount(), func() int { v, _ := roomVideo(room); return v.FramesDecoded }()
+	waitUntil(t, 10*time.Second, "audio arriving while the video is paused", func() (bool, string) {
+		a := audioCount()
+		return a > a0+50, fmt.Sprintf("audio packets %d -> %d", a0, a)
+	})
+	if v, _ := roomVideo(room); v.FramesDecoded > v0+15 {
+		l, _ := hubLayer(room)
+		if l.Reason == "paused" {
+			t.Errorf("video kept decoding (%d -> %d frames) while the server says paused", v0, v.FramesDecoded)
+		}
+	}
+	notice, _ := eval[string](room, `document.getElementById("quality").textContent`)
+	if notice == "" {
+		t.Error("the room page shows nothing about the paused video")
+	}
+	freeAt720("at 150 kbit")
+
+	// Lifted: back to 1280x720 within 30 s.
+	tl.setPhase("no limit")
+	link.ClearRate(t)
+	waitUntil(t, 30*time.Second, limited+" back at 1280x720 after the limit is lifted", func() (bool, string) {
+		v, seen := roomVideo(room)
+		return v.FrameWidth == 1280, seen
+	})
+	freeAt720("after the limit")
+	for _, tb := range tabs {
+		if errs, err := eval[[]map[string]any](tb, `citybridge.errors`); err != nil || len(errs) != 0 {
+			t.Errorf("%s reported errors %v (%v)", tb.name, errs, err)
+		}
+	}
+	st := ts.media.Stats()
+	t.Logf("SFU: %d probes (%d failed), %d layer changes, %d retransmitted", st.Probes, st.FailedProbes, st.LayerChanges, st.Retransmitted)
+}
+
+// writeArtifact saves a file next to the screenshots (test-artifacts/ or
+// CITYBRIDGE_ARTIFACTS).
+func writeArtifact(t *testing.T, name, content string) {
+	dir := os.Getenv("CITYBRIDGE_ARTIFACTS")
+	if dir == "" {
+		_, file, _, _ := runtime.Caller(0)
+		dir = filepath.Join(filepath.Dir(file), "..", "..", "test-artifacts")
+	}
+	if err := os.MkdirAll(dir, 0o755); err == nil {
+		_ = os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644)
+	}
+}

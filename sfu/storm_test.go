@@ -171,9 +171,9 @@ func (c fakeContext) CodecParameters() []webrtc.RTPCodecParameters {
 	return []webrtc.RTPCodecParameters{v, rtx}
 }
 func (fakeContext) HeaderExtensions() []webrtc.RTPHeaderExtensionParameter { return nil }
-func (c fakeContext) SSRC() webrtc.SSRC                                   { return c.ssrc }
-func (fakeContext) SSRCRetransmission() webrtc.SSRC                       { return 0 }
-func (fakeContext) SSRCForwardErrorCorrection() webrtc.SSRC               { return 0 }
-func (c fakeContext) WriteStream() webrtc.TrackLocalWriter                { return c.w }
-func (fakeContext) ID() string                                            { return "fake" }
-func (fakeContext) RTCPReader() interceptor.RTCPReader                    { return nil }
+func (c fakeContext) SSRC() webrtc.SSRC                                    { return c.ssrc }
+func (fakeContext) SSRCRetransmission() webrtc.SSRC                        { return 0 }
+func (fakeContext) SSRCForwardErrorCorrection() webrtc.SSRC                { return 0 }
+func (c fakeContext) WriteStream() webrtc.TrackLocalWriter                 { return c.w }
+func (fakeContext) ID() string                                             { return "fake" }
+func (fakeContext) RTCPReader() interceptor.RTCPReader                     { return nil }

@@ -8,7 +8,8 @@ import "time"
 // never paused. The rules:
 //
 //   - Down at once: when the estimate no longer covers a layer, the track
-//     drops to the highest layer that fits, or pauses when none does.
+//     drops to the highest layer that fits; it pauses when not even the
+//     lowest fits for pauseHold.
 //   - Up slowly and only with proof: after the allocation and the estimate
 //     have been quiet for allocHold, the allocator probes the link with
 //     padding at the rate the next step needs; only if the estimator sees
@@ -29,6 +30,7 @@ const (
 	keepFraction = 0.60 // the current layer stays while the estimate covers 60% of it
 
 	allocHold        = 3 * time.Second        // quiet time before trying to move up
+	pauseHold        = 2 * time.Second        // the estimate stays under the lowest layer this long before video pauses
 	probeDuration    = 1 * time.Second        // how long a probe sends padding
 	probeGrace       = 600 * time.Millisecond // feedback still arriving after a probe
 	minProbeBackoff  = 2 * time.Second

@@ -57,6 +57,7 @@ type DownTrack struct {
 	allocLayer  int
 	allocSent   uint64 // bytes counter at the last allocation
 	rateBits    int    // measured bits per second sent to the subscriber
+	belowSince  int64  // since when the estimate has not covered the lowest layer; 0 = it does
 
 	mu          sync.Mutex
 	writer      webrtc.TrackLocalWriter

@@ -206,6 +206,19 @@ func (p *Peer) allocateLocked(now int64) []LayerEvent {
 	as.plan = grow(as.plan, n)
 	as.step = grow(as.step, n)
 	plan(max(budget, 0), as.tracks, as.plan)
+	if as.lastDecrease == now {
+		// Congestion: the estimate lags a queue that is still full, so
+		// anything that has to move down moves to what fits in 80% of it,
+		// in one switch rather than one layer at a time (each switch costs
+		// the room a keyframe wait).
+		as.step = grow(as.step, n)
+		plan(max(budget-est/5, 0), as.tracks, as.step)
+		for i := range as.plan {
+			if as.plan[i] < as.tracks[i].cur && as.step[i] < as.plan[i] && as.step[i] != noLayer {
+				as.plan[i] = as.step[i]
+			}
+		}
+	}
 
 	// A probe's verdict: congestion-free while it ran, and feedback came.
 	stepOK := false
@@ -232,6 +245,22 @@ func (p *Peer) allocateLocked(now int64) []LayerEvent {
 		t := &as.tracks[i]
 		want := as.plan[i]
 		first := d.allocReason == ""
+		// Pausing takes the estimate staying under the lowest layer for
+		// pauseHold: while a congested queue drains, GCC's estimate dips
+		// far below what the link carries, and a room that can show the
+		// small layer should not lose its picture to that dip.
+		if want == noLayer && t.cur != noLayer && !first {
+			if d.belowSince == 0 {
+				d.belowSince = now
+			}
+			if now-d.belowSince < int64(pauseHold) {
+				if low, ok := t.lowest(); ok {
+					want = min(low, t.cur)
+				}
+			}
+		} else {
+			d.belowSince = 0
+		}
 		if want > t.cur && !first {
 			want = t.cur
 		}

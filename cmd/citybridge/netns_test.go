@@ -45,6 +45,9 @@ func newNetLink(t *testing.T) *netLink {
 	pid := os.Getpid()
 	id := fmt.Sprintf("%d%d", pid%100000, n)
 	x := 1 + (pid/64)%250
+	if x == 169 { // 169.254.169.0/24 holds cloud metadata addresses
+		x = 251
+	}
 	y := (pid%64)*4 + 0
 	if n > 1 { // several links in one process: move along within the /24
 		y = (y + 4*(n-1)) % 256
@@ -85,7 +88,7 @@ func (l *netLink) remove(t *testing.T) {
 	l.mu.Unlock()
 	cmds := [][]string{}
 	if table != "" {
-		cmds = append(cmds, []string{"nft", "delete", "table", "inet", table})
+		cmds = append(cmds, []string{"ip", "netns", "exec", l.ns, "nft", "delete", "table", "inet", table})
 	}
 	cmds = append(cmds,
 		[]string{"ip", "link", "del", l.host}, // takes the peer with it
@@ -113,21 +116,23 @@ func (l *netLink) ClearRate(t *testing.T) {
 	_ = exec.Command("tc", "qdisc", "del", "dev", l.host, "root").Run()
 }
 
-// SetLoss drops percent of the packets leaving the root side of the veth
-// (the room's downlink) at random.
+// SetLoss drops percent of the packets arriving in the namespace (the
+// room's downlink) at random. The rule sits inside the namespace, on
+// prerouting: dropped there, a packet is lost on the wire as far as both
+// ends know (a drop on the sender's own output would fail its sendto).
 func (l *netLink) SetLoss(t *testing.T, percent int) {
 	t.Helper()
 	l.mu.Lock()
-	l.table = "cbloss" + strings.TrimPrefix(l.ns, "cbt")
+	l.table = "cbloss"
 	l.mu.Unlock()
 	rules := fmt.Sprintf(`table inet %s {
-	chain out {
-		type filter hook postrouting priority 0; policy accept;
-		oifname "%s" numgen random mod 100 < %d drop
+	chain in {
+		type filter hook prerouting priority 0; policy accept;
+		iifname "%s" numgen random mod 100 < %d drop
 	}
 }
-`, l.table, l.host, percent)
-	cmd := exec.Command("nft", "-f", "-")
+`, l.table, l.peer, percent)
+	cmd := exec.Command("ip", "netns", "exec", l.ns, "nft", "-f", "-")
 	cmd.Stdin = strings.NewReader(rules)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("nft: %v: %s", err, out)
@@ -142,7 +147,7 @@ func (l *netLink) ClearLoss(t *testing.T) {
 	l.table = ""
 	l.mu.Unlock()
 	if table != "" {
-		l.run(t, "nft", "delete", "table", "inet", table)
+		l.run(t, "ip", "netns", "exec", l.ns, "nft", "delete", "table", "inet", table)
 	}
 }
 

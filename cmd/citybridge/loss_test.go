@@ -1,0 +1,66 @@
+package main
+
+import (
+	"fmt"
+	"testing"
+	"time"
+)
+
+// TestLossRecovery: the room's downlink drops 5% of packets at random
+// (nftables on its veth). The room's Chromium NACKs what it misses, the
+// server answers from its packet cache, and the picture keeps its frame
+// rate: above 25 frames a second over ten seconds.
+func TestLossRecovery(t *testing.T) {
+	requireMediaPass(t) // not parallel: it needs the machine's CPU to itself
+	link := newNetLink(t)
+	ts := startTestServerOn(t, link)
+	const id = "ward-017"
+
+	browser := newBrowser(t)
+	host := openTab(t, browser, "host", ts.base+"/host#t="+ts.demo.HostToken)
+	roomBrowser := newBrowserIn(t, link)
+	room := openTab(t, roomBrowser, id, ts.terminalLink(t, id))
+	saveScreenshotsOnFailure(t, host, room)
+
+	video := func() (inboundStat, string) {
+		stats, err := inbound(room)
+		if err != nil {
+			return inboundStat{}, err.Error()
+		}
+		v, _ := find(stats, "hub", "video")
+		return v, fmt.Sprintf("%+v", v)
+	}
+	waitUntil(t, 60*time.Second, id+" decoding the hub", func() (bool, string) {
+		v, seen := video()
+		return v.FramesDecoded > 30 && v.FrameWidth > 0, seen
+	})
+
+	link.SetLoss(t, 5)
+	rtx0 := ts.media.Stats().Retransmitted
+	// Let the loss bite, then measure ten seconds of it.
+	start := time.Now()
+	waitUntil(t, 15*time.Second, "a NACK answered under loss", func() (bool, string) {
+		st := ts.media.Stats()
+		return st.Retransmitted > rtx0 && time.Since(start) > 3*time.Second, fmt.Sprintf("%d retransmitted", st.Retransmitted-rtx0)
+	})
+	v0, _ := video()
+	t0 := time.Now()
+	waitUntil(t, 15*time.Second, "ten seconds under 5% loss", func() (bool, string) {
+		return time.Since(t0) >= 10*time.Second, ""
+	})
+	v1, seen := video()
+	fps := float64(v1.FramesDecoded-v0.FramesDecoded) / time.Since(t0).Seconds()
+	st := ts.media.Stats()
+	t.Logf("under 5%% loss: %.1f frames/s decoded at %dx%d; room sent %d NACKs, lost %d packets for good; server retransmitted %d",
+		fps, v1.FrameWidth, v1.FrameHeight, v1.NackCount-v0.NackCount, v1.PacketsLost-v0.PacketsLost, st.Retransmitted-rtx0)
+	if fps <= 25 {
+		t.Errorf("decoded %.1f frames/s under 5%% loss, want above 25 (%s)", fps, seen)
+	}
+	if v1.NackCount <= v0.NackCount {
+		t.Errorf("the room sent no NACKs under 5%% loss: the loss is not on its link (%s)", seen)
+	}
+	if st.Retransmitted <= rtx0 {
+		t.Error("the server retransmitted nothing")
+	}
+	link.ClearLoss(t)
+}

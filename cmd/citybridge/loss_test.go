@@ -30,9 +30,11 @@ func TestLossRecovery(t *testing.T) {
 		v, _ := find(stats, "hub", "video")
 		return v, fmt.Sprintf("%+v", v)
 	}
-	waitUntil(t, 60*time.Second, id+" decoding the hub", func() (bool, string) {
+	// Settled first: at the full layer, where it stays on a clean link, so
+	// the measurement is not of a layer switch's keyframe wait.
+	waitUntil(t, 60*time.Second, id+" decoding the hub at 1280x720", func() (bool, string) {
 		v, seen := video()
-		return v.FramesDecoded > 30 && v.FrameWidth > 0, seen
+		return v.FramesDecoded > 30 && v.FrameWidth == 1280, seen
 	})
 
 	link.SetLoss(t, 5)

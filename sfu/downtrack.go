@@ -68,6 +68,8 @@ type DownTrack struct {
 	rtxSeq      uint16
 	rtxBuf      []byte // a retransmission's payload: original sequence number, then the payload
 	sent        *[sentHistory]sentEntry
+	vp8         vp8Munger // picture IDs continuous across layer switches
+	vp8Buf      []byte    // a rewritten VP8 payload
 	started     bool   // at least one packet written
 	seqOffset   uint16 // out = in - seqOffset
 	tsOffset    uint32 // out = in - tsOffset
@@ -95,6 +97,8 @@ type sentEntry struct {
 	layer    int8
 	valid    bool
 	tsOffset uint32
+	picOff   uint16 // VP8 picture ID offset in force when it was written
+	tl0Off   uint8
 	at       int64 // when it was written (monotonic ns)
 	rtxAt    int64 // when it was last retransmitted
 	rtxDone  bool  // retransmitted at least once
@@ -116,6 +120,9 @@ func newDownTrack(t *Track, sub *Peer, id string, maxLayer int) *DownTrack {
 	d.allocLayer = noLayer
 	if t.kind == webrtc.RTPCodecTypeVideo {
 		d.sent = new([sentHistory]sentEntry)
+	}
+	if d.family == codecVP8 {
+		d.vp8Buf = make([]byte, receiveMTU)
 	}
 	return d
 }
@@ -252,11 +259,19 @@ func (d *DownTrack) forward(l int32, p *rtp.Packet, now int64) bool {
 		return false
 	}
 	cur, tgt = d.current.Load(), d.target.Load()
+	var desc vp8Desc
+	isVP8 := false
+	if d.family == codecVP8 {
+		desc, isVP8 = parseVP8Desc(p.Payload)
+	}
 	if l == tgt && l != cur {
 		if d.kind == webrtc.RTPCodecTypeVideo && !isKeyframe(d.family, p.Payload) {
 			return false
 		}
 		d.switchTo(l, p, now)
+		if isVP8 {
+			d.vp8.switchTo(desc)
+		}
 		cur = l
 	}
 	if l != cur {
@@ -291,7 +306,11 @@ func (d *DownTrack) forward(l int32, p *rtp.Packet, now int64) bool {
 	d.hdr.Extensions = nil
 	d.hdr.Padding = false
 	d.hdr.PaddingSize = 0
-	if _, err := d.writer.WriteRTP(&d.hdr, p.Payload); err != nil {
+	payload := p.Payload
+	if isVP8 {
+		payload = d.vp8.rewrite(d.vp8Buf, p.Payload, desc)
+	}
+	if _, err := d.writer.WriteRTP(&d.hdr, payload); err != nil {
 		return false
 	}
 	if !d.started || seqBefore(d.lastSeq, outSeq) {
@@ -301,7 +320,8 @@ func (d *DownTrack) forward(l int32, p *rtp.Packet, now int64) bool {
 	}
 	if d.sent != nil {
 		e := &d.sent[outSeq&(sentHistory-1)]
-		*e = sentEntry{out: outSeq, in: p.SequenceNumber, layer: int8(l), valid: true, tsOffset: d.tsOffset, at: now}
+		*e = sentEntry{out: outSeq, in: p.SequenceNumber, layer: int8(l), valid: true, tsOffset: d.tsOffset,
+			picOff: d.vp8.picOff, tl0Off: d.vp8.tl0Off, at: now}
 	}
 	d.started = true
 	d.packets.Add(1)
@@ -385,6 +405,13 @@ func (d *DownTrack) retransmit(seq uint16, now int64) bool {
 		return false
 	}
 	hdr := rtp.Header{Version: 2, Marker: marker, PayloadType: d.pt, SequenceNumber: seq, Timestamp: ts - e.tsOffset, SSRC: d.ssrc}
+	if d.family == codecVP8 {
+		if desc, ok := parseVP8Desc(buf[2 : 2+n]); ok {
+			// The offsets of the layer it was sent in, not today's.
+			m := vp8Munger{picOff: e.picOff, tl0Off: e.tl0Off}
+			m.rewrite(buf[2:2+n], buf[2:2+n], desc)
+		}
+	}
 	payload := buf[2 : 2+n]
 	if d.rtxSSRC != 0 {
 		binary.BigEndian.PutUint16(buf, seq)

@@ -70,14 +70,14 @@ type DownTrack struct {
 	sent        *[sentHistory]sentEntry
 	vp8         vp8Munger // picture IDs continuous across layer switches
 	vp8Buf      []byte    // a rewritten VP8 payload
-	started     bool   // at least one packet written
-	seqOffset   uint16 // out = in - seqOffset
-	tsOffset    uint32 // out = in - tsOffset
-	lastSeq     uint16 // newest sequence number written (output space)
-	lastTS      uint32 // timestamp of that packet (output space)
-	lastAt      int64  // monotonic nanoseconds when it was written
-	floorSeq    uint16 // input packets older than this are from before the switch
-	floorActive bool   // floorSeq is still within reordering reach
+	started     bool      // at least one packet written
+	seqOffset   uint16    // out = in - seqOffset
+	tsOffset    uint32    // out = in - tsOffset
+	lastSeq     uint16    // newest sequence number written (output space)
+	lastTS      uint32    // timestamp of that packet (output space)
+	lastAt      int64     // monotonic nanoseconds when it was written
+	floorSeq    uint16    // input packets older than this are from before the switch
+	floorActive bool      // floorSeq is still within reordering reach
 	hdr         rtp.Header
 }
 

@@ -49,6 +49,12 @@ type client struct {
 
 func newClient(t *testing.T, r *Router, id string) *client {
 	t.Helper()
+	return newClientWith(t, r, id, PeerOptions{})
+}
+
+// newClientWith is newClient with peer options (a hub's start estimate).
+func newClientWith(t *testing.T, r *Router, id string, opts PeerOptions) *client {
+	t.Helper()
 	api, err := sfutest.ClientAPI(true)
 	if err != nil {
 		t.Fatal(err)
@@ -60,7 +66,7 @@ func newClient(t *testing.T, r *Router, id string) *client {
 	if c.sub, err = api.NewPeerConnection(webrtc.Configuration{}); err != nil {
 		t.Fatal(err)
 	}
-	if c.peer, err = r.NewPeer(id, c); err != nil {
+	if c.peer, err = r.NewPeerWith(id, c, opts); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {

@@ -1,6 +1,7 @@
 package sfu
 
 import (
+	"math"
 	"sort"
 	"sync/atomic"
 	"time"
@@ -43,6 +44,7 @@ type allocState struct {
 	rembAt       atomic.Int64 // when it came (monotonic ns), 0 never
 	twccAt       atomic.Int64 // when transport-wide feedback last came
 	lossCap      atomic.Int64 // cap from receiver-reported loss; 0 = none
+	lossAt       atomic.Int64 // when a report last said 2% or more was lost
 	sentBits     atomic.Int64 // bits per second sent to the subscriber, all tracks
 	lastEstimate int
 	lastDecrease int64 // when the estimate last went down
@@ -108,27 +110,43 @@ func (p *Peer) rawEstimate(now int64) int {
 }
 
 // onReceiverReport applies the subscriber's report of the media it lost
-// (RFC 3550 fraction lost, per media stream, about once a second): over
-// 10% lost caps the estimate below what is being sent, as GCC's loss
-// controller would; under 2% lets the cap rise 25% a report until it no
-// longer binds.
+// (RFC 3550 fraction lost, per media stream): over 10% lost caps the
+// estimate below what is being sent, as GCC's loss controller would; 2% or
+// more holds the cap where it is. relaxLossCap lifts it once reports stop
+// saying so.
 func (p *Peer) onReceiverReport(fraction float64) {
 	as := &p.as
-	c := int(as.lossCap.Load())
-	switch {
-	case fraction > 0.10:
-		sent := int(as.sentBits.Load())
-		next := int(float64(max(sent, minEstimate)) * (1 - 0.5*fraction))
-		if c == 0 || next < c {
-			as.lossCap.Store(int64(max(next, minEstimate)))
-		}
-	case fraction < 0.02 && c > 0:
-		next := int64(float64(c) * 1.25) // GCC's loss controller: +5% every 200 ms
-		if next > maxEstimate {
-			next = 0
-		}
-		as.lossCap.Store(next)
+	if fraction < 0.02 {
+		return
 	}
+	as.lossAt.Store(p.router.sfu.clock())
+	if fraction <= 0.10 {
+		return
+	}
+	c := int(as.lossCap.Load())
+	sent := int(as.sentBits.Load())
+	next := int(float64(max(sent, minEstimate)) * (1 - 0.5*fraction))
+	if c == 0 || next < c {
+		as.lossCap.Store(int64(max(next, minEstimate)))
+	}
+}
+
+// relaxLossCap raises the loss cap 25% per second (GCC's loss controller:
+// +5% every 200 ms) while no report has said 2% or more was lost for a
+// second, until it no longer binds. It goes by time, not by report: a
+// paused room's terminal reports only on its audio, every few seconds, and
+// the cap must not keep the room paused after its link recovered.
+func (p *Peer) relaxLossCap(now int64, elapsed time.Duration) {
+	as := &p.as
+	c := as.lossCap.Load()
+	if c == 0 || now-as.lossAt.Load() < int64(time.Second) {
+		return
+	}
+	next := int64(float64(c) * math.Pow(1.25, min(elapsed.Seconds(), 1)))
+	if next > maxEstimate {
+		next = 0
+	}
+	as.lossCap.Store(next)
 }
 
 // allocate re-decides the layer of every video track the peer receives.
@@ -145,6 +163,7 @@ func (p *Peer) tick(elapsed time.Duration) {
 	p.allocMu.Lock()
 	if elapsed > 0 {
 		p.measureSent(elapsed)
+		p.relaxLossCap(now, elapsed)
 	}
 	events := p.allocateLocked(now)
 	p.allocMu.Unlock()

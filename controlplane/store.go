@@ -74,7 +74,7 @@ func (s *Store) init(tx *bolt.Tx) error {
 	if got := string(meta.Get(keySchema)); got != schema {
 		return fmt.Errorf("%w (schema %q, want %q)", ErrForeignFile, got, schema)
 	}
-	for _, b := range [][]byte{bucketBridges, bucketConferences, bucketTokens} {
+	for _, b := range [][]byte{bucketBridges, bucketConferences, bucketTokens, bucketAttendance, bucketLive} {
 		if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 			return err
 		}
@@ -116,3 +116,13 @@ func all[T any](tx *bolt.Tx, bucket []byte) ([]T, error) {
 	})
 	return out, err
 }
+
+func putRaw(b *bolt.Bucket, key []byte, v any) error {
+	buf, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return b.Put(key, buf)
+}
+
+func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }

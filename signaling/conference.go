@@ -15,9 +15,7 @@ import (
 // conference is the live side of one conference: who is in it, where every
 // invited bridge is, and who receives whose media.
 //
-// The policy until floor control lands: every room receives the hub's
-// camera (at the best layer being sent) and microphone; the hub receives
-// every room's low layer and microphone for its wall.
+// Who receives whose media is floor control's business (floor.go).
 type conference struct {
 	srv    *Server
 	id     string
@@ -30,6 +28,17 @@ type conference struct {
 	roll    map[string]*wire.RosterEntry
 	order   []string       // roster order: by bridge ID
 	pins    map[string]int // technicians' layer caps, by bridge ID
+
+	// Floor state (floor.go), guarded by mu; stored on every change.
+	state   controlplane.State
+	holder  string          // the bridge holding the floor, "" for none
+	unmuted map[string]bool // bridges whose microphone reaches the others
+	locked  bool
+	hands   []string // raised hands, oldest first
+	screen  string   // the host's shared-screen track ID
+	speaker string   // the active speaker
+
+	policyMu sync.Mutex // one reconciliation of subscriptions at a time
 }
 
 type member struct {
@@ -54,7 +63,10 @@ func newConference(s *Server, c controlplane.Conference) (*conference, error) {
 		members: map[string]*member{},
 		roll:    map[string]*wire.RosterEntry{},
 		pins:    map[string]int{},
+		state:   c.State,
+		unmuted: map[string]bool{},
 	}
+	conf.restoreLive()
 	for _, b := range invited {
 		conf.roll[b.ID] = &wire.RosterEntry{Bridge: bridgeToWire(b), State: wire.StateAbsent}
 		conf.order = append(conf.order, b.ID)
@@ -72,6 +84,18 @@ func (c *conference) admit(ss *session) (*sfu.Peer, error) {
 	defer c.joinMu.Unlock()
 	id := ss.adm.Bridge.ID
 	c.mu.Lock()
+	if c.locked && ss.adm.Role == controlplane.RoleRoom {
+		// A locked conference keeps the bridges it has: one that was in
+		// it may come back, a new one may not.
+		if e := c.roll[id]; e == nil || e.State == wire.StateAbsent {
+			c.mu.Unlock()
+			return nil, refuse(wire.CodeConferenceLocked, "the host has locked the conference")
+		}
+	}
+	if c.state == controlplane.StateEnded {
+		c.mu.Unlock()
+		return nil, refuse(wire.CodeConferenceEnded, "the conference has ended")
+	}
 	old := c.members[id]
 	delete(c.members, id)
 	c.mu.Unlock()
@@ -89,8 +113,13 @@ func (c *conference) admit(ss *session) (*sfu.Peer, error) {
 		opts.Pinned, opts.Pin = true, pin
 	}
 	c.mu.Unlock()
+	// The interval is on disk before the page hears it joined.
+	if err := c.srv.cfg.Store.AttendanceJoin(c.id, id); err != nil {
+		return nil, err
+	}
 	peer, err := c.router.NewPeerWith(id, ss, opts)
 	if err != nil {
+		_ = c.srv.cfg.Store.AttendanceLeave(c.id, id, controlplane.EndDropped)
 		return nil, err
 	}
 	c.mu.Lock()
@@ -113,8 +142,20 @@ func (c *conference) leave(ss *session) {
 	delete(c.members, id)
 	c.mu.Unlock()
 	m.peer.Close()
-	ss.log.Info("left")
-	c.setState(ss.adm.Bridge, wire.StateLeft)
+	cause, state := controlplane.EndDropped, wire.StateDropped
+	switch ss.byeReason {
+	case wire.ByeLeft:
+		cause, state = controlplane.EndLeft, wire.StateLeft
+	case wire.ByeServerShutdown:
+		cause = controlplane.EndServerStopped
+	case wire.ByeEnded:
+		cause, state = controlplane.EndEnded, wire.StateLeft
+	}
+	if err := c.srv.cfg.Store.AttendanceLeave(c.id, id, cause); err != nil {
+		ss.log.Error("attendance", "err", err)
+	}
+	ss.log.Info("left", "cause", cause)
+	c.setState(ss.adm.Bridge, state)
 }
 
 // mediaStateChanged updates presence from the member's connection states:
@@ -127,11 +168,18 @@ func (c *conference) mediaStateChanged(ss *session) {
 		return
 	}
 	state := wire.StateConnecting
-	if m.peer.ConnectionState(sfu.Publish) == webrtc.PeerConnectionStateConnected ||
-		m.peer.ConnectionState(sfu.Subscribe) == webrtc.PeerConnectionStateConnected {
+	pub, sub := m.peer.ConnectionState(sfu.Publish), m.peer.ConnectionState(sfu.Subscribe)
+	switch {
+	case pub == webrtc.PeerConnectionStateConnected || sub == webrtc.PeerConnectionStateConnected:
 		state = wire.StateConnected
+	case interrupted(pub) || interrupted(sub):
+		state = wire.StateReconnecting
 	}
 	c.setState(ss.adm.Bridge, state)
+}
+
+func interrupted(s webrtc.PeerConnectionState) bool {
+	return s == webrtc.PeerConnectionStateDisconnected || s == webrtc.PeerConnectionStateFailed
 }
 
 // setState records a bridge's presence and tells the host.
@@ -194,7 +242,7 @@ func (c *conference) memberList() []*member {
 func (c *conference) onTrack(pub *sfu.Peer, t *sfu.Track) {
 	for _, m := range c.memberList() {
 		if m.peer != pub {
-			c.subscribe(m, t)
+			c.reconcile(m)
 		}
 	}
 }
@@ -208,29 +256,7 @@ func (c *conference) subscribeExisting(ss *session) {
 	if m == nil || m.ss != ss {
 		return
 	}
-	for _, t := range c.router.Tracks() {
-		if t.PublisherID() != m.peer.ID() {
-			c.subscribe(m, t)
-		}
-	}
-}
-
-// subscribe applies the policy for one member and one track.
-func (c *conference) subscribe(m *member, t *sfu.Track) {
-	hubTrack := t.PublisherID() == controlplane.HubBridge.ID
-	isHost := m.ss.adm.Role == controlplane.RoleHost
-	var maxLayer int
-	switch {
-	case hubTrack && !isHost:
-		maxLayer = sfu.LayerHigh // rooms see the hub at the best layer sent
-	case !hubTrack && isHost:
-		maxLayer = sfu.LayerLow // the hub's wall shows every room small
-	default:
-		return // rooms do not receive each other until floor control
-	}
-	if _, err := m.peer.Subscribe(t, maxLayer); err != nil {
-		m.ss.log.Warn("subscribe", "track", t.ID(), "err", err)
-	}
+	c.reconcile(m)
 }
 
 // pin caps the layers bridge receives (a technician's override); it holds

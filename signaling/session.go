@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"citybridge/controlplane"
@@ -31,6 +32,10 @@ type session struct {
 	adm  controlplane.Admission
 	conf *conference
 	peer *sfu.Peer
+
+	// worstLink is the worst link state written to the attendance record
+	// for this session (rank in linkStates).
+	worstLink atomic.Int32
 
 	closeOnce sync.Once
 	done      chan struct{} // closed when the session ends
@@ -147,6 +152,15 @@ func (ss *session) handle(m wire.Message) bool {
 	case *wire.Leave:
 		ss.end(wire.ByeLeft)
 		return false
+	case *wire.Control:
+		err := ss.conf.control(actor{role: ss.adm.Role, bridge: ss.adm.Bridge.ID}, *m)
+		var ce *ControlError
+		if errors.As(err, &ce) {
+			ss.sendError(ce.Code, ce.Message, wire.TypeControl)
+		} else if err != nil {
+			ss.log.Error("control", "action", m.Action, "err", err)
+			ss.sendError(wire.CodeInternal, "could not do that", wire.TypeControl)
+		}
 	default:
 		ss.sendError(wire.CodeBadMessage, "clients do not send "+m.MessageType(), m.MessageType())
 	}
@@ -172,6 +186,12 @@ func (ss *session) join(j *wire.Join) bool {
 	}
 	ss.conf = conf
 	peer, err := conf.admit(ss)
+	var ce *ControlError
+	if errors.As(err, &ce) {
+		ss.log.Info("join refused", "code", ce.Code)
+		ss.sendError(ce.Code, ce.Message, wire.TypeJoin)
+		return false
+	}
 	if err != nil {
 		ss.log.Error("join failed", "err", err)
 		ss.sendError(wire.CodeInternal, "could not create the media session", wire.TypeJoin)
@@ -190,6 +210,7 @@ func (ss *session) join(j *wire.Join) bool {
 	if adm.Role == controlplane.RoleHost {
 		ss.send(wire.Roster{Bridges: conf.roster()})
 	}
+	ss.send(conf.floorMessage())
 	conf.subscribeExisting(ss)
 	return true
 }
@@ -318,6 +339,9 @@ func (ss *session) OnLayer(e sfu.LayerEvent) {
 	}
 	ss.log.Info("layer", "track", e.Track, "publisher", e.Publisher, "layer", layer, "reason", e.Reason, "estimate", e.Estimate)
 	ss.send(wire.Layer{Track: e.Track, Publisher: e.Publisher, Layer: layer, Reason: e.Reason, Estimate: e.Estimate})
+	if e.Publisher == controlplane.HubBridge.ID && ss.adm.Role == controlplane.RoleRoom {
+		ss.noteLink(e.Reason)
+	}
 }
 
 func pcFromWire(s string) (sfu.PC, bool) {
@@ -344,4 +368,37 @@ func candidateToWire(c webrtc.ICECandidateInit) wire.ICECandidate {
 
 func bridgeToWire(b controlplane.Bridge) wire.Bridge {
 	return wire.Bridge{ID: b.ID, Name: b.Name, Kind: string(b.Kind)}
+}
+
+// linkStates ranks the link states the attendance record keeps, from a
+// room's view of the hub's video: reduced for the link is fair, paused is
+// the worst.
+var linkStates = []string{controlplane.LinkGood, controlplane.LinkFair, controlplane.LinkPaused}
+
+// noteLink records in the attendance record that the room's link got
+// worse than it has been this session (at most twice a session; written
+// off the allocator's goroutine).
+func (ss *session) noteLink(reason string) {
+	rank := int32(0)
+	switch reason {
+	case wire.ReasonBandwidth:
+		rank = 1
+	case wire.ReasonPaused:
+		rank = 2
+	}
+	for {
+		cur := ss.worstLink.Load()
+		if rank <= cur {
+			return
+		}
+		if ss.worstLink.CompareAndSwap(cur, rank) {
+			break
+		}
+	}
+	conf, bridge, state := ss.adm.Conference.ID, ss.adm.Bridge.ID, linkStates[rank]
+	go func() {
+		if err := ss.srv.cfg.Store.AttendanceLink(conf, bridge, state); err != nil {
+			ss.log.Error("attendance", "err", err)
+		}
+	}()
 }

@@ -54,6 +54,8 @@ func newFixture(t *testing.T) *fixture {
 type wsClient struct {
 	t    *testing.T
 	conn *websocket.Conn
+	// floors are the floor states next skipped, oldest first.
+	floors []wire.Floor
 }
 
 func (f *fixture) dial(t *testing.T) *wsClient {
@@ -77,8 +79,22 @@ func (c *wsClient) send(m wire.Message) {
 	}
 }
 
-// next reads the next message, failing the test on timeout.
+// next reads the next message other than a floor state, failing the test
+// on timeout. Floor states are kept in c.floors.
 func (c *wsClient) next() wire.Message {
+	c.t.Helper()
+	for {
+		m := c.nextAny()
+		if f, ok := m.(*wire.Floor); ok {
+			c.floors = append(c.floors, *f)
+			continue
+		}
+		return m
+	}
+}
+
+// nextAny reads the next message, failing the test on timeout.
+func (c *wsClient) nextAny() wire.Message {
 	c.t.Helper()
 	_ = c.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
 	_, b, err := c.conn.ReadMessage()

@@ -23,6 +23,9 @@ const (
 	TypeError     = "error"
 	TypeBye       = "bye"
 	TypeLayer     = "layer"
+	TypeControl   = "control"
+	TypeFloor     = "floor"
+	TypeSpeaker   = "speaker"
 )
 
 // Peer connection names: each participant has one connection it publishes
@@ -107,10 +110,12 @@ type Leave struct{}
 
 // Presence states of a bridge in a conference.
 const (
-	StateAbsent     = "absent"     // invited, not joined yet
-	StateConnecting = "connecting" // signaling joined, media not flowing yet
-	StateConnected  = "connected"  // media connected
-	StateLeft       = "left"       // was here, has gone
+	StateAbsent       = "absent"       // invited, not joined yet
+	StateConnecting   = "connecting"   // signaling joined, media not flowing yet
+	StateConnected    = "connected"    // media connected
+	StateReconnecting = "reconnecting" // media interrupted, the session is still there
+	StateLeft         = "left"         // was here, has gone (said goodbye)
+	StateDropped      = "dropped"      // was here, lost without a goodbye
 )
 
 // RosterEntry is one invited bridge and where it is.
@@ -152,7 +157,60 @@ const (
 	CodeAlreadyJoined     = "already_joined"
 	CodeNegotiationFailed = "negotiation_failed"
 	CodeInternal          = "internal"
+	CodeForbidden         = "forbidden"         // the role may not do this
+	CodeNoFloor           = "no_floor"          // a room may unmute itself only while it holds the floor
+	CodeUnknownBridge     = "unknown_bridge"    // no such bridge in this conference
+	CodeConferenceLocked  = "conference_locked" // the host locked the conference: no new bridges
+	CodeConferenceEnded   = "conference_ended"  // the conference is over
+	CodeBadState          = "bad_state"         // the conference cannot go to that state from where it is
 )
+
+// Control asks the server to change the conference (client to server).
+// The server decides: the host may do everything; a room may raise or
+// lower its hand, mute itself, and unmute itself only while it holds the
+// floor. Refusals answer an Error with Request "control".
+type Control struct {
+	Action string `json:"action"` // one of the Action constants
+	// Bridge is the bridge acted on (give_floor, mute, unmute); rooms may
+	// leave it empty for themselves.
+	Bridge string `json:"bridge,omitempty"`
+	// Track names the host's screen-share track (share_screen).
+	Track string `json:"track,omitempty"`
+}
+
+// Control actions.
+const (
+	ActionGiveFloor   = "give_floor"   // host: bridge gets the floor (its video and audio go to every room)
+	ActionTakeFloor   = "take_floor"   // host: nobody holds the floor
+	ActionMute        = "mute"         // host: any bridge; room: itself
+	ActionUnmute      = "unmute"       // host: any bridge; room: itself, only with the floor
+	ActionMuteAll     = "mute_all"     // host
+	ActionLock        = "lock"         // host: no bridge that is not in the conference yet may join
+	ActionUnlock      = "unlock"       // host
+	ActionRaiseHand   = "raise_hand"   // room
+	ActionLowerHand   = "lower_hand"   // room: its own hand; host: bridge's hand
+	ActionStart       = "start"        // host: the conference goes live
+	ActionEnd         = "end"          // host: the conference ends; everyone is sent away
+	ActionShareScreen = "share_screen" // host: Track is the screen being shared ("" stops)
+)
+
+// Floor is the conference's floor state, sent to every participant when it
+// changes (server to client).
+type Floor struct {
+	State   string   `json:"state"`             // the conference's state: open, live, ended
+	Holder  string   `json:"holder"`            // the bridge holding the floor, "" for none
+	Unmuted []string `json:"unmuted"`           // bridges whose microphone reaches the others
+	Locked  bool     `json:"locked"`            // no new bridges may join
+	Hands   []string `json:"hands"`             // raised hands, oldest first
+	Screen  string   `json:"screen,omitempty"`  // the track ID of the host's shared screen
+	Speaker string   `json:"speaker,omitempty"` // the active speaker, when the message is sent
+}
+
+// Speaker names the active speaker (server to host): the loudest bridge
+// that can be heard, "" when nobody speaks.
+type Speaker struct {
+	Bridge string `json:"bridge"`
+}
 
 // Layer tells a subscriber which simulcast layer of a video track it now
 // receives and why (server to client). Layer is the RID ("q", "h", "f"),
@@ -186,6 +244,7 @@ const (
 	ByeReplaced       = "replaced"        // the same bridge joined from another connection
 	ByeServerShutdown = "server_shutdown" // the server is stopping
 	ByeLeft           = "left"            // the client asked to leave
+	ByeEnded          = "ended"           // the host ended the conference
 )
 
 // MessageType implementations.
@@ -200,6 +259,9 @@ func (Presence) MessageType() string  { return TypePresence }
 func (Error) MessageType() string     { return TypeError }
 func (Bye) MessageType() string       { return TypeBye }
 func (Layer) MessageType() string     { return TypeLayer }
+func (Control) MessageType() string   { return TypeControl }
+func (Floor) MessageType() string     { return TypeFloor }
+func (Speaker) MessageType() string   { return TypeSpeaker }
 
 // Encode marshals m with its "type" field first.
 func Encode(m Message) ([]byte, error) {
@@ -254,6 +316,12 @@ func Decode(b []byte) (Message, error) {
 		m = &Bye{}
 	case TypeLayer:
 		m = &Layer{}
+	case TypeControl:
+		m = &Control{}
+	case TypeFloor:
+		m = &Floor{}
+	case TypeSpeaker:
+		m = &Speaker{}
 	case "":
 		return nil, errors.New(`missing "type"`)
 	default:

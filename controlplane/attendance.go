@@ -1,0 +1,344 @@
+package controlplane
+
+import (
+	"encoding/binary"
+	"encoding/csv"
+	"fmt"
+	"io"
+	"slices"
+	"strconv"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// The attendance record: for every bridge of a conference, the intervals it
+// was in the meeting. An interval is written when the bridge joins and
+// closed when it leaves or is lost, each in its own committed bbolt
+// transaction before the page hears back, so a server killed at any moment
+// keeps every interval it acknowledged. Intervals still open when the
+// server stopped are closed at its last heartbeat (see RecoverOpen).
+
+var (
+	bucketAttendance = []byte("attendance")
+	bucketLive       = []byte("live")
+	keyAlive         = []byte("alive")
+)
+
+// Why an interval ended.
+const (
+	EndLeft          = "left"           // the terminal said goodbye
+	EndDropped       = "dropped"        // lost without a goodbye
+	EndReplaced      = "replaced"       // the same bridge joined from another connection
+	EndEnded         = "ended"          // the conference ended
+	EndServerStopped = "server_stopped" // the server stopped (or was killed) while the bridge was in
+)
+
+// Link states, from best to worst; an interval keeps the worst it saw.
+const (
+	LinkGood   = "good"
+	LinkFair   = "fair"
+	LinkPoor   = "poor"
+	LinkPaused = "paused"
+)
+
+var linkRank = map[string]int{"": 0, LinkGood: 1, LinkFair: 2, LinkPoor: 3, LinkPaused: 4}
+
+// Interval is one stretch of a bridge's presence in a conference.
+type Interval struct {
+	Join  time.Time `json:"join"`
+	Leave time.Time `json:"leave,omitzero"` // zero while the bridge is in
+	Cause string    `json:"cause,omitempty"`
+	Worst string    `json:"worst,omitempty"` // the worst link state seen
+}
+
+type intervalRecord struct {
+	Conference string `json:"conference"`
+	Bridge     string `json:"bridge"`
+	Interval
+}
+
+// BridgeAttendance is one invited bridge's part of the record.
+type BridgeAttendance struct {
+	Bridge    string     `json:"bridge"`
+	Name      string     `json:"name"`
+	Intervals []Interval `json:"intervals"`
+	// Connected is the time spent in the conference, in seconds (open
+	// intervals count up to now).
+	Connected float64 `json:"connected_seconds"`
+	Drops     int     `json:"drops"`
+	Worst     string  `json:"worst,omitempty"`
+}
+
+// attendanceKey orders a conference's intervals by bridge, then by time:
+// conference NUL bridge NUL 8-byte sequence.
+func attendanceKey(conference, bridge string, seq uint64) []byte {
+	k := make([]byte, 0, len(conference)+len(bridge)+10)
+	k = append(k, conference...)
+	k = append(k, 0)
+	k = append(k, bridge...)
+	k = append(k, 0)
+	return binary.BigEndian.AppendUint64(k, seq)
+}
+
+func attendancePrefix(conference string) []byte {
+	return append([]byte(conference), 0)
+}
+
+// openInterval finds the bridge's open interval, if any.
+func openInterval(b *bolt.Bucket, conference, bridge string) (key []byte, rec intervalRecord, ok bool) {
+	prefix := attendanceKey(conference, bridge, 0)
+	prefix = prefix[:len(prefix)-8]
+	c := b.Cursor()
+	var last []byte
+	for k, _ := c.Seek(prefix); k != nil && len(k) == len(prefix)+8 && string(k[:len(prefix)]) == string(prefix); k, _ = c.Next() {
+		last = k
+	}
+	if last == nil {
+		return nil, rec, false
+	}
+	if err := jsonUnmarshal(b.Get(last), &rec); err != nil || !rec.Leave.IsZero() {
+		return nil, rec, false
+	}
+	return slices.Clone(last), rec, true
+}
+
+// AttendanceJoin opens an interval for the bridge; one still open (a
+// connection replaced by a new one) is closed first with EndReplaced.
+func (s *Store) AttendanceJoin(conference, bridge string) error {
+	now := s.now().UTC()
+	return s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketAttendance)
+		if k, rec, ok := openInterval(b, conference, bridge); ok {
+			rec.Leave, rec.Cause = now, EndReplaced
+			if err := putRaw(b, k, rec); err != nil {
+				return err
+			}
+		}
+		seq, err := b.NextSequence()
+		if err != nil {
+			return err
+		}
+		return putRaw(b, attendanceKey(conference, bridge, seq), intervalRecord{
+			Conference: conference, Bridge: bridge, Interval: Interval{Join: now, Worst: LinkGood},
+		})
+	})
+}
+
+// AttendanceLeave closes the bridge's open interval with cause.
+func (s *Store) AttendanceLeave(conference, bridge, cause string) error {
+	now := s.now().UTC()
+	return s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketAttendance)
+		k, rec, ok := openInterval(b, conference, bridge)
+		if !ok {
+			return nil
+		}
+		rec.Leave, rec.Cause = now, cause
+		return putRaw(b, k, rec)
+	})
+}
+
+// AttendanceLink records a link state seen during the bridge's open
+// interval; the interval keeps the worst.
+func (s *Store) AttendanceLink(conference, bridge, state string) error {
+	if _, known := linkRank[state]; !known {
+		return fmt.Errorf("unknown link state %q", state)
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketAttendance)
+		k, rec, ok := openInterval(b, conference, bridge)
+		if !ok || linkRank[state] <= linkRank[rec.Worst] {
+			return nil
+		}
+		rec.Worst = state
+		return putRaw(b, k, rec)
+	})
+}
+
+// Heartbeat records that the server is alive now; RecoverOpen closes the
+// intervals a killed server left open at the last heartbeat.
+func (s *Store) Heartbeat() error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketMeta).Put(keyAlive, []byte(s.now().UTC().Format(time.RFC3339Nano)))
+	})
+}
+
+// RecoverOpen closes every interval left open by a server that stopped
+// without closing them, at its last heartbeat (or the interval's own
+// start, if later), with EndServerStopped. Called once at start-up, before
+// anyone can join. It returns how many it closed.
+func (s *Store) RecoverOpen() (int, error) {
+	n := 0
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		alive, _ := time.Parse(time.RFC3339Nano, string(tx.Bucket(bucketMeta).Get(keyAlive)))
+		b := tx.Bucket(bucketAttendance)
+		type fix struct {
+			k   []byte
+			rec intervalRecord
+		}
+		var fixes []fix
+		err := b.ForEach(func(k, v []byte) error {
+			var rec intervalRecord
+			if err := jsonUnmarshal(v, &rec); err != nil {
+				return err
+			}
+			if rec.Leave.IsZero() {
+				rec.Leave, rec.Cause = alive, EndServerStopped
+				if rec.Leave.Before(rec.Join) {
+					rec.Leave = rec.Join
+				}
+				fixes = append(fixes, fix{slices.Clone(k), rec})
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, f := range fixes {
+			if err := putRaw(b, f.k, f.rec); err != nil {
+				return err
+			}
+		}
+		n = len(fixes)
+		return nil
+	})
+	return n, err
+}
+
+// Attendance returns the record of a conference: every invited bridge (and
+// any other that joined), in registry order, with its intervals.
+func (s *Store) Attendance(conferenceID string) ([]BridgeAttendance, error) {
+	c, err := s.Conference(conferenceID)
+	if err != nil {
+		return nil, err
+	}
+	invited, err := s.InvitedBridges(c)
+	if err != nil {
+		return nil, err
+	}
+	now := s.now().UTC()
+	byBridge := map[string]*BridgeAttendance{}
+	var out []*BridgeAttendance
+	for _, b := range invited {
+		a := &BridgeAttendance{Bridge: b.ID, Name: b.Name, Intervals: []Interval{}}
+		byBridge[b.ID] = a
+		out = append(out, a)
+	}
+	err = s.db.View(func(tx *bolt.Tx) error {
+		prefix := attendancePrefix(conferenceID)
+		c := tx.Bucket(bucketAttendance).Cursor()
+		for k, v := c.Seek(prefix); k != nil && string(k[:min(len(k), len(prefix))]) == string(prefix); k, v = c.Next() {
+			var rec intervalRecord
+			if err := jsonUnmarshal(v, &rec); err != nil {
+				return err
+			}
+			a := byBridge[rec.Bridge]
+			if a == nil {
+				a = &BridgeAttendance{Bridge: rec.Bridge, Name: rec.Bridge}
+				if rec.Bridge == HubBridge.ID {
+					a.Name = HubBridge.Name
+				}
+				byBridge[rec.Bridge] = a
+				out = append(out, a)
+			}
+			a.Intervals = append(a.Intervals, rec.Interval)
+			end := rec.Leave
+			if end.IsZero() {
+				end = now
+			}
+			a.Connected += end.Sub(rec.Join).Seconds()
+			if rec.Cause == EndDropped {
+				a.Drops++
+			}
+			if linkRank[rec.Worst] > linkRank[a.Worst] {
+				a.Worst = rec.Worst
+			}
+		}
+		return nil
+	})
+	res := make([]BridgeAttendance, len(out))
+	for i, a := range out {
+		a.Connected = float64(int64(a.Connected*10)) / 10
+		res[i] = *a
+	}
+	return res, err
+}
+
+// WriteAttendanceCSV writes the record as CSV: one row per interval (a
+// bridge that never joined has one row with no times).
+func WriteAttendanceCSV(w io.Writer, rec []BridgeAttendance) error {
+	cw := csv.NewWriter(w)
+	_ = cw.Write([]string{"bridge", "name", "join", "leave", "cause", "worst", "bridge_connected_seconds", "bridge_drops"})
+	ts := func(t time.Time) string {
+		if t.IsZero() {
+			return ""
+		}
+		return t.UTC().Format(time.RFC3339)
+	}
+	for _, a := range rec {
+		total := strconv.FormatFloat(a.Connected, 'f', 1, 64)
+		drops := strconv.Itoa(a.Drops)
+		if len(a.Intervals) == 0 {
+			_ = cw.Write([]string{a.Bridge, a.Name, "", "", "never_joined", "", total, drops})
+			continue
+		}
+		for _, iv := range a.Intervals {
+			_ = cw.Write([]string{a.Bridge, a.Name, ts(iv.Join), ts(iv.Leave), iv.Cause, iv.Worst, total, drops})
+		}
+	}
+	cw.Flush()
+	return cw.Error()
+}
+
+// LiveState is the part of a running conference that must survive a
+// server restart: who holds the floor, who is unmuted, the lock and the
+// raised hands.
+type LiveState struct {
+	Holder  string   `json:"holder,omitempty"`
+	Unmuted []string `json:"unmuted,omitempty"`
+	Locked  bool     `json:"locked,omitempty"`
+	Hands   []string `json:"hands,omitempty"`
+}
+
+// SaveLiveState stores a conference's live state.
+func (s *Store) SaveLiveState(conferenceID string, st LiveState) error {
+	return s.db.Update(func(tx *bolt.Tx) error { return put(tx, bucketLive, conferenceID, st) })
+}
+
+// LiveState returns a conference's stored live state (zero if none).
+func (s *Store) LiveState(conferenceID string) (LiveState, error) {
+	var st LiveState
+	err := s.db.View(func(tx *bolt.Tx) error { return get(tx, bucketLive, conferenceID, &st) })
+	if err == ErrNotFound {
+		err = nil
+	}
+	return st, err
+}
+
+// conferenceMoves are the state changes a conference may make.
+var conferenceMoves = map[State][]State{
+	StateScheduled: {StateOpen, StateLive, StateEnded},
+	StateOpen:      {StateLive, StateEnded},
+	StateLive:      {StateEnded},
+}
+
+// SetConferenceState moves a conference to state to, if its life allows it
+// (scheduled → open → live → ended; ended is final).
+func (s *Store) SetConferenceState(id string, to State) (Conference, error) {
+	var c Conference
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		if err := get(tx, bucketConferences, id, &c); err != nil {
+			return err
+		}
+		if c.State == to {
+			return nil
+		}
+		if !slices.Contains(conferenceMoves[c.State], to) {
+			return fmt.Errorf("a conference that is %s cannot become %s", c.State, to)
+		}
+		c.State = to
+		return put(tx, bucketConferences, id, c)
+	})
+	return c, err
+}

@@ -1,0 +1,318 @@
+package signaling
+
+import (
+	"errors"
+	"slices"
+
+	"citybridge/controlplane"
+	"citybridge/sfu"
+	"citybridge/signaling/wire"
+
+	"github.com/pion/webrtc/v4"
+)
+
+// Floor control, enforced here and nowhere else: the pages only ask.
+//
+// Who receives what:
+//   - every room receives the hub's tracks (camera, microphone, shared
+//     screen) at the best layer its link carries;
+//   - the hub receives every room's video small (its wall), the floor
+//     holder's at the best layer;
+//   - a room receives another room's video only while that room holds the
+//     floor;
+//   - everyone receives a room's microphone only while that room is
+//     unmuted. Rooms are muted when they join; giving a room the floor
+//     unmutes it, taking the floor back mutes it again.
+//
+// A muted room's audio is not forwarded to anyone: the server holds no
+// subscription to it, so packets its terminal sends stop at the SFU.
+
+// actor is who asks for a control action: the host, a room (by bridge
+// ID), or the API on the host's behalf.
+type actor struct {
+	role   controlplane.Role
+	bridge string
+}
+
+// ControlError is a refused control action, with the wire error code.
+type ControlError struct {
+	Code    string
+	Message string
+}
+
+func (e *ControlError) Error() string { return e.Message }
+
+func refuse(code, msg string) error { return &ControlError{Code: code, Message: msg} }
+
+// control applies one action for who, or refuses it. It is the one place
+// the floor rules live; the signaling message and the REST API both come
+// here.
+func (c *conference) control(who actor, ctl wire.Control) error {
+	host := who.role == controlplane.RoleHost
+	target := ctl.Bridge
+	if target == "" && who.role == controlplane.RoleRoom {
+		target = who.bridge
+	}
+	if who.role == controlplane.RoleRoom && target != who.bridge {
+		return refuse(wire.CodeForbidden, "a room may only act on itself")
+	}
+	c.mu.Lock()
+	ended := c.state == controlplane.StateEnded
+	c.mu.Unlock()
+	if ended {
+		return refuse(wire.CodeConferenceEnded, "the conference has ended")
+	}
+	needsBridge := func() error {
+		if !c.invited(target) {
+			return refuse(wire.CodeUnknownBridge, "no such bridge in this conference: "+target)
+		}
+		return nil
+	}
+	switch ctl.Action {
+	case wire.ActionGiveFloor:
+		if !host {
+			return refuse(wire.CodeForbidden, "only the host gives the floor")
+		}
+		if err := needsBridge(); err != nil {
+			return err
+		}
+		c.update(func() {
+			if c.holder != "" && c.holder != target {
+				delete(c.unmuted, c.holder)
+			}
+			c.holder = target
+			c.unmuted[target] = true
+			c.hands = slices.DeleteFunc(c.hands, func(b string) bool { return b == target })
+		})
+	case wire.ActionTakeFloor:
+		if !host {
+			return refuse(wire.CodeForbidden, "only the host takes the floor back")
+		}
+		c.update(func() {
+			if c.holder != "" {
+				delete(c.unmuted, c.holder)
+			}
+			c.holder = ""
+		})
+	case wire.ActionMute:
+		if err := needsBridge(); err != nil {
+			return err
+		}
+		c.update(func() { delete(c.unmuted, target) })
+	case wire.ActionUnmute:
+		if err := needsBridge(); err != nil {
+			return err
+		}
+		c.mu.Lock()
+		holds := c.holder == target
+		c.mu.Unlock()
+		if !host && !holds {
+			return refuse(wire.CodeNoFloor, "a room may unmute itself only while it holds the floor")
+		}
+		c.update(func() { c.unmuted[target] = true })
+	case wire.ActionMuteAll:
+		if !host {
+			return refuse(wire.CodeForbidden, "only the host mutes everyone")
+		}
+		c.update(func() { clear(c.unmuted) })
+	case wire.ActionLock, wire.ActionUnlock:
+		if !host {
+			return refuse(wire.CodeForbidden, "only the host locks the conference")
+		}
+		c.update(func() { c.locked = ctl.Action == wire.ActionLock })
+	case wire.ActionRaiseHand:
+		if who.role != controlplane.RoleRoom {
+			return refuse(wire.CodeForbidden, "only rooms raise hands")
+		}
+		c.update(func() {
+			if !slices.Contains(c.hands, target) && c.holder != target {
+				c.hands = append(c.hands, target)
+			}
+		})
+	case wire.ActionLowerHand:
+		if err := needsBridge(); err != nil {
+			return err
+		}
+		c.update(func() { c.hands = slices.DeleteFunc(c.hands, func(b string) bool { return b == target }) })
+	case wire.ActionShareScreen:
+		if !host {
+			return refuse(wire.CodeForbidden, "only the host shares a screen")
+		}
+		c.update(func() { c.screen = ctl.Track })
+	case wire.ActionStart, wire.ActionEnd:
+		if !host {
+			return refuse(wire.CodeForbidden, "only the host starts and ends the conference")
+		}
+		return c.setConferenceState(ctl.Action)
+	default:
+		return refuse(wire.CodeBadMessage, "unknown action "+ctl.Action)
+	}
+	c.log.Info("floor control", "action", ctl.Action, "target", target, "by", who.bridge, "role", string(who.role))
+	return nil
+}
+
+// invited reports whether bridge is on the conference's roster.
+func (c *conference) invited(bridge string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.roll[bridge]
+	return ok
+}
+
+// update changes the floor state under the lock, stores it, re-applies
+// who receives what and tells everyone.
+func (c *conference) update(change func()) {
+	c.policyMu.Lock()
+	defer c.policyMu.Unlock()
+	c.mu.Lock()
+	change()
+	live := c.liveLocked()
+	c.mu.Unlock()
+	if err := c.srv.cfg.Store.SaveLiveState(c.id, live); err != nil {
+		c.log.Error("store the floor state", "err", err)
+	}
+	for _, m := range c.memberList() {
+		c.reconcileLocked(m)
+	}
+	c.broadcastFloor()
+}
+
+func (c *conference) liveLocked() controlplane.LiveState {
+	st := controlplane.LiveState{Holder: c.holder, Locked: c.locked, Hands: slices.Clone(c.hands)}
+	for b := range c.unmuted {
+		st.Unmuted = append(st.Unmuted, b)
+	}
+	slices.Sort(st.Unmuted)
+	return st
+}
+
+// floorMessage is the floor state as the pages see it.
+func (c *conference) floorMessage() wire.Floor {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	live := c.liveLocked()
+	f := wire.Floor{
+		State: string(c.state), Holder: live.Holder, Unmuted: live.Unmuted, Locked: live.Locked,
+		Hands: live.Hands, Screen: c.screen, Speaker: c.speaker,
+	}
+	if f.Unmuted == nil {
+		f.Unmuted = []string{}
+	}
+	if f.Hands == nil {
+		f.Hands = []string{}
+	}
+	return f
+}
+
+func (c *conference) broadcastFloor() {
+	f := c.floorMessage()
+	for _, ss := range c.sessionList() {
+		ss.send(f)
+	}
+}
+
+// want says whether member m receives track t, and at most at which layer.
+func (c *conference) want(m *member, t *sfu.Track) (bool, int) {
+	pub := t.PublisherID()
+	if pub == m.peer.ID() {
+		return false, 0
+	}
+	if pub == controlplane.HubBridge.ID {
+		return true, sfu.LayerHigh // rooms see the hub at the best layer their link carries
+	}
+	c.mu.Lock()
+	holder, unmuted := c.holder, c.unmuted[pub]
+	c.mu.Unlock()
+	if t.Kind() == webrtc.RTPCodecTypeAudio {
+		return unmuted, 0
+	}
+	toHost := m.ss.adm.Role == controlplane.RoleHost
+	switch {
+	case pub == holder:
+		return true, sfu.LayerHigh
+	case toHost:
+		return true, sfu.LayerLow // the wall shows every room small
+	}
+	return false, 0
+}
+
+// reconcile brings m's subscriptions in line with the policy.
+func (c *conference) reconcile(m *member) {
+	c.policyMu.Lock()
+	defer c.policyMu.Unlock()
+	c.reconcileLocked(m)
+}
+
+func (c *conference) reconcileLocked(m *member) {
+	have := map[*sfu.Track]*sfu.DownTrack{}
+	for _, d := range m.peer.DownTracks() {
+		have[d.Track()] = d
+	}
+	for _, t := range c.router.Tracks() {
+		ok, layer := c.want(m, t)
+		d := have[t]
+		delete(have, t)
+		switch {
+		case ok && d == nil:
+			if _, err := m.peer.Subscribe(t, layer); err != nil && !errors.Is(err, sfu.ErrClosed) {
+				m.ss.log.Warn("subscribe", "track", t.ID(), "err", err)
+			}
+		case ok && t.Kind() == webrtc.RTPCodecTypeVideo && d.MaxLayer() != layer:
+			d.SetMaxLayer(layer)
+		case !ok && d != nil:
+			m.peer.Unsubscribe(d)
+		}
+	}
+	for _, d := range have { // tracks that went away: the SFU cleans those up itself
+		_ = d
+	}
+}
+
+// restoreLive loads the floor state a previous run of the server stored.
+func (c *conference) restoreLive() {
+	st, err := c.srv.cfg.Store.LiveState(c.id)
+	if err != nil {
+		c.log.Error("load the floor state", "err", err)
+		return
+	}
+	c.holder, c.locked, c.hands = st.Holder, st.Locked, st.Hands
+	for _, b := range st.Unmuted {
+		c.unmuted[b] = true
+	}
+	if st.Holder != "" || st.Locked || len(st.Unmuted) > 0 {
+		c.log.Info("floor state restored", "holder", st.Holder, "unmuted", len(st.Unmuted), "locked", st.Locked)
+	}
+}
+
+// setConferenceState moves the conference live (start) or ends it.
+func (c *conference) setConferenceState(action string) error {
+	to := controlplane.StateLive
+	if action == wire.ActionEnd {
+		to = controlplane.StateEnded
+	}
+	conf, err := c.srv.cfg.Store.SetConferenceState(c.id, to)
+	if err != nil {
+		return refuse(wire.CodeBadState, err.Error())
+	}
+	c.conferenceChanged(conf)
+	return nil
+}
+
+// conferenceChanged follows a conference's stored state: everyone hears
+// of it; when it ends every participant is sent away.
+func (c *conference) conferenceChanged(conf controlplane.Conference) {
+	c.mu.Lock()
+	changed := c.state != conf.State
+	c.state = conf.State
+	c.mu.Unlock()
+	if !changed {
+		return
+	}
+	c.log.Info("conference state", "state", string(conf.State))
+	c.broadcastFloor()
+	if conf.State == controlplane.StateEnded {
+		for _, ss := range c.sessionList() {
+			ss.end(wire.ByeEnded)
+		}
+	}
+}

@@ -26,6 +26,7 @@ type API struct {
 	store    *Store
 	presence PresenceFunc
 	media    MediaControl
+	floor    FloorControl
 	log      *slog.Logger
 }
 
@@ -43,6 +44,7 @@ func (a *API) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /api/conferences/{id}/bridges", a.conferenceBridges)
 	mux.HandleFunc("POST /api/bridges/{id}/terminal-links", a.newTerminalLink)
 	mux.HandleFunc("PUT /api/conferences/{id}/bridges/{bridge}/max-layer", a.pinLayer)
+	a.registerFloor(mux)
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no such API route")
 	})

@@ -2,6 +2,7 @@ package signaling
 
 import (
 	"errors"
+	"fmt"
 	"slices"
 
 	"citybridge/controlplane"
@@ -315,4 +316,46 @@ func (c *conference) conferenceChanged(conf controlplane.Conference) {
 			ss.end(wire.ByeEnded)
 		}
 	}
+}
+
+// WireCode is the signaling error code of a refused action.
+func (e *ControlError) WireCode() string { return e.Code }
+
+// Control applies a host's floor action to a conference on behalf of the
+// API (the same rules as the host console's control messages).
+func (s *Server) Control(conferenceID string, ctl wire.Control) error {
+	conf, err := s.liveConference(conferenceID)
+	if err != nil {
+		return err
+	}
+	return conf.control(actor{role: controlplane.RoleHost, bridge: controlplane.HubBridge.ID}, ctl)
+}
+
+// Floor returns a conference's floor state.
+func (s *Server) Floor(conferenceID string) (wire.Floor, error) {
+	conf, err := s.liveConference(conferenceID)
+	if err != nil {
+		return wire.Floor{}, err
+	}
+	return conf.floorMessage(), nil
+}
+
+// ConferenceChanged follows a change to a stored conference (its state set
+// through the API): pages hear of it, and an ended conference sends
+// everyone away.
+func (s *Server) ConferenceChanged(c controlplane.Conference) {
+	s.mu.Lock()
+	conf := s.conferences[c.ID]
+	s.mu.Unlock()
+	if conf != nil {
+		conf.conferenceChanged(c)
+	}
+}
+
+func (s *Server) liveConference(id string) (*conference, error) {
+	c, err := s.cfg.Store.Conference(id)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s", ErrUnknownConference, id)
+	}
+	return s.conference(c)
 }

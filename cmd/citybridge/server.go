@@ -12,6 +12,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -40,6 +41,30 @@ type server struct {
 	ready atomic.Bool
 	// demo is set when this start seeded an empty store.
 	demo *controlplane.Demo
+
+	stop     chan struct{} // closed by Close: background loops end
+	stopOnce sync.Once
+	wg       sync.WaitGroup
+}
+
+// heartbeatEvery is how often the store records that the server is alive:
+// after a crash, open attendance intervals end at the last heartbeat.
+const heartbeatEvery = 2 * time.Second
+
+func (s *server) heartbeat() {
+	defer s.wg.Done()
+	t := time.NewTicker(heartbeatEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			if err := s.store.Heartbeat(); err != nil {
+				s.log.Error("heartbeat", "err", err)
+			}
+		}
+	}
 }
 
 // start opens everything and begins serving; Close undoes it.
@@ -64,6 +89,19 @@ func start(cfg Config, log *slog.Logger) (_ *server, err error) {
 		s.demo = &demo
 		log.Info("seeded an empty store with the demo", "conference", demo.Conference.ID, "bridges", demo.Bridges)
 	}
+	// Bridges that were in when the server last stopped (or was killed)
+	// get their intervals closed at its last heartbeat.
+	if n, err := s.store.RecoverOpen(); err != nil {
+		return nil, fmt.Errorf("attendance: %w", err)
+	} else if n > 0 {
+		log.Info("attendance intervals closed at the last heartbeat", "intervals", n)
+	}
+	if err := s.store.Heartbeat(); err != nil {
+		return nil, fmt.Errorf("heartbeat: %w", err)
+	}
+	s.stop = make(chan struct{})
+	s.wg.Add(1)
+	go s.heartbeat()
 	udp, err := sfu.ListenUDP(cfg.UDPHost, cfg.UDPPort)
 	if err != nil {
 		return nil, fmt.Errorf("media port: %w", err)
@@ -113,6 +151,7 @@ func (s *server) routes() http.Handler {
 	web.Register(mux)
 	api := controlplane.NewAPI(s.store, s.presence, s.log)
 	api.SetMedia(s.sig)
+	api.SetFloor(s.sig)
 	api.Register(mux)
 	mux.Handle("GET /signal", s.sig)
 	mux.HandleFunc("GET /healthz", s.healthz)
@@ -215,6 +254,10 @@ func (s *server) baseURL() string {
 // store close. Safe on a partly started server.
 func (s *server) Close(ctx context.Context) {
 	s.ready.Store(false)
+	if s.stop != nil {
+		s.stopOnce.Do(func() { close(s.stop) })
+		s.wg.Wait()
+	}
 	if s.sig != nil {
 		s.sig.Close()
 	}

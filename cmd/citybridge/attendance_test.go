@@ -1,0 +1,283 @@
+package main
+
+import (
+	"bufio"
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"citybridge/controlplane"
+	"citybridge/signaling/wire"
+
+	"github.com/gorilla/websocket"
+)
+
+// binary builds the citybridge binary once per test run.
+var binary = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "citybridge-bin-")
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "citybridge")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build: %v\n%s", err, out)
+	}
+	return bin, nil
+})
+
+// process is a citybridge binary running on a data directory.
+type process struct {
+	cmd    *exec.Cmd
+	base   string
+	mu     sync.Mutex
+	stdout strings.Builder
+	client *http.Client
+}
+
+// startBinary runs `citybridge serve` on data and waits for /healthz.
+func startBinary(t *testing.T, data string) *process {
+	t.Helper()
+	bin, err := binary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	p := &process{base: "https://" + addr, client: &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, // its own self-signed certificate
+	}}}
+	p.cmd = exec.Command(bin, "serve", "--listen", addr, "--data", data, "--udp-host", "127.0.0.1",
+		"--udp-port", "0", "--media-allow", "127.0.0.0/8")
+	out, err := p.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.cmd.Stderr = io.Discard
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.cmd.Process.Kill(); _ = p.cmd.Wait() })
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			p.mu.Lock()
+			p.stdout.WriteString(sc.Text() + "\n")
+			p.mu.Unlock()
+		}
+	}()
+	waitFor(t, 20*time.Second, "a healthy /healthz", func() bool {
+		resp, err := p.client.Get(p.base + "/healthz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	return p
+}
+
+// link returns the token of a link the first start printed ("/host#t=").
+func (p *process) link(t *testing.T, path string) string {
+	t.Helper()
+	re := regexp.MustCompile(regexp.QuoteMeta(path) + `#t=([A-Za-z0-9_-]+)`)
+	var tok string
+	waitFor(t, 5*time.Second, "the "+path+" link on stdout", func() bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if m := re.FindStringSubmatch(p.stdout.String()); m != nil {
+			tok = m[1]
+		}
+		return tok != ""
+	})
+	return tok
+}
+
+// api calls the JSON API with a bearer token and decodes the answer.
+func (p *process) api(t *testing.T, method, path, token string, out any) int {
+	t.Helper()
+	req, _ := http.NewRequest(method, p.base+path, nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := p.client.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	if out != nil && resp.StatusCode < 300 {
+		if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+			t.Fatalf("%s %s: %v", method, path, err)
+		}
+	}
+	return resp.StatusCode
+}
+
+// joinSignal opens a signaling connection and joins with token (no media:
+// the attendance record is about the join), returning once joined.
+func (p *process) joinSignal(t *testing.T, token string) *websocket.Conn {
+	t.Helper()
+	d := websocket.Dialer{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, HandshakeTimeout: 5 * time.Second}
+	hdr := http.Header{"Origin": {p.base}}
+	conn, _, err := d.Dial("wss"+strings.TrimPrefix(p.base, "https")+"/signal", hdr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	b, _ := wire.Encode(wire.Join{Token: token})
+	if err := conn.WriteMessage(websocket.TextMessage, b); err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for {
+		_, b, err := conn.ReadMessage()
+		if err != nil {
+			t.Fatalf("join: %v", err)
+		}
+		m, err := wire.Decode(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch m := m.(type) {
+		case *wire.Joined:
+			_ = conn.SetReadDeadline(time.Time{})
+			go func() { // keep reading so the server's queue never fills
+				for {
+					if _, _, err := conn.ReadMessage(); err != nil {
+						return
+					}
+				}
+			}()
+			return conn
+		case *wire.Error:
+			t.Fatalf("join refused: %s %s", m.Code, m.Message)
+		}
+	}
+}
+
+type attendanceAnswer struct {
+	Bridges []controlplane.BridgeAttendance `json:"bridges"`
+}
+
+func (a attendanceAnswer) of(bridge string) controlplane.BridgeAttendance {
+	for _, b := range a.Bridges {
+		if b.Bridge == bridge {
+			return b
+		}
+	}
+	return controlplane.BridgeAttendance{}
+}
+
+// TestAttendanceSurvivesRestart: bridges join, one drops and rejoins, the
+// server is killed (SIGKILL: no clean stop) and started again on the same
+// data directory; the attendance record still shows every interval the
+// server acknowledged before the kill, the open ones closed at its last
+// heartbeat, and the bridges can join again.
+func TestAttendanceSurvivesRestart(t *testing.T) {
+	t.Parallel()
+	data := filepath.Join(t.TempDir(), "data")
+	p := startBinary(t, data)
+	tech := p.link(t, "/rooms")
+	host := p.link(t, "/host")
+	rooms := map[string]string{}
+	for _, b := range []string{"commune-001", "commune-002", "ward-001"} {
+		var link struct{ Token string }
+		if code := p.api(t, "POST", "/api/bridges/"+b+"/terminal-links", tech, &link); code != http.StatusCreated {
+			t.Fatalf("terminal link for %s: %d", b, code)
+		}
+		rooms[b] = link.Token
+	}
+	conf := "c1"
+	record := func(p *process) attendanceAnswer {
+		var a attendanceAnswer
+		if code := p.api(t, "GET", "/api/conferences/"+conf+"/attendance", host, &a); code != http.StatusOK {
+			t.Fatalf("attendance: %d", code)
+		}
+		return a
+	}
+
+	p.joinSignal(t, rooms["commune-001"])
+	dropper := p.joinSignal(t, rooms["commune-002"])
+	p.joinSignal(t, rooms["ward-001"])
+	dropper.Close() // lost without a goodbye
+	waitFor(t, 5*time.Second, "commune-002's first interval closed as dropped", func() bool {
+		iv := record(p).of("commune-002").Intervals
+		return len(iv) == 1 && iv[0].Cause == controlplane.EndDropped
+	})
+	p.joinSignal(t, rooms["commune-002"])
+	before := record(p)
+	if got := len(before.of("commune-002").Intervals); got != 2 {
+		t.Fatalf("commune-002 has %d intervals before the kill, want 2", got)
+	}
+	killedAt := time.Now()
+	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = p.cmd.Wait()
+
+	q := startBinary(t, data)
+	after := record(q)
+	want := map[string][]string{
+		"commune-001": {controlplane.EndServerStopped},
+		"commune-002": {controlplane.EndDropped, controlplane.EndServerStopped},
+		"ward-001":    {controlplane.EndServerStopped},
+	}
+	for bridge, causes := range want {
+		got := after.of(bridge)
+		if len(got.Intervals) != len(causes) {
+			t.Errorf("%s after the restart: %d intervals, want %d: %+v", bridge, len(got.Intervals), len(causes), got)
+			continue
+		}
+		for i, iv := range got.Intervals {
+			if iv.Cause != causes[i] || iv.Leave.IsZero() || iv.Leave.Before(iv.Join) || iv.Leave.After(killedAt.Add(time.Second)) {
+				t.Errorf("%s interval %d: %+v, want cause %s, closed by the kill", bridge, i, iv, causes[i])
+			}
+			if !iv.Join.Equal(before.of(bridge).Intervals[i].Join) {
+				t.Errorf("%s interval %d joined at %v after the restart, %v before", bridge, i, iv.Join, before.of(bridge).Intervals[i].Join)
+			}
+		}
+		if bridge == "commune-002" && got.Drops != 1 {
+			t.Errorf("commune-002 drops = %d, want 1", got.Drops)
+		}
+	}
+	if iv := after.of("ward-002").Intervals; len(iv) != 0 {
+		t.Errorf("ward-002 never joined but has %+v", iv)
+	}
+	// The terminals come back: a new interval, not a changed old one.
+	q.joinSignal(t, rooms["commune-001"])
+	if iv := record(q).of("commune-001").Intervals; len(iv) != 2 || !iv[1].Leave.IsZero() {
+		t.Fatalf("commune-001 after rejoining: %+v", iv)
+	}
+	var csv strings.Builder
+	req, _ := http.NewRequest("GET", q.base+"/api/conferences/"+conf+"/attendance?format=csv", nil)
+	req.Header.Set("Authorization", "Bearer "+host)
+	resp, err := q.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(&csv, resp.Body)
+	resp.Body.Close()
+	if !strings.HasPrefix(csv.String(), "bridge,name,join,leave,cause") || !strings.Contains(csv.String(), "commune-002") ||
+		strings.Count(csv.String(), controlplane.EndServerStopped) != 3 {
+		t.Errorf("attendance CSV:\n%s", csv.String())
+	}
+}
+
+// waitFor polls cond until it holds or d passes.
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	waitUntil(t, d, what, func() (bool, string) { return cond(), "" })
+}

@@ -488,3 +488,12 @@ func (p *Peer) Close() {
 	p.wg.Wait()
 	p.router.sfu.stats.peers.Add(-1)
 }
+
+// PublishedVideo returns the video track this peer publishes under the
+// browser's track ID (MediaStreamTrack.id, the SDP msid), or nil if its
+// media has not arrived yet.
+func (p *Peer) PublishedVideo(browserTrackID string) *Track {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.tracks[browserTrackID+"/"+webrtc.RTPCodecTypeVideo.String()]
+}

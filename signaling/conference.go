@@ -245,6 +245,12 @@ func (c *conference) onTrack(pub *sfu.Peer, t *sfu.Track) {
 			c.reconcile(m)
 		}
 	}
+	c.mu.Lock()
+	sharing := c.screen != "" && pub.ID() == controlplane.HubBridge.ID && t.Kind() == webrtc.RTPCodecTypeVideo
+	c.mu.Unlock()
+	if sharing { // perhaps the shared screen's media, announced now
+		c.broadcastFloor()
+	}
 }
 
 // subscribeExisting gives a newly joined member what the policy says it

@@ -139,6 +139,9 @@ func (c *conference) control(who actor, ctl wire.Control) error {
 		if !host {
 			return refuse(wire.CodeForbidden, "only the host shares a screen")
 		}
+		if len(ctl.Track) > 128 {
+			return refuse(wire.CodeBadMessage, "track ID too long")
+		}
 		c.update(func() { c.screen = ctl.Track })
 	case wire.ActionStart, wire.ActionEnd:
 		if !host {
@@ -194,7 +197,18 @@ func (c *conference) floorMessage() wire.Floor {
 	live := c.liveLocked()
 	f := wire.Floor{
 		State: string(c.state), Holder: live.Holder, Unmuted: live.Unmuted, Locked: live.Locked,
-		Hands: live.Hands, Screen: c.screen, Speaker: c.speaker,
+		Hands: live.Hands, Speaker: c.speaker,
+	}
+	if e := c.roll[live.Holder]; e != nil {
+		f.HolderName = e.Name
+	}
+	// The host names its screen by the browser's track ID; the rooms see
+	// the SFU's. Until its media arrives the screen is not announced
+	// (onTrack announces it then).
+	if hub := c.members[controlplane.HubBridge.ID]; hub != nil && c.screen != "" {
+		if t := hub.peer.PublishedVideo(c.screen); t != nil {
+			f.Screen = t.ID()
+		}
 	}
 	if f.Unmuted == nil {
 		f.Unmuted = []string{}

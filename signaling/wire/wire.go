@@ -197,13 +197,14 @@ const (
 // Floor is the conference's floor state, sent to every participant when it
 // changes (server to client).
 type Floor struct {
-	State   string   `json:"state"`             // the conference's state: open, live, ended
-	Holder  string   `json:"holder"`            // the bridge holding the floor, "" for none
-	Unmuted []string `json:"unmuted"`           // bridges whose microphone reaches the others
-	Locked  bool     `json:"locked"`            // no new bridges may join
-	Hands   []string `json:"hands"`             // raised hands, oldest first
-	Screen  string   `json:"screen,omitempty"`  // the track ID of the host's shared screen
-	Speaker string   `json:"speaker,omitempty"` // the active speaker, when the message is sent
+	State      string   `json:"state"`                // the conference's state: open, live, ended
+	Holder     string   `json:"holder"`               // the bridge holding the floor, "" for none
+	HolderName string   `json:"holderName,omitempty"` // its name
+	Unmuted    []string `json:"unmuted"`              // bridges whose microphone reaches the others
+	Locked     bool     `json:"locked"`               // no new bridges may join
+	Hands      []string `json:"hands"`                // raised hands, oldest first
+	Screen     string   `json:"screen,omitempty"`     // the track ID of the host's shared screen
+	Speaker    string   `json:"speaker,omitempty"`    // the active speaker, when the message is sent
 }
 
 // Speaker names the active speaker (server to host): the loudest bridge

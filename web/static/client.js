@@ -21,8 +21,9 @@ export function readToken() {
 }
 
 // Session emits: "joined", "track" ({stream, track}), "roster", "presence",
-// "layer" ({track, publisher, layer, reason, estimate}), "error" ({code,
-// message, request}), "bye" ({reason}), "state" ({state}).
+// "layer" ({track, publisher, layer, reason, estimate}), "floor" ({state,
+// holder, unmuted, locked, hands, screen}), "speaker" ({bridge}), "error"
+// ({code, message, request}), "bye" ({reason}), "state" ({state}).
 export class Session extends EventTarget {
   constructor({ token, conference, stream, layers }) {
     super();
@@ -91,6 +92,8 @@ export class Session extends EventTarget {
       case "roster":
       case "presence":
       case "layer":
+      case "floor":
+      case "speaker":
       case "error":
       case "bye":
         if (m.type === "bye") this.state = "ended";
@@ -147,6 +150,39 @@ export class Session extends EventTarget {
       await tr.sender.setParameters(params).catch(() => {});
     }
     if (audio) pub.addTransceiver(audio, { direction: "sendonly", streams: [this.stream] });
+    await pub.setLocalDescription(await pub.createOffer());
+    this.send({ type: "offer", pc: "pub", sdp: pub.localDescription.sdp });
+  }
+
+  // control asks the server for a floor action (see wire.Control); the
+  // answer is the next "floor" event, or an "error" with request "control".
+  control(action, bridge = "", track = "") {
+    this.send({ type: "control", action, bridge: bridge || undefined, track: track || undefined });
+  }
+
+  // shareScreen publishes a screen or window as a second video track and
+  // tells the server which track it is. It resolves to a stop function.
+  async shareScreen() {
+    const display = await navigator.mediaDevices.getDisplayMedia({ video: { frameRate: { ideal: 15 } }, audio: false });
+    const [track] = display.getVideoTracks();
+    const pub = this.pcs.pub;
+    const tr = pub.addTransceiver(track, { direction: "sendonly", streams: [this.stream || display] });
+    await this.renegotiate();
+    this.control("share_screen", "", track.id);
+    const stop = async () => {
+      if (tr.currentDirection === "stopped") return;
+      track.stop();
+      tr.sender.replaceTrack(null).catch(() => {});
+      tr.direction = "inactive";
+      await this.renegotiate();
+      this.control("share_screen", "", "");
+    };
+    track.addEventListener("ended", stop);
+    return { track, stop };
+  }
+
+  async renegotiate() {
+    const pub = this.pcs.pub;
     await pub.setLocalDescription(await pub.createOffer());
     this.send({ type: "offer", pc: "pub", sdp: pub.localDescription.sdp });
   }

@@ -1,27 +1,77 @@
-// The host console: the hub's own camera, and the wall of every invited
-// bridge point with its name, state and (once connected) its video.
+// The host console: the hub's own camera, the roster with its counts, the
+// wall of every invited bridge point (name, state, video, microphone,
+// hand), the floor and mute controls, the hand queue, start and end, and
+// the attendance record once the meeting is over. The server enforces
+// every rule; this page only asks (see signaling/floor.go).
 import { apply, mountSwitch, t } from "/static/i18n.js";
-import { HUB_LAYERS } from "/static/client.js";
+import { HUB_LAYERS, readToken } from "/static/client.js";
 import { el, newPage, qualityText, renderState, startSession, videoHeights } from "/static/page.js";
 
-const page = newPage({ roster: new Map() });
+const page = newPage({ roster: new Map(), floor: null, speaker: "" });
 
-const tiles = new Map(); // bridge ID -> {root, video, badge, quality, stream, audio}
+const tiles = new Map(); // bridge ID -> {root, video, badge, quality, mic, floorBtn, muteBtn, stream, audio}
 let heights = {}; // bridge ID -> decoded height of its video
+let sharing = null; // {stop} while the host shares a screen
+
+const nameOf = (id) => page.roster.get(id)?.name || id;
 
 function render() {
   renderState(page);
   const entries = [...page.roster.values()];
-  const connected = entries.filter((e) => e.state === "connected").length;
-  el("count").textContent = t("joined_count", { n: connected, total: entries.length });
+  const n = (st) => entries.filter((e) => e.state === st).length;
+  const counts = {
+    joined: n("connected") + n("connecting"),
+    reconnecting: n("reconnecting"),
+    dropped: n("dropped") + n("left"),
+    never: n("absent"),
+    total: entries.length,
+  };
+  page.counts = counts;
+  el("count").textContent = t("counts", counts);
+  const f = page.floor || { holder: "", unmuted: [], hands: [], locked: false, state: "" };
+  const unmuted = new Set(f.unmuted);
   for (const [id, tile] of tiles) {
     const e = page.roster.get(id);
     const state = e ? e.state : "connected";
-    tile.root.className = "tile " + state;
+    const cls = ["tile", state];
+    if (id === f.holder) cls.push("floor");
+    if (id === page.speaker) cls.push("speaker");
+    if (f.hands.includes(id)) cls.push("hand");
+    tile.root.className = cls.join(" ");
     tile.badge.textContent = t("state_" + state);
     tile.badge.className = "badge " + state;
     tile.quality.textContent = state === "connected" ? qualityText(heights[id], page.layers[id]) : "";
+    tile.mic.textContent = unmuted.has(id) ? "🎤" : "";
+    tile.mic.title = unmuted.has(id) ? t("mic_on") : "";
+    tile.floorBtn.hidden = id === f.holder;
+    tile.muteBtn.textContent = unmuted.has(id) ? t("mute") : t("unmute");
   }
+  el("take-floor").hidden = !f.holder;
+  el("floor-line").textContent = f.holder ? t("floor_holder", { name: nameOf(f.holder) }) : "";
+  el("lock").textContent = f.locked ? t("unlock") : t("lock");
+  el("share").textContent = sharing ? t("stop_share") : t("share_screen");
+  el("start").hidden = f.state !== "open";
+  el("conf-state").textContent = f.state ? t("conf_state_" + f.state) : "";
+  el("conf-state").className = "badge conf-" + f.state;
+  const hands = el("hands");
+  hands.replaceChildren(
+    ...f.hands.map((id) => {
+      const li = document.createElement("li");
+      li.dataset.bridge = id;
+      const name = document.createElement("span");
+      name.textContent = nameOf(id);
+      const grant = document.createElement("button");
+      grant.textContent = t("give_floor");
+      grant.addEventListener("click", () => s.control("give_floor", id));
+      const dismiss = document.createElement("button");
+      dismiss.className = "quiet";
+      dismiss.textContent = "×";
+      dismiss.addEventListener("click", () => s.control("lower_hand", id));
+      li.append(name, grant, dismiss);
+      return li;
+    }),
+  );
+  el("no-hands").hidden = f.hands.length > 0;
 }
 apply();
 mountSwitch(el("lang"), render);
@@ -39,13 +89,28 @@ function tileFor(id, name) {
   label.className = "label";
   const nameEl = document.createElement("span");
   nameEl.textContent = name || id;
+  const mic = document.createElement("span");
+  mic.className = "mic";
   const badge = document.createElement("span");
   const quality = document.createElement("span");
   quality.className = "quality";
-  label.append(nameEl, badge, quality);
-  root.append(video, label);
+  label.append(nameEl, mic, badge, quality);
+  const actions = document.createElement("div");
+  actions.className = "actions";
+  const floorBtn = document.createElement("button");
+  floorBtn.className = "give-floor";
+  floorBtn.textContent = t("give_floor");
+  floorBtn.addEventListener("click", () => s.control("give_floor", id));
+  const muteBtn = document.createElement("button");
+  muteBtn.className = "quiet mute";
+  muteBtn.addEventListener("click", () => {
+    const on = page.floor?.unmuted.includes(id);
+    s.control(on ? "mute" : "unmute", id);
+  });
+  actions.append(floorBtn, muteBtn);
+  root.append(video, label, actions);
   el("wall").append(root);
-  tile = { root, video, badge, quality, stream: new MediaStream(), audio: null };
+  tile = { root, video, badge, quality, mic, floorBtn, muteBtn, stream: new MediaStream(), audio: null };
   tiles.set(id, tile);
   return tile;
 }
@@ -54,6 +119,7 @@ const s = await startSession(page, { width: 1280, height: 720, layers: HUB_LAYER
 s.addEventListener("joined", (e) => {
   el("conference-title").textContent = e.detail.conference.title;
   document.title = `${e.detail.conference.title} · citybridge`;
+  page.conference = e.detail.conference.id;
 });
 s.addEventListener("roster", (e) => {
   for (const b of e.detail.bridges) {
@@ -65,6 +131,16 @@ s.addEventListener("roster", (e) => {
 s.addEventListener("presence", (e) => {
   page.roster.set(e.detail.id, e.detail);
   tileFor(e.detail.id, e.detail.name);
+  render();
+});
+s.addEventListener("floor", (e) => {
+  page.floor = e.detail;
+  if (e.detail.speaker !== undefined) page.speaker = e.detail.speaker || "";
+  render();
+  if (e.detail.state === "ended") showAttendance();
+});
+s.addEventListener("speaker", (e) => {
+  page.speaker = e.detail.bridge || "";
   render();
 });
 s.addEventListener("track", (e) => {
@@ -83,6 +159,83 @@ s.addEventListener("track", (e) => {
   render();
 });
 s.connect();
+
+el("start").addEventListener("click", () => s.control("start"));
+el("end").addEventListener("click", () => {
+  if (confirm(t("end_confirm"))) s.control("end");
+});
+el("take-floor").addEventListener("click", () => s.control("take_floor"));
+el("mute-all").addEventListener("click", () => s.control("mute_all"));
+el("lock").addEventListener("click", () => s.control(page.floor?.locked ? "unlock" : "lock"));
+el("share").addEventListener("click", async () => {
+  if (sharing) {
+    await sharing.stop();
+    sharing = null;
+  } else {
+    try {
+      sharing = await s.shareScreen();
+      sharing.track.addEventListener("ended", () => {
+        sharing = null;
+        render();
+      });
+    } catch (err) {
+      el("notice").textContent = t("camera_error", { msg: err.message });
+    }
+  }
+  render();
+});
+el("density").addEventListener("change", (e) => {
+  el("wall").style.setProperty("--tile", e.target.value + "px");
+});
+
+// The attendance record, once the meeting is over (also on demand for
+// tests: window.citybridge.showAttendance()).
+async function fetchAttendance(format) {
+  const { token } = readToken();
+  const q = format === "csv" ? "?format=csv" : "";
+  const resp = await fetch(`/api/conferences/${page.conference}/attendance${q}`, {
+    headers: { Authorization: "Bearer " + token },
+  });
+  if (!resp.ok) throw new Error(`attendance: ${resp.status}`);
+  return format === "csv" ? resp.blob() : resp.json();
+}
+
+function duration(sec) {
+  const m = Math.floor(sec / 60);
+  return `${m}:${String(Math.round(sec % 60)).padStart(2, "0")}`;
+}
+
+async function showAttendance() {
+  const rec = await fetchAttendance("json");
+  const rows = rec.bridges.map((b) => {
+    const tr = document.createElement("tr");
+    tr.dataset.bridge = b.bridge;
+    const spans = b.intervals.length
+      ? b.intervals
+          .map((iv) => `${new Date(iv.join).toLocaleTimeString()}–${iv.leave ? new Date(iv.leave).toLocaleTimeString() : "…"}`)
+          .join(", ")
+      : t("never_joined");
+    for (const text of [b.name, duration(b.connected_seconds), String(b.drops), b.worst || "", spans]) {
+      const td = document.createElement("td");
+      td.textContent = text;
+      tr.append(td);
+    }
+    return tr;
+  });
+  el("attendance-rows").replaceChildren(...rows);
+  el("attendance").hidden = false;
+  page.attendance = rec;
+}
+page.showAttendance = showAttendance;
+el("attendance-csv").addEventListener("click", async () => {
+  const blob = await fetchAttendance("csv");
+  const a = document.createElement("a");
+  a.href = URL.createObjectURL(blob);
+  a.download = `attendance-${page.conference}.csv`;
+  a.click();
+  setTimeout(() => URL.revokeObjectURL(a.href), 10_000);
+});
+
 setInterval(async () => {
   heights = await videoHeights(s);
   render();

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -136,7 +137,15 @@ func TestBrowserFloorControl(t *testing.T) {
 	if state, _ := eval[string](rooms[b], `document.getElementById("mic").className`); state != "mic-state on" {
 		t.Errorf("room B's page shows mic state %q, want on", state)
 	}
+	// The pages show it: A's terminal shows B beside the hub.
+	waitUntil(t, 10*time.Second, "room A's page showing B beside the hub", func() (bool, string) {
+		st, err := eval[map[string]any](rooms[a], `(() => { const v = document.getElementById("floor");
+			return {hidden: document.getElementById("floor-box").hidden, w: v.videoWidth, caption: document.getElementById("floor-name").textContent,
+			  tracks: v.srcObject ? v.srcObject.getTracks().length : -1}; })()`)
+		return err == nil && st["hidden"] == false && st["w"].(float64) > 0, fmt.Sprint(st, err)
+	})
 	docScreenshot(t, host, "host-console-floor")
+	docScreenshot(t, rooms[a], "room-floor")
 
 	// Room C without the floor: it publishes its microphone, the server
 	// forwards it to nobody, and it may not unmute itself.
@@ -182,6 +191,27 @@ func TestBrowserFloorControl(t *testing.T) {
 	if errs, _ := eval[[]map[string]any](host, `citybridge.errors`); len(errs) != 0 {
 		t.Errorf("the host saw errors: %v", errs)
 	}
+
+	// The host ends the meeting: every room is sent away and the console
+	// shows the attendance record.
+	if _, err := eval[any](host, `citybridge.session.control("end")`); err != nil {
+		t.Fatal(err)
+	}
+	for id, tb := range rooms {
+		waitUntil(t, 10*time.Second, id+" told the conference ended", func() (bool, string) {
+			bye, err := eval[string](tb, `citybridge.bye`)
+			return bye == "ended", fmt.Sprint(bye, err)
+		})
+	}
+	waitUntil(t, 10*time.Second, "the attendance table on the host console", func() (bool, string) {
+		n, err := eval[int](host, `document.querySelectorAll("#attendance-rows tr").length`)
+		return err == nil && n == 117, fmt.Sprint(n, err) // 116 invited bridges and the hub
+	})
+	cells, err := eval[[]string](host, `[...document.querySelectorAll('#attendance-rows tr[data-bridge="`+b+`"] td')].map((td) => td.textContent)`)
+	if err != nil || len(cells) != 5 || cells[1] == "0:00" || cells[2] != "0" || !strings.Contains(cells[4], "–") {
+		t.Errorf("B's attendance row %q (%v): want connected time, no drops, one closed interval", cells, err)
+	}
+	docScreenshot(t, host, "host-attendance")
 }
 
 func audioSent(t *testing.T, tb *tab) int {

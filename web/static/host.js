@@ -41,9 +41,9 @@ function render() {
     tile.badge.textContent = t("state_" + state);
     tile.badge.className = "badge " + state;
     tile.quality.textContent = state === "connected" ? qualityText(heights[id], page.layers[id]) : "";
-    tile.mic.textContent = unmuted.has(id) ? "🎤" : "";
-    tile.mic.title = unmuted.has(id) ? t("mic_on") : "";
+    tile.mic.textContent = unmuted.has(id) ? t("mic_short") : "";
     tile.floorBtn.hidden = id === f.holder;
+    tile.floorBtn.disabled = state !== "connected" && state !== "reconnecting";
     tile.muteBtn.textContent = unmuted.has(id) ? t("mute") : t("unmute");
   }
   el("take-floor").hidden = !f.holder;
@@ -51,6 +51,7 @@ function render() {
   el("lock").textContent = f.locked ? t("unlock") : t("lock");
   el("share").textContent = sharing ? t("stop_share") : t("share_screen");
   el("start").hidden = f.state !== "open";
+  document.body.classList.toggle("ended", f.state === "ended");
   el("conf-state").textContent = f.state ? t("conf_state_" + f.state) : "";
   el("conf-state").className = "badge conf-" + f.state;
   const hands = el("hands");
@@ -88,7 +89,9 @@ function tileFor(id, name) {
   const label = document.createElement("div");
   label.className = "label";
   const nameEl = document.createElement("span");
+  nameEl.className = "name";
   nameEl.textContent = name || id;
+  nameEl.title = name || id;
   const mic = document.createElement("span");
   mic.className = "mic";
   const badge = document.createElement("span");

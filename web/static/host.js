@@ -140,7 +140,7 @@ s.addEventListener("floor", (e) => {
   page.floor = e.detail;
   if (e.detail.speaker !== undefined) page.speaker = e.detail.speaker || "";
   render();
-  if (e.detail.state === "ended") showAttendance();
+  if (e.detail.state === "ended") setTimeout(showAttendance, 1000, 5);
 });
 s.addEventListener("speaker", (e) => {
   page.speaker = e.detail.bridge || "";
@@ -208,8 +208,15 @@ function duration(sec) {
   return `${m}:${String(Math.round(sec % 60)).padStart(2, "0")}`;
 }
 
-async function showAttendance() {
+// retries: while some interval is still open (the rooms' sessions are
+// closing as the conference ends), fetch again a second later.
+async function showAttendance(retries = 0) {
   const rec = await fetchAttendance("json");
+  const open = rec.bridges.some((b) => b.intervals.some((iv) => !iv.leave));
+  if (open && retries > 0) {
+    setTimeout(showAttendance, 1000, retries - 1);
+    return;
+  }
   const rows = rec.bridges.map((b) => {
     const tr = document.createElement("tr");
     tr.dataset.bridge = b.bridge;
@@ -218,7 +225,8 @@ async function showAttendance() {
           .map((iv) => `${new Date(iv.join).toLocaleTimeString()}–${iv.leave ? new Date(iv.leave).toLocaleTimeString() : "…"}`)
           .join(", ")
       : t("never_joined");
-    for (const text of [b.name, duration(b.connected_seconds), String(b.drops), b.worst || "", spans]) {
+    const worst = b.worst ? t("link_" + b.worst) : "";
+    for (const text of [b.name, duration(b.connected_seconds), String(b.drops), worst, spans]) {
       const td = document.createElement("td");
       td.textContent = text;
       tr.append(td);

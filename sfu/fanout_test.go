@@ -92,7 +92,11 @@ func TestConferenceFanOut(t *testing.T) {
 		}
 	})
 
+	start := time.Now()
 	waitFor(t, 60*time.Second, "every room fed by the hub and the hub seeing every room", func() bool {
+		if time.Since(start) > 55*time.Second {
+			t.Logf("rooms fed %d/%d, hub sees %d/%d tracks; stats %+v", roomsFed.Load(), rooms, hubTracks.Load(), rooms, s.Stats())
+		}
 		return roomsFed.Load() == rooms && hubTracks.Load() == rooms
 	})
 	// A tile is served once its first keyframe went out; until then its

@@ -43,7 +43,10 @@ var videoCodecs = []codecSpec{
 }
 
 // AudioLevelURI is the RFC 6464 client-to-mixer audio level extension.
-const AudioLevelURI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
+// Publishers' audio carries it (Chromium offers it by default) and feeds
+// the active speaker; it is not offered to subscribers, since down tracks
+// strip publishers' header extensions.
+const AudioLevelURI = sdp.AudioLevelURI
 
 func opusCodec() webrtc.RTPCodecParameters {
 	return webrtc.RTPCodecParameters{
@@ -84,7 +87,7 @@ func registerCodecs(m *webrtc.MediaEngine) error {
 			return err
 		}
 	}
-	return m.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: AudioLevelURI}, webrtc.RTPCodecTypeAudio)
+	return nil
 }
 
 // apiKit is what a pion API is built from. The SFU builds one API per peer
@@ -104,9 +107,10 @@ func (k apiKit) api(se webrtc.SettingEngine, ir *interceptor.Registry) *webrtc.A
 }
 
 // newPublishKit is for peer connections that receive media from a
-// publisher: simulcast header extensions, NACKs upstream for lost packets,
-// receiver reports, and transport-wide congestion feedback so the browser's
-// own bandwidth estimate can ramp up to all its layers.
+// publisher: simulcast header extensions, audio levels (for the active
+// speaker), NACKs upstream for lost packets, receiver reports, and
+// transport-wide congestion feedback so the browser's own bandwidth
+// estimate can ramp up to all its layers.
 func newPublishKit() (apiKit, error) {
 	m := &webrtc.MediaEngine{}
 	if err := registerCodecs(m); err != nil {
@@ -117,8 +121,10 @@ func newPublishKit() (apiKit, error) {
 			return apiKit{}, err
 		}
 	}
-	if err := m.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: sdp.SDESMidURI}, webrtc.RTPCodecTypeAudio); err != nil {
-		return apiKit{}, err
+	for _, uri := range []string{sdp.SDESMidURI, AudioLevelURI} {
+		if err := m.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: uri}, webrtc.RTPCodecTypeAudio); err != nil {
+			return apiKit{}, err
+		}
 	}
 	ir := &interceptor.Registry{}
 	gen, err := nack.NewGeneratorInterceptor()

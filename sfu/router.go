@@ -19,12 +19,19 @@ type Router struct {
 	sfu *SFU
 	log *slog.Logger
 
-	mu      sync.Mutex
-	peers   map[string]*Peer
-	onTrack func(*Peer, *Track)
-	closed  bool
-	stop    chan struct{}
-	done    chan struct{}
+	mu        sync.Mutex
+	peers     map[string]*Peer
+	onTrack   func(*Peer, *Track)
+	onSpeaker func(publisherID string)
+	audible   func(publisherID string) bool
+	speaker   string // the active speaker, "" for nobody
+	closed    bool
+	stop      chan struct{}
+	done      chan struct{}
+
+	// Touched only by refreshLoop.
+	detector speakerDetector
+	levels   []speakerLevel
 }
 
 func newRouter(s *SFU, id string) *Router {
@@ -49,6 +56,34 @@ func (r *Router) OnTrack(f func(*Peer, *Track)) {
 	r.mu.Lock()
 	r.onTrack = f
 	r.mu.Unlock()
+}
+
+// OnActiveSpeaker sets the function called when the active speaker
+// changes: the publisher ID of the new one, "" when nobody speaks any more.
+// It runs on the router's loop (every Config.LayerRefresh), in order, and
+// must not block.
+func (r *Router) OnActiveSpeaker(f func(publisherID string)) {
+	r.mu.Lock()
+	r.onSpeaker = f
+	r.mu.Unlock()
+}
+
+// SetAudible sets the filter of publishers who may be heard, and so be the
+// active speaker (a muted bridge may not); nil, the default, lets everyone.
+// A muted active speaker loses the floor at the next refresh. f runs on the
+// router's loop, once per audio track per refresh, and must be quick.
+func (r *Router) SetAudible(f func(publisherID string) bool) {
+	r.mu.Lock()
+	r.audible = f
+	r.mu.Unlock()
+}
+
+// ActiveSpeaker returns the publisher ID of the active speaker, "" when
+// nobody speaks. See speakerDetector.update for how it is chosen.
+func (r *Router) ActiveSpeaker() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.speaker
 }
 
 // Peer returns the peer with this ID, if it is in the router.
@@ -118,9 +153,9 @@ func (r *Router) trackPublished(p *Peer, t *Track) {
 	}
 }
 
-// refreshLoop measures every layer's bitrate and re-allocates every
+// refreshLoop measures every layer's bitrate, re-allocates every
 // subscriber's layers, so down tracks follow both their links and the
-// layers their publishers actually send.
+// layers their publishers actually send, and updates the active speaker.
 func (r *Router) refreshLoop() {
 	defer close(r.done)
 	tick := time.NewTicker(r.sfu.cfg.LayerRefresh)
@@ -132,14 +167,36 @@ func (r *Router) refreshLoop() {
 			return
 		case at := <-tick.C:
 			now := r.sfu.clock()
-			for _, t := range r.Tracks() {
+			tracks := r.Tracks()
+			for _, t := range tracks {
 				t.updateRates(now)
 			}
+			r.detectSpeaker(now, tracks)
 			for _, p := range r.Peers() {
 				p.tick(at.Sub(last))
 			}
 			last = at
 		}
+	}
+}
+
+// detectSpeaker updates the active speaker from the audible publishers'
+// audio levels, and reports a change.
+func (r *Router) detectSpeaker(now int64, tracks []*Track) {
+	r.mu.Lock()
+	audible, notify := r.audible, r.onSpeaker
+	r.mu.Unlock()
+	r.levels = publisherLevels(r.levels[:0], now, tracks, audible)
+	who, changed := r.detector.update(now, r.levels)
+	if !changed {
+		return
+	}
+	r.mu.Lock()
+	r.speaker = who
+	r.mu.Unlock()
+	r.log.Debug("active speaker", "publisher", who)
+	if notify != nil {
+		notify(who)
 	}
 }
 

@@ -60,6 +60,7 @@ type Track struct {
 	layers     [MaxLayers]layerState
 	liveLayers atomic.Int32                 // layers whose read loop runs
 	downs      atomic.Pointer[[]*DownTrack] // copy-on-write: the fan-out takes no lock
+	levels     audioLevels                  // audio only: RFC 6464 levels, for the active speaker
 
 	mu     sync.Mutex // serialises writers of downs and of layer registration
 	closed bool
@@ -278,6 +279,9 @@ func (t *Track) readLoop(l int, remote *webrtc.TrackRemote) error {
 			}
 			if !ls.haveTS || int32(p.Timestamp-ls.newestTS) > 0 {
 				ls.newestTS, ls.haveTS = p.Timestamp, true
+			}
+			if t.levels.extID != 0 { // audio whose publisher sends levels
+				t.observeLevel(&p, t.clock())
 			}
 		}
 		t.forward(l, &p)

@@ -1,7 +1,8 @@
 // Package sfutest builds synthetic participants out of pion peer
 // connections and the media clips in testdata/: a publisher that sends a
-// three-layer VP8 simulcast and Opus at real-time pace, and the plumbing to
-// connect it to a server. Tests, benchmarks and the room simulator share it.
+// three-layer VP8 simulcast and Opus at real-time pace, a microphone whose
+// audio level the test sets, and the plumbing to connect them to a server.
+// Tests, benchmarks and the room simulator share it.
 package sfutest
 
 import (
@@ -66,6 +67,10 @@ func ClientAPI(loopbackOnly bool) (*webrtc.API, error) {
 		if err := m.RegisterCodec(c.params, c.kind); err != nil {
 			return nil, err
 		}
+	}
+	// Audio levels, as Chromium sends them (see Microphone).
+	if err := m.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: sdp.AudioLevelURI}, webrtc.RTPCodecTypeAudio); err != nil {
+		return nil, err
 	}
 	ir := &interceptor.Registry{}
 	if err := webrtc.RegisterDefaultInterceptors(m, ir); err != nil {

@@ -73,6 +73,17 @@ func newConference(s *Server, c controlplane.Conference) (*conference, error) {
 	}
 	sort.Strings(conf.order)
 	router.OnTrack(conf.onTrack)
+	// The active speaker is the loudest of those who can be heard: the
+	// hub and the unmuted rooms. The host's wall shows it.
+	router.SetAudible(func(pub string) bool {
+		if pub == controlplane.HubBridge.ID {
+			return true
+		}
+		conf.mu.Lock()
+		defer conf.mu.Unlock()
+		return conf.unmuted[pub]
+	})
+	router.OnActiveSpeaker(conf.speakerChanged)
 	return conf, nil
 }
 
@@ -280,4 +291,16 @@ func (c *conference) pin(bridge string, layer int) {
 		m.peer.SetPin(layer)
 	}
 	c.log.Info("layer pinned", "bridge", bridge, "max_layer", sfu.RIDForLayer(layer))
+}
+
+// speakerChanged tells the host who is speaking now (called from the
+// router's loop: it must not block, and send does not).
+func (c *conference) speakerChanged(bridge string) {
+	c.mu.Lock()
+	c.speaker = bridge
+	host := c.members[controlplane.HubBridge.ID]
+	c.mu.Unlock()
+	if host != nil {
+		host.ss.send(wire.Speaker{Bridge: bridge})
+	}
 }

@@ -144,6 +144,13 @@ func TestBrowserFloorControl(t *testing.T) {
 			  tracks: v.srcObject ? v.srcObject.getTracks().length : -1}; })()`)
 		return err == nil && st["hidden"] == false && st["w"].(float64) > 0, fmt.Sprint(st, err)
 	})
+	// Active speaker: from the audio levels Chromium puts in its packets,
+	// one of those who can be heard (the hub or B, both playing the test
+	// clip), shown on the host's wall; never muted C.
+	waitUntil(t, 15*time.Second, "an active speaker on the host's wall", func() (bool, string) {
+		sp, err := eval[string](host, `citybridge.speaker`)
+		return err == nil && (sp == "hub" || sp == b), fmt.Sprint(sp, err)
+	})
 	docScreenshot(t, host, "host-console-floor")
 	docScreenshot(t, rooms[a], "room-floor")
 

@@ -29,7 +29,6 @@ var (
 const (
 	EndLeft          = "left"           // the terminal said goodbye
 	EndDropped       = "dropped"        // lost without a goodbye
-	EndReplaced      = "replaced"       // the same bridge joined from another connection
 	EndEnded         = "ended"          // the conference ended
 	EndServerStopped = "server_stopped" // the server stopped (or was killed) while the bridge was in
 )
@@ -103,17 +102,15 @@ func openInterval(b *bolt.Bucket, conference, bridge string) (key []byte, rec in
 	return slices.Clone(last), rec, true
 }
 
-// AttendanceJoin opens an interval for the bridge; one still open (a
-// connection replaced by a new one) is closed first with EndReplaced.
+// AttendanceJoin opens an interval for the bridge, unless it has one open:
+// a bridge whose connection was replaced, or that came back within the
+// reconnection grace period, never left.
 func (s *Store) AttendanceJoin(conference, bridge string) error {
 	now := s.now().UTC()
 	return s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketAttendance)
-		if k, rec, ok := openInterval(b, conference, bridge); ok {
-			rec.Leave, rec.Cause = now, EndReplaced
-			if err := putRaw(b, k, rec); err != nil {
-				return err
-			}
+		if _, _, ok := openInterval(b, conference, bridge); ok {
+			return nil
 		}
 		seq, err := b.NextSequence()
 		if err != nil {
@@ -125,16 +122,20 @@ func (s *Store) AttendanceJoin(conference, bridge string) error {
 	})
 }
 
-// AttendanceLeave closes the bridge's open interval with cause.
-func (s *Store) AttendanceLeave(conference, bridge, cause string) error {
-	now := s.now().UTC()
+// AttendanceLeave closes the bridge's open interval at the time it left
+// (for a bridge lost and not back within the grace period, when it was
+// lost), with cause.
+func (s *Store) AttendanceLeave(conference, bridge, cause string, at time.Time) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketAttendance)
 		k, rec, ok := openInterval(b, conference, bridge)
 		if !ok {
 			return nil
 		}
-		rec.Leave, rec.Cause = now, cause
+		rec.Leave, rec.Cause = at.UTC(), cause
+		if rec.Leave.Before(rec.Join) {
+			rec.Leave = rec.Join
+		}
 		return putRaw(b, k, rec)
 	})
 }

@@ -71,6 +71,7 @@ type Peer struct {
 	nextTrack   int
 	offering    bool // an offer is out, its answer not yet in
 	renegotiate bool // something changed since the last offer
+	iceRestart  bool // the next offer restarts ICE
 	timer       *time.Timer
 	closed      bool
 	wg          sync.WaitGroup
@@ -293,7 +294,11 @@ func (p *Peer) sendOffer() {
 		return
 	}
 	p.renegotiate = false
-	offer, err := p.sub.CreateOffer(nil)
+	var opts *webrtc.OfferOptions
+	if p.iceRestart {
+		opts, p.iceRestart = &webrtc.OfferOptions{ICERestart: true}, false
+	}
+	offer, err := p.sub.CreateOffer(opts)
 	if err == nil {
 		err = p.sub.SetLocalDescription(offer)
 	}
@@ -306,6 +311,28 @@ func (p *Peer) sendOffer() {
 	sdp := p.sub.LocalDescription().SDP
 	p.mu.Unlock()
 	p.l.OnOffer(sdp)
+}
+
+// RestartICE offers the subscribing connection again with new ICE
+// credentials (the participant's network changed or stalled); the
+// publishing side restarts by the participant's own offer.
+func (p *Peer) RestartICE() {
+	p.mu.Lock()
+	p.iceRestart = true
+	p.mu.Unlock()
+	p.RestartOffer()
+}
+
+// ResendOffer offers again if an offer is out that the participant may
+// never have seen (its signaling went away and came back); otherwise it
+// does nothing.
+func (p *Peer) ResendOffer() {
+	p.mu.Lock()
+	offering := p.offering
+	p.mu.Unlock()
+	if offering {
+		p.RestartOffer()
+	}
 }
 
 // RestartOffer forgets an offer that will never be answered (the

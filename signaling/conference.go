@@ -4,6 +4,8 @@ import (
 	"log/slog"
 	"sort"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"citybridge/controlplane"
 	"citybridge/sfu"
@@ -42,8 +44,36 @@ type conference struct {
 }
 
 type member struct {
-	ss   *session
-	peer *sfu.Peer
+	ss     *session // the session that has (or last had) the member's place
+	peer   *sfu.Peer
+	link   *memberLink // what the SFU talks to: the current session, or nobody
+	resume string      // the token that takes the place back after a loss
+	since  time.Time   // when it joined, or when its connection was lost
+	grace  *time.Timer // running while the connection is lost
+}
+
+// memberLink passes the SFU's events to the member's current session; while
+// the connection is lost they go nowhere (a pending offer is sent again on
+// resume, and the page restarts ICE if its connections stalled).
+type memberLink struct {
+	ss atomic.Pointer[session]
+}
+
+func (l *memberLink) set(ss *session)    { l.ss.Store(ss) }
+func (l *memberLink) get() *session      { return l.ss.Load() }
+func (l *memberLink) OnOffer(sdp string) { l.with(func(ss *session) { ss.OnOffer(sdp) }) }
+func (l *memberLink) OnCandidate(pc sfu.PC, c webrtc.ICECandidateInit) {
+	l.with(func(ss *session) { ss.OnCandidate(pc, c) })
+}
+func (l *memberLink) OnConnectionState(pc sfu.PC, s webrtc.PeerConnectionState) {
+	l.with(func(ss *session) { ss.OnConnectionState(pc, s) })
+}
+func (l *memberLink) OnLayer(e sfu.LayerEvent) { l.with(func(ss *session) { ss.OnLayer(e) }) }
+
+func (l *memberLink) with(f func(*session)) {
+	if ss := l.ss.Load(); ss != nil {
+		f(ss)
+	}
 }
 
 func newConference(s *Server, c controlplane.Conference) (*conference, error) {
@@ -88,9 +118,12 @@ func newConference(s *Server, c controlplane.Conference) (*conference, error) {
 }
 
 // admit makes ss the conference's member for its bridge. A bridge is in a
-// conference once: an older connection for the same bridge is ended and
-// its media closed before the new one gets its own.
-func (c *conference) admit(ss *session) (*sfu.Peer, error) {
+// conference once. With the resume token of the member it had (within the
+// reconnection grace period), ss takes that member's place: same peer
+// connections, subscriptions, floor and mute state. Otherwise an older
+// connection for the same bridge is ended and its media closed before the
+// new one gets its own. resumed reports which.
+func (c *conference) admit(ss *session, resume string) (m *member, resumed bool, err error) {
 	c.joinMu.Lock()
 	defer c.joinMu.Unlock()
 	id := ss.adm.Bridge.ID
@@ -100,15 +133,33 @@ func (c *conference) admit(ss *session) (*sfu.Peer, error) {
 		// it may come back, a new one may not.
 		if e := c.roll[id]; e == nil || e.State == wire.StateAbsent {
 			c.mu.Unlock()
-			return nil, refuse(wire.CodeConferenceLocked, "the host has locked the conference")
+			return nil, false, refuse(wire.CodeConferenceLocked, "the host has locked the conference")
 		}
 	}
 	if c.state == controlplane.StateEnded {
 		c.mu.Unlock()
-		return nil, refuse(wire.CodeConferenceEnded, "the conference has ended")
+		return nil, false, refuse(wire.CodeConferenceEnded, "the conference has ended")
 	}
 	old := c.members[id]
+	if old != nil && resume != "" && old.resume == resume {
+		prev := old.ss
+		old.ss = ss
+		old.link.set(ss)
+		if old.grace != nil {
+			old.grace.Stop()
+			old.grace = nil
+		}
+		c.mu.Unlock()
+		if prev != ss {
+			prev.end(wire.ByeReplaced) // its leave finds it is no longer the member
+		}
+		ss.log.Info("resumed", "away", time.Since(old.since).Round(time.Millisecond))
+		return old, true, nil
+	}
 	delete(c.members, id)
+	if old != nil && old.grace != nil {
+		old.grace.Stop()
+	}
 	c.mu.Unlock()
 	if old != nil {
 		old.ss.log.Info("replaced by a new connection")
@@ -124,30 +175,46 @@ func (c *conference) admit(ss *session) (*sfu.Peer, error) {
 		opts.Pinned, opts.Pin = true, pin
 	}
 	c.mu.Unlock()
-	// The interval is on disk before the page hears it joined.
+	// The interval is on disk before the page hears it joined (a bridge
+	// that reconnects continues the interval it has open).
 	if err := c.srv.cfg.Store.AttendanceJoin(c.id, id); err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	peer, err := c.router.NewPeerWith(id, ss, opts)
+	link := &memberLink{}
+	link.set(ss)
+	peer, err := c.router.NewPeerWith(id, link, opts)
 	if err != nil {
-		_ = c.srv.cfg.Store.AttendanceLeave(c.id, id, controlplane.EndDropped)
-		return nil, err
+		_ = c.srv.cfg.Store.AttendanceLeave(c.id, id, controlplane.EndDropped, time.Now())
+		return nil, false, err
 	}
+	m = &member{ss: ss, peer: peer, link: link, resume: controlplane.NewToken(), since: time.Now()}
 	c.mu.Lock()
-	c.members[id] = &member{ss: ss, peer: peer}
+	c.members[id] = m
 	c.mu.Unlock()
 	c.setState(ss.adm.Bridge, wire.StateConnecting)
-	return peer, nil
+	return m, false, nil
 }
 
 // leave takes ss out of the conference, if it is still the member for its
-// bridge, and closes its media.
+// bridge. A connection that was lost (no goodbye, no replacement, no
+// shutdown) keeps the bridge's place and media for the reconnection grace
+// period: the bridge shows "reconnecting", and a join with the resume token
+// takes the place back. Otherwise the media close now.
 func (c *conference) leave(ss *session) {
 	id := ss.adm.Bridge.ID
 	c.mu.Lock()
 	m := c.members[id]
 	if m == nil || m.ss != ss {
 		c.mu.Unlock()
+		return
+	}
+	if grace := c.srv.cfg.ReconnectGrace; ss.byeReason == "" && grace > 0 {
+		m.link.set(nil)
+		m.since = time.Now()
+		m.grace = time.AfterFunc(grace, func() { c.expire(m) })
+		c.mu.Unlock()
+		ss.log.Info("connection lost; keeping the bridge's place", "grace", grace)
+		c.setState(ss.adm.Bridge, wire.StateReconnecting)
 		return
 	}
 	delete(c.members, id)
@@ -162,11 +229,52 @@ func (c *conference) leave(ss *session) {
 	case wire.ByeEnded:
 		cause, state = controlplane.EndEnded, wire.StateLeft
 	}
-	if err := c.srv.cfg.Store.AttendanceLeave(c.id, id, cause); err != nil {
+	if err := c.srv.cfg.Store.AttendanceLeave(c.id, id, cause, time.Now()); err != nil {
 		ss.log.Error("attendance", "err", err)
 	}
 	ss.log.Info("left", "cause", cause)
 	c.setState(ss.adm.Bridge, state)
+}
+
+// expire ends a lost member's grace period: its media close and the bridge
+// is dropped, its attendance interval ending when the connection was lost.
+func (c *conference) expire(m *member) {
+	id := m.ss.adm.Bridge.ID
+	c.mu.Lock()
+	if c.members[id] != m || m.link.get() != nil {
+		c.mu.Unlock()
+		return
+	}
+	delete(c.members, id)
+	lost := m.since
+	c.mu.Unlock()
+	m.peer.Close()
+	if err := c.srv.cfg.Store.AttendanceLeave(c.id, id, controlplane.EndDropped, lost); err != nil {
+		c.log.Error("attendance", "bridge", id, "err", err)
+	}
+	c.log.Info("dropped: did not come back within the grace period", "bridge", id)
+	c.setState(m.ss.adm.Bridge, wire.StateDropped)
+}
+
+// closeLost closes the members still in their grace period (the server is
+// stopping): they count as there until now.
+func (c *conference) closeLost() {
+	c.mu.Lock()
+	var lost []*member
+	for id, m := range c.members {
+		if m.link.get() == nil {
+			lost = append(lost, m)
+			delete(c.members, id)
+			if m.grace != nil {
+				m.grace.Stop()
+			}
+		}
+	}
+	c.mu.Unlock()
+	for _, m := range lost {
+		m.peer.Close()
+		_ = c.srv.cfg.Store.AttendanceLeave(c.id, m.ss.adm.Bridge.ID, controlplane.EndServerStopped, time.Now())
+	}
 }
 
 // mediaStateChanged updates presence from the member's connection states:

@@ -184,8 +184,9 @@ func TestFloorRules(t *testing.T) {
 // their causes.
 func TestAttendanceRecord(t *testing.T) {
 	ff := newFloorFixture(t)
+	ff.srv.cfg.ReconnectGrace = 300 * time.Millisecond
 	a := ff.join(t, ff.rooms["room-a"])
-	_ = a.conn.Close() // lost without a goodbye
+	_ = a.conn.Close() // lost without a goodbye, and not back within the grace period
 	waitUntil(t, "room A dropped", func() bool { return ff.srv.Roster(ff.conf.ID)[0].State == wire.StateDropped })
 	a = ff.join(t, ff.rooms["room-a"])
 	a.send(&wire.Leave{})
@@ -217,5 +218,76 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestResumeKeepsPlace: a room whose connection is lost shows as
+// reconnecting; joining again with its resume token within the grace
+// period gives it back the same media session and the same attendance
+// interval. Without the token, or after the grace period, it starts over.
+func TestResumeKeepsPlace(t *testing.T) {
+	ff := newFloorFixture(t)
+	ff.srv.cfg.ReconnectGrace = 2 * time.Second
+	a := ff.dial(t)
+	a.send(&wire.Join{Token: ff.rooms["room-a"], Conference: ff.conf.ID})
+	joined, ok := a.next().(*wire.Joined)
+	if !ok || joined.Resume == "" || joined.Resumed {
+		t.Fatalf("first join: %#v", joined)
+	}
+	router, _ := ff.sfu.Router(ff.conf.ID)
+	peer := router.Peer("room-a")
+	_ = a.conn.Close()
+	state := func() string { return ff.srv.Roster(ff.conf.ID)[0].State }
+	waitUntil(t, "room A reconnecting", func() bool { return state() == wire.StateReconnecting })
+	if router.Peer("room-a") != peer {
+		t.Fatal("the media session went away with the signaling connection")
+	}
+
+	// A stranger's resume token does not take the place: a wrong token
+	// is a fresh join (new media session).
+	b := ff.dial(t)
+	b.send(&wire.Join{Token: ff.rooms["room-a"], Conference: ff.conf.ID, Resume: "not-the-token"})
+	jb, ok := b.next().(*wire.Joined)
+	if !ok || jb.Resumed {
+		t.Fatalf("join with a wrong resume token: %#v", jb)
+	}
+	if router.Peer("room-a") == peer {
+		t.Fatal("a wrong resume token kept the old media session")
+	}
+	peer = router.Peer("room-a")
+	_ = b.conn.Close()
+	waitUntil(t, "room A reconnecting again", func() bool { return state() == wire.StateReconnecting })
+
+	// The right token within the grace period: same peer, same interval.
+	b2, _ := ff.store.Attendance(ff.conf.ID)
+	c := ff.dial(t)
+	c.send(&wire.Join{Token: ff.rooms["room-a"], Conference: ff.conf.ID, Resume: jb.Resume})
+	j, ok := c.next().(*wire.Joined)
+	if !ok || !j.Resumed {
+		t.Fatalf("resume: %#v", j)
+	}
+	if router.Peer("room-a") != peer || ff.sfu.Stats().Peers != 1 {
+		t.Fatalf("resume did not keep the media session (peers %d)", ff.sfu.Stats().Peers)
+	}
+	rec, _ := ff.store.Attendance(ff.conf.ID)
+	if len(rec[0].Intervals) != 1 || !rec[0].Intervals[0].Leave.IsZero() || len(b2[0].Intervals) != 1 {
+		t.Fatalf("attendance after a resume: %+v, want one open interval", rec[0])
+	}
+
+	// Lost again and not back: dropped after the grace period, the
+	// interval ending when the connection was lost.
+	lost := time.Now()
+	_ = c.conn.Close()
+	waitUntil(t, "room A dropped", func() bool { return state() == wire.StateDropped })
+	if time.Since(lost) < 2*time.Second {
+		t.Fatalf("dropped %v after the loss, before the 2 s grace period", time.Since(lost))
+	}
+	rec, _ = ff.store.Attendance(ff.conf.ID)
+	iv := rec[0].Intervals
+	if len(iv) != 1 || iv[0].Cause != controlplane.EndDropped || iv[0].Leave.Sub(lost).Abs() > 500*time.Millisecond {
+		t.Fatalf("attendance after the grace period: %+v, want one interval dropped at %v", iv, lost.UTC())
+	}
+	if router.Peer("room-a") != nil {
+		t.Fatal("the media session outlived the grace period")
 	}
 }

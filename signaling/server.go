@@ -34,7 +34,14 @@ type Config struct {
 	CheckOrigin func(*http.Request) bool
 	// JoinTimeout bounds how long a new connection may take to join (default 10 s).
 	JoinTimeout time.Duration
+	// ReconnectGrace is how long a participant whose connection was lost
+	// keeps its place (media, floor, attendance interval) for a resume.
+	// Zero means the default, 30 s; negative means none.
+	ReconnectGrace time.Duration
 }
+
+// DefaultReconnectGrace is how long a lost participant keeps its place.
+const DefaultReconnectGrace = 30 * time.Second
 
 // Limits on what a client may send.
 const (
@@ -64,6 +71,9 @@ func New(cfg Config) *Server {
 	}
 	if cfg.JoinTimeout <= 0 {
 		cfg.JoinTimeout = 10 * time.Second
+	}
+	if cfg.ReconnectGrace == 0 {
+		cfg.ReconnectGrace = DefaultReconnectGrace
 	}
 	if cfg.ICEServers == nil {
 		cfg.ICEServers = []wire.ICEServer{}
@@ -192,6 +202,9 @@ func (s *Server) Close() {
 		}
 	}
 	s.wg.Wait()
+	for _, c := range confs {
+		c.closeLost()
+	}
 	for _, c := range confs {
 		c.router.Close()
 	}

@@ -152,6 +152,13 @@ func (ss *session) handle(m wire.Message) bool {
 	case *wire.Leave:
 		ss.end(wire.ByeLeft)
 		return false
+	case *wire.Restart:
+		if m.PC != wire.PCSubscribe {
+			ss.sendError(wire.CodeBadMessage, `the server restarts "sub" only; restart "pub" by offering`, wire.TypeRestart)
+			return true
+		}
+		ss.log.Info("ICE restart asked")
+		ss.peer.RestartICE()
 	case *wire.Control:
 		err := ss.conf.control(actor{role: ss.adm.Role, bridge: ss.adm.Bridge.ID}, *m)
 		var ce *ControlError
@@ -185,7 +192,7 @@ func (ss *session) join(j *wire.Join) bool {
 		return false
 	}
 	ss.conf = conf
-	peer, err := conf.admit(ss)
+	m, resumed, err := conf.admit(ss, j.Resume)
 	var ce *ControlError
 	if errors.As(err, &ce) {
 		ss.log.Info("join refused", "code", ce.Code)
@@ -197,20 +204,27 @@ func (ss *session) join(j *wire.Join) bool {
 		ss.sendError(wire.CodeInternal, "could not create the media session", wire.TypeJoin)
 		return false
 	}
-	ss.peer = peer
+	ss.peer = m.peer
 	_ = ss.conn.SetReadDeadline(time.Now().Add(pongTimeout))
-	ss.log.Info("joined")
+	ss.log.Info("joined", "resumed", resumed)
 	ss.send(wire.Joined{
 		Participant: adm.Bridge.ID,
 		Role:        string(adm.Role),
 		Conference:  wire.Conference{ID: adm.Conference.ID, Title: adm.Conference.Title, State: string(adm.Conference.State)},
 		Bridge:      bridgeToWire(adm.Bridge),
 		ICEServers:  ss.srv.cfg.ICEServers,
+		Resume:      m.resume,
+		Resumed:     resumed,
 	})
 	if adm.Role == controlplane.RoleHost {
 		ss.send(wire.Roster{Bridges: conf.roster()})
 	}
 	ss.send(conf.floorMessage())
+	if resumed {
+		m.peer.ResendOffer() // an offer sent while the connection was down was lost
+		conf.mediaStateChanged(ss)
+		return true
+	}
 	conf.subscribeExisting(ss)
 	return true
 }

@@ -63,7 +63,7 @@ func startBinary(t *testing.T, data string) *process {
 		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, // its own self-signed certificate
 	}}}
 	p.cmd = exec.Command(bin, "serve", "--listen", addr, "--data", data, "--udp-host", "127.0.0.1",
-		"--udp-port", "0", "--media-allow", "127.0.0.0/8")
+		"--udp-port", "0", "--media-allow", "127.0.0.0/8", "--reconnect-grace", "1s")
 	out, err := p.cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"citybridge/signaling"
+
 	"errors"
 	"flag"
 	"fmt"
@@ -9,6 +11,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"time"
 )
 
 // Config is everything `citybridge serve` can be told. Each flag can also
@@ -23,8 +26,10 @@ type Config struct {
 	TLSCert    string         // certificate file; with TLSKey, replaces the generated one
 	TLSKey     string         //
 	MediaAllow []netip.Prefix // if set, media peers must be in these networks
-	LogLevel   slog.Level
-	LogFormat  string // text or json
+	// ReconnectGrace is how long a lost terminal keeps its place.
+	ReconnectGrace time.Duration
+	LogLevel       slog.Level
+	LogFormat      string // text or json
 }
 
 // listValue is a repeatable flag that also splits commas.
@@ -61,6 +66,8 @@ func parseServeFlags(args []string, getenv func(string) string, stderr io.Writer
 	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "TLS certificate (PEM); default: a self-signed one kept in the data directory")
 	fs.StringVar(&cfg.TLSKey, "tls-key", "", "TLS private key (PEM) for --tls-cert")
 	fs.Var(listValue{&mediaAllow}, "media-allow", "only exchange media with these networks (CIDR, repeatable)")
+	fs.DurationVar(&cfg.ReconnectGrace, "reconnect-grace", signaling.DefaultReconnectGrace,
+		"how long a terminal whose connection was lost keeps its place (media, floor, attendance) to resume")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "text or json")
 

@@ -114,7 +114,7 @@ func start(cfg Config, log *slog.Logger) (_ *server, err error) {
 		}
 		return nil, err
 	}
-	s.sig = signaling.New(signaling.Config{Store: s.store, SFU: s.media, Logger: log})
+	s.sig = signaling.New(signaling.Config{Store: s.store, SFU: s.media, Logger: log, ReconnectGrace: cfg.ReconnectGrace})
 
 	cert, generated, err := loadOrCreateCertificate(cfg)
 	if err != nil {

@@ -26,6 +26,7 @@ const (
 	TypeControl   = "control"
 	TypeFloor     = "floor"
 	TypeSpeaker   = "speaker"
+	TypeRestart   = "restart"
 )
 
 // Peer connection names: each participant has one connection it publishes
@@ -44,6 +45,9 @@ type Join struct {
 	// Conference is optional for room terminals (they join the open
 	// conference their bridge is invited to) and for hosts.
 	Conference string `json:"conference,omitempty"`
+	// Resume is the token of an earlier "joined": within the reconnection
+	// grace period the participant gets its place back, media and all.
+	Resume string `json:"resume,omitempty"`
 }
 
 // Joined accepts a join.
@@ -53,6 +57,11 @@ type Joined struct {
 	Conference  Conference  `json:"conference"`
 	Bridge      Bridge      `json:"bridge"`
 	ICEServers  []ICEServer `json:"iceServers"`
+	// Resume is what to send in Join.Resume after losing the connection.
+	Resume string `json:"resume"`
+	// Resumed: the participant got its place back; its peer connections
+	// on the server are the ones it had (restart ICE if they stalled).
+	Resumed bool `json:"resumed,omitempty"`
 }
 
 // Conference names the conference joined.
@@ -107,6 +116,12 @@ type ICECandidate struct {
 
 // Leave ends the session cleanly.
 type Leave struct{}
+
+// Restart asks the server to restart ICE on its "sub" connection (the
+// client restarts "pub" by offering with new credentials itself).
+type Restart struct {
+	PC string `json:"pc"`
+}
 
 // Presence states of a bridge in a conference.
 const (
@@ -263,6 +278,7 @@ func (Layer) MessageType() string     { return TypeLayer }
 func (Control) MessageType() string   { return TypeControl }
 func (Floor) MessageType() string     { return TypeFloor }
 func (Speaker) MessageType() string   { return TypeSpeaker }
+func (Restart) MessageType() string   { return TypeRestart }
 
 // Encode marshals m with its "type" field first.
 func Encode(m Message) ([]byte, error) {
@@ -323,6 +339,8 @@ func Decode(b []byte) (Message, error) {
 		m = &Floor{}
 	case TypeSpeaker:
 		m = &Speaker{}
+	case TypeRestart:
+		m = &Restart{}
 	case "":
 		return nil, errors.New(`missing "type"`)
 	default:

@@ -23,7 +23,27 @@ export function readToken() {
 // Session emits: "joined", "track" ({stream, track}), "roster", "presence",
 // "layer" ({track, publisher, layer, reason, estimate}), "floor" ({state,
 // holder, unmuted, locked, hands, screen}), "speaker" ({bridge}), "error"
-// ({code, message, request}), "bye" ({reason}), "state" ({state}).
+// ({code, message, request}), "bye" ({reason}), "state" ({state}),
+// "reset" (the media connections were rebuilt: drop every remote track).
+//
+// The session never gives up (see docs/ARCHITECTURE.md, reconnection): a
+// lost WebSocket is reopened with capped, jittered backoff and the join
+// carries the resume token, so the server gives back the same media
+// session; media stalled ("disconnected") for 2 s restarts ICE; media
+// "failed", or a resume the server no longer knows, rebuilds everything
+// from a fresh join. Only the host ending the meeting, another terminal
+// taking this bridge's place, or an invalid link stop it.
+// The ceiling is low on purpose: a commune's picture must be back within
+// seconds of its line, and 168 terminals retrying every 1.5 s are nothing
+// to the server. A connection attempt that hangs (a cut link swallows the
+// TCP handshake) is abandoned after CONNECT_TIMEOUT_MS.
+const RECONNECT_MIN_MS = 250;
+const RECONNECT_MAX_MS = 1500;
+const CONNECT_TIMEOUT_MS = 2500;
+const STALL_MS = 2000;
+const FINAL_BYES = new Set(["ended", "replaced", "left"]);
+const FINAL_ERRORS = new Set(["token_required", "token_invalid", "wrong_conference", "not_invited", "role_cannot_join"]);
+
 export class Session extends EventTarget {
   constructor({ token, conference, stream, layers }) {
     super();
@@ -35,16 +55,106 @@ export class Session extends EventTarget {
     this.pending = { pub: [], sub: [] };
     this.streamOfTrack = new Map(); // remote track id -> stream (bridge) id
     this.state = "starting";
+    this.resume = ""; // from the last "joined"
+    this.attempt = 0; // reconnection attempts since the last join
+    this.lostAt = 0; // when the connection was lost (ms), 0 while fine
+    this.stallTimer = 0;
+    this.final = false; // stop reconnecting: ended, replaced, bad link
+    this.reconnects = 0; // completed reconnections, for tests and diagnostics
   }
 
   connect() {
     const scheme = location.protocol === "https:" ? "wss" : "ws";
-    this.ws = new WebSocket(`${scheme}://${location.host}/signal`);
-    this.ws.onopen = () => this.send({ type: "join", token: this.token, conference: this.conference || undefined });
-    this.ws.onmessage = (e) => this.onMessage(JSON.parse(e.data)).catch((err) => console.error(err));
-    this.ws.onclose = () => {
-      if (this.state !== "ended") this.setState("disconnected");
+    const ws = new WebSocket(`${scheme}://${location.host}/signal`);
+    this.ws = ws;
+    const hung = setTimeout(() => {
+      if (ws.readyState === WebSocket.CONNECTING) ws.close();
+    }, CONNECT_TIMEOUT_MS);
+    ws.onopen = () => {
+      clearTimeout(hung);
+      this.send({ type: "join", token: this.token, conference: this.conference || undefined, resume: this.resume || undefined });
     };
+    ws.onmessage = (e) => this.onMessage(JSON.parse(e.data)).catch((err) => console.error(err));
+    ws.onclose = () => {
+      if (this.ws !== ws) return; // an old socket we already gave up on
+      this.ws = null;
+      if (this.final || this.state === "ended") return;
+      this.lost();
+      this.scheduleReconnect();
+    };
+  }
+
+  // lost marks the moment the connection went away (once per outage).
+  lost() {
+    if (!this.lostAt) this.lostAt = Date.now();
+    this.setState("reconnecting");
+  }
+
+  scheduleReconnect() {
+    clearTimeout(this.reconnectTimer);
+    const ceiling = Math.min(RECONNECT_MAX_MS, RECONNECT_MIN_MS * 2 ** this.attempt);
+    const delay = ceiling / 2 + Math.random() * (ceiling / 2);
+    this.attempt++;
+    this.reconnectTimer = setTimeout(() => this.connect(), delay);
+  }
+
+  // reconnect drops the WebSocket (perhaps dead without knowing it: a cut
+  // link) and opens a new one; fresh forgets the resume token, so the
+  // server starts the media over.
+  reconnect(fresh) {
+    if (this.final) return;
+    if (fresh) this.resume = "";
+    this.lost();
+    const ws = this.ws;
+    this.ws = null;
+    ws?.close();
+    this.attempt = 0;
+    this.scheduleReconnect();
+  }
+
+  // restartIce renews both media connections' ICE: we offer again on
+  // "pub"; the server offers again on "sub".
+  async restartIce() {
+    const pub = this.pcs.pub;
+    if (pub && pub.signalingState === "stable" && pub.remoteDescription) {
+      await pub.setLocalDescription(await pub.createOffer({ iceRestart: true }));
+      this.send({ type: "offer", pc: "pub", sdp: pub.localDescription.sdp });
+    }
+    this.send({ type: "restart", pc: "sub" });
+  }
+
+  // watchMedia follows a media connection's state: stalled for 2 s means
+  // the link is down (the WebSocket may be dead without knowing it), so
+  // reconnect and, once resumed, restart ICE; failed means start over.
+  watchMedia() {
+    const states = Object.values(this.pcs).map((pc) => pc.connectionState);
+    if (states.includes("failed")) {
+      this.reconnect(true);
+      return;
+    }
+    if (states.includes("disconnected")) {
+      if (!this.stallTimer) {
+        this.stallTimer = setTimeout(() => {
+          this.stallTimer = 0;
+          const now = Object.values(this.pcs).map((pc) => pc.connectionState);
+          if (now.includes("disconnected") || now.includes("failed")) this.reconnect(now.includes("failed"));
+        }, STALL_MS);
+      }
+    } else {
+      clearTimeout(this.stallTimer);
+      this.stallTimer = 0;
+    }
+    this.updateState();
+  }
+
+  // rebuild closes the media connections and makes new ones (a fresh join).
+  rebuild(iceServers) {
+    for (const pc of Object.values(this.pcs)) pc.close();
+    this.pcs = {};
+    this.pending = { pub: [], sub: [] };
+    this.streamOfTrack.clear();
+    this.emit("reset", {});
+    this.createPeerConnections(iceServers);
   }
 
   send(m) {
@@ -63,13 +173,29 @@ export class Session extends EventTarget {
 
   async onMessage(m) {
     switch (m.type) {
-      case "joined":
+      case "joined": {
+        const again = !!this.joined;
         this.joined = m;
+        this.resume = m.resume || "";
+        this.attempt = 0;
+        if (again) this.reconnects++;
+        this.lostAt = 0;
+        if (m.resumed && this.pcs.pub) {
+          // Our place, media and all, is still there: restart ICE only if
+          // the media stalled meanwhile.
+          this.emit("joined", m);
+          const states = Object.values(this.pcs).map((pc) => pc.connectionState);
+          if (states.some((st) => st !== "connected")) await this.restartIce();
+          this.updateState();
+          break;
+        }
         this.setState("connecting");
-        this.createPeerConnections(m.iceServers || []);
+        if (again) this.rebuild(m.iceServers || []);
+        else this.createPeerConnections(m.iceServers || []);
         this.emit("joined", m);
         if (this.stream) await this.publish();
         break;
+      }
       case "answer":
         await this.pcs.pub.setRemoteDescription({ type: "answer", sdp: m.sdp });
         await this.flushCandidates("pub");
@@ -95,8 +221,14 @@ export class Session extends EventTarget {
       case "floor":
       case "speaker":
       case "error":
+        if (m.request === "join" && FINAL_ERRORS.has(m.code)) this.final = true;
+        this.emit(m.type, m);
+        break;
       case "bye":
-        if (m.type === "bye") this.state = "ended";
+        if (FINAL_BYES.has(m.reason)) {
+          this.final = true;
+          this.state = "ended";
+        }
         this.emit(m.type, m);
         break;
     }
@@ -114,7 +246,9 @@ export class Session extends EventTarget {
       pc.onicecandidate = (e) => {
         if (e.candidate) this.send({ type: "candidate", pc: name, candidate: e.candidate.toJSON() });
       };
-      pc.onconnectionstatechange = () => this.updateState();
+      pc.onconnectionstatechange = () => {
+        if (this.pcs[name] === pc) this.watchMedia();
+      };
       this.pcs[name] = pc;
     }
     this.pcs.sub.ontrack = (e) => {
@@ -126,8 +260,9 @@ export class Session extends EventTarget {
   }
 
   updateState() {
+    if (this.lostAt || !this.ws) return; // "reconnecting" until we are back
     const states = Object.values(this.pcs).map((pc) => pc.connectionState);
-    if (states.includes("failed")) this.setState("failed");
+    if (states.includes("failed") || states.includes("disconnected")) this.setState("reconnecting");
     else if (states.includes("connected")) this.setState("connected");
     else this.setState("connecting");
   }
@@ -227,6 +362,7 @@ export class Session extends EventTarget {
 
   leave() {
     this.send({ type: "leave" });
+    this.final = true;
     this.state = "ended";
     for (const pc of Object.values(this.pcs)) pc.close();
     this.ws?.close();

@@ -161,6 +161,14 @@ s.addEventListener("track", (e) => {
   }
   render();
 });
+// A fresh join after a long outage rebuilt the media: the old tracks are gone.
+s.addEventListener("reset", () => {
+  for (const tile of tiles.values()) {
+    tile.stream.getTracks().forEach((tr) => tile.stream.removeTrack(tr));
+    tile.audio?.pause();
+    tile.audio = null;
+  }
+});
 s.connect();
 
 el("start").addEventListener("click", () => s.control("start"));

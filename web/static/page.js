@@ -15,11 +15,36 @@ export function newPage(extra = {}) {
   return page;
 }
 
-// renderState shows the session state in the #state badge.
+// renderState shows the session state in the #state badge, and while the
+// connection is lost a full-screen notice with the time since the drop.
 export function renderState(page) {
   const badge = el("state");
   badge.textContent = t("state_" + page.state);
   badge.className = "badge " + page.state;
+  let overlay = el("reconnecting");
+  if (!overlay) {
+    overlay = document.createElement("div");
+    overlay.id = "reconnecting";
+    overlay.className = "overlay";
+    overlay.setAttribute("role", "status");
+    document.body.append(overlay);
+  }
+  const lostAt = page.session?.lostAt || 0;
+  overlay.hidden = !(page.state === "reconnecting" && lostAt);
+  if (!overlay.hidden) {
+    overlay.textContent = t("reconnecting_for", { s: Math.round((Date.now() - lostAt) / 1000) });
+  }
+}
+
+// keepAwake holds a screen wake lock where the browser has one, and takes
+// it again whenever the page becomes visible (the lock lapses when hidden).
+export function keepAwake() {
+  if (!("wakeLock" in navigator)) return;
+  const take = () => navigator.wakeLock.request("screen").catch(() => {});
+  take();
+  document.addEventListener("visibilitychange", () => {
+    if (document.visibilityState === "visible") take();
+  });
 }
 
 // startSession opens the camera (showing it in the video element with id
@@ -36,10 +61,19 @@ export async function startSession(page, { width, height, layers, preview, rende
   }
   const s = new Session({ token, conference, stream, layers });
   page.session = s;
+  keepAwake();
+  // The overlay's clock ticks while the connection is lost.
+  setInterval(() => {
+    if (page.state === "reconnecting") renderState(page);
+  }, 1000);
   page.inbound = () => s.inbound();
   page.outbound = () => s.outbound();
   s.addEventListener("state", (e) => {
     page.state = e.detail.state;
+    if (page.state === "connected" && el("notice").dataset.transient) {
+      el("notice").textContent = "";
+      delete el("notice").dataset.transient;
+    }
     render();
   });
   s.addEventListener("error", (e) => {
@@ -53,6 +87,8 @@ export async function startSession(page, { width, height, layers, preview, rende
   s.addEventListener("bye", (e) => {
     page.bye = e.detail.reason;
     el("notice").textContent = t("bye_" + e.detail.reason);
+    // A server restarting is only a pause: the session comes back by itself.
+    if (e.detail.reason === "server_shutdown") el("notice").dataset.transient = "1";
   });
   return s;
 }

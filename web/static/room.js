@@ -118,6 +118,13 @@ s.addEventListener("track", (e) => {
   });
   layout();
 });
+// A fresh join after a long outage rebuilt the media: the old tracks are gone.
+s.addEventListener("reset", () => {
+  for (const st of [hubStream, floorStream, screenStream]) st.getTracks().forEach((tr) => st.removeTrack(tr));
+  for (const a of roomAudio.values()) a.pause();
+  roomAudio.clear();
+  layout();
+});
 el("hand").addEventListener("click", () => {
   s.control(page.floor?.hands.includes(page.bridge) ? "lower_hand" : "raise_hand");
 });

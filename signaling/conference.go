@@ -210,8 +210,10 @@ func (c *conference) leave(ss *session) {
 	}
 	if grace := c.srv.cfg.ReconnectGrace; ss.byeReason == "" && grace > 0 {
 		m.link.set(nil)
-		m.since = time.Now()
-		m.grace = time.AfterFunc(grace, func() { c.expire(m) })
+		if m.grace == nil { // else the media were lost first: that is when it started
+			m.since = time.Now()
+			m.grace = time.AfterFunc(grace, func() { c.expire(m) })
+		}
 		c.mu.Unlock()
 		ss.log.Info("connection lost; keeping the bridge's place", "grace", grace)
 		c.setState(ss.adm.Bridge, wire.StateReconnecting)
@@ -241,13 +243,18 @@ func (c *conference) leave(ss *session) {
 func (c *conference) expire(m *member) {
 	id := m.ss.adm.Bridge.ID
 	c.mu.Lock()
-	if c.members[id] != m || m.link.get() != nil {
+	ss := m.link.get()
+	if c.members[id] != m || (ss != nil && m.peer.ConnectionState(sfu.Publish) == webrtc.PeerConnectionStateConnected) {
 		c.mu.Unlock()
 		return
 	}
 	delete(c.members, id)
+	m.grace = nil
 	lost := m.since
 	c.mu.Unlock()
+	if ss != nil { // its socket had not noticed: end it, the page starts over
+		ss.end("")
+	}
 	m.peer.Close()
 	if err := c.srv.cfg.Store.AttendanceLeave(c.id, id, controlplane.EndDropped, lost); err != nil {
 		c.log.Error("attendance", "bridge", id, "err", err)
@@ -294,6 +301,18 @@ func (c *conference) mediaStateChanged(ss *session) {
 	case interrupted(pub) || interrupted(sub):
 		state = wire.StateReconnecting
 	}
+	// Media lost with the signaling connection apparently still up (a cut
+	// line: the socket does not know yet) starts the grace period too.
+	c.mu.Lock()
+	switch {
+	case state == wire.StateReconnecting && m.grace == nil && c.srv.cfg.ReconnectGrace > 0:
+		m.since = time.Now()
+		m.grace = time.AfterFunc(c.srv.cfg.ReconnectGrace, func() { c.expire(m) })
+	case state == wire.StateConnected && m.grace != nil && m.link.get() != nil:
+		m.grace.Stop()
+		m.grace = nil
+	}
+	c.mu.Unlock()
 	c.setState(ss.adm.Bridge, state)
 }
 

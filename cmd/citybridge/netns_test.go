@@ -29,6 +29,7 @@ type netLink struct {
 	hostAddr, peerAddr netip.Addr
 	prefix             netip.Prefix
 	table              string // the nftables table for loss, once made
+	cut                string // the nftables tables of a Cut (namespace and root side), while cut
 
 	mu sync.Mutex
 }
@@ -84,11 +85,14 @@ func (l *netLink) run(t *testing.T, name string, args ...string) {
 // does not stop on errors, so one failure does not leave the rest behind.
 func (l *netLink) remove(t *testing.T) {
 	l.mu.Lock()
-	table := l.table
+	table, cut := l.table, l.cut
 	l.mu.Unlock()
 	cmds := [][]string{}
 	if table != "" {
 		cmds = append(cmds, []string{"ip", "netns", "exec", l.ns, "nft", "delete", "table", "inet", table})
+	}
+	if cut != "" { // the namespace's table goes with the namespace; the root side's must go now
+		cmds = append(cmds, []string{"nft", "delete", "table", "inet", cut})
 	}
 	cmds = append(cmds,
 		[]string{"ip", "link", "del", l.host}, // takes the peer with it
@@ -198,5 +202,50 @@ func requireMediaPass(t *testing.T) {
 	t.Helper()
 	if raceEnabled {
 		t.Skip("impaired-link browser test: runs in scripts/test's media pass, without the race detector")
+	}
+}
+
+// Cut drops everything crossing the link, both ways, as a failed line
+// upstream would: no interface goes down, packets just stop arriving. The
+// downlink is dropped inside the namespace and the uplink in the root
+// namespace, each on prerouting for this link's interface only, so neither
+// sender sees an error.
+func (l *netLink) Cut(t *testing.T) {
+	t.Helper()
+	l.mu.Lock()
+	l.cut = "cbcut" + strings.TrimPrefix(l.ns, "cbt")
+	table := l.cut
+	l.mu.Unlock()
+	rules := func(iface string) string {
+		return fmt.Sprintf(`table inet %s {
+	chain in {
+		type filter hook prerouting priority -10; policy accept;
+		iifname "%s" drop
+	}
+}
+`, table, iface)
+	}
+	in := exec.Command("ip", "netns", "exec", l.ns, "nft", "-f", "-")
+	in.Stdin = strings.NewReader(rules(l.peer))
+	if out, err := in.CombinedOutput(); err != nil {
+		t.Fatalf("nft (namespace): %v: %s", err, out)
+	}
+	up := exec.Command("nft", "-f", "-")
+	up.Stdin = strings.NewReader(rules(l.host))
+	if out, err := up.CombinedOutput(); err != nil {
+		t.Fatalf("nft (root side, %s only): %v: %s", l.host, err, out)
+	}
+}
+
+// Restore ends a Cut.
+func (l *netLink) Restore(t *testing.T) {
+	t.Helper()
+	l.mu.Lock()
+	table := l.cut
+	l.cut = ""
+	l.mu.Unlock()
+	if table != "" {
+		l.run(t, "ip", "netns", "exec", l.ns, "nft", "delete", "table", "inet", table)
+		l.run(t, "nft", "delete", "table", "inet", table)
 	}
 }

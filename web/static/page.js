@@ -29,7 +29,7 @@ export function renderState(page) {
     overlay.setAttribute("role", "status");
     document.body.append(overlay);
   }
-  const lostAt = page.session?.lostAt || 0;
+  const lostAt = page.session?.lostAt || page.reconnectingSince || 0;
   overlay.hidden = !(page.state === "reconnecting" && lostAt);
   if (!overlay.hidden) {
     overlay.textContent = t("reconnecting_for", { s: Math.round((Date.now() - lostAt) / 1000) });
@@ -70,6 +70,7 @@ export async function startSession(page, { width, height, layers, preview, rende
   page.outbound = () => s.outbound();
   s.addEventListener("state", (e) => {
     page.state = e.detail.state;
+    page.reconnectingSince = page.state === "reconnecting" ? page.reconnectingSince || Date.now() : 0;
     if (page.state === "connected" && el("notice").dataset.transient) {
       el("notice").textContent = "";
       delete el("notice").dataset.transient;

@@ -28,7 +28,14 @@ type API struct {
 	media    MediaControl
 	floor    FloorControl
 	log      *slog.Logger
+	limiter  loginLimiter
+	// changed is told of a conference changed through the API (its state:
+	// the live side sends everyone away when it ends).
+	changed func(Conference)
 }
+
+// OnConferenceChange registers f to be told of conferences the API changes.
+func (a *API) OnConferenceChange(f func(Conference)) { a.changed = f }
 
 // SetMedia connects the API to the media side (layer pins).
 func (a *API) SetMedia(m MediaControl) { a.media = m }
@@ -40,8 +47,27 @@ func NewAPI(store *Store, presence PresenceFunc, log *slog.Logger) *API {
 
 // Register mounts the API's routes on mux.
 func (a *API) Register(mux *http.ServeMux) {
+	mux.HandleFunc("POST /api/login", a.login)
+	mux.HandleFunc("POST /api/logout", a.logout)
+	mux.HandleFunc("GET /api/me", a.whoami)
+	mux.HandleFunc("GET /api/openapi.json", serveOpenAPI)
 	mux.HandleFunc("GET /api/conferences", a.listConferences)
+	mux.HandleFunc("POST /api/conferences", a.createConference)
+	mux.HandleFunc("GET /api/conferences/{id}", a.getConference)
+	mux.HandleFunc("PUT /api/conferences/{id}", a.updateConference)
+	mux.HandleFunc("POST /api/conferences/{id}/state", a.setConferenceState)
 	mux.HandleFunc("GET /api/conferences/{id}/bridges", a.conferenceBridges)
+	mux.HandleFunc("GET /api/bridges", a.listBridges)
+	mux.HandleFunc("POST /api/bridges", a.createBridge)
+	mux.HandleFunc("GET /api/bridges.csv", a.exportBridges)
+	mux.HandleFunc("POST /api/bridges/import", a.importBridges)
+	mux.HandleFunc("PUT /api/bridges/{id}", a.updateBridge)
+	mux.HandleFunc("DELETE /api/bridges/{id}", a.deleteBridge)
+	mux.HandleFunc("DELETE /api/bridges/{id}/terminal-links", a.revokeTerminalLinks)
+	mux.HandleFunc("GET /api/users", a.listUsers)
+	mux.HandleFunc("POST /api/users", a.createUser)
+	mux.HandleFunc("DELETE /api/users/{name}", a.deleteUser)
+	mux.HandleFunc("PUT /api/users/{name}/password", a.setUserPassword)
 	mux.HandleFunc("POST /api/bridges/{id}/terminal-links", a.newTerminalLink)
 	mux.HandleFunc("PUT /api/conferences/{id}/bridges/{bridge}/max-layer", a.pinLayer)
 	a.registerFloor(mux)
@@ -76,19 +102,46 @@ func BearerToken(r *http.Request) string {
 	return ""
 }
 
-// caller authenticates the request, answering 401 itself on failure.
+// caller authenticates the request (a bearer link token, or a login
+// session's cookie), answering 401 itself on failure. A cookie on a
+// request that changes something must come from our own page (403 csrf
+// otherwise).
 func (a *API) caller(w http.ResponseWriter, r *http.Request) (Grant, bool) {
-	g, err := a.store.Authenticate(BearerToken(r))
+	g, cookie, err := a.store.AuthenticateRequest(r)
 	if err != nil {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="citybridge"`)
 		code := "token_invalid"
-		if errors.Is(err, ErrTokenRequired) {
+		switch {
+		case errors.Is(err, ErrTokenRequired):
 			code = "token_required"
+		case errors.Is(err, ErrSessionInvalid):
+			code = "session_invalid"
 		}
 		writeError(w, http.StatusUnauthorized, code, err.Error())
 		return g, false
 	}
+	if cookie && unsafeMethod(r.Method) && !sameOrigin(r) {
+		a.log.Warn("cross-site request refused", "user", g.User, "origin", r.Header.Get("Origin"), "path", r.URL.Path)
+		writeError(w, http.StatusForbidden, "csrf", "this request did not come from citybridge's own page")
+		return g, false
+	}
 	return g, true
+}
+
+// allow authenticates and checks the caller's role against roles,
+// answering 401/403 itself.
+func (a *API) allow(w http.ResponseWriter, r *http.Request, roles ...Role) (Grant, bool) {
+	g, ok := a.caller(w, r)
+	if !ok {
+		return g, false
+	}
+	for _, role := range roles {
+		if g.Role == role {
+			return g, true
+		}
+	}
+	forbidden(w)
+	return g, false
 }
 
 func forbidden(w http.ResponseWriter) {
@@ -107,7 +160,7 @@ func (a *API) listConferences(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if g.Role != RoleTechnician && g.Role != RoleHost {
+	if g.Role != RoleTechnician && g.Role != RoleHost && g.Role != RoleAdmin {
 		forbidden(w)
 		return
 	}
@@ -118,7 +171,7 @@ func (a *API) listConferences(w http.ResponseWriter, r *http.Request) {
 	}
 	out := []conferenceSummary{}
 	for _, c := range cs {
-		if g.Role == RoleHost && c.ID != g.Conference {
+		if g.Role == RoleHost && g.Conference != "" && c.ID != g.Conference {
 			continue
 		}
 		invited, err := a.store.InvitedBridges(c)
@@ -142,7 +195,7 @@ func (a *API) conferenceBridges(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := r.PathValue("id")
-	if g.Role != RoleTechnician && !(g.Role == RoleHost && g.Conference == id) {
+	if !watches(g, id) {
 		forbidden(w)
 		return
 	}
@@ -184,7 +237,7 @@ func (a *API) newTerminalLink(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if g.Role != RoleTechnician {
+	if g.Role != RoleTechnician && g.Role != RoleAdmin {
 		forbidden(w)
 		return
 	}

@@ -50,7 +50,7 @@ func chairs(g Grant, id string) bool {
 
 // watches reports whether g may read conference id's live state and record.
 func watches(g Grant, id string) bool {
-	return chairs(g, id) || g.Role == RoleTechnician || g.Role == roleAdmin
+	return chairs(g, id) || g.Role == RoleTechnician || g.Role == RoleAdmin
 }
 
 // conferenceFor authenticates, checks allowed and loads the conference,
@@ -174,7 +174,3 @@ func (a *API) attendance(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"conference": id, "bridges": rec})
 }
-
-// roleAdmin is the administrator's role name (the users' half of the
-// control plane defines the role itself).
-const roleAdmin Role = "admin"

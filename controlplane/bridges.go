@@ -1,7 +1,9 @@
 package controlplane
 
 import (
+	"bytes"
 	"encoding/csv"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -147,4 +149,82 @@ func (s *Store) Bridges() ([]Bridge, error) {
 		return err
 	})
 	return out, err
+}
+
+// ImportResult counts what an import did.
+type ImportResult struct {
+	Added     int        `json:"added"`
+	Updated   int        `json:"updated"`
+	Unchanged int        `json:"unchanged"`
+	Errors    []RowError `json:"errors"`
+}
+
+// ImportBridgesCSV imports a registry file. Any bad row imports nothing
+// unless partial is set, when the good rows go in and the bad ones are
+// reported. A row equal to what the registry holds changes nothing, so
+// importing the same file twice is a no-op. ok is false when nothing was
+// imported because of bad rows.
+func (s *Store) ImportBridgesCSV(r io.Reader, partial bool) (res ImportResult, ok bool, err error) {
+	bridges, bad, err := ParseBridgesCSV(r)
+	if err != nil {
+		return res, false, err
+	}
+	res.Errors = bad
+	if res.Errors == nil {
+		res.Errors = []RowError{}
+	}
+	if len(bad) > 0 && !partial {
+		return res, false, nil
+	}
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketBridges)
+		for _, br := range bridges {
+			next, err := json.Marshal(br)
+			if err != nil {
+				return err
+			}
+			switch prev := b.Get([]byte(br.ID)); {
+			case prev == nil:
+				res.Added++
+			case bytes.Equal(prev, next):
+				res.Unchanged++
+				continue
+			default:
+				res.Updated++
+			}
+			if err := b.Put([]byte(br.ID), next); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return res, err == nil, err
+}
+
+// WriteBridgesCSV writes the registry in the form ParseBridgesCSV reads.
+func WriteBridgesCSV(w io.Writer, bs []Bridge) error {
+	cw := csv.NewWriter(w)
+	_ = cw.Write(csvHeader)
+	for _, b := range bs {
+		if b.Kind == KindHub {
+			continue
+		}
+		_ = cw.Write([]string{b.ID, b.Name, string(b.Kind), b.Area, b.Contact})
+	}
+	cw.Flush()
+	return cw.Error()
+}
+
+// DeleteBridge removes a bridge from the registry and revokes its
+// terminal links.
+func (s *Store) DeleteBridge(id string) error {
+	if _, err := s.RevokeTerminalLinks(id); err != nil {
+		return err
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		if tx.Bucket(bucketBridges).Get([]byte(id)) == nil {
+			return ErrNotFound
+		}
+		return tx.Bucket(bucketBridges).Delete([]byte(id))
+	})
 }

@@ -47,8 +47,8 @@ func (c Conference) Joinable() bool {
 
 // CreateConference stores a new conference and returns it with its ID.
 func (s *Store) CreateConference(c Conference) (Conference, error) {
-	if strings.TrimSpace(c.Title) == "" {
-		return c, errors.New("conference title is empty")
+	if err := s.checkConference(c); err != nil {
+		return c, err
 	}
 	if c.State == "" {
 		c.State = StateScheduled
@@ -96,4 +96,53 @@ func (s *Store) InvitedBridges(c Conference) ([]Bridge, error) {
 		}
 	}
 	return out, nil
+}
+
+// checkConference validates a conference's editable fields against the
+// registry.
+func (s *Store) checkConference(c Conference) error {
+	switch {
+	case strings.TrimSpace(c.Title) == "":
+		return errors.New("conference title is empty")
+	case len(c.Title) > 200:
+		return errors.New("conference title is longer than 200 characters")
+	case !c.Start.IsZero() && !c.End.IsZero() && !c.End.After(c.Start):
+		return errors.New("the conference ends before it starts")
+	case c.AllBridges && len(c.Bridges) > 0:
+		return errors.New("invite all bridges or a list, not both")
+	case !c.AllBridges && len(c.Bridges) == 0:
+		return errors.New("invite all bridges or a list of them")
+	}
+	seen := map[string]bool{}
+	for _, id := range c.Bridges {
+		b, err := s.Bridge(id)
+		if err != nil || b.Kind == KindHub {
+			return fmt.Errorf("no bridge %q in the registry", id)
+		}
+		if seen[id] {
+			return fmt.Errorf("bridge %q invited twice", id)
+		}
+		seen[id] = true
+	}
+	return nil
+}
+
+// UpdateConference changes a conference's title, schedule and invitations
+// (not its state, not once it has ended).
+func (s *Store) UpdateConference(c Conference) (Conference, error) {
+	if err := s.checkConference(c); err != nil {
+		return c, err
+	}
+	var out Conference
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		if err := get(tx, bucketConferences, c.ID, &out); err != nil {
+			return err
+		}
+		if out.State == StateEnded {
+			return errors.New("the conference has ended")
+		}
+		out.Title, out.Start, out.End, out.AllBridges, out.Bridges = c.Title, c.Start, c.End, c.AllBridges, c.Bridges
+		return put(tx, bucketConferences, c.ID, out)
+	})
+	return out, err
 }

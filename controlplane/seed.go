@@ -14,6 +14,9 @@ type Demo struct {
 	Bridges         int
 	HostToken       string
 	TechnicianToken string
+	// AdminPassword is the password of the "admin" login created with
+	// the demo (shown once; change it on the admin page).
+	AdminPassword string
 }
 
 // SeedDemo fills an empty store with the sample registry (CSV), one open
@@ -50,8 +53,12 @@ func (s *Store) SeedDemo(registryCSV []byte, title string) (demo Demo, ok bool, 
 	if err != nil {
 		return Demo{}, false, err
 	}
+	adminPassword := NewToken()[:16]
+	if _, err := s.AddUser("admin", RoleAdmin, "Administrator", adminPassword); err != nil {
+		return Demo{}, false, err
+	}
 	err = s.db.Update(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketMeta).Put(keySeeded, []byte(s.now().UTC().Format("2006-01-02T15:04:05Z")))
 	})
-	return Demo{Conference: c, Bridges: len(bridges), HostToken: host, TechnicianToken: tech}, true, err
+	return Demo{Conference: c, Bridges: len(bridges), HostToken: host, TechnicianToken: tech, AdminPassword: adminPassword}, true, err
 }

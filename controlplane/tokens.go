@@ -30,7 +30,9 @@ type Grant struct {
 	Role       Role      `json:"role"`
 	Conference string    `json:"conference,omitempty"` // host tokens: the one conference they chair
 	Bridge     string    `json:"bridge,omitempty"`     // room tokens: the one bridge they are
-	Issued     time.Time `json:"issued"`
+	Issued     time.Time `json:"issued,omitzero"`
+	// User is the person behind a login session (not stored with tokens).
+	User string `json:"user,omitempty"`
 }
 
 // Admission errors: why a join was refused.
@@ -119,12 +121,19 @@ func (s *Store) Admit(token, conferenceID string) (Admission, error) {
 	if err != nil {
 		return Admission{}, err
 	}
+	return s.AdmitGrant(g, conferenceID)
+}
+
+// AdmitGrant decides whether what g grants (a token's, or a login
+// session's) may join a conference. A host login (no conference of its
+// own) chairs whichever conference it names.
+func (s *Store) AdmitGrant(g Grant, conferenceID string) (Admission, error) {
 	switch g.Role {
 	case RoleHost:
 		if conferenceID == "" {
 			conferenceID = g.Conference
 		}
-		if conferenceID != g.Conference {
+		if g.Conference != "" && conferenceID != g.Conference {
 			return Admission{}, ErrWrongConference
 		}
 		c, err := s.Conference(conferenceID)
@@ -182,4 +191,35 @@ func (s *Store) roomConference(bridgeID, conferenceID string) (Conference, error
 		}
 	}
 	return Conference{}, ErrConferenceClosed
+}
+
+// RevokeTerminalLinks revokes every room token of a bridge (a terminal
+// lost or replaced); it returns how many there were.
+func (s *Store) RevokeTerminalLinks(bridge string) (int, error) {
+	n := 0
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketTokens)
+		var dead [][]byte
+		err := b.ForEach(func(k, v []byte) error {
+			var g Grant
+			if err := jsonUnmarshal(v, &g); err != nil {
+				return err
+			}
+			if g.Role == RoleRoom && g.Bridge == bridge {
+				dead = append(dead, slices.Clone(k))
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, k := range dead {
+			if err := b.Delete(k); err != nil {
+				return err
+			}
+		}
+		n = len(dead)
+		return nil
+	})
+	return n, err
 }

@@ -106,7 +106,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return // the upgrader has answered the request
 	}
-	newSession(s, conn, r.RemoteAddr).run()
+	ss := newSession(s, conn, r.RemoteAddr)
+	if c, err := r.Cookie(controlplane.SessionCookie); err == nil {
+		ss.cookie = c.Value // a logged-in host may join without a link token
+	}
+	ss.run()
 }
 
 // conference returns the live state of conference c, creating it (and its

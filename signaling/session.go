@@ -25,6 +25,7 @@ type session struct {
 	srv    *Server
 	conn   *websocket.Conn
 	remote string
+	cookie string // the login session cookie of the upgrade request, if any
 	log    *slog.Logger
 	out    chan []byte
 
@@ -177,7 +178,20 @@ func (ss *session) handle(m wire.Message) bool {
 // join admits the session or refuses it with a typed error; a refused
 // connection leaves nothing behind.
 func (ss *session) join(j *wire.Join) bool {
-	adm, err := ss.srv.cfg.Store.Admit(j.Token, j.Conference)
+	var adm controlplane.Admission
+	var err error
+	if j.Token == "" && ss.cookie != "" {
+		// A host (or anyone) logged in on the admin page: the session
+		// cookie stands for a link token.
+		var g controlplane.Grant
+		if g, err = ss.srv.cfg.Store.SessionGrant(ss.cookie); err == nil {
+			adm, err = ss.srv.cfg.Store.AdmitGrant(g, j.Conference)
+		} else {
+			err = controlplane.ErrTokenInvalid
+		}
+	} else {
+		adm, err = ss.srv.cfg.Store.Admit(j.Token, j.Conference)
+	}
 	if err != nil {
 		code, msg := admissionError(err)
 		ss.log.Info("join refused", "code", code, "conference", j.Conference)

@@ -2,6 +2,8 @@
 // signaling service, the control plane and the pages, in one binary.
 //
 //	citybridge serve [flags]    run the server (see citybridge serve -h)
+//	citybridge users ...        manage logins (admin, host, technician)
+//	citybridge bridges ...      import and export the bridge registry
 //	citybridge version          print the version
 package main
 
@@ -43,6 +45,10 @@ func cli(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 			return 1
 		}
 		return 0
+	case "users":
+		return usersCommand(args[1:], getenv, os.Stdin, stdout, stderr)
+	case "bridges":
+		return bridgesCommand(args[1:], getenv, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "citybridge", version)
 		return 0
@@ -58,7 +64,15 @@ func cli(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 func usage(w io.Writer) {
 	fmt.Fprint(w, `usage:
   citybridge serve [flags]   run the server (citybridge serve -h lists the flags)
+  citybridge users add --role host|technician|admin [--display NAME] [--password-file F] LOGIN
+                             add a login (password: first line of F, or of standard input)
+  citybridge users list | passwd LOGIN | remove LOGIN
+  citybridge bridges import [--partial] FILE.csv
+                             import the registry (id,name,kind,area,contact); bad rows are
+                             reported by line and import nothing unless --partial
+  citybridge bridges export [FILE.csv]
   citybridge version         print the version
+(users and bridges take --data DIR, default ./citybridge-data, and need the server stopped)
 `)
 }
 
@@ -78,10 +92,11 @@ These links carry secret tokens and are shown only this once; keep them.
 
   Host console:            %s/host#t=%s
   Room terminals (index):  %s/rooms#t=%s
+  Administration:          %s/admin  (login "admin", password %s)
 
 The certificate is self-signed: the browser will ask you to accept it once.
 
-`, s.demo.Bridges, base, s.demo.HostToken, base, s.demo.TechnicianToken)
+`, s.demo.Bridges, base, s.demo.HostToken, base, s.demo.TechnicianToken, base, s.demo.AdminPassword)
 	}
 	<-ctx.Done()
 	log.Info("shutting down")

@@ -152,6 +152,7 @@ func (s *server) routes() http.Handler {
 	api := controlplane.NewAPI(s.store, s.presence, s.log)
 	api.SetMedia(s.sig)
 	api.SetFloor(s.sig)
+	api.OnConferenceChange(s.sig.ConferenceChanged)
 	api.Register(mux)
 	mux.Handle("GET /signal", s.sig)
 	mux.HandleFunc("GET /healthz", s.healthz)

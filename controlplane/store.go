@@ -126,3 +126,22 @@ func putRaw(b *bolt.Bucket, key []byte, v any) error {
 }
 
 func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
+
+// Snapshot returns every record of the store as bucket/key → value, for
+// tests that prove a refused request changed nothing (and diagnostics).
+// The heartbeat, which changes every few seconds by itself, is left out.
+func (s *Store) Snapshot() (map[string]string, error) {
+	out := map[string]string{}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.ForEach(func(name []byte, b *bolt.Bucket) error {
+			return b.ForEach(func(k, v []byte) error {
+				if string(name) == string(bucketMeta) && string(k) == string(keyAlive) {
+					return nil
+				}
+				out[string(name)+"/"+string(k)] = string(v)
+				return nil
+			})
+		})
+	})
+	return out, err
+}

@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -53,9 +54,11 @@ const (
 	MaxPassword = 72 // bcrypt's limit
 	// SessionLifetime is how long a login lasts.
 	SessionLifetime = 12 * time.Hour
-	// bcryptCost: about 50-100 ms a check on a small server.
-	bcryptCost = 11
 )
+
+// PasswordCost is bcrypt's cost for new hashes: 11 is about 100 ms a check
+// on a small server. Tests lower it to bcrypt.MinCost to run fast.
+var PasswordCost = 11
 
 var userName = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,31}$`)
 
@@ -90,7 +93,7 @@ func (s *Store) AddUser(name string, role Role, display, password string) (User,
 	if err := checkPassword(password); err != nil {
 		return User{}, err
 	}
-	hash, err := bcrypt.GenerateFromPassword([]byte(password), bcryptCost)
+	hash, err := bcrypt.GenerateFromPassword([]byte(password), PasswordCost)
 	if err != nil {
 		return User{}, err
 	}
@@ -110,7 +113,7 @@ func (s *Store) SetPassword(name, password string) error {
 	if err := checkPassword(password); err != nil {
 		return err
 	}
-	hash, err := bcrypt.GenerateFromPassword([]byte(password), bcryptCost)
+	hash, err := bcrypt.GenerateFromPassword([]byte(password), PasswordCost)
 	if err != nil {
 		return err
 	}
@@ -175,7 +178,10 @@ func (s *Store) Users() ([]User, error) {
 
 // dummyHash is compared against when the user does not exist, so that an
 // unknown name costs as much time as a wrong password.
-var dummyHash, _ = bcrypt.GenerateFromPassword([]byte("citybridge-no-such-user"), bcryptCost)
+var dummyHash = sync.OnceValue(func() []byte {
+	h, _ := bcrypt.GenerateFromPassword([]byte("citybridge-no-such-user"), PasswordCost)
+	return h
+})
 
 // CheckPassword returns the user if the password is theirs and the login
 // is enabled; ErrBadLogin otherwise, whatever the reason.
@@ -183,7 +189,7 @@ func (s *Store) CheckPassword(name, password string) (User, error) {
 	var u User
 	err := s.db.View(func(tx *bolt.Tx) error { return get(tx, bucketUsers, name, &u) })
 	if err != nil {
-		_ = bcrypt.CompareHashAndPassword(dummyHash, []byte(password))
+		_ = bcrypt.CompareHashAndPassword(dummyHash(), []byte(password))
 		if errors.Is(err, ErrNotFound) {
 			return User{}, ErrBadLogin
 		}

@@ -1,0 +1,327 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"maps"
+	"net/http"
+	"slices"
+	"sort"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"citybridge/controlplane"
+)
+
+// callers of the API, by how they present themselves.
+const (
+	anon      = "anonymous"
+	roomTok   = "room token"
+	techTok   = "technician token"
+	hostTok   = "host token"
+	adminLog  = "admin login"
+	hostLog   = "host login"
+	techLog   = "technician login"
+	adminPass = "admin-password-1"
+)
+
+var allCallers = []string{anon, roomTok, techTok, hostTok, adminLog, hostLog, techLog}
+
+// roleOf is the OpenAPI x-roles name of a caller.
+var roleOf = map[string]string{
+	anon: "anonymous", roomTok: "room", techTok: "technician", hostTok: "host",
+	adminLog: "admin", hostLog: "host", techLog: "technician",
+}
+
+// apiOp is one endpoint of the table: who may call it, and how to make a
+// call that succeeds when allowed.
+type apiOp struct {
+	method, path string
+	allowed      []string
+	want         int // status of an allowed call
+	// prepare returns the concrete path and body for one call (making
+	// whatever a destructive call consumes).
+	prepare func(t *testing.T, ts *testServer) (path, body string)
+}
+
+var uniq atomic.Int64
+
+func next(prefix string) string { return fmt.Sprintf("%s%d", prefix, uniq.Add(1)) }
+
+func fixed(path, body string) func(*testing.T, *testServer) (string, string) {
+	return func(*testing.T, *testServer) (string, string) { return path, body }
+}
+
+var (
+	authenticated = []string{roomTok, techTok, hostTok, adminLog, hostLog, techLog}
+	watchers      = []string{techTok, hostTok, adminLog, hostLog, techLog}
+	chairs        = []string{hostTok, hostLog}
+	technicians   = []string{techTok, techLog}
+	admins        = []string{adminLog}
+)
+
+func apiTable() []apiOp {
+	c := "/api/conferences/c1"
+	return []apiOp{
+		{"POST", "/api/login", allCallers, 200, fixed("/api/login", `{"name":"admin","password":"`+adminPass+`"}`)},
+		{"POST", "/api/logout", authenticated, 204, fixed("/api/logout", "")},
+		{"GET", "/api/me", authenticated, 200, fixed("/api/me", "")},
+		{"GET", "/api/openapi.json", allCallers, 200, fixed("/api/openapi.json", "")},
+		{"GET", "/api/conferences", watchers, 200, fixed("/api/conferences", "")},
+		{"POST", "/api/conferences", []string{adminLog, hostLog}, 201, fixed("/api/conferences", `{"title":"Giao ban","all_bridges":true}`)},
+		{"GET", "/api/conferences/{id}", watchers, 200, fixed(c, "")},
+		{"PUT", "/api/conferences/{id}", []string{adminLog, hostLog}, 200, fixed(c, `{"title":"Hội nghị","all_bridges":true}`)},
+		// c1 is open: the first allowed call makes it live, the others
+		// find it live already (no change, still 200).
+		{"POST", "/api/conferences/{id}/state", []string{hostTok, adminLog, hostLog}, 200, fixed(c+"/state", `{"state":"live"}`)},
+		{"GET", "/api/conferences/{id}/bridges", watchers, 200, fixed(c+"/bridges", "")},
+		{"GET", "/api/conferences/{id}/floor", watchers, 200, fixed(c+"/floor", "")},
+		{"POST", "/api/conferences/{id}/floor", chairs, 200, fixed(c+"/floor", `{"bridge":"commune-001"}`)},
+		{"DELETE", "/api/conferences/{id}/floor", chairs, 200, fixed(c+"/floor", "")},
+		{"POST", "/api/conferences/{id}/bridges/{bridge}/mute", chairs, 200, fixed(c+"/bridges/commune-001/mute", "")},
+		{"DELETE", "/api/conferences/{id}/bridges/{bridge}/mute", chairs, 200, fixed(c+"/bridges/commune-001/mute", "")},
+		{"POST", "/api/conferences/{id}/mute-all", chairs, 200, fixed(c+"/mute-all", "")},
+		{"POST", "/api/conferences/{id}/lock", chairs, 200, fixed(c+"/lock", "")},
+		{"DELETE", "/api/conferences/{id}/lock", chairs, 200, fixed(c+"/lock", "")},
+		{"DELETE", "/api/conferences/{id}/hands/{bridge}", chairs, 200, fixed(c+"/hands/commune-001", "")},
+		{"GET", "/api/conferences/{id}/attendance", watchers, 200, fixed(c+"/attendance", "")},
+		{"PUT", "/api/conferences/{id}/bridges/{bridge}/max-layer", technicians, 200, fixed(c+"/bridges/commune-001/max-layer", `{"layer":"h"}`)},
+		{"GET", "/api/bridges", watchers, 200, fixed("/api/bridges", "")},
+		{"POST", "/api/bridges", admins, 201, func(*testing.T, *testServer) (string, string) {
+			return "/api/bridges", `{"id":"` + next("new-") + `","name":"Xã Mới","kind":"commune"}`
+		}},
+		{"GET", "/api/bridges.csv", []string{techTok, adminLog, techLog}, 200, fixed("/api/bridges.csv", "")},
+		{"POST", "/api/bridges/import", admins, 200, func(*testing.T, *testServer) (string, string) {
+			return "/api/bridges/import", "id,name,kind,area,contact\n" + next("imp-") + ",Xã Nhập,commune,,\n"
+		}},
+		{"PUT", "/api/bridges/{id}", admins, 200, fixed("/api/bridges/commune-002", `{"id":"commune-002","name":"Xã Hai","kind":"commune"}`)},
+		{"DELETE", "/api/bridges/{id}", admins, 204, func(t *testing.T, ts *testServer) (string, string) {
+			id := next("gone-")
+			if err := ts.store.PutBridges([]controlplane.Bridge{{ID: id, Name: "Tạm", Kind: controlplane.KindWard}}); err != nil {
+				t.Fatal(err)
+			}
+			return "/api/bridges/" + id, ""
+		}},
+		{"POST", "/api/bridges/{id}/terminal-links", []string{techTok, adminLog, techLog}, 201, fixed("/api/bridges/commune-003/terminal-links", "")},
+		{"DELETE", "/api/bridges/{id}/terminal-links", []string{techTok, adminLog, techLog}, 200, fixed("/api/bridges/commune-004/terminal-links", "")},
+		{"GET", "/api/users", admins, 200, fixed("/api/users", "")},
+		{"POST", "/api/users", admins, 201, func(*testing.T, *testServer) (string, string) {
+			return "/api/users", `{"name":"` + next("tech") + `","role":"technician","password":"long-enough-1"}`
+		}},
+		{"DELETE", "/api/users/{name}", admins, 204, func(t *testing.T, ts *testServer) (string, string) {
+			name := next("leaving")
+			if _, err := ts.store.AddUser(name, controlplane.RoleTechnician, "", "long-enough-1"); err != nil {
+				t.Fatal(err)
+			}
+			return "/api/users/" + name, ""
+		}},
+		{"PUT", "/api/users/{name}/password", admins, 204, fixed("/api/users/someone/password", `{"password":"another-long-1"}`)},
+	}
+}
+
+// TestAPIAuthorizationMatrix: every endpoint × every kind of caller
+// (anonymous, a room terminal's link, a technician's link, the host's
+// link, and logins of an administrator, a host and a technician). Allowed
+// calls succeed; the others get 401 (anonymous) or 403 and leave the store
+// exactly as it was. The table must cover every operation /api/openapi.json
+// documents, with the same roles, and nothing else.
+func TestAPIAuthorizationMatrix(t *testing.T) {
+	t.Parallel()
+	ts := startTestServer(t)
+	st := ts.store
+	for _, u := range []struct {
+		name string
+		role controlplane.Role
+	}{{"boss", controlplane.RoleAdmin}, {"chair", controlplane.RoleHost}, {"fixer", controlplane.RoleTechnician}, {"someone", controlplane.RoleTechnician}} {
+		if _, err := st.AddUser(u.name, u.role, "", "long-enough-1"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := st.SetPassword("admin", adminPass); err != nil {
+		t.Fatal(err)
+	}
+	room, err := st.IssueToken(controlplane.Grant{Role: controlplane.RoleRoom, Bridge: "ward-001"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// credential prepares one caller's credential, fresh for each call (a
+	// logout ends the session it is called with).
+	credential := func(t *testing.T, caller string) func(*http.Request) {
+		t.Helper()
+		bearer := func(tok string) func(*http.Request) {
+			return func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+tok) }
+		}
+		login := func(name string) func(*http.Request) {
+			us, _ := st.Users()
+			for _, u := range us {
+				if u.Name == name {
+					tok, _, err := st.NewSession(u)
+					if err != nil {
+						t.Fatal(err)
+					}
+					return func(r *http.Request) { r.AddCookie(&http.Cookie{Name: controlplane.SessionCookie, Value: tok}) }
+				}
+			}
+			t.Fatalf("no user %s", name)
+			return nil
+		}
+		switch caller {
+		case roomTok:
+			return bearer(room)
+		case techTok:
+			return bearer(ts.demo.TechnicianToken)
+		case hostTok:
+			return bearer(ts.demo.HostToken)
+		case adminLog:
+			return login("boss")
+		case hostLog:
+			return login("chair")
+		case techLog:
+			return login("fixer")
+		}
+		return func(*http.Request) {}
+	}
+	call := func(t *testing.T, method, path, body string, cred func(*http.Request), origin string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest(method, ts.base+path, strings.NewReader(body))
+		if strings.HasSuffix(path, "/import") {
+			req.Header.Set("Content-Type", "text/csv")
+		} else if body != "" {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		req.Header.Set("Origin", origin)
+		cred(req)
+		resp, err := ts.client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+
+	table := apiTable()
+	for _, op := range table {
+		for _, caller := range allCallers {
+			allowed := slices.Contains(op.allowed, caller)
+			t.Run(op.method+" "+op.path+" as "+caller, func(t *testing.T) {
+				path, body := op.prepare(t, ts)
+				cred := credential(t, caller)
+				before, err := st.Snapshot()
+				if err != nil {
+					t.Fatal(err)
+				}
+				code, answer := call(t, op.method, path, body, cred, ts.base)
+				if allowed {
+					if code != op.want {
+						t.Fatalf("allowed call: %d %s, want %d", code, answer, op.want)
+					}
+					return
+				}
+				want := http.StatusForbidden
+				if caller == anon {
+					want = http.StatusUnauthorized
+				}
+				if code != want {
+					t.Fatalf("refused call: %d %s, want %d", code, answer, want)
+				}
+				var e struct{ Code, Message string }
+				if json.Unmarshal([]byte(answer), &e) != nil || e.Code == "" || e.Message == "" {
+					t.Errorf("error body %q is not {code, message}", answer)
+				}
+				after, err := st.Snapshot()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !maps.Equal(before, after) {
+					t.Errorf("a refused call changed the store: %s", diffKeys(before, after))
+				}
+			})
+		}
+	}
+
+	// A login cookie on a changing request from another site's page.
+	t.Run("cross-site request with an admin's cookie", func(t *testing.T) {
+		cred := credential(t, adminLog)
+		before, _ := st.Snapshot()
+		code, answer := call(t, "POST", "/api/bridges", `{"id":"csrf-1","name":"X","kind":"ward"}`, cred, "https://evil.example")
+		after, _ := st.Snapshot()
+		if code != http.StatusForbidden || !strings.Contains(answer, "csrf") || !maps.Equal(before, after) {
+			t.Errorf("cross-site POST: %d %s; store changed: %v", code, answer, !maps.Equal(before, after))
+		}
+	})
+
+	// The table and the OpenAPI document describe the same API.
+	code, doc := call(t, "GET", "/api/openapi.json", "", func(*http.Request) {}, ts.base)
+	if code != 200 {
+		t.Fatalf("openapi.json: %d", code)
+	}
+	var spec struct {
+		OpenAPI string                                `json:"openapi"`
+		Paths   map[string]map[string]json.RawMessage `json:"paths"`
+	}
+	if err := json.Unmarshal([]byte(doc), &spec); err != nil || !strings.HasPrefix(spec.OpenAPI, "3.") {
+		t.Fatalf("openapi.json is not an OpenAPI 3 document: %v", err)
+	}
+	documented := map[string][]string{}
+	for path, methods := range spec.Paths {
+		for method, raw := range methods {
+			var op struct {
+				Roles []string `json:"x-roles"`
+			}
+			if err := json.Unmarshal(raw, &op); err != nil {
+				t.Fatal(err)
+			}
+			documented[strings.ToUpper(method)+" "+path] = op.Roles
+		}
+	}
+	for _, op := range table {
+		key := op.method + " " + op.path
+		roles, ok := documented[key]
+		if !ok {
+			t.Errorf("%s is in the table but not in openapi.json", key)
+			continue
+		}
+		delete(documented, key)
+		want := map[string]bool{}
+		for _, c := range op.allowed {
+			want[roleOf[c]] = true
+		}
+		got := map[string]bool{}
+		for _, r := range roles {
+			got[r] = true
+		}
+		if !maps.Equal(got, want) {
+			t.Errorf("%s: openapi.json says roles %v, the table allows %v", key, sortedKeys(got), sortedKeys(want))
+		}
+	}
+	for key := range documented {
+		t.Errorf("%s is documented in openapi.json but not in the table", key)
+	}
+}
+
+func sortedKeys(m map[string]bool) []string {
+	out := slices.Collect(maps.Keys(m))
+	sort.Strings(out)
+	return out
+}
+
+func diffKeys(a, b map[string]string) string {
+	var out []string
+	for k, v := range a {
+		if w, ok := b[k]; !ok {
+			out = append(out, "removed "+k)
+		} else if w != v {
+			out = append(out, "changed "+k)
+		}
+	}
+	for k := range b {
+		if _, ok := a[k]; !ok {
+			out = append(out, "added "+k)
+		}
+	}
+	sort.Strings(out)
+	return strings.Join(out, ", ")
+}

@@ -25,6 +25,7 @@ var pages = map[string]string{
 	"/host":  "host.html",
 	"/room":  "room.html",
 	"/rooms": "rooms.html",
+	"/admin": "admin.html",
 }
 
 // Register mounts the pages and /static/ on mux.

@@ -1,0 +1,185 @@
+// The administration page: log in (administrators, hosts, technicians);
+// then, by role, the conferences (open the console, change their state),
+// the bridge registry (CSV import with its per-row report, export) and
+// the logins. Every action is a call to the JSON API, which decides.
+import { apply, mountSwitch, t } from "/static/i18n.js";
+
+const el = (id) => document.getElementById(id);
+const page = { me: null, conferences: [], users: [], bridges: 0, report: null };
+window.citybridge = page;
+
+async function api(method, path, body, type = "application/json") {
+  const init = { method, headers: {} };
+  if (body !== undefined) {
+    init.body = type === "application/json" ? JSON.stringify(body) : body;
+    init.headers["Content-Type"] = type;
+  }
+  const r = await fetch(path, init);
+  const text = await r.text();
+  const data = text ? JSON.parse(text) : null;
+  if (!r.ok && r.status !== 422) throw Object.assign(new Error(data?.message || r.statusText), { code: data?.code, status: r.status });
+  return data;
+}
+
+function notice(msg) {
+  el("notice").textContent = msg || "";
+}
+
+function cell(text) {
+  const td = document.createElement("td");
+  td.textContent = text;
+  return td;
+}
+
+function button(label, onClick, cls = "") {
+  const b = document.createElement("button");
+  b.textContent = label;
+  b.className = cls;
+  b.type = "button";
+  b.addEventListener("click", () => onClick().catch((e) => notice(e.message)));
+  return b;
+}
+
+const nextStates = { scheduled: ["open", "ended"], open: ["live", "ended"], live: ["ended"], ended: [] };
+
+function render() {
+  const me = page.me;
+  el("login").hidden = !!me;
+  el("logout").hidden = !me;
+  el("who").textContent = me ? `${me.user} · ${t("role_" + me.role)}` : "";
+  const admin = me?.role === "admin";
+  el("conferences").hidden = !me;
+  el("new-conference").hidden = !(admin || me?.role === "host");
+  el("bridges").hidden = !(admin || me?.role === "technician");
+  el("import").hidden = !admin;
+  el("users").hidden = !admin;
+  el("bridge-count").textContent = page.bridges ? t("bridge_count", { n: page.bridges }) : "";
+  el("conference-rows").replaceChildren(
+    ...page.conferences.map((c) => {
+      const tr = document.createElement("tr");
+      tr.dataset.conference = c.id;
+      const actions = document.createElement("td");
+      if (me?.role === "host") {
+        const a = document.createElement("a");
+        a.href = `/host#c=${encodeURIComponent(c.id)}`;
+        a.textContent = t("open_console");
+        actions.append(a, " ");
+      }
+      if (me?.role === "technician" || admin) {
+        const a = document.createElement("a");
+        a.href = `/rooms#c=${encodeURIComponent(c.id)}`;
+        a.textContent = t("title_rooms");
+        actions.append(a, " ");
+      }
+      if (admin || me?.role === "host") {
+        for (const st of nextStates[c.state] || []) {
+          actions.append(button(t("to_state_" + st), async () => {
+            await api("POST", `/api/conferences/${c.id}/state`, { state: st });
+            await load();
+          }, st === "ended" ? "danger" : ""));
+        }
+      }
+      tr.append(cell(c.title), cell(t("conf_state_" + c.state)), cell(String(c.invited)), actions);
+      return tr;
+    }),
+  );
+  el("user-rows").replaceChildren(
+    ...page.users.map((u) => {
+      const tr = document.createElement("tr");
+      tr.dataset.user = u.name;
+      const actions = document.createElement("td");
+      if (u.name !== me?.user) {
+        actions.append(button(t("remove"), async () => {
+          await api("DELETE", `/api/users/${encodeURIComponent(u.name)}`);
+          await load();
+        }, "quiet"));
+      }
+      tr.append(cell(u.name), cell(t("role_" + u.role)), cell(u.display || ""), actions);
+      return tr;
+    }),
+  );
+  const rep = el("import-report");
+  rep.hidden = !page.report;
+  if (page.report) {
+    const r = page.report;
+    const lines = [t("import_result", { added: r.added, updated: r.updated, unchanged: r.unchanged, bad: r.errors.length })];
+    for (const e of r.errors) lines.push(t("import_row", { line: e.line, error: e.error }));
+    if (r.errors.length && !r.imported) lines.push(t("import_nothing"));
+    rep.textContent = lines.join("\n");
+  }
+}
+
+async function load() {
+  try {
+    page.me = await api("GET", "/api/me");
+  } catch {
+    page.me = null;
+    render();
+    return;
+  }
+  page.conferences = await api("GET", "/api/conferences").catch(() => []);
+  if (page.me.role === "admin") page.users = await api("GET", "/api/users");
+  if (page.me.role !== "room") page.bridges = (await api("GET", "/api/bridges").catch(() => [])).length;
+  render();
+}
+
+el("login").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  try {
+    await api("POST", "/api/login", { name: el("login-name").value.trim(), password: el("login-password").value });
+    el("login-password").value = "";
+    notice("");
+    await load();
+  } catch (err) {
+    notice(err.status === 429 ? t("too_many_logins") : t("bad_login"));
+  }
+});
+el("logout").addEventListener("click", async () => {
+  await api("POST", "/api/logout").catch(() => {});
+  page.me = null;
+  render();
+});
+el("new-conference").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  try {
+    await api("POST", "/api/conferences", { title: el("conference-title-input").value.trim(), all_bridges: true });
+    el("conference-title-input").value = "";
+    await load();
+  } catch (err) {
+    notice(err.message);
+  }
+});
+el("import").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const file = el("import-file").files[0];
+  if (!file) return;
+  const partial = el("import-partial").checked ? "?partial=1" : "";
+  try {
+    const res = await api("POST", "/api/bridges/import" + partial, await file.text(), "text/csv");
+    res.imported = !(res.errors.length && !partial);
+    page.report = res;
+    await load();
+  } catch (err) {
+    notice(err.message);
+  }
+});
+el("new-user").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  try {
+    await api("POST", "/api/users", {
+      name: el("user-name").value.trim(),
+      role: el("user-role").value,
+      display: el("user-display").value.trim(),
+      password: el("user-password").value,
+    });
+    for (const id of ["user-name", "user-display", "user-password"]) el(id).value = "";
+    notice("");
+    await load();
+  } catch (err) {
+    notice(err.message);
+  }
+});
+
+apply();
+mountSwitch(el("lang"), render);
+load();

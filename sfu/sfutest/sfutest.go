@@ -48,6 +48,12 @@ func TestdataDir() string {
 // is set, it gathers and accepts only loopback candidates, so a test never
 // sends a packet off the machine.
 func ClientAPI(loopbackOnly bool) (*webrtc.API, error) {
+	return ClientAPIWith(loopbackOnly, nil)
+}
+
+// ClientAPIWith is ClientAPI with a last say on the setting engine (a
+// room simulator's own UDP socket, ICE timeouts).
+func ClientAPIWith(loopbackOnly bool, edit func(*webrtc.SettingEngine)) (*webrtc.API, error) {
 	// VP8 and Opus only, and no RTX: pion retransmits on an RTX stream
 	// without the repaired-RID extension, which a simulcast receiver
 	// cannot tell from a new layer. Plain NACK retransmission is enough.
@@ -85,6 +91,9 @@ func ClientAPI(loopbackOnly bool) (*webrtc.API, error) {
 		se.SetIPFilter(loop)
 		se.SetRemoteIPFilter(loop)
 		se.SetInterfaceFilter(func(name string) bool { return name == "lo" })
+	}
+	if edit != nil {
+		edit(&se)
 	}
 	return webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se)), nil
 }

@@ -1,0 +1,189 @@
+package terminal
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+)
+
+// Fleet is many terminals run together: the room simulator's load, and
+// the subject of drills.
+type Fleet struct {
+	Terminals []*Terminal
+	Links     []*Link
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	errMu     sync.Mutex
+	errs      []error
+}
+
+// StartFleet starts one terminal per token against the server at base.
+func StartFleet(base, conference string, tokens []string, layers []string, log *slog.Logger) (*Fleet, error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	f := &Fleet{cancel: cancel}
+	for i, tok := range tokens {
+		link := &Link{}
+		t, err := New(Config{Base: base, Token: tok, Conference: conference, Link: link, Layers: layers,
+			Logger: log.With("terminal", i)})
+		if err != nil {
+			f.Stop()
+			return nil, err
+		}
+		f.Terminals = append(f.Terminals, t)
+		f.Links = append(f.Links, link)
+	}
+	for _, t := range f.Terminals {
+		f.wg.Add(1)
+		go func() {
+			defer f.wg.Done()
+			if err := t.Run(ctx); err != nil {
+				f.errMu.Lock()
+				f.errs = append(f.errs, fmt.Errorf("%s: %w", t.Bridge(), err))
+				f.errMu.Unlock()
+			}
+		}()
+	}
+	return f, nil
+}
+
+// Errors are the terminals that stopped for good (refused).
+func (f *Fleet) Errors() []error {
+	f.errMu.Lock()
+	defer f.errMu.Unlock()
+	return slices.Clone(f.errs)
+}
+
+// Stop ends every terminal (they say goodbye) and waits for them.
+func (f *Fleet) Stop() {
+	f.cancel()
+	f.wg.Wait()
+}
+
+// Receiving reports how many terminals have had the hub's video within
+// the last window.
+func (f *Fleet) Receiving(window time.Duration) int {
+	n := 0
+	for _, t := range f.Terminals {
+		if last := t.LastHub(); !last.IsZero() && time.Since(last) < window {
+			n++
+		}
+	}
+	return n
+}
+
+// Flap cuts the lines of the terminals at indexes every cycle: down for
+// down, up for up, until total has passed (or ctx ends). The cuts are
+// staggered over the first cycle so they do not all fall at once.
+func (f *Fleet) Flap(ctx context.Context, indexes []int, down, up, total time.Duration) {
+	var wg sync.WaitGroup
+	end := time.Now().Add(total)
+	cycle := down + up
+	for k, i := range indexes {
+		link := f.Links[i]
+		offset := time.Duration(int64(cycle) * int64(k) / int64(max(len(indexes), 1)))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if !sleep(ctx, offset) {
+				return
+			}
+			for time.Now().Add(down).Before(end) {
+				link.Cut()
+				ok := sleep(ctx, down)
+				link.Restore()
+				if !ok || !sleep(ctx, up) {
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	select {
+	case <-ctx.Done():
+		return false
+	case <-time.After(d):
+		return true
+	}
+}
+
+// Pick returns n distinct random indexes of the fleet.
+func (f *Fleet) Pick(n int) []int {
+	idx := rand.Perm(len(f.Terminals))[:min(n, len(f.Terminals))]
+	sort.Ints(idx)
+	return idx
+}
+
+// Report sums up the faults of a drill.
+type Report struct {
+	Faults      int
+	Detected    int
+	Recovered   int
+	Recoveries  []time.Duration // sorted
+	Detections  []time.Duration // sorted
+	Unrecovered []string        // bridges with a fault that did not recover
+	PerBridge   map[string][]Fault
+}
+
+// Report collects every fault so far; a fault counts as recovered once the
+// hub's video flowed again after its restore.
+func (f *Fleet) Report() Report {
+	r := Report{PerBridge: map[string][]Fault{}}
+	for i, l := range f.Links {
+		faults := l.Faults()
+		if len(faults) == 0 {
+			continue
+		}
+		b := f.Terminals[i].Bridge()
+		r.PerBridge[b] = faults
+		for _, ft := range faults {
+			if ft.Restored.IsZero() {
+				continue // still cut
+			}
+			r.Faults++
+			if ft.Detected > 0 {
+				r.Detected++
+				r.Detections = append(r.Detections, ft.Detected)
+			}
+			if ft.Recovered > 0 {
+				r.Recovered++
+				r.Recoveries = append(r.Recoveries, ft.Recovered)
+			} else {
+				r.Unrecovered = append(r.Unrecovered, b)
+			}
+		}
+	}
+	slices.Sort(r.Recoveries)
+	slices.Sort(r.Detections)
+	return r
+}
+
+// Quantile returns the q-quantile (0..1) of sorted durations.
+func Quantile(sorted []time.Duration, q float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(math.Ceil(q*float64(len(sorted)))) - 1
+	return sorted[min(max(i, 0), len(sorted)-1)]
+}
+
+// Write prints the report: totals, the recovery distribution, and the
+// bridges that did not recover.
+func (r Report) Write(w io.Writer) {
+	fmt.Fprintf(w, "faults %d, detected by the terminal %d, recovered %d\n", r.Faults, r.Detected, r.Recovered)
+	fmt.Fprintf(w, "recovery after the line came back: min %v, median %v, p90 %v, max %v\n",
+		Quantile(r.Recoveries, 0), Quantile(r.Recoveries, 0.5), Quantile(r.Recoveries, 0.9), Quantile(r.Recoveries, 1))
+	fmt.Fprintf(w, "detection after the cut: median %v, max %v\n", Quantile(r.Detections, 0.5), Quantile(r.Detections, 1))
+	if len(r.Unrecovered) > 0 {
+		fmt.Fprintf(w, "NOT recovered: %v\n", r.Unrecovered)
+	}
+}

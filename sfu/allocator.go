@@ -29,7 +29,15 @@ const (
 	upHeadroom   = 1.15 // a layer must fit with 15% to spare before moving up to it
 	keepFraction = 0.60 // the current layer stays while the estimate covers 60% of it
 
-	allocHold        = 3 * time.Second        // quiet time before trying to move up
+	allocHold = 3 * time.Second // quiet time before trying to move up
+	// lossMemory is how long a report of heavy loss (over 10%) lets the
+	// allocator pause video: without one, delay alone never pauses it.
+	lossMemory = 5 * time.Second
+	// outageGap: no RTCP at all from a subscriber for this long means its
+	// line was down; for outageReports after it comes back, its loss
+	// reports (which count the outage) do not cap the estimate.
+	outageGap        = 1500 * time.Millisecond
+	outageReports    = 2500 * time.Millisecond
 	pauseHold        = 2 * time.Second        // the estimate stays under the lowest layer this long before video pauses
 	probeDuration    = 1 * time.Second        // how long a probe sends padding
 	probeGrace       = 600 * time.Millisecond // feedback still arriving after a probe

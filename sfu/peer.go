@@ -360,6 +360,14 @@ func (p *Peer) readSenderRTCP(sender *webrtc.RTPSender, d *DownTrack) {
 			return
 		}
 		now := p.router.sfu.clock()
+		// Feedback after a silence: the subscriber's line was down (its
+		// terminal sends RTCP every second and transport-wide feedback
+		// every 100 ms while media flows). The loss its next reports count
+		// is the outage's, not congestion: see onReceiverReport.
+		if prev := p.as.rtcpAt.Swap(now); prev != 0 && now-prev > int64(outageGap) {
+			p.as.outageEnd.Store(now + int64(outageReports))
+			p.log.Info("subscriber feedback back after a silence", "silent", time.Duration(now-prev).Round(time.Millisecond))
+		}
 		for _, pkt := range pkts {
 			switch pkt := pkt.(type) {
 			case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:

@@ -45,6 +45,9 @@ type allocState struct {
 	twccAt       atomic.Int64 // when transport-wide feedback last came
 	lossCap      atomic.Int64 // cap from receiver-reported loss; 0 = none
 	lossAt       atomic.Int64 // when a report last said 2% or more was lost
+	heavyLossAt  atomic.Int64 // when a report last said over 10% was lost
+	rtcpAt       atomic.Int64 // when the subscriber's last RTCP came
+	outageEnd    atomic.Int64 // until then, loss reports describe an outage
 	sentBits     atomic.Int64 // bits per second sent to the subscriber, all tracks
 	lastEstimate int
 	lastDecrease int64 // when the estimate last went down
@@ -116,13 +119,14 @@ func (p *Peer) rawEstimate(now int64) int {
 // saying so.
 func (p *Peer) onReceiverReport(fraction float64) {
 	as := &p.as
-	if fraction < 0.02 {
-		return
+	if fraction < 0.02 || p.router.sfu.clock() < as.outageEnd.Load() {
+		return // little loss; or the loss of a line that was down, now back
 	}
 	as.lossAt.Store(p.router.sfu.clock())
 	if fraction <= 0.10 {
 		return
 	}
+	as.heavyLossAt.Store(p.router.sfu.clock())
 	c := int(as.lossCap.Load())
 	sent := int(as.sentBits.Load())
 	next := int(float64(max(sent, minEstimate)) * (1 - 0.5*fraction))
@@ -268,11 +272,19 @@ func (p *Peer) allocateLocked(now int64) []LayerEvent {
 		// pauseHold: while a congested queue drains, GCC's estimate dips
 		// far below what the link carries, and a room that can show the
 		// small layer should not lose its picture to that dip.
+		//
+		// And it takes loss: a link that cannot carry the smallest picture
+		// loses packets (its queue overflows). A delay-based estimate
+		// alone falls to 85% of what is received whenever the path's delay
+		// wobbles (a busy terminal, a busy server), and with only the
+		// smallest layer flowing that would pause a room whose link is
+		// fine.
 		if want == noLayer && t.cur != noLayer && !first {
 			if d.belowSince == 0 {
 				d.belowSince = now
 			}
-			if now-d.belowSince < int64(pauseHold) {
+			at := as.heavyLossAt.Load()
+			if now-d.belowSince < int64(pauseHold) || at == 0 || now-at > int64(lossMemory) {
 				if low, ok := t.lowest(); ok {
 					want = min(low, t.cur)
 				}

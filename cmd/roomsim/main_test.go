@@ -1,0 +1,96 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/tls"
+	"net"
+	"net/http"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// TestRoomsimDrill runs the real server binary and roomsim against it: four
+// terminals and a synthetic hub, half the lines flapping. Every fault is
+// reported, noticed and recovered, and the command exits 0.
+func TestRoomsimDrill(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "citybridge")
+	if out, err := exec.Command("go", "build", "-o", bin, "../citybridge").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	srv := exec.Command(bin, "serve", "--listen", addr, "--data", filepath.Join(dir, "data"), "--udp-host", "127.0.0.1",
+		"--udp-port", "0", "--media-allow", "127.0.0.0/8")
+	out, err := srv.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Process.Kill(); _ = srv.Wait() })
+	var mu sync.Mutex
+	var printed strings.Builder
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			mu.Lock()
+			printed.WriteString(sc.Text() + "\n")
+			mu.Unlock()
+		}
+	}()
+	link := func(path string) string {
+		re := regexp.MustCompile(regexp.QuoteMeta(path) + `#t=([A-Za-z0-9_-]+)`)
+		deadline := time.Now().Add(20 * time.Second)
+		for time.Now().Before(deadline) {
+			mu.Lock()
+			m := re.FindStringSubmatch(printed.String())
+			mu.Unlock()
+			if m != nil {
+				return m[1]
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		t.Fatalf("no %s link printed", path)
+		return ""
+	}
+	tech, host := link("/rooms"), link("/host")
+	client := &http.Client{Timeout: time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		if resp, err := client.Get("https://" + addr + "/healthz"); err == nil {
+			resp.Body.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("server not healthy")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	var stdout, stderr bytes.Buffer
+	code := run([]string{"--url", "https://" + addr, "--token", tech, "--hub-token", host, "--conference", "c1",
+		"--bridges", "4", "--layers", "q", "--flap", "50%:3s:4s", "--duration", "15s"}, &stdout, &stderr)
+	t.Logf("roomsim output:\n%s", stdout.String())
+	if code != 0 {
+		t.Fatalf("roomsim exit %d: %s", code, stderr.String())
+	}
+	rep := stdout.String()
+	m := regexp.MustCompile(`faults (\d+), detected by the terminal (\d+), recovered (\d+)`).FindStringSubmatch(rep)
+	if m == nil || m[1] == "0" || m[1] != m[3] || m[1] != m[2] {
+		t.Fatalf("report %q: want every fault noticed and recovered", m)
+	}
+	if !strings.Contains(rep, "4 of 4 terminals receiving the hub") {
+		t.Errorf("not every terminal received the hub before the drill")
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -49,21 +50,39 @@ type process struct {
 // startBinary runs `citybridge serve` on data and waits for /healthz.
 func startBinary(t *testing.T, data string) *process {
 	t.Helper()
-	bin, err := binary()
-	if err != nil {
-		t.Fatal(err)
-	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	addr := ln.Addr().String()
 	ln.Close()
+	return startBinaryOn(t, data, addr, 0)
+}
+
+// freeUDPPort returns a loopback UDP port free right now.
+func freeUDPPort(t *testing.T) int {
+	t.Helper()
+	c, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	return c.LocalAddr().(*net.UDPAddr).Port
+}
+
+// startBinaryOn runs `citybridge serve` on data with the HTTPS address and
+// media port given (a restart keeps them), and waits for /healthz.
+func startBinaryOn(t *testing.T, data, addr string, udpPort int) *process {
+	t.Helper()
+	bin, err := binary()
+	if err != nil {
+		t.Fatal(err)
+	}
 	p := &process{base: "https://" + addr, client: &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
 		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, // its own self-signed certificate
 	}}}
 	p.cmd = exec.Command(bin, "serve", "--listen", addr, "--data", data, "--udp-host", "127.0.0.1",
-		"--udp-port", "0", "--media-allow", "127.0.0.0/8", "--reconnect-grace", "1s")
+		"--udp-port", strconv.Itoa(udpPort), "--media-allow", "127.0.0.0/8", "--reconnect-grace", "1s")
 	out, err := p.cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

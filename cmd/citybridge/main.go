@@ -4,6 +4,7 @@
 //	citybridge serve [flags]    run the server (see citybridge serve -h)
 //	citybridge users ...        manage logins (admin, host, technician)
 //	citybridge bridges ...      import and export the bridge registry
+//	citybridge drill ...        rehearse failures with synthetic terminals
 //	citybridge version          print the version
 package main
 
@@ -17,6 +18,8 @@ import (
 	"os/signal"
 	"syscall"
 	"time"
+
+	"citybridge/signaling/terminal/drill"
 )
 
 func main() {
@@ -49,6 +52,8 @@ func cli(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		return usersCommand(args[1:], getenv, os.Stdin, stdout, stderr)
 	case "bridges":
 		return bridgesCommand(args[1:], getenv, stdout, stderr)
+	case "drill":
+		return drill.Main("citybridge drill", args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "citybridge", version)
 		return 0
@@ -71,6 +76,9 @@ func usage(w io.Writer) {
                              import the registry (id,name,kind,area,contact); bad rows are
                              reported by line and import nothing unless --partial
   citybridge bridges export [FILE.csv]
+  citybridge drill --url URL --token TECH_TOKEN --conference ID --scenario NAME [--hub-token T]
+                             rehearse failures with synthetic terminals (flap, bridges-drop,
+                             hub-drop) and report each bridge's detection and recovery
   citybridge version         print the version
 (users and bridges take --data DIR, default ./citybridge-data, and need the server stopped)
 `)

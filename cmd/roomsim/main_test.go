@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"citybridge/signaling/terminal/drill"
 )
 
 // TestRoomsimDrill runs the real server binary and roomsim against it: four
@@ -79,7 +81,7 @@ func TestRoomsimDrill(t *testing.T) {
 	}
 
 	var stdout, stderr bytes.Buffer
-	code := run([]string{"--url", "https://" + addr, "--token", tech, "--hub-token", host, "--conference", "c1",
+	code := drill.Main("roomsim", []string{"--url", "https://" + addr, "--token", tech, "--hub-token", host, "--conference", "c1",
 		"--bridges", "4", "--layers", "q", "--flap", "50%:3s:4s", "--duration", "15s"}, &stdout, &stderr)
 	t.Logf("roomsim output:\n%s", stdout.String())
 	if code != 0 {
@@ -92,5 +94,15 @@ func TestRoomsimDrill(t *testing.T) {
 	}
 	if !strings.Contains(rep, "4 of 4 terminals receiving the hub") {
 		t.Errorf("not every terminal received the hub before the drill")
+	}
+
+	// The named drill for the hub: its line drops for 5 s; every room gets
+	// the hub's picture back.
+	stdout.Reset()
+	code = drill.Main("roomsim", []string{"--url", "https://" + addr, "--token", tech, "--hub-token", host, "--conference", "c1",
+		"--bridges", "3", "--layers", "q", "--scenario", "hub-drop"}, &stdout, &stderr)
+	t.Logf("roomsim output:\n%s", stdout.String())
+	if code != 0 || !strings.Contains(stdout.String(), "hub back at 3 of 3 rooms") {
+		t.Fatalf("hub-drop scenario: exit %d, %s", code, stderr.String())
 	}
 }

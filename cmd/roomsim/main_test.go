@@ -105,4 +105,14 @@ func TestRoomsimDrill(t *testing.T) {
 	if code != 0 || !strings.Contains(stdout.String(), "hub back at 3 of 3 rooms") {
 		t.Fatalf("hub-drop scenario: exit %d, %s", code, stderr.String())
 	}
+
+	// Rooms whose PC restarts: a new terminal with the same link, no
+	// goodbye from the old one, back on the hub.
+	stdout.Reset()
+	code = drill.Main("roomsim", []string{"--url", "https://" + addr, "--token", tech, "--hub-token", host, "--conference", "c1",
+		"--bridges", "3", "--layers", "q", "--reboot", "2"}, &stdout, &stderr)
+	t.Logf("roomsim output:\n%s", stdout.String())
+	if code != 0 || strings.Count(stdout.String(), "receiving the hub") < 3 || !strings.Contains(stdout.String(), "reboot 2:") {
+		t.Fatalf("reboots: exit %d, %s", code, stderr.String())
+	}
 }

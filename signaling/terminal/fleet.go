@@ -18,7 +18,10 @@ import (
 type Fleet struct {
 	Terminals []*Terminal
 	Links     []*Link
+	ctx       context.Context
 	cancel    context.CancelFunc
+	stops     []context.CancelFunc // one per terminal
+	done      []chan struct{}      // closed when terminal i's Run returns
 	wg        sync.WaitGroup
 	errMu     sync.Mutex
 	errs      []error
@@ -27,7 +30,7 @@ type Fleet struct {
 // StartFleet starts one terminal per token against the server at base.
 func StartFleet(base, conference string, tokens []string, layers []string, log *slog.Logger) (*Fleet, error) {
 	ctx, cancel := context.WithCancel(context.Background())
-	f := &Fleet{cancel: cancel}
+	f := &Fleet{ctx: ctx, cancel: cancel}
 	for i, tok := range tokens {
 		link := &Link{}
 		t, err := New(Config{Base: base, Token: tok, Conference: conference, Link: link, Layers: layers,
@@ -39,18 +42,55 @@ func StartFleet(base, conference string, tokens []string, layers []string, log *
 		f.Terminals = append(f.Terminals, t)
 		f.Links = append(f.Links, link)
 	}
-	for _, t := range f.Terminals {
-		f.wg.Add(1)
-		go func() {
-			defer f.wg.Done()
-			if err := t.Run(ctx); err != nil {
-				f.errMu.Lock()
-				f.errs = append(f.errs, fmt.Errorf("%s: %w", t.Bridge(), err))
-				f.errMu.Unlock()
-			}
-		}()
+	f.stops = make([]context.CancelFunc, len(f.Terminals))
+	f.done = make([]chan struct{}, len(f.Terminals))
+	for i := range f.Terminals {
+		f.start(i)
 	}
 	return f, nil
+}
+
+func (f *Fleet) start(i int) {
+	t := f.Terminals[i]
+	ctx, stop := context.WithCancel(f.ctx)
+	f.stops[i], f.done[i] = stop, make(chan struct{})
+	done := f.done[i]
+	f.wg.Add(1)
+	go func() {
+		defer f.wg.Done()
+		defer close(done)
+		if err := t.Run(ctx); err != nil {
+			f.errMu.Lock()
+			f.errs = append(f.errs, fmt.Errorf("%s: %w", t.Bridge(), err))
+			f.errMu.Unlock()
+		}
+	}()
+}
+
+// Reboot turns terminal i off and on again, as a room's PC restarting:
+// its connections end without a goodbye and a new terminal with the same
+// credential and line, knowing nothing of the old one, starts. It returns
+// how long the new one took to receive the hub's video (or an error after
+// timeout).
+func (f *Fleet) Reboot(i int, timeout time.Duration) (time.Duration, error) {
+	old := f.Terminals[i]
+	old.crash.Store(true) // no goodbye: the power went
+	f.stops[i]()
+	<-f.done[i]
+	t, err := New(old.cfg)
+	if err != nil {
+		return 0, err
+	}
+	f.Terminals[i] = t
+	start := time.Now()
+	f.start(i)
+	for time.Since(start) < timeout {
+		if t.LastHub().After(start) {
+			return time.Since(start), nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return 0, fmt.Errorf("terminal %d not receiving the hub %v after its restart", i, timeout)
 }
 
 // Errors are the terminals that stopped for good (refused).

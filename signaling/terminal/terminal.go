@@ -89,6 +89,7 @@ type Terminal struct {
 	joins     atomic.Int64 // fresh joins
 	resumes   atomic.Int64 // resumed joins
 	iceRestar atomic.Int64 // ICE restarts asked
+	crash     atomic.Bool  // stop without a goodbye (a reboot)
 }
 
 // New prepares a terminal.
@@ -245,7 +246,9 @@ func (t *Terminal) session(ctx context.Context) (joined, fresh bool, err error) 
 	for {
 		select {
 		case <-ctx.Done():
-			send(&wire.Leave{})
+			if !t.crash.Load() {
+				send(&wire.Leave{})
+			}
 			return joined, false, nil
 		case <-readErr:
 			return joined, false, nil

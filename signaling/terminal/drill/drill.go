@@ -46,6 +46,7 @@ type options struct {
 	jsonOut                          bool
 	hubDrop                          time.Duration
 	dropShare                        int           // percent of the bridges cut at once
+	reboot                           int           // terminals to restart
 	dropFor                          time.Duration // for so long
 	logLevel                         string
 }
@@ -65,6 +66,7 @@ func Main(name string, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.flap, "flap", "", "flap a share of the lines: PERCENT:DOWN:UP, e.g. 10%:5s:15s")
 	fs.StringVar(&o.scenario, "scenario", "", "a named drill: "+strings.Join(scenarioNames(), ", "))
 	fs.DurationVar(&o.duration, "duration", 2*time.Minute, "how long the fault script runs")
+	fs.IntVar(&o.reboot, "reboot", 0, "restart this many terminals, one after another, as rooms whose PC reboots, and time their return")
 	fs.Func("drop", "cut one bridge's line once: BRIDGE:DURATION, e.g. commune-001:20s (repeatable)", func(s string) error {
 		o.drops = append(o.drops, s)
 		return nil
@@ -177,6 +179,7 @@ func simulate(ctx context.Context, o options, log *slog.Logger, stdout io.Writer
 	scriptCtx, cancel := context.WithTimeout(ctx, o.duration+time.Minute)
 	defer cancel()
 	done := make(chan struct{})
+	rebootFailures := 0
 	go func() {
 		defer close(done)
 		for _, d := range o.drops {
@@ -193,6 +196,16 @@ func simulate(ctx context.Context, o options, log *slog.Logger, stdout io.Writer
 				time.Sleep(t)
 				fleet.Links[i].Restore()
 			}()
+		}
+		for k, i := range fleet.Pick(o.reboot) {
+			b := fleet.Terminals[i].Bridge()
+			took, err := fleet.Reboot(i, 30*time.Second)
+			if err != nil {
+				fmt.Fprintf(stdout, "reboot %d: %s NOT back: %v\n", k+1, b, err)
+				rebootFailures++
+				continue
+			}
+			fmt.Fprintf(stdout, "reboot %d: %s receiving the hub %v after starting again\n", k+1, b, took.Round(time.Millisecond))
 		}
 		if o.dropShare > 0 {
 			idx := fleet.Pick(max(1, len(tokens)*o.dropShare/100))
@@ -236,8 +249,8 @@ func simulate(ctx context.Context, o options, log *slog.Logger, stdout io.Writer
 	} else {
 		writeText(stdout, rep)
 	}
-	if len(rep.Unrecovered) > 0 {
-		return fmt.Errorf("%d faults did not recover", len(rep.Unrecovered))
+	if len(rep.Unrecovered) > 0 || rebootFailures > 0 {
+		return fmt.Errorf("%d faults and %d reboots did not recover", len(rep.Unrecovered), rebootFailures)
 	}
 	return nil
 }

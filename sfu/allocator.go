@@ -33,6 +33,9 @@ const (
 	// lossMemory is how long a report of heavy loss (over 10%) lets the
 	// allocator pause video: without one, delay alone never pauses it.
 	lossMemory = 5 * time.Second
+	// blindResume: a paused track comes back at its lowest layer after
+	// this long without heavy loss, even if no probe vouched for it.
+	blindResume = 8 * time.Second
 	// outageGap: no RTCP at all from a subscriber for this long means its
 	// line was down; for outageReports after it comes back, its loss
 	// reports (which count the outage) do not cap the estimate.

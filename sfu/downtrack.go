@@ -58,6 +58,7 @@ type DownTrack struct {
 	allocSent   uint64 // bytes counter at the last allocation
 	rateBits    int    // measured bits per second sent to the subscriber
 	belowSince  int64  // since when the estimate has not covered the lowest layer; 0 = it does
+	pausedAt    int64  // when the allocator last paused this track
 
 	mu          sync.Mutex
 	writer      webrtc.TrackLocalWriter

@@ -300,6 +300,22 @@ func (p *Peer) allocateLocked(now int64) []LayerEvent {
 				want = l
 			}
 		}
+		// A paused picture comes back on its own after blindResume without
+		// heavy loss, probe or not: with only audio flowing, the
+		// estimator has too little traffic to climb and probes on a busy
+		// path can fail for long. If the link still cannot carry the
+		// smallest layer, the loss it causes pauses it again.
+		if want == noLayer && t.cur == noLayer && !first && d.pausedAt != 0 && now-d.pausedAt > int64(blindResume) {
+			if at := as.heavyLossAt.Load(); at == 0 || now-at > int64(lossMemory) {
+				if low, ok := t.lowest(); ok {
+					want = low
+					p.log.Info("video resumed without a probe", "track", d.id, "paused_for", time.Duration(now-d.pausedAt).Round(time.Second))
+				}
+			}
+		}
+		if want == noLayer && t.cur != noLayer {
+			d.pausedAt = now
+		}
 		if want != t.cur {
 			changed = true
 			// Moving down because the link cannot carry the layer being

@@ -200,11 +200,8 @@ func (a *API) conferenceBridges(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c, err := a.store.Conference(id)
-	if errors.Is(err, ErrNotFound) {
-		writeError(w, http.StatusNotFound, "not_found", "no such conference")
-		return
-	} else if err != nil {
-		a.internal(w, err)
+	if err != nil {
+		a.notFoundOr(w, err, "conference")
 		return
 	}
 	invited, err := a.store.InvitedBridges(c)
@@ -281,11 +278,8 @@ func (a *API) pinLayer(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c, err := a.store.Conference(r.PathValue("id"))
-	if errors.Is(err, ErrNotFound) {
-		writeError(w, http.StatusNotFound, "not_found", "no such conference")
-		return
-	} else if err != nil {
-		a.internal(w, err)
+	if err != nil {
+		a.notFoundOr(w, err, "conference")
 		return
 	}
 	bridge := r.PathValue("bridge")

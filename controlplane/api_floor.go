@@ -66,11 +66,8 @@ func (a *API) conferenceFor(w http.ResponseWriter, r *http.Request, allowed func
 		return Conference{}, false
 	}
 	c, err := a.store.Conference(id)
-	if errors.Is(err, ErrNotFound) {
-		writeError(w, http.StatusNotFound, "not_found", "no such conference")
-		return c, false
-	} else if err != nil {
-		a.internal(w, err)
+	if err != nil {
+		a.notFoundOr(w, err, "conference")
 		return c, false
 	}
 	if a.floor == nil {
@@ -156,11 +153,8 @@ func (a *API) attendance(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rec, err := a.store.Attendance(id)
-	if errors.Is(err, ErrNotFound) {
-		writeError(w, http.StatusNotFound, "not_found", "no such conference")
-		return
-	} else if err != nil {
-		a.internal(w, err)
+	if err != nil {
+		a.notFoundOr(w, err, "conference")
 		return
 	}
 	if r.URL.Query().Get("format") == "csv" || strings.Contains(r.Header.Get("Accept"), "text/csv") {

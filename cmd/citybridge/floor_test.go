@@ -164,10 +164,12 @@ func TestBrowserFloorControl(t *testing.T) {
 		codes, err := eval[[]string](rooms[c], `citybridge.errors.map((e) => e.code)`)
 		return err == nil && len(codes) > 0 && codes[len(codes)-1] == "no_floor", fmt.Sprint(codes, err)
 	})
-	time.Sleep(2 * time.Second) // media flowing for a while: long enough for any leak to show
-	if sent := audioSent(t, rooms[c]); sent < sentBefore+50 {
-		t.Fatalf("room C sent %d audio packets in 2 s: the check needs it publishing", sent-sentBefore)
-	}
+	// Let C publish a good second of audio (50 packets) after its refused
+	// unmute: long enough for any leak to show at A and at the hub.
+	waitUntil(t, 10*time.Second, "room C publishing its microphone", func() (bool, string) {
+		sent := audioSent(t, rooms[c])
+		return sent >= sentBefore+50, fmt.Sprintf("%d packets since", sent-sentBefore)
+	})
 	for _, tb := range []*tab{rooms[a], host} {
 		if _, au := received(t, tb, c); au != 0 {
 			t.Errorf("%s received %d audio packets from muted room C", tb.name, au)

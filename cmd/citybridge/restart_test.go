@@ -79,14 +79,13 @@ func TestResumeAfterServerRestart(t *testing.T) {
 	if resp, err := p.client.Do(req); err != nil || resp.StatusCode != 200 {
 		t.Fatalf("give the floor: %v %v", resp, err)
 	}
-	time.Sleep(3 * time.Second) // a heartbeat or two with everyone in
 
 	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	_ = p.cmd.Wait()
 	killed := time.Now()
-	time.Sleep(2 * time.Second) // the terminals notice
+	time.Sleep(2 * time.Second) // the outage: two seconds with no server at all
 	q := startBinaryOn(t, data, addr, udp)
 	ready := time.Now()
 	t.Logf("server down %.1f s", ready.Sub(killed).Seconds())

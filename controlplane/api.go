@@ -190,20 +190,11 @@ type bridgePresence struct {
 }
 
 func (a *API) conferenceBridges(w http.ResponseWriter, r *http.Request) {
-	g, ok := a.caller(w, r)
+	c, ok := a.conferenceOf(w, r, watches)
 	if !ok {
 		return
 	}
-	id := r.PathValue("id")
-	if !watches(g, id) {
-		forbidden(w)
-		return
-	}
-	c, err := a.store.Conference(id)
-	if err != nil {
-		a.notFoundOr(w, err, "conference")
-		return
-	}
+	id := c.ID
 	invited, err := a.store.InvitedBridges(c)
 	if err != nil {
 		a.internal(w, err)

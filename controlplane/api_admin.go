@@ -67,21 +67,9 @@ func (a *API) createConference(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) getConference(w http.ResponseWriter, r *http.Request) {
-	g, ok := a.caller(w, r)
-	if !ok {
-		return
+	if c, ok := a.conferenceOf(w, r, watches); ok {
+		writeJSON(w, http.StatusOK, c)
 	}
-	id := r.PathValue("id")
-	if !watches(g, id) {
-		forbidden(w)
-		return
-	}
-	c, err := a.store.Conference(id)
-	if err != nil {
-		a.notFoundOr(w, err, "conference")
-		return
-	}
-	writeJSON(w, http.StatusOK, c)
 }
 
 func (a *API) updateConference(w http.ResponseWriter, r *http.Request) {

@@ -53,9 +53,9 @@ func watches(g Grant, id string) bool {
 	return chairs(g, id) || g.Role == RoleTechnician || g.Role == RoleAdmin
 }
 
-// conferenceFor authenticates, checks allowed and loads the conference,
-// answering errors itself.
-func (a *API) conferenceFor(w http.ResponseWriter, r *http.Request, allowed func(Grant, string) bool) (Conference, bool) {
+// conferenceOf authenticates, checks allowed for the path's conference and
+// loads it, answering errors itself.
+func (a *API) conferenceOf(w http.ResponseWriter, r *http.Request, allowed func(Grant, string) bool) (Conference, bool) {
 	g, ok := a.caller(w, r)
 	if !ok {
 		return Conference{}, false
@@ -68,6 +68,16 @@ func (a *API) conferenceFor(w http.ResponseWriter, r *http.Request, allowed func
 	c, err := a.store.Conference(id)
 	if err != nil {
 		a.notFoundOr(w, err, "conference")
+		return c, false
+	}
+	return c, true
+}
+
+// conferenceFor is conferenceOf for the floor routes, which also need the
+// live conferences.
+func (a *API) conferenceFor(w http.ResponseWriter, r *http.Request, allowed func(Grant, string) bool) (Conference, bool) {
+	c, ok := a.conferenceOf(w, r, allowed)
+	if !ok {
 		return c, false
 	}
 	if a.floor == nil {
@@ -143,18 +153,14 @@ func (a *API) floorAction(action string) http.HandlerFunc {
 // attendance answers the record as JSON, or as CSV with ?format=csv or
 // Accept: text/csv.
 func (a *API) attendance(w http.ResponseWriter, r *http.Request) {
-	g, ok := a.caller(w, r)
+	c, ok := a.conferenceOf(w, r, watches)
 	if !ok {
 		return
 	}
-	id := r.PathValue("id")
-	if !watches(g, id) {
-		forbidden(w)
-		return
-	}
+	id := c.ID
 	rec, err := a.store.Attendance(id)
 	if err != nil {
-		a.notFoundOr(w, err, "conference")
+		a.internal(w, err)
 		return
 	}
 	if r.URL.Query().Get("format") == "csv" || strings.Contains(r.Header.Get("Accept"), "text/csv") {

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -27,6 +28,10 @@ type Config struct {
 	// per local address, all on the same port (see ListenUDP). The SFU owns
 	// them from New on and closes them in Close.
 	UDPConns []net.PacketConn
+	// TCPListener, when set, carries ICE-TCP (RFC 6544, passive): media
+	// for terminals whose UDP is blocked. Usually FrontDoor.ICE(), which
+	// shares the HTTPS port. The SFU closes it in Close.
+	TCPListener net.Listener
 	// PublicIPs, when set, replace the addresses announced in ICE host
 	// candidates (the address on the city network, a LAN address...).
 	PublicIPs []string
@@ -54,6 +59,7 @@ type SFU struct {
 	pubKit apiKit
 	subKit apiKit
 	mux    ice.UDPMux
+	tcpMux ice.TCPMux
 	stats  counters
 	clock  func() int64
 
@@ -143,7 +149,19 @@ func New(cfg Config) (*SFU, error) {
 	var se webrtc.SettingEngine
 	se.LoggerFactory = lf
 	se.SetICEUDPMux(s.mux)
-	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6})
+	networks := []webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6}
+	if cfg.TCPListener != nil {
+		ln := cfg.TCPListener
+		if len(cfg.AllowedNetworks) > 0 {
+			ln = &filterListener{Listener: ln, allowed: cfg.AllowedNetworks}
+		}
+		// ICE-TCP candidates have a lower priority than UDP ones, so a
+		// terminal uses TCP only when UDP does not get through.
+		s.tcpMux = webrtc.NewICETCPMux(lf.NewLogger("tcpmux"), ln, 8192)
+		se.SetICETCPMux(s.tcpMux)
+		networks = append(networks, webrtc.NetworkTypeTCP4, webrtc.NetworkTypeTCP6)
+	}
+	se.SetNetworkTypes(networks)
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
 	se.SetIncludeLoopbackCandidate(true)
 	// A terminal whose line drops shows as reconnecting within about 3 s
@@ -235,6 +253,18 @@ func (s *SFU) LocalAddrs() []net.Addr {
 	return out
 }
 
+// Ports are the media sockets' UDP ports (one port unless ListenUDP was
+// asked for port 0).
+func (s *SFU) Ports() []int {
+	var out []int
+	for _, c := range s.cfg.UDPConns {
+		if ua, ok := c.LocalAddr().(*net.UDPAddr); ok && !slices.Contains(out, ua.Port) {
+			out = append(out, ua.Port)
+		}
+	}
+	return out
+}
+
 // ListenUDP opens the media sockets on port: on host if it is given, else
 // one per address of this machine's interfaces that are up (loopback
 // included), so that every reply leaves from the address the peer wrote
@@ -303,6 +333,9 @@ func (s *SFU) Close() error {
 	for _, r := range rs {
 		r.Close()
 	}
+	if s.tcpMux != nil {
+		_ = s.tcpMux.Close()
+	}
 	return s.mux.Close()
 }
 
@@ -357,4 +390,24 @@ func (c *filterConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 func (c *filterConn) ok(addr net.Addr) bool {
 	ua, isUDP := addr.(*net.UDPAddr)
 	return isUDP && allowed(c.allowed, ua.IP)
+}
+
+// filterListener closes ICE-TCP connections from outside the allowed
+// networks before ICE reads a byte of them.
+type filterListener struct {
+	net.Listener
+	allowed []netip.Prefix
+}
+
+func (l *filterListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok && allowed(l.allowed, ta.IP) {
+			return c, nil
+		}
+		_ = c.Close()
+	}
 }

@@ -320,6 +320,27 @@ func interrupted(s webrtc.PeerConnectionState) bool {
 	return s == webrtc.PeerConnectionStateDisconnected || s == webrtc.PeerConnectionStateFailed
 }
 
+// setPath records how a bridge's media reaches the server and tells the
+// host when it changed.
+func (c *conference) setPath(b controlplane.Bridge, path string) {
+	if b.Kind == controlplane.KindHub {
+		return
+	}
+	c.mu.Lock()
+	e := c.roll[b.ID]
+	if e == nil || e.Path == path {
+		c.mu.Unlock()
+		return
+	}
+	e.Path = path
+	entry := *e
+	host := c.members[controlplane.HubBridge.ID]
+	c.mu.Unlock()
+	if host != nil {
+		host.ss.send(wire.Presence{RosterEntry: entry})
+	}
+}
+
 // setState records a bridge's presence and tells the host.
 func (c *conference) setState(b controlplane.Bridge, state string) {
 	if b.Kind == controlplane.KindHub {

@@ -25,10 +25,11 @@ type Config struct {
 	Store  *controlplane.Store
 	SFU    *sfu.SFU
 	Logger *slog.Logger
-	// ICEServers are handed to every page at join. Empty by default: the
-	// SFU's own candidates are enough on the city network, and a page must
-	// never be sent to a public STUN server.
-	ICEServers []wire.ICEServer
+	// ICEServers gives the servers handed to a page at join (the
+	// embedded TURN relay with credentials for this participant). Nil
+	// hands none: the SFU's own candidates are enough on an open city
+	// network, and a page must never be sent to a public STUN server.
+	ICEServers func(participant string) []wire.ICEServer
 	// CheckOrigin decides which pages may open the WebSocket; nil accepts
 	// only pages served from the same host.
 	CheckOrigin func(*http.Request) bool
@@ -38,6 +39,17 @@ type Config struct {
 	// keeps its place (media, floor, attendance interval) for a resume.
 	// Zero means the default, 30 s; negative means none.
 	ReconnectGrace time.Duration
+}
+
+// iceServers is what a page is given at join; never null on the wire.
+func (s *Server) iceServers(participant string) []wire.ICEServer {
+	if s.cfg.ICEServers == nil {
+		return []wire.ICEServer{}
+	}
+	if l := s.cfg.ICEServers(participant); l != nil {
+		return l
+	}
+	return []wire.ICEServer{}
 }
 
 // DefaultReconnectGrace is how long a lost participant keeps its place.
@@ -74,9 +86,6 @@ func New(cfg Config) *Server {
 	}
 	if cfg.ReconnectGrace == 0 {
 		cfg.ReconnectGrace = DefaultReconnectGrace
-	}
-	if cfg.ICEServers == nil {
-		cfg.ICEServers = []wire.ICEServer{}
 	}
 	return &Server{
 		cfg: cfg,

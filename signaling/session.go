@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -160,6 +161,12 @@ func (ss *session) handle(m wire.Message) bool {
 		}
 		ss.log.Info("ICE restart asked")
 		ss.peer.RestartICE()
+	case *wire.Report:
+		if !wire.ValidPath(m.Path) {
+			ss.sendError(wire.CodeBadMessage, "unknown path "+strconv.Quote(m.Path), wire.TypeReport)
+			return true
+		}
+		ss.conf.setPath(ss.adm.Bridge, m.Path)
 	case *wire.Control:
 		err := ss.conf.control(actor{role: ss.adm.Role, bridge: ss.adm.Bridge.ID}, *m)
 		var ce *ControlError
@@ -226,7 +233,7 @@ func (ss *session) join(j *wire.Join) bool {
 		Role:        string(adm.Role),
 		Conference:  wire.Conference{ID: adm.Conference.ID, Title: adm.Conference.Title, State: string(adm.Conference.State)},
 		Bridge:      bridgeToWire(adm.Bridge),
-		ICEServers:  ss.srv.cfg.ICEServers,
+		ICEServers:  ss.srv.iceServers(adm.Bridge.ID),
 		Resume:      m.resume,
 		Resumed:     resumed,
 	})

@@ -12,24 +12,43 @@ import (
 	"net/netip"
 	"strings"
 	"time"
+
+	"github.com/BurntSushi/toml"
 )
 
 // Config is everything `citybridge serve` can be told. Each flag can also
-// come from an environment variable (CITYBRIDGE_ plus the flag's name in
-// capitals, dashes as underscores); a flag on the command line wins.
+// come from a TOML file (--config, keys are the flag names), and from an
+// environment variable (CITYBRIDGE_ plus the flag's name in capitals,
+// dashes as underscores). The command line wins over the environment,
+// which wins over the file.
 type Config struct {
-	Listen     string         // HTTPS address
+	ConfigFile string         // the TOML file read, if any
+	Listen     string         // the one TCP port: HTTPS, ICE-TCP, TURN over TCP and TLS
 	Data       string         // directory for the store and the generated certificate
 	UDPPort    int            // the one UDP port for media
 	UDPHost    string         // address the media socket binds to ("" = all)
-	PublicIPs  []string       // addresses announced in ICE candidates
+	PublicIPs  []string       // addresses announced in ICE candidates and TURN URLs
 	TLSCert    string         // certificate file; with TLSKey, replaces the generated one
 	TLSKey     string         //
 	MediaAllow []netip.Prefix // if set, media peers must be in these networks
 	// ReconnectGrace is how long a lost terminal keeps its place.
 	ReconnectGrace time.Duration
-	LogLevel       slog.Level
-	LogFormat      string // text or json
+	// ICETCP accepts ICE-TCP media on the Listen port.
+	ICETCP bool
+	// TURN runs the embedded TURN server (UDP and TCP on TURNPort, TCP
+	// and TLS on the Listen port) unless TURNURLs name another one.
+	TURN     bool
+	TURNPort int
+	// TURNSecret signs the pages' TURN credentials (TURN REST scheme);
+	// random per start when empty and the embedded server is used.
+	TURNSecret string
+	// TURNURLs are an existing TURN server's URLs (coturn with
+	// use-auth-secret), handed to pages instead of the embedded one.
+	TURNURLs []string
+	// TURNTTL is how long a page's TURN credential is valid.
+	TURNTTL   time.Duration
+	LogLevel  slog.Level
+	LogFormat string // text or json
 }
 
 // listValue is a repeatable flag that also splits commas.
@@ -51,54 +70,87 @@ func (l listValue) Set(s string) error {
 	return nil
 }
 
-// parseServeFlags reads flags (and the environment through getenv).
+// parseServeFlags reads the configuration file, the environment (through
+// getenv) and the flags, in that order.
 func parseServeFlags(args []string, getenv func(string) string, stderr io.Writer) (Config, error) {
-	cfg := Config{Listen: ":8443", Data: "./citybridge-data", UDPPort: 8443, LogFormat: "text"}
-	var publicIPs, mediaAllow []string
+	cfg := Config{
+		Listen: ":8443", Data: "./citybridge-data", UDPPort: 8443, LogFormat: "text",
+		ICETCP: true, TURN: true, TURNPort: 3478, TURNTTL: 12 * time.Hour,
+	}
+	var publicIPs, mediaAllow, turnURLs []string
 	var logLevel string
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&cfg.Listen, "listen", cfg.Listen, "HTTPS address for the pages, the API and signaling")
+	fs.StringVar(&cfg.ConfigFile, "config", "", "TOML file of settings (keys are these flags' names); the environment and flags override it")
+	fs.StringVar(&cfg.Listen, "listen", cfg.Listen, "the one TCP address: HTTPS (pages, API, signaling), ICE-TCP media and TURN over TCP/TLS")
 	fs.StringVar(&cfg.Data, "data", cfg.Data, "directory for the database and the generated TLS certificate")
 	fs.IntVar(&cfg.UDPPort, "udp-port", cfg.UDPPort, "the one UDP port all media uses")
 	fs.StringVar(&cfg.UDPHost, "udp-host", "", "address the media socket binds to (default: all)")
-	fs.Var(listValue{&publicIPs}, "public-ip", "address to announce in ICE candidates (repeatable, or comma-separated)")
-	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "TLS certificate (PEM); default: a self-signed one kept in the data directory")
+	fs.Var(listValue{&publicIPs}, "public-ip", "address to announce in ICE candidates and TURN URLs (repeatable, or comma-separated)")
+	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "TLS certificate (PEM); default: a self-signed one kept in the data directory; SIGHUP reloads it")
 	fs.StringVar(&cfg.TLSKey, "tls-key", "", "TLS private key (PEM) for --tls-cert")
 	fs.Var(listValue{&mediaAllow}, "media-allow", "only exchange media with these networks (CIDR, repeatable)")
 	fs.DurationVar(&cfg.ReconnectGrace, "reconnect-grace", signaling.DefaultReconnectGrace,
 		"how long a terminal whose connection was lost keeps its place (media, floor, attendance) to resume")
+	fs.BoolVar(&cfg.ICETCP, "ice-tcp", cfg.ICETCP, "accept ICE-TCP media on the --listen port (the fallback when UDP is blocked)")
+	fs.BoolVar(&cfg.TURN, "turn", cfg.TURN, "run the embedded TURN server (UDP/TCP on --turn-port, TCP/TLS on the --listen port)")
+	fs.IntVar(&cfg.TURNPort, "turn-port", cfg.TURNPort, "UDP and TCP port of the embedded TURN server (0: only on the --listen port)")
+	fs.StringVar(&cfg.TURNSecret, "turn-secret", "", "shared secret for the pages' TURN credentials (default: random per start; required with --turn-url)")
+	fs.Var(listValue{&turnURLs}, "turn-url", "an existing TURN server's URL (coturn, use-auth-secret) to hand to pages instead of the embedded one (repeatable)")
+	fs.DurationVar(&cfg.TURNTTL, "turn-ttl", cfg.TURNTTL, "how long a page's TURN credential is valid")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "text or json")
+	lists := []*[]string{&publicIPs, &mediaAllow, &turnURLs}
 
-	// Environment first, so that flags given on the command line win.
+	// The file first, then the environment, then the command line; a
+	// list given by a later source replaces the earlier one's.
+	path := configPath(args, getenv)
+	if path != "" {
+		settings, err := readConfigFile(path, fs)
+		if err != nil {
+			return cfg, err
+		}
+		for _, kv := range settings {
+			if err := fs.Set(kv[0], kv[1]); err != nil {
+				return cfg, fmt.Errorf("%s: %s = %q: %w", path, kv[0], kv[1], err)
+			}
+		}
+	}
 	var envErr error
+	envSet := map[string]bool{}
 	fs.VisitAll(func(f *flag.Flag) {
 		name := "CITYBRIDGE_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
-		if v := getenv(name); v != "" {
-			if err := fs.Set(f.Name, v); err != nil && envErr == nil {
-				envErr = fmt.Errorf("%s=%q: %w", name, v, err)
-			}
+		v := getenv(name)
+		if v == "" {
+			return
+		}
+		if lv, ok := f.Value.(listValue); ok && !envSet[f.Name] {
+			*lv.items = nil
+		}
+		envSet[f.Name] = true
+		if err := fs.Set(f.Name, v); err != nil && envErr == nil {
+			envErr = fmt.Errorf("%s=%q: %w", name, v, err)
 		}
 	})
 	if envErr != nil {
 		return cfg, envErr
 	}
-	// A list flag given on the command line replaces the environment's.
-	envPublic, envAllow := publicIPs, mediaAllow
-	publicIPs, mediaAllow = nil, nil
+	before := make([][]string, len(lists))
+	for i, l := range lists {
+		before[i], *l = *l, nil
+	}
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
-	if publicIPs == nil {
-		publicIPs = envPublic
-	}
-	if mediaAllow == nil {
-		mediaAllow = envAllow
+	for i, l := range lists {
+		if *l == nil {
+			*l = before[i]
+		}
 	}
 	if fs.NArg() > 0 {
 		return cfg, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
+	cfg.ConfigFile = path
 	for _, ip := range publicIPs {
 		if net.ParseIP(ip) == nil {
 			return cfg, fmt.Errorf("--public-ip %q is not an IP address", ip)
@@ -112,8 +164,23 @@ func parseServeFlags(args []string, getenv func(string) string, stderr io.Writer
 		}
 		cfg.MediaAllow = append(cfg.MediaAllow, p)
 	}
+	for _, u := range turnURLs {
+		if err := checkTURNURL(u); err != nil {
+			return cfg, fmt.Errorf("--turn-url %q: %w", u, err)
+		}
+	}
+	cfg.TURNURLs = turnURLs
+	if len(cfg.TURNURLs) > 0 && cfg.TURNSecret == "" {
+		return cfg, errors.New("--turn-url needs --turn-secret (the TURN server's static-auth-secret)")
+	}
 	if cfg.UDPPort < 0 || cfg.UDPPort > 65535 {
 		return cfg, errors.New("--udp-port must be 0-65535")
+	}
+	if cfg.TURNPort < 0 || cfg.TURNPort > 65535 {
+		return cfg, errors.New("--turn-port must be 0-65535")
+	}
+	if cfg.TURNTTL < time.Minute {
+		return cfg, errors.New("--turn-ttl must be at least 1m")
 	}
 	if (cfg.TLSCert == "") != (cfg.TLSKey == "") {
 		return cfg, errors.New("--tls-cert and --tls-key go together")
@@ -125,6 +192,80 @@ func parseServeFlags(args []string, getenv func(string) string, stderr io.Writer
 		return cfg, fmt.Errorf("--log-format %q: want text or json", cfg.LogFormat)
 	}
 	return cfg, nil
+}
+
+// configPath finds --config on the command line, or CITYBRIDGE_CONFIG.
+func configPath(args []string, getenv func(string) string) string {
+	path := getenv("CITYBRIDGE_CONFIG")
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			break
+		}
+		name, value, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if !strings.HasPrefix(a, "-") || name != "config" {
+			continue
+		}
+		if hasValue {
+			path = value
+		} else if i+1 < len(args) {
+			path = args[i+1]
+			i++
+		}
+	}
+	return path
+}
+
+// readConfigFile reads a TOML file whose keys are the flags' names and
+// returns name/value pairs in a stable order (lists give one pair per
+// item). Unknown keys and "config" itself are errors: a misspelt setting
+// must not be ignored silently.
+func readConfigFile(path string, fs *flag.FlagSet) ([][2]string, error) {
+	var raw map[string]any
+	md, err := toml.DecodeFile(path, &raw)
+	if err != nil {
+		return nil, fmt.Errorf("configuration file: %w", err)
+	}
+	var out [][2]string
+	for _, key := range md.Keys() {
+		name := key.String()
+		if len(key) != 1 {
+			continue // inside a table: reported at the table's own key
+		}
+		if name == "config" || fs.Lookup(name) == nil {
+			return nil, fmt.Errorf("%s: unknown setting %q", path, name)
+		}
+		v := raw[name]
+		items, isList := v.([]any)
+		if !isList {
+			items = []any{v}
+		}
+		for _, item := range items {
+			switch x := item.(type) {
+			case string, int64, bool, float64:
+				out = append(out, [2]string{name, fmt.Sprint(x)})
+			default:
+				return nil, fmt.Errorf("%s: %s: want a string, number, boolean or a list of them", path, name)
+			}
+		}
+	}
+	return out, nil
+}
+
+// checkTURNURL accepts turn: and turns: URLs (RFC 7065) with a host.
+func checkTURNURL(u string) error {
+	scheme, rest, ok := strings.Cut(u, ":")
+	if !ok || (scheme != "turn" && scheme != "turns") {
+		return errors.New("want turn:HOST[:PORT][?transport=udp|tcp] or turns:...")
+	}
+	hostport, query, _ := strings.Cut(rest, "?")
+	if hostport == "" || strings.Contains(hostport, "/") {
+		return errors.New("no host")
+	}
+	if query != "" && query != "transport=udp" && query != "transport=tcp" {
+		return fmt.Errorf("unknown parameter %q", query)
+	}
+	return nil
 }
 
 func newLogger(c Config, w io.Writer) *slog.Logger {

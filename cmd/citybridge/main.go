@@ -106,7 +106,18 @@ The certificate is self-signed: the browser will ask you to accept it once.
 
 `, s.demo.Bridges, base, s.demo.HostToken, base, s.demo.TechnicianToken, base, s.demo.AdminPassword)
 	}
-	<-ctx.Done()
+	// SIGHUP reloads the certificate (systemctl reload); media goes on.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for done := false; !done; {
+		select {
+		case <-hup:
+			s.reloadCertificate()
+		case <-ctx.Done():
+			done = true
+		}
+	}
 	log.Info("shutting down")
 	shutdown, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

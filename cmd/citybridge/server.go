@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -38,6 +37,13 @@ type server struct {
 	sig   *signaling.Server
 	http  *http.Server
 	addr  net.Addr
+	front *sfu.FrontDoor
+	certs *certStore
+	// turn is the embedded TURN server (nil when off or external);
+	// turnURLs and turnSecret are what pages are given at join.
+	turn       *sfu.TURNServer
+	turnURLs   []string
+	turnSecret string
 	ready atomic.Bool
 	// demo is set when this start seeded an empty store.
 	demo *controlplane.Demo
@@ -102,47 +108,63 @@ func start(cfg Config, log *slog.Logger) (_ *server, err error) {
 	s.stop = make(chan struct{})
 	s.wg.Add(1)
 	go s.heartbeat()
-	udp, err := sfu.ListenUDP(cfg.UDPHost, cfg.UDPPort)
-	if err != nil {
-		return nil, fmt.Errorf("media port: %w", err)
-	}
-	if s.media, err = sfu.New(sfu.Config{
-		UDPConns: udp, PublicIPs: cfg.PublicIPs, AllowedNetworks: cfg.MediaAllow, Logger: log,
-	}); err != nil {
-		for _, c := range udp {
-			_ = c.Close()
-		}
-		return nil, err
-	}
-	s.sig = signaling.New(signaling.Config{Store: s.store, SFU: s.media, Logger: log, ReconnectGrace: cfg.ReconnectGrace})
-
-	cert, generated, err := loadOrCreateCertificate(cfg)
+	certs, generated, err := newCertStore(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("TLS certificate: %w", err)
 	}
 	if generated {
 		log.Info("generated a self-signed TLS certificate", "dir", cfg.Data)
 	}
+	s.certs = certs
+	// One TCP port for HTTPS, ICE-TCP and TURN over TCP/TLS: the front
+	// door tells them apart by their first bytes.
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("listen: %w", err)
 	}
 	s.addr = ln.Addr()
+	s.front = sfu.NewFrontDoor(ln, certs.tlsConfig(), log.With("component", "frontdoor"))
+	udp, err := sfu.ListenUDP(cfg.UDPHost, cfg.UDPPort)
+	if err != nil {
+		return nil, fmt.Errorf("media port: %w", err)
+	}
+	mc := sfu.Config{UDPConns: udp, PublicIPs: cfg.PublicIPs, AllowedNetworks: cfg.MediaAllow, Logger: log}
+	if cfg.ICETCP {
+		mc.TCPListener = s.front.ICE()
+	}
+	if s.media, err = sfu.New(mc); err != nil {
+		for _, c := range udp {
+			_ = c.Close()
+		}
+		return nil, err
+	}
+	s.turnSecret, s.turnURLs = cfg.TURNSecret, cfg.TURNURLs
+	if err := s.startTURN(s.front); err != nil {
+		return nil, err
+	}
+	s.sig = signaling.New(signaling.Config{
+		Store: s.store, SFU: s.media, Logger: log, ReconnectGrace: cfg.ReconnectGrace,
+		ICEServers: s.iceServers,
+	})
 	s.http = &http.Server{
 		Handler:           securityHeaders(s.routes()),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
-	tlsLn := tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
 	go func() {
-		if err := s.http.Serve(tlsLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := s.http.Serve(s.front.Web()); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("https server", "err", err)
+		}
+	}()
+	go func() {
+		if err := s.front.Serve(); err != nil {
+			log.Error("listener", "err", err)
 		}
 	}()
 	s.ready.Store(true)
 	log.Info("citybridge serving", "https", s.addr.String(), "media_udp", s.media.LocalAddrs(),
-		"public_ips", cfg.PublicIPs)
+		"ice_tcp", cfg.ICETCP, "public_ips", cfg.PublicIPs, "turn", s.turnURLs)
 	return s, nil
 }
 
@@ -262,10 +284,16 @@ func (s *server) Close(ctx context.Context) {
 	if s.sig != nil {
 		s.sig.Close()
 	}
+	if s.front != nil {
+		_ = s.front.Close()
+	}
 	if s.http != nil {
 		if err := s.http.Shutdown(ctx); err != nil {
 			s.log.Warn("https shutdown", "err", err)
 		}
+	}
+	if s.turn != nil {
+		_ = s.turn.Close()
 	}
 	if s.media != nil {
 		_ = s.media.Close()

@@ -9,6 +9,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"os"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -233,5 +236,99 @@ func TestParseServeFlags(t *testing.T) {
 		return ""
 	}, io.Discard); err == nil {
 		t.Error("a bad CITYBRIDGE_UDP_PORT was accepted")
+	}
+}
+
+// TestConfigFileLayers: the TOML file is read first, the environment
+// overrides it, the command line overrides both (lists replaced whole);
+// unknown keys and bad values are refused with the file's name.
+func TestConfigFileLayers(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "citybridge.toml")
+	writeFile := func(s string) {
+		t.Helper()
+		if err := os.WriteFile(path, []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeFile(`
+listen = ":443"
+udp-port = 9000
+public-ip = ["10.20.0.5", "192.168.1.5"]
+ice-tcp = false
+turn-ttl = "2h"
+reconnect-grace = "45s"
+`)
+	env := map[string]string{"CITYBRIDGE_UDP_PORT": "9100"}
+	cfg, err := parseServeFlags([]string{"--config", path, "--reconnect-grace", "20s"}, func(k string) string { return env[k] }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Listen != ":443" || cfg.UDPPort != 9100 || cfg.ICETCP || cfg.TURNTTL != 2*time.Hour ||
+		cfg.ReconnectGrace != 20*time.Second || strings.Join(cfg.PublicIPs, " ") != "10.20.0.5 192.168.1.5" {
+		t.Errorf("got %+v: want listen, ice-tcp, turn-ttl, public-ip from the file, udp-port from the environment, grace from the flag", cfg)
+	}
+	env["CITYBRIDGE_PUBLIC_IP"] = "10.30.0.1"
+	cfg, err = parseServeFlags([]string{"--config=" + path}, func(k string) string { return env[k] }, io.Discard)
+	if err != nil || strings.Join(cfg.PublicIPs, " ") != "10.30.0.1" {
+		t.Errorf("the environment's list should replace the file's: %v %v", cfg.PublicIPs, err)
+	}
+	env["CITYBRIDGE_CONFIG"] = path
+	cfg, err = parseServeFlags([]string{"--public-ip", "10.40.0.1"}, func(k string) string { return env[k] }, io.Discard)
+	if err != nil || cfg.Listen != ":443" || strings.Join(cfg.PublicIPs, " ") != "10.40.0.1" {
+		t.Errorf("CITYBRIDGE_CONFIG file, flag list: %+v %v", cfg, err)
+	}
+	for _, bad := range []string{
+		"listn = \":443\"\n",                 // misspelt
+		"udp-port = \"many\"\n",              // bad value
+		"config = \"other.toml\"\n",          // no nesting
+		"[turn]\nport = 1\n",                 // tables are not settings
+		"listen = \n",                        // not TOML
+		"turn-url = [\"http://x\"]\n",        // not a TURN URL
+		"turn-url = [\"turn:10.0.0.9\"]\n",   // without its secret
+		"public-ip = [\"10.0.0.1\", 5.5]\n",  // not an address
+		"media-allow = [[\"10.0.0.0/8\"]]\n", // nested list
+	} {
+		writeFile(bad)
+		if _, err := parseServeFlags([]string{"--config", path}, func(string) string { return "" }, io.Discard); err == nil {
+			t.Errorf("file %q accepted", bad)
+		}
+	}
+	if _, err := parseServeFlags([]string{"--config", filepath.Join(dir, "missing.toml")}, func(string) string { return "" }, io.Discard); err == nil {
+		t.Error("a missing file was accepted")
+	}
+}
+
+// TestDeployConfigSample: deploy/citybridge.toml is valid, loads, and
+// mentions every flag of `citybridge serve`, so the sample cannot fall
+// behind the flags.
+func TestDeployConfigSample(t *testing.T) {
+	sample := filepath.Join("..", "..", "deploy", "citybridge.toml")
+	text, err := os.ReadFile(sample)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := parseServeFlags([]string{"--config", sample}, func(string) string { return "" }, io.Discard); err != nil {
+		t.Fatalf("the sample does not load: %v", err)
+	}
+	var names []string
+	helpOut := &strings.Builder{}
+	_, _ = parseServeFlags([]string{"-h"}, func(string) string { return "" }, helpOut)
+	for _, line := range strings.Split(helpOut.String(), "\n") {
+		line = strings.TrimSpace(line)
+		if strings.HasPrefix(line, "-") {
+			names = append(names, strings.Fields(strings.TrimPrefix(line, "-"))[0])
+		}
+	}
+	if len(names) < 15 {
+		t.Fatalf("read only %d flags from the help: %v", len(names), names)
+	}
+	for _, n := range names {
+		if n == "config" {
+			continue
+		}
+		if !regexp.MustCompile(`(?m)^#?\s*` + regexp.QuoteMeta(n) + `\s*=`).Match(text) {
+			t.Errorf("deploy/citybridge.toml does not mention %q", n)
+		}
 	}
 }

@@ -27,6 +27,7 @@ const (
 	TypeFloor     = "floor"
 	TypeSpeaker   = "speaker"
 	TypeRestart   = "restart"
+	TypeReport    = "report"
 )
 
 // Peer connection names: each participant has one connection it publishes
@@ -123,6 +124,31 @@ type Restart struct {
 	PC string `json:"pc"`
 }
 
+// Report is what a terminal tells the server about its own side of the
+// link. Path is how its media reaches the server: one of the Path
+// constants, read from the selected ICE candidate pair.
+type Report struct {
+	Path string `json:"path"`
+}
+
+// Media paths, from the terminal's selected candidate pair.
+const (
+	PathUDP      = "udp"       // direct UDP (host or NAT-mapped)
+	PathTCP      = "tcp"       // ICE-TCP to the server's TCP port
+	PathRelayUDP = "relay-udp" // through TURN, UDP to the relay
+	PathRelayTCP = "relay-tcp" // through TURN, TCP to the relay
+	PathRelayTLS = "relay-tls" // through TURN, TLS to the relay
+)
+
+// ValidPath says whether p is one of the Path constants.
+func ValidPath(p string) bool {
+	switch p {
+	case PathUDP, PathTCP, PathRelayUDP, PathRelayTCP, PathRelayTLS:
+		return true
+	}
+	return false
+}
+
 // Presence states of a bridge in a conference.
 const (
 	StateAbsent       = "absent"       // invited, not joined yet
@@ -137,6 +163,9 @@ const (
 type RosterEntry struct {
 	Bridge
 	State string `json:"state"`
+	// Path is how the bridge's media reaches the server (see Report),
+	// once its terminal has said.
+	Path string `json:"path,omitempty"`
 }
 
 // Roster lists every invited bridge (sent to the host on join).
@@ -279,6 +308,7 @@ func (Control) MessageType() string   { return TypeControl }
 func (Floor) MessageType() string     { return TypeFloor }
 func (Speaker) MessageType() string   { return TypeSpeaker }
 func (Restart) MessageType() string   { return TypeRestart }
+func (Report) MessageType() string    { return TypeReport }
 
 // Encode marshals m with its "type" field first.
 func Encode(m Message) ([]byte, error) {
@@ -341,6 +371,8 @@ func Decode(b []byte) (Message, error) {
 		m = &Speaker{}
 	case TypeRestart:
 		m = &Restart{}
+	case TypeReport:
+		m = &Report{}
 	case "":
 		return nil, errors.New(`missing "type"`)
 	default:

@@ -44,6 +44,10 @@ const STALL_MS = 2000;
 const FINAL_BYES = new Set(["ended", "replaced", "left"]);
 const FINAL_ERRORS = new Set(["token_required", "token_invalid", "wrong_conference", "not_invited", "role_cannot_join"]);
 
+// How often the media path is read from getStats (it changes after an ICE
+// restart or a fallback to TCP or the relay).
+const PATH_CHECK_MS = 2000;
+
 export class Session extends EventTarget {
   constructor({ token, conference, stream, layers }) {
     super();
@@ -61,6 +65,8 @@ export class Session extends EventTarget {
     this.stallTimer = 0;
     this.final = false; // stop reconnecting: ended, replaced, bad link
     this.reconnects = 0; // completed reconnections, for tests and diagnostics
+    this.path = ""; // how our media reaches the server, last reported
+    setInterval(() => this.reportPath(), PATH_CHECK_MS);
   }
 
   connect() {
@@ -175,6 +181,7 @@ export class Session extends EventTarget {
     switch (m.type) {
       case "joined": {
         const again = !!this.joined;
+        this.path = ""; // say it again on this connection
         this.joined = m;
         this.resume = m.resume || "";
         this.attempt = 0;
@@ -320,6 +327,38 @@ export class Session extends EventTarget {
     const pub = this.pcs.pub;
     await pub.setLocalDescription(await pub.createOffer());
     this.send({ type: "offer", pc: "pub", sdp: pub.localDescription.sdp });
+  }
+
+  // mediaPath reads how our media reaches the server from the selected
+  // ICE candidate pair: "udp" (direct), "tcp" (ICE-TCP), or through the
+  // TURN relay: "relay-udp", "relay-tcp", "relay-tls". "" until connected.
+  async mediaPath() {
+    const pc = this.pcs.sub;
+    if (!pc || pc.connectionState !== "connected") return "";
+    const report = await pc.getStats();
+    let pair;
+    report.forEach((st) => {
+      if (st.type === "transport" && st.selectedCandidatePairId) pair = report.get(st.selectedCandidatePairId);
+    });
+    if (!pair) {
+      report.forEach((st) => {
+        if (!pair && st.type === "candidate-pair" && st.nominated && st.state === "succeeded") pair = st;
+      });
+    }
+    const local = pair && report.get(pair.localCandidateId);
+    if (!local) return "";
+    if (local.candidateType === "relay") return "relay-" + (local.relayProtocol || "udp");
+    return local.protocol === "tcp" ? "tcp" : "udp";
+  }
+
+  // reportPath tells the server (and the page) when the path changed, so
+  // the technicians see at once which rooms go through TCP or the relay.
+  async reportPath() {
+    const path = await this.mediaPath().catch(() => "");
+    if (!path || path === this.path || !this.ws || this.ws.readyState !== WebSocket.OPEN) return;
+    this.path = path;
+    this.send({ type: "report", path });
+    this.emit("path", { path });
   }
 
   // inbound summarises what we receive, per remote track: the pages' tests

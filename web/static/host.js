@@ -9,7 +9,7 @@ import { el, newPage, qualityText, renderState, startSession, videoHeights } fro
 
 const page = newPage({ roster: new Map(), floor: null, speaker: "" });
 
-const tiles = new Map(); // bridge ID -> {root, video, badge, quality, mic, floorBtn, muteBtn, stream, audio}
+const tiles = new Map(); // bridge ID -> {root, video, badge, path, quality, mic, floorBtn, muteBtn, stream, audio}
 let heights = {}; // bridge ID -> decoded height of its video
 let sharing = null; // {stop} while the host shares a screen
 
@@ -40,6 +40,11 @@ function render() {
     tile.root.className = cls.join(" ");
     tile.badge.textContent = t("state_" + state);
     tile.badge.className = "badge " + state;
+    // Only the unusual paths are shown: direct UDP is the normal case.
+    const path = state === "connected" && e?.path && e.path !== "udp" ? e.path : "";
+    tile.path.textContent = path ? t("path_short_" + path.replace("-", "_")) : "";
+    tile.path.className = "path " + path;
+    tile.path.title = path ? t("path_" + path.replace("-", "_")) : "";
     tile.quality.textContent = state === "connected" ? qualityText(heights[id], page.layers[id]) : "";
     tile.mic.textContent = unmuted.has(id) ? t("mic_short") : "";
     tile.floorBtn.hidden = id === f.holder;
@@ -95,9 +100,11 @@ function tileFor(id, name) {
   const mic = document.createElement("span");
   mic.className = "mic";
   const badge = document.createElement("span");
+  const path = document.createElement("span");
+  path.className = "path";
   const quality = document.createElement("span");
   quality.className = "quality";
-  label.append(nameEl, mic, badge, quality);
+  label.append(nameEl, mic, badge, path, quality);
   const actions = document.createElement("div");
   actions.className = "actions";
   const floorBtn = document.createElement("button");
@@ -113,7 +120,7 @@ function tileFor(id, name) {
   actions.append(floorBtn, muteBtn);
   root.append(video, label, actions);
   el("wall").append(root);
-  tile = { root, video, badge, quality, mic, floorBtn, muteBtn, stream: new MediaStream(), audio: null };
+  tile = { root, video, badge, path, quality, mic, floorBtn, muteBtn, stream: new MediaStream(), audio: null };
   tiles.set(id, tile);
   return tile;
 }

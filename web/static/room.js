@@ -6,11 +6,16 @@ import { apply, mountSwitch, t } from "/static/i18n.js";
 import { ROOM_LAYERS } from "/static/client.js";
 import { el, newPage, qualityText, renderState, startSession, videoHeights } from "/static/page.js";
 
-const page = newPage({ floor: null, bridge: "" });
+const page = newPage({ floor: null, bridge: "", path: "" });
 let hubHeight = 0;
 
 const render = () => {
   renderState(page);
+  // How the media reaches the server: a technician standing in the room
+  // sees at once when it goes through TCP or the relay.
+  const path = el("path");
+  path.textContent = page.path ? t("path_" + page.path.replace("-", "_")) : "";
+  path.className = "path " + page.path;
   const info = page.layers.hub;
   const q = el("quality");
   q.textContent = qualityText(hubHeight, info);
@@ -94,6 +99,10 @@ s.addEventListener("floor", (e) => {
   page.floor = e.detail;
   render();
   layout();
+});
+s.addEventListener("path", (e) => {
+  page.path = e.detail.path;
+  render();
 });
 s.addEventListener("track", (e) => {
   const { stream: remote, track } = e.detail;

@@ -44,7 +44,7 @@ type server struct {
 	turn       *sfu.TURNServer
 	turnURLs   []string
 	turnSecret string
-	ready atomic.Bool
+	ready      atomic.Bool
 	// demo is set when this start seeded an empty store.
 	demo *controlplane.Demo
 

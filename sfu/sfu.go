@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"slices"
@@ -176,7 +177,7 @@ func New(cfg Config) (*SFU, error) {
 		se.SetRemoteIPFilter(func(ip net.IP) bool { return allowed(cfg.AllowedNetworks, ip) })
 		se.SetIPFilter(func(ip net.IP) bool { return allowed(cfg.AllowedNetworks, ip) })
 	}
-	if len(cfg.PublicIPs) > 0 {
+	if len(cfg.PublicIPs) > 0 && !boundToPublic(cfg.UDPConns, cfg.PublicIPs) {
 		if err := se.SetICEAddressRewriteRules(webrtc.ICEAddressRewriteRule{
 			External:        cfg.PublicIPs,
 			AsCandidateType: webrtc.ICECandidateTypeHost,
@@ -361,6 +362,30 @@ func allowed(nets []netip.Prefix, ip net.IP) bool {
 		}
 	}
 	return false
+}
+
+// boundToPublic says whether the media sockets are bound to exactly the
+// announced addresses, when rewriting them would change nothing. pion's
+// rewrite drops the UDP host candidate in that case for some addresses
+// (seen with 169.254.0.0/16 ones), so it is left out.
+func boundToPublic(conns []net.PacketConn, public []string) bool {
+	bound := map[string]bool{}
+	for _, c := range conns {
+		ua, ok := c.LocalAddr().(*net.UDPAddr)
+		if !ok || ua.IP.IsUnspecified() {
+			return false
+		}
+		bound[ua.IP.String()] = true
+	}
+	want := map[string]bool{}
+	for _, p := range public {
+		ip := net.ParseIP(p)
+		if ip == nil {
+			return false
+		}
+		want[ip.String()] = true
+	}
+	return maps.Equal(bound, want)
 }
 
 // filterConn drops datagrams from, and refuses datagrams to, addresses

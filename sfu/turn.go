@@ -36,9 +36,10 @@ type TURNConfig struct {
 	Secret string
 	// Realm is the TURN realm (default "citybridge").
 	Realm string
-	// MaxAllocationsPerUser bounds one credential's relays (default 8: a
-	// terminal needs two, one per peer connection, more while it
-	// reconnects).
+	// MaxAllocationsPerUser bounds one credential's relays (default 24:
+	// a page allocates one per TURN URL and peer connection, 8 with the
+	// embedded server's four URLs, and as many again while an ICE restart
+	// replaces them).
 	MaxAllocationsPerUser int
 	Logger                *slog.Logger
 }
@@ -65,7 +66,7 @@ func NewTURN(cfg TURNConfig) (*TURNServer, error) {
 		cfg.Realm = "citybridge"
 	}
 	if cfg.MaxAllocationsPerUser <= 0 {
-		cfg.MaxAllocationsPerUser = 8
+		cfg.MaxAllocationsPerUser = 24
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()

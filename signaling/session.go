@@ -357,6 +357,7 @@ func (ss *session) OnOffer(sdp string) {
 }
 
 func (ss *session) OnCandidate(pc sfu.PC, c webrtc.ICECandidateInit) {
+	ss.log.Debug("local candidate", "pc", pc.String(), "candidate", c.Candidate)
 	ss.send(wire.Candidate{PC: pc.String(), Candidate: candidateToWire(c)})
 }
 

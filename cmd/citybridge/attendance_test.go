@@ -72,7 +72,7 @@ func freeUDPPort(t *testing.T) int {
 
 // startBinaryOn runs `citybridge serve` on data with the HTTPS address and
 // media port given (a restart keeps them), and waits for /healthz.
-func startBinaryOn(t *testing.T, data, addr string, udpPort int) *process {
+func startBinaryOn(t *testing.T, data, addr string, udpPort int, extra ...string) *process {
 	t.Helper()
 	bin, err := binary()
 	if err != nil {
@@ -82,7 +82,9 @@ func startBinaryOn(t *testing.T, data, addr string, udpPort int) *process {
 		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, // its own self-signed certificate
 	}}}
 	p.cmd = exec.Command(bin, "serve", "--listen", addr, "--data", data, "--udp-host", "127.0.0.1",
-		"--udp-port", strconv.Itoa(udpPort), "--media-allow", "127.0.0.0/8", "--reconnect-grace", "1s")
+		"--udp-port", strconv.Itoa(udpPort), "--media-allow", "127.0.0.0/8", "--reconnect-grace", "1s",
+		"--turn=false")
+	p.cmd.Args = append(p.cmd.Args, extra...)
 	out, err := p.cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

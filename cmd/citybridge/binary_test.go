@@ -39,6 +39,7 @@ func TestBinaryServeAndSIGTERM(t *testing.T) {
 		"CITYBRIDGE_UDP_HOST=127.0.0.1",
 		"CITYBRIDGE_UDP_PORT=0",
 		"CITYBRIDGE_MEDIA_ALLOW=127.0.0.0/8",
+		"CITYBRIDGE_TURN_PORT=0", // TURN on the HTTPS port only: no fixed port to collide on
 		"CITYBRIDGE_LOG_FORMAT=json",
 	)
 	// Read only after Wait, when exec's copying goroutines are done.

@@ -9,8 +9,10 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -129,6 +131,14 @@ func start(cfg Config, log *slog.Logger) (_ *server, err error) {
 		return nil, fmt.Errorf("media port: %w", err)
 	}
 	mc := sfu.Config{UDPConns: udp, PublicIPs: cfg.PublicIPs, AllowedNetworks: cfg.MediaAllow, Logger: log}
+	// Relayed media reaches the SFU from the relay's own address: let it
+	// in even when --media-allow names only the rooms' networks.
+	if relay := cfg.turnAddress(); cfg.TURN && len(cfg.TURNURLs) == 0 && relay != nil && len(cfg.MediaAllow) > 0 {
+		if a, ok := netip.AddrFromSlice(relay); ok {
+			a = a.Unmap()
+			mc.AllowedNetworks = append(slices.Clone(cfg.MediaAllow), netip.PrefixFrom(a, a.BitLen()))
+		}
+	}
 	if cfg.ICETCP {
 		mc.TCPListener = s.front.ICE()
 	}

@@ -33,7 +33,7 @@ func TestRoomsimDrill(t *testing.T) {
 	addr := ln.Addr().String()
 	ln.Close()
 	srv := exec.Command(bin, "serve", "--listen", addr, "--data", filepath.Join(dir, "data"), "--udp-host", "127.0.0.1",
-		"--udp-port", "0", "--media-allow", "127.0.0.0/8")
+		"--udp-port", "0", "--media-allow", "127.0.0.0/8", "--turn-port", "0")
 	out, err := srv.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

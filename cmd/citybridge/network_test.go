@@ -1,8 +1,11 @@
 package main
 
 import (
+	"crypto/hmac"
+	"crypto/sha1"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/pem"
 	"fmt"
 	"io/fs"
@@ -498,4 +501,73 @@ func TestBrowserBehindNAT(t *testing.T) {
 		t.Error("the embedded TURN server has no allocation")
 	}
 	hostSeesPath(t, ts, host, room, path)
+}
+
+// joinedAs joins the server's signaling with a room token and returns the
+// joined message.
+func joinedAs(t *testing.T, ts *testServer, bridge string) *wire.Joined {
+	t.Helper()
+	link := ts.terminalLink(t, bridge)
+	d := websocket.Dialer{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, HandshakeTimeout: 5 * time.Second}
+	conn, _, err := d.Dial("wss"+strings.TrimPrefix(ts.base, "https")+"/signal", map[string][]string{"Origin": {ts.base}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	b, _ := wire.Encode(wire.Join{Token: link[strings.Index(link, "#t=")+3:]})
+	if err := conn.WriteMessage(websocket.TextMessage, b); err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for {
+		_, b, err := conn.ReadMessage()
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := wire.Decode(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if j, ok := m.(*wire.Joined); ok {
+			return j
+		}
+	}
+}
+
+// TestExternalTURN: with --turn-url the pages get exactly those URLs, with
+// a TURN REST credential a coturn sharing --turn-secret accepts (checked
+// here by recomputing its HMAC), and no built-in relay runs. With TURN
+// off, pages get no ICE server at all.
+func TestExternalTURN(t *testing.T) {
+	urls := []string{"turn:127.0.0.9:3478?transport=udp", "turns:127.0.0.9:5349?transport=tcp"}
+	ts := startTestServerWith(t, func(c *Config) {
+		c.TURN, c.TURNURLs, c.TURNSecret, c.TURNTTL = true, urls, "coturn-secret", 2*time.Hour
+		c.PublicIPs = []string{"127.0.0.1"}
+	})
+	if ts.turn != nil {
+		t.Error("the built-in relay runs although an external TURN server is configured")
+	}
+	j := joinedAs(t, ts, "ward-002")
+	if len(j.ICEServers) != 1 || strings.Join(j.ICEServers[0].URLs, " ") != strings.Join(urls, " ") {
+		t.Fatalf("ICE servers %+v, want exactly %v", j.ICEServers, urls)
+	}
+	s := j.ICEServers[0]
+	exp, user, _ := strings.Cut(s.Username, ":")
+	var expiry int64
+	if _, err := fmt.Sscan(exp, &expiry); err != nil || user != "ward-002" {
+		t.Fatalf("username %q: want expiry:ward-002", s.Username)
+	}
+	if left := time.Until(time.Unix(expiry, 0)); left < 2*time.Hour-time.Minute || left > 2*time.Hour+time.Minute {
+		t.Errorf("credential valid for %v, want the configured 2h", left)
+	}
+	mac := hmac.New(sha1.New, []byte("coturn-secret"))
+	mac.Write([]byte(s.Username))
+	if want := base64.StdEncoding.EncodeToString(mac.Sum(nil)); s.Credential != want {
+		t.Errorf("credential %q is not HMAC-SHA1(secret, username) %q", s.Credential, want)
+	}
+
+	off := startTestServerWith(t, func(c *Config) { c.TURN = false; c.PublicIPs = []string{"127.0.0.1"} })
+	if j := joinedAs(t, off, "ward-002"); len(j.ICEServers) != 0 || off.turn != nil {
+		t.Errorf("with TURN off: ICE servers %+v, relay %v", j.ICEServers, off.turn)
+	}
 }

@@ -68,6 +68,7 @@ func (a *API) Register(mux *http.ServeMux) {
 	mux.HandleFunc("POST /api/users", a.createUser)
 	mux.HandleFunc("DELETE /api/users/{name}", a.deleteUser)
 	mux.HandleFunc("PUT /api/users/{name}/password", a.setUserPassword)
+	mux.HandleFunc("GET /api/backup", a.backup)
 	mux.HandleFunc("POST /api/bridges/{id}/terminal-links", a.newTerminalLink)
 	mux.HandleFunc("PUT /api/conferences/{id}/bridges/{bridge}/max-layer", a.pinLayer)
 	a.registerFloor(mux)

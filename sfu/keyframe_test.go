@@ -100,9 +100,9 @@ func TestVP8KeyframeDescriptors(t *testing.T) {
 	}
 }
 
-// FuzzKeyframe: whatever a publisher sends, detection neither panics nor
-// reads past the payload.
-func FuzzKeyframe(f *testing.F) {
+// FuzzKeyframeDetect: whatever a publisher sends, detection neither
+// panics nor reads past the payload.
+func FuzzKeyframeDetect(f *testing.F) {
 	for _, seed := range [][]byte{{0x10, 0x00}, {0x90, 0xe0, 0x81, 0x05, 0x07, 0x40, 0x00}, {0x78, 0x00, 0x02, 0x67, 0x42}, {0x7c, 0x85}} {
 		f.Add(seed)
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -50,6 +51,9 @@ var (
 	ErrUnexpectedAnswer = errors.New("sfu: answer without an outstanding offer")
 	// ErrNotOffer: AcceptOffer was given an SDP that does not parse as an offer.
 	ErrNotOffer = errors.New("sfu: not a valid offer")
+	// ErrOfferTooLarge: the offer is over MaxOfferBytes or has more than
+	// MaxMediaSections media sections.
+	ErrOfferTooLarge = errors.New("sfu: offer too large")
 )
 
 // negotiationDelay gathers track changes that come together (a hub joining
@@ -167,9 +171,35 @@ func (p *Peer) ConnectionState(pc PC) webrtc.PeerConnectionState {
 	return p.pub.ConnectionState()
 }
 
+// Limits on what a participant may publish in one offer. Chromium's offer
+// for a camera with three simulcast layers, a microphone and a shared
+// screen is about 10 KB in 3 media sections.
+const (
+	MaxOfferBytes    = 64 << 10
+	MaxMediaSections = 8
+)
+
+// checkOffer refuses offers over the limits before pion parses them.
+func checkOffer(sdp string) error {
+	if len(sdp) > MaxOfferBytes {
+		return fmt.Errorf("%w: %d bytes, at most %d", ErrOfferTooLarge, len(sdp), MaxOfferBytes)
+	}
+	n := strings.Count(sdp, "\nm=")
+	if strings.HasPrefix(sdp, "m=") {
+		n++
+	}
+	if n > MaxMediaSections {
+		return fmt.Errorf("%w: %d media sections, at most %d", ErrOfferTooLarge, n, MaxMediaSections)
+	}
+	return nil
+}
+
 // AcceptOffer applies the participant's offer for the publishing connection
 // and returns the SFU's answer. Candidates follow through OnCandidate.
 func (p *Peer) AcceptOffer(sdp string) (string, error) {
+	if err := checkOffer(sdp); err != nil {
+		return "", err
+	}
 	if err := p.pub.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: sdp}); err != nil {
 		return "", fmt.Errorf("%w: %v", ErrNotOffer, err)
 	}

@@ -70,6 +70,8 @@ type Server struct {
 	log      *slog.Logger
 	upgrader websocket.Upgrader
 
+	fails *failedJoins
+
 	mu          sync.Mutex
 	conferences map[string]*conference
 	closed      bool
@@ -96,6 +98,7 @@ func New(cfg Config) *Server {
 			WriteBufferSize: 4096,
 		},
 		conferences: map[string]*conference{},
+		fails:       newFailedJoins(),
 	}
 }
 
@@ -111,6 +114,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mu.Unlock()
 	defer s.wg.Done()
 
+	if s.fails.blocked(remoteIP(r.RemoteAddr)) {
+		// Too many failed joins from this address: refuse before the
+		// upgrade, quietly (a flood must not flood the logs either).
+		w.Header().Set("Retry-After", "1")
+		http.Error(w, "too many failed joins from this address", http.StatusTooManyRequests)
+		return
+	}
 	conn, err := s.upgrader.Upgrade(w, r, nil)
 	if err != nil {
 		return // the upgrader has answered the request

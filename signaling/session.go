@@ -15,6 +15,7 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/pion/webrtc/v4"
+	"golang.org/x/time/rate"
 )
 
 // session is one WebSocket connection. Its reader runs on the HTTP
@@ -39,6 +40,11 @@ type session struct {
 	// for this session (rank in linkStates).
 	worstLink atomic.Int32
 
+	// offers limits how often the client may offer; refused counts the
+	// refusals in a row (reader goroutine only).
+	offers  *rate.Limiter
+	refused int
+
 	closeOnce sync.Once
 	done      chan struct{} // closed when the session ends
 	byeReason string        // guarded by closeOnce
@@ -52,6 +58,7 @@ func newSession(s *Server, conn *websocket.Conn, remote string) *session {
 		log:    s.log.With("remote", remote),
 		out:    make(chan []byte, sendQueue),
 		done:   make(chan struct{}),
+		offers: rate.NewLimiter(offerRate, offerBurst),
 	}
 }
 
@@ -121,6 +128,16 @@ func (ss *session) handle(m wire.Message) bool {
 	}
 	switch m := m.(type) {
 	case *wire.Offer:
+		if !ss.offers.Allow() {
+			if ss.refused++; ss.refused >= maxRefusedInARow {
+				ss.log.Warn("disconnected: kept offering over the limit", "refused", ss.refused)
+				ss.sendError(wire.CodeRateLimited, "too many offers; disconnected", wire.TypeOffer)
+				return false
+			}
+			ss.sendError(wire.CodeRateLimited, "too many offers; wait", wire.TypeOffer)
+			return true
+		}
+		ss.refused = 0
 		if m.PC != wire.PCPublish {
 			ss.sendError(wire.CodeBadMessage, `clients offer on "pub" only`, wire.TypeOffer)
 			return true
@@ -201,6 +218,9 @@ func (ss *session) join(j *wire.Join) bool {
 	}
 	if err != nil {
 		code, msg := admissionError(err)
+		if code != wire.CodeConferenceClosed && code != wire.CodeInternal {
+			ss.srv.fails.failed(remoteIP(ss.remote))
+		}
 		ss.log.Info("join refused", "code", code, "conference", j.Conference)
 		ss.sendError(code, msg, wire.TypeJoin)
 		return false

@@ -118,6 +118,7 @@ func apiTable() []apiOp {
 			return "/api/users/" + name, ""
 		}},
 		{"PUT", "/api/users/{name}/password", admins, 204, fixed("/api/users/someone/password", `{"password":"another-long-1"}`)},
+		{"GET", "/api/backup", admins, 200, fixed("/api/backup", "")},
 	}
 }
 

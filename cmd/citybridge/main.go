@@ -52,6 +52,10 @@ func cli(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		return usersCommand(args[1:], getenv, os.Stdin, stdout, stderr)
 	case "bridges":
 		return bridgesCommand(args[1:], getenv, stdout, stderr)
+	case "backup":
+		return backupCommand(args[1:], getenv, os.Stdin, stdout, stderr)
+	case "restore":
+		return restoreCommand(args[1:], getenv, stdout, stderr)
 	case "drill":
 		return drill.Main("citybridge drill", args[1:], stdout, stderr)
 	case "version":
@@ -76,6 +80,12 @@ func usage(w io.Writer) {
                              import the registry (id,name,kind,area,contact); bad rows are
                              reported by line and import nothing unless --partial
   citybridge bridges export [FILE.csv]
+  citybridge backup [--data DIR] FILE
+  citybridge backup --url https://HOST:PORT --login NAME [--password-file F] [--insecure] FILE
+                             a consistent copy of the store: from the running server (an
+                             administrator's login), or from the data directory when it is stopped
+  citybridge restore [--data DIR] FILE
+                             put a backup in place (server stopped; the old file is kept)
   citybridge drill --url URL --token TECH_TOKEN --conference ID --scenario NAME [--hub-token T]
                              rehearse failures with synthetic terminals (flap, bridges-drop,
                              hub-drop) and report each bridge's detection and recovery

@@ -207,6 +207,7 @@ const (
 	CodeConferenceLocked  = "conference_locked" // the host locked the conference: no new bridges
 	CodeConferenceEnded   = "conference_ended"  // the conference is over
 	CodeBadState          = "bad_state"         // the conference cannot go to that state from where it is
+	CodeRateLimited       = "rate_limited"      // too many requests of this kind; slow down
 )
 
 // Control asks the server to change the conference (client to server).

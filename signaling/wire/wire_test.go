@@ -50,9 +50,21 @@ func TestDecodeErrors(t *testing.T) {
 	}
 }
 
-// FuzzDecode: no input panics the decoder, and whatever decodes re-encodes.
-func FuzzDecode(f *testing.F) {
-	for _, s := range []string{`{"type":"join","token":"x"}`, `{"type":"candidate","pc":"pub","candidate":{"candidate":"a","sdpMLineIndex":1}}`, `{"type":"leave"}`} {
+// FuzzSignalingMessage: no input panics the decoder; whatever decodes
+// re-encodes, and decodes again to the same message type.
+func FuzzSignalingMessage(f *testing.F) {
+	for _, s := range []string{
+		`{"type":"join","token":"x","conference":"c1","resume":"r"}`,
+		`{"type":"offer","pc":"pub","sdp":"v=0\r\n"}`,
+		`{"type":"answer","pc":"sub","sdp":""}`,
+		`{"type":"candidate","pc":"pub","candidate":{"candidate":"a","sdpMLineIndex":1}}`,
+		`{"type":"leave"}`, `{"type":"restart","pc":"sub"}`, `{"type":"report","path":"tcp"}`,
+		`{"type":"control","action":"give_floor","bridge":"ward-001"}`,
+		`{"type":"joined","iceServers":[{"urls":["turn:10.0.0.1:3478"]}]}`,
+		`{"type":"roster","bridges":[{"id":"a","state":"connected","path":"udp"}]}`,
+		`{"type":"floor","unmuted":["a"],"hands":[]}`, `{"type":"bye","reason":"ended"}`,
+		`{"type":"join","token":1}`, `[]`, `{"type":null}`, `{"type":"offer","sdp":{"x":1}}`,
+	} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -60,8 +72,13 @@ func FuzzDecode(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if _, err := Encode(m); err != nil {
+		out, err := Encode(m)
+		if err != nil {
 			t.Fatalf("decoded %q but cannot encode it: %v", b, err)
+		}
+		again, err := Decode(out)
+		if err != nil || again.MessageType() != m.MessageType() {
+			t.Fatalf("%q encoded as %q, which decodes to %v, %v", b, out, again, err)
 		}
 	})
 }

@@ -1,0 +1,118 @@
+package controlplane
+
+import (
+	"bufio"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// killChildEnv makes the test binary the writer child of
+// TestKillDuringWrites: it writes bridges in a loop to the store at the
+// path it names and prints each ID once its write has returned.
+const killChildEnv = "CITYBRIDGE_KILL_CHILD_STORE"
+
+func TestMain(m *testing.M) {
+	if path := os.Getenv(killChildEnv); path != "" {
+		os.Exit(killChild(path))
+	}
+	os.Exit(m.Run())
+}
+
+func killChild(path string) int {
+	s, err := Open(path)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "open:", err)
+		return 1
+	}
+	run := os.Getenv(killChildEnv + "_RUN")
+	for i := 0; ; i++ {
+		id := fmt.Sprintf("k%s-%d", run, i)
+		b := Bridge{ID: id, Name: "Killed " + id, Kind: KindWard, Area: "test"}
+		if err := s.PutBridges([]Bridge{b}); err != nil {
+			fmt.Fprintln(os.Stderr, "write:", err)
+			return 1
+		}
+		// Acknowledged: the write returned. Unbuffered, so the parent
+		// sees it before the next write starts.
+		if _, err := fmt.Fprintln(os.Stdout, id); err != nil {
+			return 1
+		}
+	}
+}
+
+// TestKillDuringWrites: a child process writes to the store in a loop and
+// is SIGKILLed at a random moment, 20 times over the same file. After each
+// kill the file opens, and every write the child acknowledged is there.
+func TestKillDuringWrites(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts 20 processes")
+	}
+	path := filepath.Join(t.TempDir(), "citybridge.db")
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var acked []string
+	total := 0
+	for run := range 20 {
+		cmd := exec.Command(self, "-test.run=^$")
+		cmd.Env = append(os.Environ(), killChildEnv+"="+path, fmt.Sprintf("%s_RUN=%d", killChildEnv, run))
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		lines := make(chan string, 1024)
+		go func() {
+			sc := bufio.NewScanner(out)
+			for sc.Scan() {
+				lines <- sc.Text()
+			}
+			close(lines)
+		}()
+		// Kill at a random moment once the child is writing.
+		first, ok := <-lines
+		if !ok {
+			_ = cmd.Wait()
+			t.Fatalf("run %d: the child wrote nothing: %s", run, stderr.String())
+		}
+		this := []string{first}
+		time.Sleep(time.Duration(rand.IntN(150)) * time.Millisecond)
+		_ = cmd.Process.Kill()
+		for id := range lines {
+			this = append(this, id)
+		}
+		_ = cmd.Wait()
+		acked = append(acked, this...)
+		total += len(this)
+
+		s, err := Open(path)
+		if err != nil {
+			t.Fatalf("run %d: the file does not open after the kill: %v", run, err)
+		}
+		missing := 0
+		for _, id := range acked {
+			if _, err := s.Bridge(id); err != nil {
+				missing++
+				if missing < 5 {
+					t.Errorf("run %d: acknowledged write %s lost: %v", run, id, err)
+				}
+			}
+		}
+		_ = s.Close()
+		if missing > 0 {
+			t.Fatalf("run %d: %d of %d acknowledged writes lost", run, missing, len(acked))
+		}
+	}
+	t.Logf("20 kills, %d acknowledged writes, all present", total)
+}

@@ -28,7 +28,8 @@ type API struct {
 	media    MediaControl
 	floor    FloorControl
 	log      *slog.Logger
-	limiter  loginLimiter
+	limiter  loginLimiter // failed logins per address
+	accounts loginLimiter // failed logins per account name
 	// changed is told of a conference changed through the API (its state:
 	// the live side sends everyone away when it ends).
 	changed func(Conference)
@@ -42,36 +43,42 @@ func (a *API) SetMedia(m MediaControl) { a.media = m }
 
 // NewAPI builds the API on a store.
 func NewAPI(store *Store, presence PresenceFunc, log *slog.Logger) *API {
-	return &API{store: store, presence: presence, log: log}
+	return &API{
+		store: store, presence: presence, log: log,
+		limiter:  newLoginLimiter(loginFailures, loginWindow),
+		accounts: newLoginLimiter(accountFailures, accountWindow),
+	}
 }
 
 // Register mounts the API's routes on mux.
 func (a *API) Register(mux *http.ServeMux) {
-	mux.HandleFunc("POST /api/login", a.login)
-	mux.HandleFunc("POST /api/logout", a.logout)
-	mux.HandleFunc("GET /api/me", a.whoami)
-	mux.HandleFunc("GET /api/openapi.json", serveOpenAPI)
-	mux.HandleFunc("GET /api/conferences", a.listConferences)
-	mux.HandleFunc("POST /api/conferences", a.createConference)
-	mux.HandleFunc("GET /api/conferences/{id}", a.getConference)
-	mux.HandleFunc("PUT /api/conferences/{id}", a.updateConference)
-	mux.HandleFunc("POST /api/conferences/{id}/state", a.setConferenceState)
-	mux.HandleFunc("GET /api/conferences/{id}/bridges", a.conferenceBridges)
-	mux.HandleFunc("GET /api/bridges", a.listBridges)
-	mux.HandleFunc("POST /api/bridges", a.createBridge)
-	mux.HandleFunc("GET /api/bridges.csv", a.exportBridges)
-	mux.HandleFunc("POST /api/bridges/import", a.importBridges)
-	mux.HandleFunc("PUT /api/bridges/{id}", a.updateBridge)
-	mux.HandleFunc("DELETE /api/bridges/{id}", a.deleteBridge)
-	mux.HandleFunc("DELETE /api/bridges/{id}/terminal-links", a.revokeTerminalLinks)
-	mux.HandleFunc("GET /api/users", a.listUsers)
-	mux.HandleFunc("POST /api/users", a.createUser)
-	mux.HandleFunc("DELETE /api/users/{name}", a.deleteUser)
-	mux.HandleFunc("PUT /api/users/{name}/password", a.setUserPassword)
-	mux.HandleFunc("GET /api/backup", a.backup)
-	mux.HandleFunc("POST /api/bridges/{id}/terminal-links", a.newTerminalLink)
-	mux.HandleFunc("PUT /api/conferences/{id}/bridges/{bridge}/max-layer", a.pinLayer)
-	a.registerFloor(mux)
+	mux.HandleFunc("POST /api/login", a.login) // audits its attempts itself
+	m := auditMux{a: a, mux: mux}              // every other change goes in the audit log
+	m.HandleFunc("POST /api/logout", a.logout)
+	m.HandleFunc("GET /api/me", a.whoami)
+	m.HandleFunc("GET /api/openapi.json", serveOpenAPI)
+	m.HandleFunc("GET /api/conferences", a.listConferences)
+	m.HandleFunc("POST /api/conferences", a.createConference)
+	m.HandleFunc("GET /api/conferences/{id}", a.getConference)
+	m.HandleFunc("PUT /api/conferences/{id}", a.updateConference)
+	m.HandleFunc("POST /api/conferences/{id}/state", a.setConferenceState)
+	m.HandleFunc("GET /api/conferences/{id}/bridges", a.conferenceBridges)
+	m.HandleFunc("GET /api/bridges", a.listBridges)
+	m.HandleFunc("POST /api/bridges", a.createBridge)
+	m.HandleFunc("GET /api/bridges.csv", a.exportBridges)
+	m.HandleFunc("POST /api/bridges/import", a.importBridges)
+	m.HandleFunc("PUT /api/bridges/{id}", a.updateBridge)
+	m.HandleFunc("DELETE /api/bridges/{id}", a.deleteBridge)
+	m.HandleFunc("DELETE /api/bridges/{id}/terminal-links", a.revokeTerminalLinks)
+	m.HandleFunc("GET /api/users", a.listUsers)
+	m.HandleFunc("POST /api/users", a.createUser)
+	m.HandleFunc("DELETE /api/users/{name}", a.deleteUser)
+	m.HandleFunc("PUT /api/users/{name}/password", a.setUserPassword)
+	m.HandleFunc("GET /api/backup", a.backup)
+	m.HandleFunc("GET /api/audit", a.auditLog)
+	m.HandleFunc("POST /api/bridges/{id}/terminal-links", a.newTerminalLink)
+	m.HandleFunc("PUT /api/conferences/{id}/bridges/{bridge}/max-layer", a.pinLayer)
+	a.registerFloor(m)
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no such API route")
 	})

@@ -29,7 +29,7 @@ type ControlRefusal interface {
 // SetFloor connects the API to the live conferences (floor control).
 func (a *API) SetFloor(f FloorControl) { a.floor = f }
 
-func (a *API) registerFloor(mux *http.ServeMux) {
+func (a *API) registerFloor(mux auditMux) {
 	mux.HandleFunc("GET /api/conferences/{id}/floor", a.getFloor)
 	mux.HandleFunc("POST /api/conferences/{id}/floor", a.floorAction(wire.ActionGiveFloor))
 	mux.HandleFunc("DELETE /api/conferences/{id}/floor", a.floorAction(wire.ActionTakeFloor))

@@ -50,41 +50,62 @@ func unsafeMethod(m string) bool {
 	return m != http.MethodGet && m != http.MethodHead && m != http.MethodOptions
 }
 
-// loginLimiter allows a few failed logins per remote address a minute.
+// loginLimiter counts failed logins per key (a remote address, or an
+// account name) within a window.
 type loginLimiter struct {
+	limit  int
+	window time.Duration
+
 	mu       sync.Mutex
 	failures map[string][]time.Time
 }
 
 const (
+	// From one address: 10 failures a minute, then 429 for the minute.
 	loginFailures = 10
 	loginWindow   = time.Minute
+	// For one account, from anywhere: 20 failures in 15 minutes lock it
+	// for the rest of the 15 minutes, even with the right password (a
+	// guesser spread over many addresses). Unknown names are counted the
+	// same way, so the answer tells nothing about which names exist.
+	accountFailures = 20
+	accountWindow   = 15 * time.Minute
+	// maxLimiterKeys bounds each table; beyond it new keys are not
+	// tracked (the per-address limit still holds).
+	maxLimiterKeys = 100_000
 )
 
-func (l *loginLimiter) blocked(ip string, now time.Time) bool {
+func newLoginLimiter(limit int, window time.Duration) loginLimiter {
+	return loginLimiter{limit: limit, window: window}
+}
+
+func (l *loginLimiter) blocked(key string, now time.Time) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	recent := l.failures[ip][:0]
-	for _, t := range l.failures[ip] {
-		if now.Sub(t) < loginWindow {
+	recent := l.failures[key][:0]
+	for _, t := range l.failures[key] {
+		if now.Sub(t) < l.window {
 			recent = append(recent, t)
 		}
 	}
 	if len(recent) == 0 {
-		delete(l.failures, ip)
+		delete(l.failures, key)
 	} else {
-		l.failures[ip] = recent
+		l.failures[key] = recent
 	}
-	return len(recent) >= loginFailures
+	return len(recent) >= l.limit
 }
 
-func (l *loginLimiter) fail(ip string, now time.Time) {
+func (l *loginLimiter) fail(key string, now time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.failures == nil {
 		l.failures = map[string][]time.Time{}
 	}
-	l.failures[ip] = append(l.failures[ip], now)
+	if _, ok := l.failures[key]; !ok && len(l.failures) >= maxLimiterKeys {
+		return
+	}
+	l.failures[key] = append(l.failures[key], now)
 }
 
 func remoteIP(r *http.Request) string {
@@ -124,10 +145,18 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) {
 	if !decodeBody(w, r, &body, `body must be {"name": "...", "password": "..."}`) {
 		return
 	}
+	if a.accounts.blocked(body.Name, now) {
+		a.log.Warn("login refused: account locked after failed logins", "user", body.Name, "remote", ip)
+		a.audit(r, Grant{User: body.Name}, "login", "", "account_locked")
+		writeError(w, http.StatusTooManyRequests, "account_locked", "too many failed logins for this account; wait 15 minutes or ask an administrator")
+		return
+	}
 	u, err := a.store.CheckPassword(body.Name, body.Password)
 	if errors.Is(err, ErrBadLogin) {
 		a.limiter.fail(ip, now)
+		a.accounts.fail(body.Name, now)
 		a.log.Warn("login failed", "user", body.Name, "remote", ip)
+		a.audit(r, Grant{User: body.Name}, "login", "", "bad_login")
 		writeError(w, http.StatusUnauthorized, "bad_login", err.Error())
 		return
 	} else if err != nil {
@@ -144,6 +173,7 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) {
 		HttpOnly: true, Secure: true, SameSite: http.SameSiteStrictMode,
 	})
 	a.log.Info("logged in", "user", u.Name, "role", string(u.Role), "remote", ip)
+	a.audit(r, Grant{User: u.Name, Role: u.Role}, "login", "", "ok")
 	writeJSON(w, http.StatusOK, me{Role: u.Role, User: u.Name})
 }
 

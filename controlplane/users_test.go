@@ -2,6 +2,7 @@ package controlplane
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -146,6 +147,59 @@ func TestLoginCookie(t *testing.T) {
 	}
 	if rec := login("https://cb.example", "long-enough-1"); rec.Code != http.StatusTooManyRequests {
 		t.Fatalf("after %d failures: %d, want 429", loginFailures, rec.Code)
+	}
+}
+
+// TestAccountLockout: failed logins for one account spread over many
+// addresses lock that account (even the right password gets 429
+// account_locked) and no other; unknown names are treated alike.
+func TestAccountLockout(t *testing.T) {
+	st, _ := openTemp(t)
+	for _, n := range []string{"fixer", "other"} {
+		if _, err := st.AddUser(n, RoleTechnician, "", "long-enough-1"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	api := NewAPI(st, func(string) map[string]string { return nil }, discardLogger())
+	mux := http.NewServeMux()
+	api.Register(mux)
+	login := func(name, pw string, from int) *httptest.ResponseRecorder {
+		req := httptest.NewRequest("POST", "https://cb.example/api/login", strings.NewReader(`{"name":"`+name+`","password":"`+pw+`"}`))
+		req.Header.Set("Origin", "https://cb.example")
+		req.RemoteAddr = fmt.Sprintf("10.0.%d.%d:5000", from/250, from%250+1)
+		rec := httptest.NewRecorder()
+		mux.ServeHTTP(rec, req)
+		return rec
+	}
+	for i := range accountFailures {
+		if rec := login("fixer", "guess", i); rec.Code != http.StatusUnauthorized {
+			t.Fatalf("guess %d: %d", i, rec.Code)
+		}
+		if rec := login("nobody", "guess", i); rec.Code != http.StatusUnauthorized {
+			t.Fatalf("guess %d for an unknown name: %d", i, rec.Code)
+		}
+	}
+	for name, want := range map[string]int{"fixer": 429, "nobody": 429, "other": 200} {
+		rec := login(name, "long-enough-1", 999)
+		if rec.Code != want {
+			t.Errorf("%s with the right password from a fresh address: %d %s, want %d", name, rec.Code, rec.Body, want)
+		}
+		if want == 429 && !strings.Contains(rec.Body.String(), "account_locked") {
+			t.Errorf("%s: %s, want account_locked", name, rec.Body)
+		}
+	}
+	es, err := st.AuditLog(time.Time{}, time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	locked := 0
+	for _, e := range es {
+		if e.Action == "login" && e.Result == "account_locked" {
+			locked++
+		}
+	}
+	if locked != 2 {
+		t.Errorf("%d account_locked entries in the audit log, want 2", locked)
 	}
 }
 

@@ -40,6 +40,9 @@ type session struct {
 	// for this session (rank in linkStates).
 	worstLink atomic.Int32
 
+	// who names the caller in the audit log (set by join).
+	who string
+
 	// offers limits how often the client may offer; refused counts the
 	// refusals in a row (reader goroutine only).
 	offers  *rate.Limiter
@@ -192,6 +195,19 @@ func (ss *session) handle(m wire.Message) bool {
 		} else if err != nil {
 			ss.log.Error("control", "action", m.Action, "err", err)
 			ss.sendError(wire.CodeInternal, "could not do that", wire.TypeControl)
+		} else if ss.adm.Role == controlplane.RoleHost {
+			// The chair's actions go in the audit log; a room's own hand
+			// and microphone do not.
+			target := m.Bridge
+			if target == "" {
+				target = m.Track
+			}
+			if err := ss.srv.cfg.Store.Audit(controlplane.AuditEntry{
+				Who: ss.who, Role: ss.adm.Role, Action: "control " + m.Action,
+				Target: ss.adm.Conference.ID + "/" + target, Result: "ok", Remote: remoteIP(ss.remote).String(),
+			}); err != nil {
+				ss.log.Error("audit log write failed", "err", err)
+			}
 		}
 	default:
 		ss.sendError(wire.CodeBadMessage, "clients do not send "+m.MessageType(), m.MessageType())
@@ -209,6 +225,7 @@ func (ss *session) join(j *wire.Join) bool {
 		// cookie stands for a link token.
 		var g controlplane.Grant
 		if g, err = ss.srv.cfg.Store.SessionGrant(ss.cookie); err == nil {
+			ss.who = controlplane.WhoOf(g)
 			adm, err = ss.srv.cfg.Store.AdmitGrant(g, j.Conference)
 		} else {
 			err = controlplane.ErrTokenInvalid
@@ -226,6 +243,9 @@ func (ss *session) join(j *wire.Join) bool {
 		return false
 	}
 	ss.adm = adm
+	if ss.who == "" {
+		ss.who = controlplane.WhoOf(controlplane.Grant{Role: adm.Role, Conference: adm.Conference.ID, Bridge: adm.Bridge.ID})
+	}
 	ss.log = ss.srv.log.With("conference", adm.Conference.ID, "bridge", adm.Bridge.ID, "role", string(adm.Role), "remote", ss.remote)
 	conf, err := ss.srv.conference(adm.Conference)
 	if err != nil {

@@ -6,13 +6,17 @@ import (
 	"io"
 	"maps"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"citybridge/controlplane"
+	"citybridge/signaling/wire"
 )
 
 // callers of the API, by how they present themselves.
@@ -24,22 +28,74 @@ const (
 	adminLog  = "admin login"
 	hostLog   = "host login"
 	techLog   = "technician login"
+	revTok    = "revoked token"
 	adminPass = "admin-password-1"
 )
 
-var allCallers = []string{anon, roomTok, techTok, hostTok, adminLog, hostLog, techLog}
+var allCallers = []string{anon, roomTok, techTok, hostTok, adminLog, hostLog, techLog, revTok}
 
 // roleOf is the OpenAPI x-roles name of a caller.
 var roleOf = map[string]string{
 	anon: "anonymous", roomTok: "room", techTok: "technician", hostTok: "host",
-	adminLog: "admin", hostLog: "host", techLog: "technician",
+	adminLog: "admin", hostLog: "host", techLog: "technician", revTok: "anonymous",
+}
+
+// docAllowed reads the "API operations" table of docs/SECURITY.md: for
+// each operation ("GET /api/bridges"), the callers it allows. The table is
+// the source; the tests run what it says.
+func docAllowed(t *testing.T) map[string][]string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "..", "docs", "SECURITY.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(b)
+	i := strings.Index(text, "### API operations")
+	if i < 0 {
+		t.Fatal(`docs/SECURITY.md has no "### API operations" table`)
+	}
+	// anonymous, room, host, technician, admin: each cell's word, and the
+	// callers it allows.
+	columns := []map[string][]string{
+		{"yes": {anon, revTok}, "401": nil},
+		{"yes": {roomTok}, "403": nil},
+		{"yes": {hostTok, hostLog}, "chair": {hostTok, hostLog}, "login": {hostLog}, "own": nil, "403": nil},
+		{"yes": {techTok, techLog}, "own": nil, "403": nil},
+		{"yes": {adminLog}, "403": nil},
+	}
+	out := map[string][]string{}
+	for _, line := range strings.Split(text[i:], "\n")[1:] {
+		if strings.HasPrefix(line, "#") {
+			break
+		}
+		cells := strings.Split(strings.Trim(line, "| "), " | ")
+		if len(cells) != 6 || !strings.HasPrefix(cells[0], "`") {
+			continue
+		}
+		op := strings.Trim(cells[0], "`")
+		if _, dup := out[op]; dup {
+			t.Fatalf("docs/SECURITY.md lists %s twice", op)
+		}
+		allowed := []string{}
+		for c, cell := range cells[1:] {
+			callers, ok := columns[c][strings.TrimSpace(cell)]
+			if !ok {
+				t.Fatalf("docs/SECURITY.md, %s: %q is not a word of the table", op, cell)
+			}
+			allowed = append(allowed, callers...)
+		}
+		out[op] = allowed
+	}
+	if len(out) < 20 {
+		t.Fatalf("read only %d operations from docs/SECURITY.md", len(out))
+	}
+	return out
 }
 
 // apiOp is one endpoint of the table: who may call it, and how to make a
 // call that succeeds when allowed.
 type apiOp struct {
 	method, path string
-	allowed      []string
 	want         int // status of an allowed call
 	// prepare returns the concrete path and body for one call (making
 	// whatever a destructive call consumes).
@@ -54,71 +110,64 @@ func fixed(path, body string) func(*testing.T, *testServer) (string, string) {
 	return func(*testing.T, *testServer) (string, string) { return path, body }
 }
 
-var (
-	authenticated = []string{roomTok, techTok, hostTok, adminLog, hostLog, techLog}
-	watchers      = []string{techTok, hostTok, adminLog, hostLog, techLog}
-	chairs        = []string{hostTok, hostLog}
-	technicians   = []string{techTok, techLog}
-	admins        = []string{adminLog}
-)
-
 func apiTable() []apiOp {
 	c := "/api/conferences/c1"
 	return []apiOp{
-		{"POST", "/api/login", allCallers, 200, fixed("/api/login", `{"name":"admin","password":"`+adminPass+`"}`)},
-		{"POST", "/api/logout", authenticated, 204, fixed("/api/logout", "")},
-		{"GET", "/api/me", authenticated, 200, fixed("/api/me", "")},
-		{"GET", "/api/openapi.json", allCallers, 200, fixed("/api/openapi.json", "")},
-		{"GET", "/api/conferences", watchers, 200, fixed("/api/conferences", "")},
-		{"POST", "/api/conferences", []string{adminLog, hostLog}, 201, fixed("/api/conferences", `{"title":"Giao ban","all_bridges":true}`)},
-		{"GET", "/api/conferences/{id}", watchers, 200, fixed(c, "")},
-		{"PUT", "/api/conferences/{id}", []string{adminLog, hostLog}, 200, fixed(c, `{"title":"Hội nghị","all_bridges":true}`)},
+		{"POST", "/api/login", 200, fixed("/api/login", `{"name":"admin","password":"`+adminPass+`"}`)},
+		{"POST", "/api/logout", 204, fixed("/api/logout", "")},
+		{"GET", "/api/me", 200, fixed("/api/me", "")},
+		{"GET", "/api/openapi.json", 200, fixed("/api/openapi.json", "")},
+		{"GET", "/api/conferences", 200, fixed("/api/conferences", "")},
+		{"POST", "/api/conferences", 201, fixed("/api/conferences", `{"title":"Giao ban","all_bridges":true}`)},
+		{"GET", "/api/conferences/{id}", 200, fixed(c, "")},
+		{"PUT", "/api/conferences/{id}", 200, fixed(c, `{"title":"Hội nghị","all_bridges":true}`)},
 		// c1 is open: the first allowed call makes it live, the others
 		// find it live already (no change, still 200).
-		{"POST", "/api/conferences/{id}/state", []string{hostTok, adminLog, hostLog}, 200, fixed(c+"/state", `{"state":"live"}`)},
-		{"GET", "/api/conferences/{id}/bridges", watchers, 200, fixed(c+"/bridges", "")},
-		{"GET", "/api/conferences/{id}/floor", watchers, 200, fixed(c+"/floor", "")},
-		{"POST", "/api/conferences/{id}/floor", chairs, 200, fixed(c+"/floor", `{"bridge":"commune-001"}`)},
-		{"DELETE", "/api/conferences/{id}/floor", chairs, 200, fixed(c+"/floor", "")},
-		{"POST", "/api/conferences/{id}/bridges/{bridge}/mute", chairs, 200, fixed(c+"/bridges/commune-001/mute", "")},
-		{"DELETE", "/api/conferences/{id}/bridges/{bridge}/mute", chairs, 200, fixed(c+"/bridges/commune-001/mute", "")},
-		{"POST", "/api/conferences/{id}/mute-all", chairs, 200, fixed(c+"/mute-all", "")},
-		{"POST", "/api/conferences/{id}/lock", chairs, 200, fixed(c+"/lock", "")},
-		{"DELETE", "/api/conferences/{id}/lock", chairs, 200, fixed(c+"/lock", "")},
-		{"DELETE", "/api/conferences/{id}/hands/{bridge}", chairs, 200, fixed(c+"/hands/commune-001", "")},
-		{"GET", "/api/conferences/{id}/attendance", watchers, 200, fixed(c+"/attendance", "")},
-		{"PUT", "/api/conferences/{id}/bridges/{bridge}/max-layer", technicians, 200, fixed(c+"/bridges/commune-001/max-layer", `{"layer":"h"}`)},
-		{"GET", "/api/bridges", watchers, 200, fixed("/api/bridges", "")},
-		{"POST", "/api/bridges", admins, 201, func(*testing.T, *testServer) (string, string) {
+		{"POST", "/api/conferences/{id}/state", 200, fixed(c+"/state", `{"state":"live"}`)},
+		{"GET", "/api/conferences/{id}/bridges", 200, fixed(c+"/bridges", "")},
+		{"GET", "/api/conferences/{id}/floor", 200, fixed(c+"/floor", "")},
+		{"POST", "/api/conferences/{id}/floor", 200, fixed(c+"/floor", `{"bridge":"commune-001"}`)},
+		{"DELETE", "/api/conferences/{id}/floor", 200, fixed(c+"/floor", "")},
+		{"POST", "/api/conferences/{id}/bridges/{bridge}/mute", 200, fixed(c+"/bridges/commune-001/mute", "")},
+		{"DELETE", "/api/conferences/{id}/bridges/{bridge}/mute", 200, fixed(c+"/bridges/commune-001/mute", "")},
+		{"POST", "/api/conferences/{id}/mute-all", 200, fixed(c+"/mute-all", "")},
+		{"POST", "/api/conferences/{id}/lock", 200, fixed(c+"/lock", "")},
+		{"DELETE", "/api/conferences/{id}/lock", 200, fixed(c+"/lock", "")},
+		{"DELETE", "/api/conferences/{id}/hands/{bridge}", 200, fixed(c+"/hands/commune-001", "")},
+		{"GET", "/api/conferences/{id}/attendance", 200, fixed(c+"/attendance", "")},
+		{"PUT", "/api/conferences/{id}/bridges/{bridge}/max-layer", 200, fixed(c+"/bridges/commune-001/max-layer", `{"layer":"h"}`)},
+		{"GET", "/api/bridges", 200, fixed("/api/bridges", "")},
+		{"POST", "/api/bridges", 201, func(*testing.T, *testServer) (string, string) {
 			return "/api/bridges", `{"id":"` + next("new-") + `","name":"Xã Mới","kind":"commune"}`
 		}},
-		{"GET", "/api/bridges.csv", []string{techTok, adminLog, techLog}, 200, fixed("/api/bridges.csv", "")},
-		{"POST", "/api/bridges/import", admins, 200, func(*testing.T, *testServer) (string, string) {
+		{"GET", "/api/bridges.csv", 200, fixed("/api/bridges.csv", "")},
+		{"POST", "/api/bridges/import", 200, func(*testing.T, *testServer) (string, string) {
 			return "/api/bridges/import", "id,name,kind,area,contact\n" + next("imp-") + ",Xã Nhập,commune,,\n"
 		}},
-		{"PUT", "/api/bridges/{id}", admins, 200, fixed("/api/bridges/commune-002", `{"id":"commune-002","name":"Xã Hai","kind":"commune"}`)},
-		{"DELETE", "/api/bridges/{id}", admins, 204, func(t *testing.T, ts *testServer) (string, string) {
+		{"PUT", "/api/bridges/{id}", 200, fixed("/api/bridges/commune-002", `{"id":"commune-002","name":"Xã Hai","kind":"commune"}`)},
+		{"DELETE", "/api/bridges/{id}", 204, func(t *testing.T, ts *testServer) (string, string) {
 			id := next("gone-")
 			if err := ts.store.PutBridges([]controlplane.Bridge{{ID: id, Name: "Tạm", Kind: controlplane.KindWard}}); err != nil {
 				t.Fatal(err)
 			}
 			return "/api/bridges/" + id, ""
 		}},
-		{"POST", "/api/bridges/{id}/terminal-links", []string{techTok, adminLog, techLog}, 201, fixed("/api/bridges/commune-003/terminal-links", "")},
-		{"DELETE", "/api/bridges/{id}/terminal-links", []string{techTok, adminLog, techLog}, 200, fixed("/api/bridges/commune-004/terminal-links", "")},
-		{"GET", "/api/users", admins, 200, fixed("/api/users", "")},
-		{"POST", "/api/users", admins, 201, func(*testing.T, *testServer) (string, string) {
+		{"POST", "/api/bridges/{id}/terminal-links", 201, fixed("/api/bridges/commune-003/terminal-links", "")},
+		{"DELETE", "/api/bridges/{id}/terminal-links", 200, fixed("/api/bridges/commune-004/terminal-links", "")},
+		{"GET", "/api/users", 200, fixed("/api/users", "")},
+		{"POST", "/api/users", 201, func(*testing.T, *testServer) (string, string) {
 			return "/api/users", `{"name":"` + next("tech") + `","role":"technician","password":"long-enough-1"}`
 		}},
-		{"DELETE", "/api/users/{name}", admins, 204, func(t *testing.T, ts *testServer) (string, string) {
+		{"DELETE", "/api/users/{name}", 204, func(t *testing.T, ts *testServer) (string, string) {
 			name := next("leaving")
 			if _, err := ts.store.AddUser(name, controlplane.RoleTechnician, "", "long-enough-1"); err != nil {
 				t.Fatal(err)
 			}
 			return "/api/users/" + name, ""
 		}},
-		{"PUT", "/api/users/{name}/password", admins, 204, fixed("/api/users/someone/password", `{"password":"another-long-1"}`)},
-		{"GET", "/api/backup", admins, 200, fixed("/api/backup", "")},
+		{"PUT", "/api/users/{name}/password", 204, fixed("/api/users/someone/password", `{"password":"another-long-1"}`)},
+		{"GET", "/api/backup", 200, fixed("/api/backup", "")},
+		{"GET", "/api/audit", 200, fixed("/api/audit", "")},
 	}
 }
 
@@ -130,6 +179,13 @@ func apiTable() []apiOp {
 // documents, with the same roles, and nothing else.
 func TestAPIAuthorizationMatrix(t *testing.T) {
 	t.Parallel()
+	runAuthzMatrix(t)
+}
+
+// runAuthzMatrix calls every operation of docs/SECURITY.md's table as
+// every caller (the allowed ones from the table), checks refusals change
+// nothing, then checks the table against openapi.json.
+func runAuthzMatrix(t *testing.T) {
 	ts := startTestServer(t)
 	st := ts.store
 	for _, u := range []struct {
@@ -145,6 +201,13 @@ func TestAPIAuthorizationMatrix(t *testing.T) {
 	}
 	room, err := st.IssueToken(controlplane.Grant{Role: controlplane.RoleRoom, Bridge: "ward-001"})
 	if err != nil {
+		t.Fatal(err)
+	}
+	revoked, err := st.IssueToken(controlplane.Grant{Role: controlplane.RoleTechnician})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.RevokeToken(revoked); err != nil {
 		t.Fatal(err)
 	}
 	// credential prepares one caller's credential, fresh for each call (a
@@ -181,6 +244,8 @@ func TestAPIAuthorizationMatrix(t *testing.T) {
 			return login("chair")
 		case techLog:
 			return login("fixer")
+		case revTok:
+			return bearer(revoked)
 		}
 		return func(*http.Request) {}
 	}
@@ -204,9 +269,23 @@ func TestAPIAuthorizationMatrix(t *testing.T) {
 	}
 
 	table := apiTable()
+	doc := docAllowed(t)
+	seen := map[string]bool{}
+	for _, op := range table {
+		key := op.method + " " + op.path
+		if _, ok := doc[key]; !ok {
+			t.Fatalf("%s is not in docs/SECURITY.md's table", key)
+		}
+		seen[key] = true
+	}
+	for key := range doc {
+		if !seen[key] {
+			t.Errorf("docs/SECURITY.md lists %s, which the test does not know how to call", key)
+		}
+	}
 	for _, op := range table {
 		for _, caller := range allCallers {
-			allowed := slices.Contains(op.allowed, caller)
+			allowed := slices.Contains(doc[op.method+" "+op.path], caller)
 			t.Run(op.method+" "+op.path+" as "+caller, func(t *testing.T) {
 				path, body := op.prepare(t, ts)
 				cred := credential(t, caller)
@@ -222,7 +301,7 @@ func TestAPIAuthorizationMatrix(t *testing.T) {
 					return
 				}
 				want := http.StatusForbidden
-				if caller == anon {
+				if caller == anon || caller == revTok {
 					want = http.StatusUnauthorized
 				}
 				if code != want {
@@ -255,7 +334,7 @@ func TestAPIAuthorizationMatrix(t *testing.T) {
 	})
 
 	// The table and the OpenAPI document describe the same API.
-	code, doc := call(t, "GET", "/api/openapi.json", "", func(*http.Request) {}, ts.base)
+	code, specText := call(t, "GET", "/api/openapi.json", "", func(*http.Request) {}, ts.base)
 	if code != 200 {
 		t.Fatalf("openapi.json: %d", code)
 	}
@@ -263,7 +342,7 @@ func TestAPIAuthorizationMatrix(t *testing.T) {
 		OpenAPI string                                `json:"openapi"`
 		Paths   map[string]map[string]json.RawMessage `json:"paths"`
 	}
-	if err := json.Unmarshal([]byte(doc), &spec); err != nil || !strings.HasPrefix(spec.OpenAPI, "3.") {
+	if err := json.Unmarshal([]byte(specText), &spec); err != nil || !strings.HasPrefix(spec.OpenAPI, "3.") {
 		t.Fatalf("openapi.json is not an OpenAPI 3 document: %v", err)
 	}
 	documented := map[string][]string{}
@@ -287,7 +366,7 @@ func TestAPIAuthorizationMatrix(t *testing.T) {
 		}
 		delete(documented, key)
 		want := map[string]bool{}
-		for _, c := range op.allowed {
+		for _, c := range doc[key] {
 			want[roleOf[c]] = true
 		}
 		got := map[string]bool{}
@@ -325,4 +404,73 @@ func diffKeys(a, b map[string]string) string {
 	}
 	sort.Strings(out)
 	return strings.Join(out, ", ")
+}
+
+// TestAuthzTable: docs/SECURITY.md's tables are the rules. Every API
+// operation of its "API operations" table is called as every caller it
+// names, plus a revoked token (runAuthzMatrix); over signaling, a room
+// token cannot act for another bridge or take the chair's actions, and a
+// revoked one cannot join; refused actions change nothing.
+func TestAuthzTable(t *testing.T) {
+	t.Parallel()
+	t.Run("api", runAuthzMatrix)
+	ts := startTestServer(t)
+	link := ts.terminalLink(t, "ward-001")
+	c, _, err := wsDial(t.Context(), ts, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = wsSend(c, wire.Join{Token: link[strings.Index(link, "#t=")+3:]})
+	if _, err := wsNext(c, 5*time.Second, wire.TypeJoined); err != nil {
+		t.Fatal(err)
+	}
+	before, err := ts.store.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range []wire.Control{
+		{Action: wire.ActionMute, Bridge: "ward-002"},
+		{Action: wire.ActionUnmute, Bridge: "ward-002"},
+		{Action: wire.ActionGiveFloor, Bridge: "ward-001"},
+		{Action: wire.ActionMuteAll},
+		{Action: wire.ActionLock},
+		{Action: wire.ActionEnd},
+		{Action: wire.ActionLowerHand, Bridge: "ward-002"},
+	} {
+		_ = wsSend(c, m)
+		got, err := wsNext(c, 5*time.Second, wire.TypeError)
+		if err != nil || got.(*wire.Error).Code != wire.CodeForbidden {
+			t.Errorf("room ward-001 sending %+v: %v %v, want forbidden", m, got, err)
+		}
+	}
+	_ = wsSend(c, wire.Control{Action: wire.ActionUnmute, Bridge: "ward-001"})
+	if got, err := wsNext(c, 5*time.Second, wire.TypeError); err != nil || got.(*wire.Error).Code != wire.CodeNoFloor {
+		t.Errorf("room unmuting itself without the floor: %v %v, want no_floor", got, err)
+	}
+	after, err := ts.store.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !maps.Equal(before, after) {
+		t.Errorf("refused actions changed the store: %s", diffKeys(before, after))
+	}
+
+	// A revoked terminal link cannot join.
+	tok, err := ts.store.IssueToken(controlplane.Grant{Role: controlplane.RoleRoom, Bridge: "ward-003"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ts.store.RevokeToken(tok); err != nil {
+		t.Fatal(err)
+	}
+	c2, _, err := wsDial(t.Context(), ts, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	_ = wsSend(c2, wire.Join{Token: tok})
+	if got, err := wsNext(c2, 5*time.Second, wire.TypeError, wire.TypeJoined); err != nil || got.MessageType() != wire.TypeError || got.(*wire.Error).Code != wire.CodeTokenInvalid {
+		t.Errorf("a revoked token joining: %v %v, want token_invalid", got, err)
+	}
 }

@@ -212,8 +212,14 @@ type session struct {
 
 // NewSession starts a login session for user and returns the cookie value.
 func (s *Store) NewSession(u User) (string, time.Time, error) {
+	return s.NewSessionFor(u, SessionLifetime)
+}
+
+// NewSessionFor starts a login session that lasts ttl (a negative ttl
+// makes one that has already expired: the authorization tests use it).
+func (s *Store) NewSessionFor(u User, ttl time.Duration) (string, time.Time, error) {
 	tok := NewToken()
-	exp := s.now().Add(SessionLifetime).UTC()
+	exp := s.now().Add(ttl).UTC()
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		pruneSessions(tx, s.now())
 		return put(tx, bucketSessions, tokenKey(tok), session{User: u.Name, Role: u.Role, Expires: exp})

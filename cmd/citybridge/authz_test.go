@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -17,6 +18,8 @@ import (
 
 	"citybridge/controlplane"
 	"citybridge/signaling/wire"
+
+	"github.com/gorilla/websocket"
 )
 
 // callers of the API, by how they present themselves.
@@ -29,15 +32,16 @@ const (
 	hostLog   = "host login"
 	techLog   = "technician login"
 	revTok    = "revoked token"
+	expLog    = "expired login"
 	adminPass = "admin-password-1"
 )
 
-var allCallers = []string{anon, roomTok, techTok, hostTok, adminLog, hostLog, techLog, revTok}
+var allCallers = []string{anon, roomTok, techTok, hostTok, adminLog, hostLog, techLog, revTok, expLog}
 
 // roleOf is the OpenAPI x-roles name of a caller.
 var roleOf = map[string]string{
 	anon: "anonymous", roomTok: "room", techTok: "technician", hostTok: "host",
-	adminLog: "admin", hostLog: "host", techLog: "technician", revTok: "anonymous",
+	adminLog: "admin", hostLog: "host", techLog: "technician", revTok: "anonymous", expLog: "anonymous",
 }
 
 // docAllowed reads the "API operations" table of docs/SECURITY.md: for
@@ -57,7 +61,7 @@ func docAllowed(t *testing.T) map[string][]string {
 	// anonymous, room, host, technician, admin: each cell's word, and the
 	// callers it allows.
 	columns := []map[string][]string{
-		{"yes": {anon, revTok}, "401": nil},
+		{"yes": {anon, revTok, expLog}, "401": nil},
 		{"yes": {roomTok}, "403": nil},
 		{"yes": {hostTok, hostLog}, "chair": {hostTok, hostLog}, "login": {hostLog}, "own": nil, "403": nil},
 		{"yes": {techTok, techLog}, "own": nil, "403": nil},
@@ -246,6 +250,13 @@ func runAuthzMatrix(t *testing.T) {
 			return login("fixer")
 		case revTok:
 			return bearer(revoked)
+		case expLog:
+			u := controlplane.User{Name: "boss", Role: controlplane.RoleAdmin}
+			tok, _, err := st.NewSessionFor(u, -time.Minute)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return func(r *http.Request) { r.AddCookie(&http.Cookie{Name: controlplane.SessionCookie, Value: tok}) }
 		}
 		return func(*http.Request) {}
 	}
@@ -301,7 +312,7 @@ func runAuthzMatrix(t *testing.T) {
 					return
 				}
 				want := http.StatusForbidden
-				if caller == anon || caller == revTok {
+				if caller == anon || caller == revTok || caller == expLog {
 					want = http.StatusUnauthorized
 				}
 				if code != want {
@@ -406,54 +417,148 @@ func diffKeys(a, b map[string]string) string {
 	return strings.Join(out, ", ")
 }
 
+// docControlRules reads docs/SECURITY.md's "Signaling control actions"
+// table: per action, what a room on itself, a room on another bridge and
+// the chair get ("yes" or an error code).
+func docControlRules(t *testing.T) [][4]string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "..", "docs", "SECURITY.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(b)
+	i := strings.Index(text, "### Signaling control actions")
+	if i < 0 {
+		t.Fatal(`docs/SECURITY.md has no "### Signaling control actions" table`)
+	}
+	var out [][4]string
+	for _, line := range strings.Split(text[i:], "\n")[1:] {
+		if strings.HasPrefix(line, "#") {
+			break
+		}
+		cells := strings.Split(strings.Trim(line, "| "), " | ")
+		if len(cells) != 4 || !strings.HasPrefix(cells[0], "`") {
+			continue
+		}
+		out = append(out, [4]string{strings.Trim(cells[0], "`"), cells[1], cells[2], cells[3]})
+	}
+	if len(out) < 10 {
+		t.Fatalf("read only %d control actions from docs/SECURITY.md", len(out))
+	}
+	return out
+}
+
 // TestAuthzTable: docs/SECURITY.md's tables are the rules. Every API
 // operation of its "API operations" table is called as every caller it
-// names, plus a revoked token (runAuthzMatrix); over signaling, a room
-// token cannot act for another bridge or take the chair's actions, and a
-// revoked one cannot join; refused actions change nothing.
+// names, plus a revoked token and an administrator's expired session
+// (runAuthzMatrix); every control action of its "Signaling control
+// actions" table is sent by a room on itself, by a room on another bridge
+// and by the chair, with exactly the outcome the table gives; before a
+// join every message type is refused and the connection closed; a revoked
+// terminal link cannot join. Refused actions change nothing in the store.
 func TestAuthzTable(t *testing.T) {
 	t.Parallel()
 	t.Run("api", runAuthzMatrix)
 	ts := startTestServer(t)
+	join := func(token string) *websocket.Conn {
+		t.Helper()
+		c, _, err := wsDial(t.Context(), ts, "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		_ = wsSend(c, wire.Join{Token: token})
+		if _, err := wsNext(c, 5*time.Second, wire.TypeJoined); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
 	link := ts.terminalLink(t, "ward-001")
-	c, _, err := wsDial(t.Context(), ts, "", nil)
-	if err != nil {
-		t.Fatal(err)
+	room := join(link[strings.Index(link, "#t=")+3:])
+	host := join(ts.demo.HostToken)
+	// outcome sends m, then a message that is always refused, and returns
+	// "yes" if no error came before that one's, else the first error code.
+	outcome := func(c *websocket.Conn, m wire.Control) string {
+		t.Helper()
+		_ = wsSend(c, m)
+		_ = c.WriteMessage(websocket.TextMessage, []byte(`{"type":"sentinel"}`))
+		got := "yes"
+		for {
+			msg, err := wsNext(c, 5*time.Second, wire.TypeError, wire.TypeBye)
+			var ce *websocket.CloseError
+			if m.Action == wire.ActionEnd && (errors.As(err, &ce) || (err == nil && msg.MessageType() == wire.TypeBye)) {
+				return got // the end sends everyone away, the chair too
+			}
+			if err != nil {
+				t.Fatalf("%+v: %v", m, err)
+			}
+			e, ok := msg.(*wire.Error)
+			if !ok {
+				t.Fatalf("%+v: the connection was sent away (%+v)", m, msg)
+			}
+			if e.Code == wire.CodeUnknownType {
+				return got
+			}
+			if got == "yes" {
+				got = e.Code
+			}
+		}
 	}
-	defer c.Close()
-	_ = wsSend(c, wire.Join{Token: link[strings.Index(link, "#t=")+3:]})
-	if _, err := wsNext(c, 5*time.Second, wire.TypeJoined); err != nil {
-		t.Fatal(err)
-	}
+	rules := docControlRules(t)
 	before, err := ts.store.Snapshot()
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, m := range []wire.Control{
-		{Action: wire.ActionMute, Bridge: "ward-002"},
-		{Action: wire.ActionUnmute, Bridge: "ward-002"},
-		{Action: wire.ActionGiveFloor, Bridge: "ward-001"},
-		{Action: wire.ActionMuteAll},
-		{Action: wire.ActionLock},
-		{Action: wire.ActionEnd},
-		{Action: wire.ActionLowerHand, Bridge: "ward-002"},
-	} {
-		_ = wsSend(c, m)
-		got, err := wsNext(c, 5*time.Second, wire.TypeError)
-		if err != nil || got.(*wire.Error).Code != wire.CodeForbidden {
-			t.Errorf("room ward-001 sending %+v: %v %v, want forbidden", m, got, err)
+	for _, r := range rules {
+		action, onItself, onOther := r[0], r[1], r[2]
+		if got := outcome(room, wire.Control{Action: action}); got != onItself {
+			t.Errorf("room ward-001 %s on itself: %s, docs/SECURITY.md says %s", action, got, onItself)
+		}
+		if got := outcome(room, wire.Control{Action: action, Bridge: "ward-002"}); got != onOther {
+			t.Errorf("room ward-001 %s on ward-002: %s, docs/SECURITY.md says %s", action, got, onOther)
 		}
 	}
-	_ = wsSend(c, wire.Control{Action: wire.ActionUnmute, Bridge: "ward-001"})
-	if got, err := wsNext(c, 5*time.Second, wire.TypeError); err != nil || got.(*wire.Error).Code != wire.CodeNoFloor {
-		t.Errorf("room unmuting itself without the floor: %v %v, want no_floor", got, err)
-	}
+	// The room's own allowed actions (a hand, its microphone) change the
+	// live floor state, which is stored; its refused ones must not have.
 	after, err := ts.store.Snapshot()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !maps.Equal(before, after) {
-		t.Errorf("refused actions changed the store: %s", diffKeys(before, after))
+	for k, v := range after {
+		if before[k] != v && !strings.HasPrefix(k, "live/") {
+			t.Errorf("a room's actions changed %s", k)
+		}
+	}
+	// The chair, "end" last: it sends everyone away.
+	slices.SortStableFunc(rules, func(a, b [4]string) int {
+		return cmpBool(a[0] == wire.ActionEnd, b[0] == wire.ActionEnd)
+	})
+	for _, r := range rules {
+		if got := outcome(host, wire.Control{Action: r[0], Bridge: "ward-002"}); got != r[3] {
+			t.Errorf("the chair's %s on ward-002: %s, docs/SECURITY.md says %s", r[0], got, r[3])
+		}
+	}
+
+	// Before join: every message type is refused and the connection closed.
+	for _, raw := range []string{
+		`{"type":"offer","pc":"pub","sdp":"v=0"}`, `{"type":"answer","pc":"sub","sdp":"v=0"}`,
+		`{"type":"candidate","pc":"pub","candidate":{"candidate":""}}`, `{"type":"leave"}`,
+		`{"type":"restart","pc":"sub"}`, `{"type":"control","action":"mute_all"}`, `{"type":"report","path":"udp"}`,
+	} {
+		c, _, err := wsDial(t.Context(), ts, "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.WriteMessage(websocket.TextMessage, []byte(raw))
+		msg, err := wsNext(c, 5*time.Second, wire.TypeError)
+		if err != nil || msg.(*wire.Error).Code != wire.CodeNotJoined {
+			t.Errorf("%s before join: %v %v, want not_joined", raw, msg, err)
+		}
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, _, err := c.ReadMessage(); err == nil {
+			t.Errorf("%s before join: the connection stayed open", raw)
+		}
+		c.Close()
 	}
 
 	// A revoked terminal link cannot join.
@@ -473,4 +578,14 @@ func TestAuthzTable(t *testing.T) {
 	if got, err := wsNext(c2, 5*time.Second, wire.TypeError, wire.TypeJoined); err != nil || got.MessageType() != wire.TypeError || got.(*wire.Error).Code != wire.CodeTokenInvalid {
 		t.Errorf("a revoked token joining: %v %v, want token_invalid", got, err)
 	}
+}
+
+func cmpBool(a, b bool) int {
+	switch {
+	case a == b:
+		return 0
+	case a:
+		return 1
+	}
+	return -1
 }

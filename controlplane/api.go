@@ -28,6 +28,7 @@ type API struct {
 	media    MediaControl
 	floor    FloorControl
 	log      *slog.Logger
+	origins  *Origins     // pages that may use a login cookie
 	limiter  loginLimiter // failed logins per address
 	accounts loginLimiter // failed logins per account name
 	// changed is told of a conference changed through the API (its state:
@@ -37,6 +38,10 @@ type API struct {
 
 // OnConferenceChange registers f to be told of conferences the API changes.
 func (a *API) OnConferenceChange(f func(Conference)) { a.changed = f }
+
+// SetOrigins sets the origins, besides the server's own, whose pages may
+// use a login cookie (see Origins).
+func (a *API) SetOrigins(o *Origins) { a.origins = o }
 
 // SetMedia connects the API to the media side (layer pins).
 func (a *API) SetMedia(m MediaControl) { a.media = m }
@@ -128,7 +133,7 @@ func (a *API) caller(w http.ResponseWriter, r *http.Request) (Grant, bool) {
 		writeError(w, http.StatusUnauthorized, code, err.Error())
 		return g, false
 	}
-	if cookie && unsafeMethod(r.Method) && !sameOrigin(r) {
+	if cookie && unsafeMethod(r.Method) && !a.origins.FromOwnPage(r) {
 		a.log.Warn("cross-site request refused", "user", g.User, "origin", r.Header.Get("Origin"), "path", r.URL.Path)
 		writeError(w, http.StatusForbidden, "csrf", "this request did not come from citybridge's own page")
 		return g, false

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"net"
 	"net/http"
-	"net/url"
 	"sync"
 	"time"
 )
@@ -29,21 +28,6 @@ func (s *Store) AuthenticateRequest(r *http.Request) (g Grant, cookie bool, err 
 	}
 	g, err = s.SessionGrant(c.Value)
 	return g, true, err
-}
-
-// sameOrigin reports whether a cookie-carrying request came from one of
-// our own pages: its Origin (or, failing that, Referer) names this host.
-// Browsers always send Origin on cross-site POST, PUT and DELETE.
-func sameOrigin(r *http.Request) bool {
-	origin := r.Header.Get("Origin")
-	if origin == "" {
-		origin = r.Header.Get("Referer")
-	}
-	if origin == "" {
-		return r.Header.Get("Sec-Fetch-Site") == "same-origin"
-	}
-	u, err := url.Parse(origin)
-	return err == nil && u.Host == r.Host
 }
 
 func unsafeMethod(m string) bool {
@@ -137,7 +121,7 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusTooManyRequests, "too_many_attempts", "too many failed logins; wait a minute")
 		return
 	}
-	if !sameOrigin(r) {
+	if !a.origins.FromOwnPage(r) {
 		writeError(w, http.StatusForbidden, "csrf", "log in from citybridge's own page")
 		return
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"citybridge/controlplane"
 	"citybridge/signaling"
 
 	"errors"
@@ -46,9 +47,13 @@ type Config struct {
 	// use-auth-secret), handed to pages instead of the embedded one.
 	TURNURLs []string
 	// TURNTTL is how long a page's TURN credential is valid.
-	TURNTTL   time.Duration
-	LogLevel  slog.Level
-	LogFormat string // text or json
+	TURNTTL time.Duration
+	// AllowedOrigins are origins besides the server's own whose pages may
+	// use a login cookie and open the signaling WebSocket (a reverse
+	// proxy's name for the server).
+	AllowedOrigins []string
+	LogLevel       slog.Level
+	LogFormat      string // text or json
 }
 
 // listValue is a repeatable flag that also splits commas.
@@ -77,7 +82,7 @@ func parseServeFlags(args []string, getenv func(string) string, stderr io.Writer
 		Listen: ":8443", Data: "./citybridge-data", UDPPort: 8443, LogFormat: "text",
 		ICETCP: true, TURN: true, TURNPort: 3478, TURNTTL: 12 * time.Hour,
 	}
-	var publicIPs, mediaAllow, turnURLs []string
+	var publicIPs, mediaAllow, turnURLs, origins []string
 	var logLevel string
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -98,9 +103,10 @@ func parseServeFlags(args []string, getenv func(string) string, stderr io.Writer
 	fs.StringVar(&cfg.TURNSecret, "turn-secret", "", "shared secret for the pages' TURN credentials (default: random per start; required with --turn-url)")
 	fs.Var(listValue{&turnURLs}, "turn-url", "an existing TURN server's URL (coturn, use-auth-secret) to hand to pages instead of the embedded one (repeatable)")
 	fs.DurationVar(&cfg.TURNTTL, "turn-ttl", cfg.TURNTTL, "how long a page's TURN credential is valid")
+	fs.Var(listValue{&origins}, "allowed-origin", "another origin the pages are served under, e.g. https://bridge.city.example behind a reverse proxy (repeatable)")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "text or json")
-	lists := []*[]string{&publicIPs, &mediaAllow, &turnURLs}
+	lists := []*[]string{&publicIPs, &mediaAllow, &turnURLs, &origins}
 
 	// The file first, then the environment, then the command line; a
 	// list given by a later source replaces the earlier one's.
@@ -170,6 +176,10 @@ func parseServeFlags(args []string, getenv func(string) string, stderr io.Writer
 		}
 	}
 	cfg.TURNURLs = turnURLs
+	if _, err := controlplane.NewOrigins(origins); err != nil {
+		return cfg, fmt.Errorf("--allowed-origin: %w", err)
+	}
+	cfg.AllowedOrigins = origins
 	if len(cfg.TURNURLs) > 0 && cfg.TURNSecret == "" {
 		return cfg, errors.New("--turn-url needs --turn-secret (the TURN server's static-auth-secret)")
 	}

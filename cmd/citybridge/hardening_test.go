@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -18,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"citybridge/controlplane"
 	"citybridge/signaling/terminal"
 	"citybridge/signaling/wire"
 
@@ -318,5 +320,65 @@ func TestMalformedSignaling(t *testing.T) {
 	})
 	if errs := hub.Errors(); len(errs) > 0 {
 		t.Errorf("the hub terminal reported %v", errs)
+	}
+}
+
+// TestAllowedOrigins: a page from another site cannot open the signaling
+// WebSocket nor use an administrator's cookie; an origin named by
+// --allowed-origin (a reverse proxy's name) can; clients that send no
+// Origin reach the join; a bad --allowed-origin is refused at start.
+func TestAllowedOrigins(t *testing.T) {
+	const proxy = "https://bridge.city.example"
+	ts := startTestServerWith(t, func(c *Config) { c.AllowedOrigins = []string{proxy} })
+	if err := ts.store.SetPassword("admin", "origin-pass-1"); err != nil {
+		t.Fatal(err)
+	}
+	us, _ := ts.store.Users()
+	cookie, _, err := ts.store.NewSession(us[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	upgrade := func(origin string) int {
+		t.Helper()
+		d := websocket.Dialer{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, HandshakeTimeout: 3 * time.Second}
+		h := http.Header{}
+		if origin != "" {
+			h.Set("Origin", origin)
+		}
+		c, resp, err := d.Dial("wss"+strings.TrimPrefix(ts.base, "https")+"/signal", h)
+		if err == nil {
+			c.Close()
+			return http.StatusSwitchingProtocols
+		}
+		if resp == nil {
+			t.Fatal(err)
+		}
+		return resp.StatusCode
+	}
+	post := func(origin string) int {
+		t.Helper()
+		req, _ := http.NewRequest("POST", ts.base+"/api/bridges", strings.NewReader(`{"id":"`+next("origin-")+`","name":"O","kind":"ward"}`))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Origin", origin)
+		req.AddCookie(&http.Cookie{Name: controlplane.SessionCookie, Value: cookie})
+		resp, err := ts.client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for origin, want := range map[string]int{ts.base: 101, proxy: 101, "https://evil.example": 403, "": 101, "https://bridge.city.example.evil.example": 403} {
+		if got := upgrade(origin); got != want {
+			t.Errorf("WebSocket upgrade from %q: %d, want %d", origin, got, want)
+		}
+	}
+	for origin, want := range map[string]int{ts.base: 201, proxy: 201, "https://evil.example": 403, "http://bridge.city.example": 403} {
+		if got := post(origin); got != want {
+			t.Errorf("cookie POST from %q: %d, want %d", origin, got, want)
+		}
+	}
+	if _, err := parseServeFlags([]string{"--allowed-origin", "bridge.city.example/path"}, func(string) string { return "" }, io.Discard); err == nil {
+		t.Error("an origin with a path and no scheme was accepted")
 	}
 }

@@ -40,7 +40,10 @@ type server struct {
 	http  *http.Server
 	addr  net.Addr
 	front *sfu.FrontDoor
-	certs *certStore
+	// origins are the pages allowed to use a login cookie and the
+	// signaling WebSocket: this server's own, and --allowed-origin.
+	origins *controlplane.Origins
+	certs   *certStore
 	// turn is the embedded TURN server (nil when off or external);
 	// turnURLs and turnSecret are what pages are given at join.
 	turn       *sfu.TURNServer
@@ -152,9 +155,12 @@ func start(cfg Config, log *slog.Logger) (_ *server, err error) {
 	if err := s.startTURN(s.front); err != nil {
 		return nil, err
 	}
+	if s.origins, err = controlplane.NewOrigins(cfg.AllowedOrigins); err != nil {
+		return nil, err
+	}
 	s.sig = signaling.New(signaling.Config{
 		Store: s.store, SFU: s.media, Logger: log, ReconnectGrace: cfg.ReconnectGrace,
-		ICEServers: s.iceServers,
+		ICEServers: s.iceServers, CheckOrigin: s.origins.WebSocket,
 	})
 	s.http = &http.Server{
 		Handler:           securityHeaders(s.routes()),
@@ -182,6 +188,7 @@ func (s *server) routes() http.Handler {
 	mux := http.NewServeMux()
 	web.Register(mux)
 	api := controlplane.NewAPI(s.store, s.presence, s.log)
+	api.SetOrigins(s.origins)
 	api.SetMedia(s.sig)
 	api.SetFloor(s.sig)
 	api.OnConferenceChange(s.sig.ConferenceChanged)

@@ -50,9 +50,6 @@ func killChild(path string) int {
 // is SIGKILLed at a random moment, 20 times over the same file. After each
 // kill the file opens, and every write the child acknowledged is there.
 func TestKillDuringWrites(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts 20 processes")
-	}
 	path := filepath.Join(t.TempDir(), "citybridge.db")
 	self, err := os.Executable()
 	if err != nil {

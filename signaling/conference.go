@@ -323,26 +323,26 @@ func interrupted(s webrtc.PeerConnectionState) bool {
 // setPath records how a bridge's media reaches the server and tells the
 // host when it changed.
 func (c *conference) setPath(b controlplane.Bridge, path string) {
-	if b.Kind == controlplane.KindHub {
-		return
-	}
-	c.mu.Lock()
-	e := c.roll[b.ID]
-	if e == nil || e.Path == path {
-		c.mu.Unlock()
-		return
-	}
-	e.Path = path
-	entry := *e
-	host := c.members[controlplane.HubBridge.ID]
-	c.mu.Unlock()
-	if host != nil {
-		host.ss.send(wire.Presence{RosterEntry: entry})
-	}
+	c.updateRoll(b, func(e *wire.RosterEntry) bool {
+		changed := e.Path != path
+		e.Path = path
+		return changed
+	})
 }
 
 // setState records a bridge's presence and tells the host.
 func (c *conference) setState(b controlplane.Bridge, state string) {
+	c.updateRoll(b, func(e *wire.RosterEntry) bool {
+		changed := e.State != state
+		e.State = state
+		return changed
+	})
+}
+
+// updateRoll applies change to a bridge's roster entry (made if the
+// bridge joined without being on the roster built at the start) and sends
+// the host the entry when change says it changed. The hub has no entry.
+func (c *conference) updateRoll(b controlplane.Bridge, change func(*wire.RosterEntry) bool) {
 	if b.Kind == controlplane.KindHub {
 		return
 	}
@@ -354,11 +354,10 @@ func (c *conference) setState(b controlplane.Bridge, state string) {
 		c.order = append(c.order, b.ID)
 		sort.Strings(c.order)
 	}
-	if e.State == state {
+	if !change(e) {
 		c.mu.Unlock()
 		return
 	}
-	e.State = state
 	entry := *e
 	host := c.members[controlplane.HubBridge.ID]
 	c.mu.Unlock()

@@ -217,6 +217,11 @@ type tab struct {
 	ctx  context.Context
 }
 
+// openTab opens url in a new tab and waits for the page's script to run
+// (window.citybridge). Once in several hundred CI page loads a fresh
+// Chromium on a loaded machine left the host page blank with its modules
+// never run; then the tab logs which resources it loaded and reloads once,
+// so the log says whether the server or the browser stalled.
 func openTab(t *testing.T, browser context.Context, name, url string) *tab {
 	t.Helper()
 	ctx, cancel := chromedp.NewContext(browser)
@@ -224,7 +229,30 @@ func openTab(t *testing.T, browser context.Context, name, url string) *tab {
 	if err := chromedp.Do(ctx, chromedp.Navigate(url)); err != nil {
 		t.Fatalf("%s: navigate: %v", name, err)
 	}
-	return &tab{name: name, ctx: ctx}
+	tb := &tab{name: name, ctx: ctx}
+	ran := func(within time.Duration) bool {
+		deadline := time.Now().Add(within)
+		for time.Now().Before(deadline) {
+			if ok, err := eval[bool](tb, `!!window.citybridge`); err == nil && ok {
+				return true
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		return false
+	}
+	const diagnose = `JSON.stringify({ready: document.readyState, resources: performance.getEntriesByType("resource").map((e) => [e.name, Math.round(e.duration), e.transferSize, e.responseStatus])})`
+	if !ran(20 * time.Second) {
+		what, err := eval[string](tb, diagnose)
+		t.Logf("%s: the page's script has not run 20 s after loading (%v): %s; reloading once", name, err, what)
+		if err := chromedp.Do(ctx, chromedp.Reload()); err != nil {
+			t.Fatalf("%s: reload: %v", name, err)
+		}
+		if !ran(20 * time.Second) {
+			what, err := eval[string](tb, diagnose)
+			t.Fatalf("%s: the page's script did not run after a reload either (%v): %s", name, err, what)
+		}
+	}
+	return tb
 }
 
 // eval runs a JavaScript expression (awaiting a promise) and decodes its

@@ -65,15 +65,7 @@ func TestAuditLog(t *testing.T) {
 		t.Fatalf("a technician creating a bridge: %d", code)
 	}
 	// The chair over signaling.
-	hostConn, _, err := wsDial(t.Context(), ts, "", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer hostConn.Close()
-	_ = wsSend(hostConn, wire.Join{Token: ts.demo.HostToken})
-	if _, err := wsNext(hostConn, 5*time.Second, wire.TypeJoined); err != nil {
-		t.Fatal(err)
-	}
+	hostConn, _ := joinWith(t, ts, ts.demo.HostToken)
 	_ = wsSend(hostConn, wire.Control{Action: wire.ActionMuteAll})
 	waitFor(t, 5*time.Second, "the chair's mute-all in the log", func() bool {
 		es, _ := ts.store.AuditLog(time.Time{}, time.Time{})

@@ -460,22 +460,8 @@ func TestAuthzTable(t *testing.T) {
 	t.Parallel()
 	t.Run("api", runAuthzMatrix)
 	ts := startTestServer(t)
-	join := func(token string) *websocket.Conn {
-		t.Helper()
-		c, _, err := wsDial(t.Context(), ts, "", nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		_ = wsSend(c, wire.Join{Token: token})
-		if _, err := wsNext(c, 5*time.Second, wire.TypeJoined); err != nil {
-			t.Fatal(err)
-		}
-		return c
-	}
-	link := ts.terminalLink(t, "ward-001")
-	room := join(link[strings.Index(link, "#t=")+3:])
-	host := join(ts.demo.HostToken)
+	room, _ := joinRoom(t, ts, "ward-001")
+	host, _ := joinWith(t, ts, ts.demo.HostToken)
 	// outcome sends m, then a message that is always refused, and returns
 	// "yes" if no error came before that one's, else the first error code.
 	outcome := func(c *websocket.Conn, m wire.Control) string {

@@ -24,7 +24,6 @@ import (
 	"citybridge/signaling/wire"
 
 	"github.com/gorilla/websocket"
-	"github.com/pion/webrtc/v4"
 )
 
 // wsDial opens a signaling WebSocket to ts from the local address from
@@ -197,17 +196,7 @@ func TestMalformedSignaling(t *testing.T) {
 	}
 
 	// A joined abuser.
-	c, _, err := wsDial(context.Background(), ts, "", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if err := wsSend(c, wire.Join{Token: tokens[1]}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := wsNext(c, 5*time.Second, wire.TypeJoined); err != nil {
-		t.Fatalf("join: %v", err)
-	}
+	c, _ := joinWith(t, ts, tokens[1])
 	expect := func(what string, send func() error, code string) {
 		t.Helper()
 		if err := send(); err != nil {
@@ -231,18 +220,7 @@ func TestMalformedSignaling(t *testing.T) {
 	flowing("after malformed messages")
 
 	// A thousand offers in about a second.
-	pc, err := webrtc.NewPeerConnection(webrtc.Configuration{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pc.Close()
-	if _, err := pc.AddTransceiverFromKind(webrtc.RTPCodecTypeAudio, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly}); err != nil {
-		t.Fatal(err)
-	}
-	offer, err := pc.CreateOffer(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	offer := audioOffer(t)
 	var answers, limited atomic.Int64
 	readDone := make(chan error, 1)
 	go func() {
@@ -264,7 +242,7 @@ func TestMalformedSignaling(t *testing.T) {
 	}()
 	sent := 0
 	for i := range 1000 {
-		if err := wsSend(c, wire.Offer{PC: wire.PCPublish, SDP: offer.SDP}); err != nil {
+		if err := wsSend(c, wire.Offer{PC: wire.PCPublish, SDP: offer}); err != nil {
 			break // disconnected, as it should be
 		}
 		sent++
@@ -282,7 +260,6 @@ func TestMalformedSignaling(t *testing.T) {
 		t.Errorf("%d offers answered and %d refused: want the rate limit to refuse all but a few", answers.Load(), limited.Load())
 	}
 	flowing("after an offer flood")
-	_ = pc.Close() // the test's own peer connection: its goroutines are not the server's
 	c.Close()
 
 	// Clients that never join.
@@ -292,7 +269,7 @@ func TestMalformedSignaling(t *testing.T) {
 		},
 		"garbage before join": func(c *websocket.Conn) error { return c.WriteMessage(websocket.TextMessage, []byte("\x00\xff")) },
 		"an offer before join": func(c *websocket.Conn) error {
-			return wsSend(c, wire.Offer{PC: wire.PCPublish, SDP: offer.SDP})
+			return wsSend(c, wire.Offer{PC: wire.PCPublish, SDP: offer})
 		},
 	} {
 		c2, _, err := wsDial(context.Background(), ts, "", nil)

@@ -40,40 +40,14 @@ func TestNoExternalAddresses(t *testing.T) {
 		c.ICETCP, c.TURN, c.TURNPort, c.TURNTTL = true, true, freeUDPPort(t), time.Hour
 	})
 	const room = "ward-001"
-	link := ts.terminalLink(t, room)
-	token := link[strings.Index(link, "#t=")+3:]
-
-	d := websocket.Dialer{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, HandshakeTimeout: 5 * time.Second}
-	conn, _, err := d.Dial("wss"+strings.TrimPrefix(ts.base, "https")+"/signal", map[string][]string{"Origin": {ts.base}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	send := func(m wire.Message) {
-		b, _ := wire.Encode(m)
-		if err := conn.WriteMessage(websocket.TextMessage, b); err != nil {
-			t.Fatal(err)
-		}
-	}
+	conn, joined := joinRoom(t, ts, room)
 	read := func() wire.Message {
 		t.Helper()
-		_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-		_, b, err := conn.ReadMessage()
-		if err != nil {
-			t.Fatal(err)
-		}
-		m, err := wire.Decode(b)
+		m, err := wsNext(conn, 5*time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return m
-	}
-	send(wire.Join{Token: token})
-	var joined *wire.Joined
-	for joined == nil {
-		if j, ok := read().(*wire.Joined); ok {
-			joined = j
-		}
 	}
 	if len(joined.ICEServers) == 0 {
 		t.Fatal("no TURN server given to the page with the embedded TURN on")
@@ -93,19 +67,10 @@ func TestNoExternalAddresses(t *testing.T) {
 	}
 
 	// A publishing offer: the answer and the trickled candidates.
-	pc, err := webrtc.NewPeerConnection(webrtc.Configuration{})
-	if err != nil {
+	offer := audioOffer(t)
+	if err := wsSend(conn, wire.Offer{PC: wire.PCPublish, SDP: offer}); err != nil {
 		t.Fatal(err)
 	}
-	defer pc.Close()
-	if _, err := pc.AddTransceiverFromKind(webrtc.RTPCodecTypeAudio, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly}); err != nil {
-		t.Fatal(err)
-	}
-	offer, err := pc.CreateOffer(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	send(wire.Offer{PC: wire.PCPublish, SDP: offer.SDP})
 	var addrs []string
 	tcp := 0
 	check := func(cand string) {
@@ -154,7 +119,7 @@ func TestNoExternalAddresses(t *testing.T) {
 	// The pages: nothing may point at another host.
 	external := regexp.MustCompile(`(?i)(\b(https?|wss?|ftp)://[^\s"'<>)]+|(src|href|action)\s*=\s*["']//|url\(\s*["']?(//|https?:)|@import\s+["']?(//|https?:))`)
 	n := 0
-	err = fs.WalkDir(web.Static(), ".", func(path string, d fs.DirEntry, err error) error {
+	err := fs.WalkDir(web.Static(), ".", func(path string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err
 		}
@@ -503,35 +468,52 @@ func TestBrowserBehindNAT(t *testing.T) {
 	hostSeesPath(t, ts, host, room, path)
 }
 
-// joinedAs joins the server's signaling with a room token and returns the
-// joined message.
-func joinedAs(t *testing.T, ts *testServer, bridge string) *wire.Joined {
+// joinRoom joins the server's signaling as bridge, with a terminal link a
+// technician issues, and returns the connection and its joined message.
+func joinRoom(t *testing.T, ts *testServer, bridge string) (*websocket.Conn, *wire.Joined) {
 	t.Helper()
 	link := ts.terminalLink(t, bridge)
-	d := websocket.Dialer{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, HandshakeTimeout: 5 * time.Second}
-	conn, _, err := d.Dial("wss"+strings.TrimPrefix(ts.base, "https")+"/signal", map[string][]string{"Origin": {ts.base}})
+	return joinWith(t, ts, link[strings.Index(link, "#t=")+3:])
+}
+
+// joinWith joins with token; the connection closes when the test ends.
+func joinWith(t *testing.T, ts *testServer, token string) (*websocket.Conn, *wire.Joined) {
+	t.Helper()
+	c, _, err := wsDial(t.Context(), ts, "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
-	b, _ := wire.Encode(wire.Join{Token: link[strings.Index(link, "#t=")+3:]})
-	if err := conn.WriteMessage(websocket.TextMessage, b); err != nil {
+	t.Cleanup(func() { c.Close() })
+	if err := wsSend(c, wire.Join{Token: token}); err != nil {
 		t.Fatal(err)
 	}
-	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-	for {
-		_, b, err := conn.ReadMessage()
-		if err != nil {
-			t.Fatal(err)
-		}
-		m, err := wire.Decode(b)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if j, ok := m.(*wire.Joined); ok {
-			return j
-		}
+	m, err := wsNext(c, 5*time.Second, wire.TypeJoined, wire.TypeError)
+	if err != nil {
+		t.Fatal(err)
 	}
+	j, ok := m.(*wire.Joined)
+	if !ok {
+		t.Fatalf("join refused: %+v", m)
+	}
+	return c, j
+}
+
+// audioOffer is a pion client's publishing offer with one audio track.
+func audioOffer(t *testing.T) string {
+	t.Helper()
+	pc, err := webrtc.NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	if _, err := pc.AddTransceiverFromKind(webrtc.RTPCodecTypeAudio, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly}); err != nil {
+		t.Fatal(err)
+	}
+	offer, err := pc.CreateOffer(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return offer.SDP
 }
 
 // TestExternalTURN: with --turn-url the pages get exactly those URLs, with
@@ -547,7 +529,7 @@ func TestExternalTURN(t *testing.T) {
 	if ts.turn != nil {
 		t.Error("the built-in relay runs although an external TURN server is configured")
 	}
-	j := joinedAs(t, ts, "ward-002")
+	_, j := joinRoom(t, ts, "ward-002")
 	if len(j.ICEServers) != 1 || strings.Join(j.ICEServers[0].URLs, " ") != strings.Join(urls, " ") {
 		t.Fatalf("ICE servers %+v, want exactly %v", j.ICEServers, urls)
 	}
@@ -567,7 +549,7 @@ func TestExternalTURN(t *testing.T) {
 	}
 
 	off := startTestServerWith(t, func(c *Config) { c.TURN = false; c.PublicIPs = []string{"127.0.0.1"} })
-	if j := joinedAs(t, off, "ward-002"); len(j.ICEServers) != 0 || off.turn != nil {
+	if _, j := joinRoom(t, off, "ward-002"); len(j.ICEServers) != 0 || off.turn != nil {
 		t.Errorf("with TURN off: ICE servers %+v, relay %v", j.ICEServers, off.turn)
 	}
 }

@@ -236,6 +236,19 @@ func (d *DownTrack) setTarget(l int) bool {
 	return true
 }
 
+// waitingKeyframe reports the layer this bound video down track waits to
+// start or switch to at its next keyframe, if any.
+func (d *DownTrack) waitingKeyframe() (int, bool) {
+	if d.kind != webrtc.RTPCodecTypeVideo || !d.bound.Load() {
+		return 0, false
+	}
+	tgt := d.target.Load()
+	if tgt == noLayer || tgt == d.current.Load() || tgt < 0 || tgt >= MaxLayers {
+		return 0, false
+	}
+	return int(tgt), true
+}
+
 // Stats returns the packets and bytes written to the subscriber so far.
 func (d *DownTrack) Stats() (packets, bytes uint64) {
 	return d.packets.Load(), d.bytes.Load()

@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
 )
@@ -294,5 +295,51 @@ func TestRetransmitFromCache(t *testing.T) {
 	}
 	if got := d.Retransmitted(); got != 2 {
 		t.Errorf("Retransmitted() = %d, want 2", got)
+	}
+}
+
+// TestKeyframeRequestRepeated: a subscriber waiting for the keyframe that
+// starts its layer asks again, at the throttled pace, until it comes; the
+// first request may have been throttled away or lost upstream. Once the
+// keyframe arrived nothing more is asked.
+func TestKeyframeRequestRepeated(t *testing.T) {
+	now := int64(1)
+	var plis []uint32
+	tr := newTrack("video-hub-1", "hub", webrtc.RTPCodecTypeVideo, vp8Codec, &counters{},
+		func() int64 { return now }, 500*time.Millisecond, func(ps []rtcp.Packet) error {
+			for _, p := range ps {
+				if pli, ok := p.(*rtcp.PictureLossIndication); ok {
+					plis = append(plis, pli.MediaSSRC)
+				}
+			}
+			return nil
+		})
+	tr.addLayer(LayerLow, 4001)
+	d := newDownTrack(tr, nil, "video-hub-1", LayerHigh)
+	if !tr.addDown(d) {
+		t.Fatal("addDown refused")
+	}
+	bindFake(d, &recordingWriter{}, 777, 96)
+	d.setTarget(LayerLow)
+	if len(plis) != 1 || plis[0] != 4001 {
+		t.Fatalf("setTarget sent %v, want one PLI for SSRC 4001", plis)
+	}
+	now += int64(250 * time.Millisecond)
+	tr.rerequestKeyframes()
+	if len(plis) != 1 {
+		t.Fatalf("asked again within the throttle: %v", plis)
+	}
+	now += int64(300 * time.Millisecond)
+	tr.rerequestKeyframes()
+	if len(plis) != 2 {
+		t.Fatalf("still waiting after 550 ms and not asked again: %d requests", len(plis))
+	}
+	if !d.forward(LayerLow, pkt(10, 1000, vp8Key), now) {
+		t.Fatal("keyframe not forwarded")
+	}
+	now += int64(time.Second)
+	tr.rerequestKeyframes()
+	if len(plis) != 2 {
+		t.Fatalf("asked for a keyframe after the layer started: %d requests", len(plis))
 	}
 }

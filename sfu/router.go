@@ -170,6 +170,7 @@ func (r *Router) refreshLoop() {
 			tracks := r.Tracks()
 			for _, t := range tracks {
 				t.updateRates(now)
+				t.rerequestKeyframes()
 			}
 			r.detectSpeaker(now, tracks)
 			for _, p := range r.Peers() {

@@ -312,6 +312,28 @@ func (t *Track) requestKeyframe(l int) {
 	_ = t.writeRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{MediaSSRC: ssrc}})
 }
 
+// rerequestKeyframes asks again for the keyframe that down tracks are
+// still waiting for: a subscriber that joined or switched layer sees
+// nothing new until that keyframe arrives, and the first request may have
+// been throttled away, lost on the publisher's link, or answered before
+// the layer was received. The router's loop calls it every LayerRefresh;
+// requestKeyframe's throttle keeps it to one request per layer per
+// pliEvery however many subscribers wait.
+func (t *Track) rerequestKeyframes() {
+	if t.kind != webrtc.RTPCodecTypeVideo {
+		return
+	}
+	var asked uint8
+	for _, d := range t.DownTracks() {
+		l, ok := d.waitingKeyframe()
+		if !ok || asked&(1<<l) != 0 {
+			continue
+		}
+		asked |= 1 << l
+		t.requestKeyframe(l)
+	}
+}
+
 // activeLayers returns a bit set of the layers that received packets within
 // layerIdle.
 func (t *Track) activeLayers() uint8 {

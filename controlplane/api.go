@@ -18,7 +18,26 @@ type MediaControl interface {
 	// PinLayer caps the simulcast layer ("q", "h" or "f") a bridge receives
 	// in a conference.
 	PinLayer(conferenceID, bridge, layer string) error
+	// TechAction carries out a technician's action on a joined bridge:
+	// one of the Tech constants. It returns ErrNotJoined when the bridge
+	// has no session in the conference.
+	TechAction(conferenceID, bridge, action string) error
 }
+
+// Technicians' actions on a bridge (MediaControl.TechAction).
+const (
+	TechICERestart = "ice_restart" // the terminal restarts ICE on both connections
+	TechRejoin     = "rejoin"      // the terminal leaves and joins afresh, rebuilding its media
+	TechReload     = "reload"      // the terminal reloads its page
+	TechKeyframe   = "keyframe"    // the SFU asks for keyframes of everything the bridge sends and receives
+	TechKick       = "kick"        // the bridge is sent away (it may come back with its link)
+)
+
+// TechActions lists the Tech constants.
+var TechActions = []string{TechICERestart, TechRejoin, TechReload, TechKeyframe, TechKick}
+
+// ErrNotJoined: the bridge has no session in that conference.
+var ErrNotJoined = errors.New("controlplane: bridge not joined")
 
 // API is the JSON API the pages use. Every route checks the caller's
 // bearer token and role; errors are JSON objects with a code and a message.

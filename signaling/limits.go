@@ -31,15 +31,25 @@ const (
 	maxRefusedInARow = 50
 )
 
-// failedJoins remembers, per address, how many joins failed lately.
+// failedJoins remembers, per address, how many joins failed lately, and
+// how many joins from an address that has failed before are still
+// undecided: those count against its allowance too, so that a flood of
+// concurrent attempts cannot all pass the check before the first of them
+// is refused. An address that never failed is not held back however many
+// terminals join from it at once (a NAT in front of a whole district).
 type failedJoins struct {
 	mu    sync.Mutex
-	addrs map[netip.Addr]*rate.Limiter
+	addrs map[netip.Addr]*joinAllowance
 	swept time.Time
 }
 
+type joinAllowance struct {
+	l       *rate.Limiter
+	pending int // undecided joins counted against l
+}
+
 func newFailedJoins() *failedJoins {
-	return &failedJoins{addrs: map[netip.Addr]*rate.Limiter{}}
+	return &failedJoins{addrs: map[netip.Addr]*joinAllowance{}}
 }
 
 // remoteIP is the address part of an http.Request's RemoteAddr.
@@ -52,28 +62,43 @@ func remoteIP(remote string) netip.Addr {
 	return a.Unmap()
 }
 
-// blocked says whether a has used up its failed joins.
-func (f *failedJoins) blocked(a netip.Addr) bool {
+// begin admits a join attempt from a, unless a has used up its failed
+// joins. counted says the attempt is held against a's allowance until
+// settle is called with the same counted.
+func (f *failedJoins) begin(a netip.Addr) (ok, counted bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	l := f.addrs[a]
-	return l != nil && l.Tokens() < 1
+	st := f.addrs[a]
+	if st == nil {
+		return true, false
+	}
+	if st.l.Tokens()-float64(st.pending) < 1 {
+		return false, false
+	}
+	st.pending++
+	return true, true
 }
 
-// failed records a failed join from a.
-func (f *failedJoins) failed(a netip.Addr) {
+// settle records the outcome of an attempt that begin admitted.
+func (f *failedJoins) settle(a netip.Addr, counted, failed bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	l := f.addrs[a]
-	if l == nil {
+	st := f.addrs[a]
+	if st != nil && counted && st.pending > 0 {
+		st.pending--
+	}
+	if !failed {
+		return
+	}
+	if st == nil {
 		f.sweep()
 		if len(f.addrs) >= maxTrackedAddrs {
 			return // under a spread-out attack the table stays bounded
 		}
-		l = rate.NewLimiter(failedJoinRate, failedJoinBurst)
-		f.addrs[a] = l
+		st = &joinAllowance{l: rate.NewLimiter(failedJoinRate, failedJoinBurst)}
+		f.addrs[a] = st
 	}
-	l.Allow()
+	st.l.Allow()
 }
 
 // sweep forgets addresses whose allowance has refilled, at most once a
@@ -84,8 +109,8 @@ func (f *failedJoins) sweep() {
 		return
 	}
 	f.swept = now
-	for a, l := range f.addrs {
-		if l.Tokens() >= failedJoinBurst {
+	for a, st := range f.addrs {
+		if st.pending == 0 && st.l.Tokens() >= failedJoinBurst {
 			delete(f.addrs, a)
 		}
 	}

@@ -114,7 +114,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mu.Unlock()
 	defer s.wg.Done()
 
-	if s.fails.blocked(remoteIP(r.RemoteAddr)) {
+	ip := remoteIP(r.RemoteAddr)
+	ok, counted := s.fails.begin(ip)
+	if !ok {
 		// Too many failed joins from this address: refuse before the
 		// upgrade, quietly (a flood must not flood the logs either).
 		w.Header().Set("Retry-After", "1")
@@ -126,6 +128,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return // the upgrader has answered the request
 	}
 	ss := newSession(s, conn, r.RemoteAddr)
+	ss.joinCounted = counted
+	defer ss.settleJoin(false) // a session that never tried to join
 	if c, err := r.Cookie(controlplane.SessionCookie); err == nil {
 		ss.cookie = c.Value // a logged-in host may join without a link token
 	}

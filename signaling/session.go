@@ -28,8 +28,12 @@ type session struct {
 	conn   *websocket.Conn
 	remote string
 	cookie string // the login session cookie of the upgrade request, if any
-	log    *slog.Logger
-	out    chan []byte
+	// joinCounted: the upgrade was held against the address's allowance of
+	// failed joins until the join's outcome settles it (settled).
+	joinCounted bool
+	settled     atomic.Bool
+	log         *slog.Logger
+	out         chan []byte
 
 	// Set once by join, read-only afterwards.
 	adm  controlplane.Admission
@@ -217,6 +221,14 @@ func (ss *session) handle(m wire.Message) bool {
 
 // join admits the session or refuses it with a typed error; a refused
 // connection leaves nothing behind.
+// settleJoin settles the join attempt with the address's allowance of
+// failed joins, once.
+func (ss *session) settleJoin(failed bool) {
+	if ss.settled.CompareAndSwap(false, true) {
+		ss.srv.fails.settle(remoteIP(ss.remote), ss.joinCounted, failed)
+	}
+}
+
 func (ss *session) join(j *wire.Join) bool {
 	var adm controlplane.Admission
 	var err error
@@ -235,13 +247,12 @@ func (ss *session) join(j *wire.Join) bool {
 	}
 	if err != nil {
 		code, msg := admissionError(err)
-		if code != wire.CodeConferenceClosed && code != wire.CodeInternal {
-			ss.srv.fails.failed(remoteIP(ss.remote))
-		}
+		ss.settleJoin(code != wire.CodeConferenceClosed && code != wire.CodeInternal)
 		ss.log.Info("join refused", "code", code, "conference", j.Conference)
 		ss.sendError(code, msg, wire.TypeJoin)
 		return false
 	}
+	ss.settleJoin(false)
 	ss.adm = adm
 	if ss.who == "" {
 		ss.who = controlplane.WhoOf(controlplane.Grant{Role: adm.Role, Conference: adm.Conference.ID, Bridge: adm.Bridge.ID})

@@ -28,6 +28,7 @@ const (
 	TypeSpeaker   = "speaker"
 	TypeRestart   = "restart"
 	TypeReport    = "report"
+	TypeAction    = "action"
 )
 
 // Peer connection names: each participant has one connection it publishes
@@ -129,7 +130,31 @@ type Restart struct {
 // constants, read from the selected ICE candidate pair.
 type Report struct {
 	Path string `json:"path"`
+	// The terminal's own getStats summary of the video it receives (the
+	// hub's), for the technicians: frames decoded per second, freezes
+	// since its previous report, and the decoded resolution.
+	FPS     float64 `json:"fps,omitempty"`
+	Freezes int     `json:"freezes,omitempty"`
+	Width   int     `json:"width,omitempty"`
+	Height  int     `json:"height,omitempty"`
+	// Whether the terminal has a camera and a microphone it can use.
+	Camera     *bool `json:"camera,omitempty"`
+	Microphone *bool `json:"microphone,omitempty"`
 }
+
+// Action asks a terminal to act on a technician's behalf: one of the
+// Action constants.
+type Action struct {
+	Action string `json:"action"`
+}
+
+// Terminal actions (the others a technician has, keyframe and kick, are
+// carried out by the server).
+const (
+	ActionICERestart = "ice_restart" // restart ICE on both connections
+	ActionRejoin     = "rejoin"      // leave, join afresh, rebuild the media
+	ActionReload     = "reload"      // reload the page
+)
 
 // Media paths, from the terminal's selected candidate pair.
 const (
@@ -291,6 +316,7 @@ const (
 	ByeServerShutdown = "server_shutdown" // the server is stopping
 	ByeLeft           = "left"            // the client asked to leave
 	ByeEnded          = "ended"           // the host ended the conference
+	ByeKicked         = "kicked"          // a technician sent the bridge away
 )
 
 // MessageType implementations.
@@ -310,6 +336,7 @@ func (Floor) MessageType() string     { return TypeFloor }
 func (Speaker) MessageType() string   { return TypeSpeaker }
 func (Restart) MessageType() string   { return TypeRestart }
 func (Report) MessageType() string    { return TypeReport }
+func (Action) MessageType() string    { return TypeAction }
 
 // Encode marshals m with its "type" field first.
 func Encode(m Message) ([]byte, error) {
@@ -374,6 +401,8 @@ func Decode(b []byte) (Message, error) {
 		m = &Restart{}
 	case TypeReport:
 		m = &Report{}
+	case TypeAction:
+		m = &Action{}
 	case "":
 		return nil, errors.New(`missing "type"`)
 	default:

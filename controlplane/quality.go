@@ -93,6 +93,8 @@ type LinkSample struct {
 	Freezes    int     `json:"freezes"` // freezes since the terminal's previous report
 	Width      int     `json:"width"`
 	Height     int     `json:"height"`
+	Camera     *bool   `json:"camera,omitempty"`     // the terminal has a usable camera (nil: not said)
+	Microphone *bool   `json:"microphone,omitempty"` // and a microphone
 }
 
 // Score returns the sample's score and state, and the main cause of a

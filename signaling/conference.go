@@ -1,6 +1,7 @@
 package signaling
 
 import (
+	"fmt"
 	"log/slog"
 	"sort"
 	"sync"
@@ -39,6 +40,9 @@ type conference struct {
 	hands   []string // raised hands, oldest first
 	screen  string   // the host's shared-screen track ID
 	speaker string   // the active speaker
+	// selfTest holds the bridges running the readiness check, until
+	// when: each receives its own camera back (linkmon.go).
+	selfTest map[string]time.Time
 
 	policyMu sync.Mutex // one reconciliation of subscriptions at a time
 }
@@ -49,6 +53,7 @@ type member struct {
 	link   *memberLink // what the SFU talks to: the current session, or nobody
 	resume string      // the token that takes the place back after a loss
 	since  time.Time   // when it joined, or when its connection was lost
+	joined time.Time   // when it joined
 	grace  *time.Timer // running while the connection is lost
 }
 
@@ -95,6 +100,8 @@ func newConference(s *Server, c controlplane.Conference) (*conference, error) {
 		pins:    map[string]int{},
 		state:   c.State,
 		unmuted: map[string]bool{},
+
+		selfTest: map[string]time.Time{},
 	}
 	conf.restoreLive()
 	for _, b := range invited {
@@ -153,7 +160,9 @@ func (c *conference) admit(ss *session, resume string) (m *member, resumed bool,
 		if prev != ss {
 			prev.end(wire.ByeReplaced) // its leave finds it is no longer the member
 		}
-		ss.log.Info("resumed", "away", time.Since(old.since).Round(time.Millisecond))
+		away := time.Since(old.since).Round(time.Millisecond)
+		ss.log.Info("resumed", "away", away)
+		c.event(id, controlplane.EventReconnect, "resumed", "away "+away.String())
 		return old, true, nil
 	}
 	delete(c.members, id)
@@ -187,10 +196,12 @@ func (c *conference) admit(ss *session, resume string) (m *member, resumed bool,
 		_ = c.srv.cfg.Store.AttendanceLeave(c.id, id, controlplane.EndDropped, time.Now())
 		return nil, false, err
 	}
-	m = &member{ss: ss, peer: peer, link: link, resume: controlplane.NewToken(), since: time.Now()}
+	now := time.Now()
+	m = &member{ss: ss, peer: peer, link: link, resume: controlplane.NewToken(), since: now, joined: now}
 	c.mu.Lock()
 	c.members[id] = m
 	c.mu.Unlock()
+	c.event(id, controlplane.EventJoin, string(ss.adm.Role), "from "+ss.remote)
 	c.setState(ss.adm.Bridge, wire.StateConnecting)
 	return m, false, nil
 }
@@ -216,6 +227,7 @@ func (c *conference) leave(ss *session) {
 		}
 		c.mu.Unlock()
 		ss.log.Info("connection lost; keeping the bridge's place", "grace", grace)
+		c.event(id, controlplane.EventDrop, "signaling", "connection lost; its place is kept for "+grace.String())
 		c.setState(ss.adm.Bridge, wire.StateReconnecting)
 		return
 	}
@@ -235,6 +247,8 @@ func (c *conference) leave(ss *session) {
 		ss.log.Error("attendance", "err", err)
 	}
 	ss.log.Info("left", "cause", cause)
+	c.event(id, controlplane.EventLeave, cause, ss.byeReason)
+	c.forget(id, cause)
 	c.setState(ss.adm.Bridge, state)
 }
 
@@ -260,6 +274,8 @@ func (c *conference) expire(m *member) {
 		c.log.Error("attendance", "bridge", id, "err", err)
 	}
 	c.log.Info("dropped: did not come back within the grace period", "bridge", id)
+	c.event(id, controlplane.EventLeave, controlplane.EndDropped, "did not come back within the grace period")
+	c.forget(id, controlplane.EndDropped)
 	c.setState(m.ss.adm.Bridge, wire.StateDropped)
 }
 
@@ -281,6 +297,7 @@ func (c *conference) closeLost() {
 	for _, m := range lost {
 		m.peer.Close()
 		_ = c.srv.cfg.Store.AttendanceLeave(c.id, m.ss.adm.Bridge.ID, controlplane.EndServerStopped, time.Now())
+		c.forget(m.ss.adm.Bridge.ID, controlplane.EndServerStopped)
 	}
 }
 
@@ -308,6 +325,7 @@ func (c *conference) mediaStateChanged(ss *session) {
 	case state == wire.StateReconnecting && m.grace == nil && c.srv.cfg.ReconnectGrace > 0:
 		m.since = time.Now()
 		m.grace = time.AfterFunc(c.srv.cfg.ReconnectGrace, func() { c.expire(m) })
+		defer c.event(ss.adm.Bridge.ID, controlplane.EventDrop, "media", fmt.Sprintf("media connections %s/%s", pub, sub))
 	case state == wire.StateConnected && m.grace != nil && m.link.get() != nil:
 		m.grace.Stop()
 		m.grace = nil

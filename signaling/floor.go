@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"citybridge/controlplane"
 	"citybridge/sfu"
@@ -230,7 +231,12 @@ func (c *conference) broadcastFloor() {
 func (c *conference) want(m *member, t *sfu.Track) (bool, int) {
 	pub := t.PublisherID()
 	if pub == m.peer.ID() {
-		return false, 0
+		// Nobody receives themselves, except a room's camera during its
+		// readiness check: the picture goes to the server and back.
+		c.mu.Lock()
+		until, testing := c.selfTest[pub]
+		c.mu.Unlock()
+		return testing && time.Now().Before(until) && t.Kind() == webrtc.RTPCodecTypeVideo, sfu.LayerHigh
 	}
 	if pub == controlplane.HubBridge.ID {
 		return true, sfu.LayerHigh // rooms see the hub at the best layer their link carries

@@ -35,6 +35,9 @@ type Config struct {
 	CheckOrigin func(*http.Request) bool
 	// JoinTimeout bounds how long a new connection may take to join (default 10 s).
 	JoinTimeout time.Duration
+	// Monitor, if set, is given every joined bridge's link once a second
+	// and told of joins, leaves, drops and reconnects.
+	Monitor *controlplane.Monitor
 	// ReconnectGrace is how long a participant whose connection was lost
 	// keeps its place (media, floor, attendance interval) for a resume.
 	// Zero means the default, 30 s; negative means none.
@@ -76,6 +79,9 @@ type Server struct {
 	conferences map[string]*conference
 	closed      bool
 	wg          sync.WaitGroup
+
+	stopObserving chan struct{}
+	observing     sync.WaitGroup
 }
 
 // New builds a signaling server.
@@ -89,7 +95,7 @@ func New(cfg Config) *Server {
 	if cfg.ReconnectGrace == 0 {
 		cfg.ReconnectGrace = DefaultReconnectGrace
 	}
-	return &Server{
+	s := &Server{
 		cfg: cfg,
 		log: cfg.Logger,
 		upgrader: websocket.Upgrader{
@@ -97,9 +103,15 @@ func New(cfg Config) *Server {
 			ReadBufferSize:  4096,
 			WriteBufferSize: 4096,
 		},
-		conferences: map[string]*conference{},
-		fails:       newFailedJoins(),
+		conferences:   map[string]*conference{},
+		fails:         newFailedJoins(),
+		stopObserving: make(chan struct{}),
 	}
+	if cfg.Monitor != nil {
+		s.observing.Add(1)
+		go s.observeLoop()
+	}
+	return s
 }
 
 // ServeHTTP upgrades the request to a WebSocket and runs the session.
@@ -217,6 +229,9 @@ func (s *Server) Sessions() controlplane.SessionFigures {
 // and waits for them.
 func (s *Server) Close() {
 	s.mu.Lock()
+	if !s.closed {
+		close(s.stopObserving)
+	}
 	s.closed = true
 	confs := make([]*conference, 0, len(s.conferences))
 	for _, c := range s.conferences {
@@ -229,6 +244,7 @@ func (s *Server) Close() {
 		}
 	}
 	s.wg.Wait()
+	s.observing.Wait()
 	for _, c := range confs {
 		c.closeLost()
 	}

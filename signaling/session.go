@@ -32,8 +32,12 @@ type session struct {
 	// failed joins until the join's outcome settles it (settled).
 	joinCounted bool
 	settled     atomic.Bool
-	log         *slog.Logger
-	out         chan []byte
+	// The terminal's latest report, and the freezes it reported since the
+	// monitor last looked (linkmon.go).
+	report  atomic.Pointer[wire.Report]
+	freezes atomic.Int64
+	log     *slog.Logger
+	out     chan []byte
 
 	// Set once by join, read-only afterwards.
 	adm  controlplane.Admission
@@ -186,11 +190,18 @@ func (ss *session) handle(m wire.Message) bool {
 		ss.log.Info("ICE restart asked")
 		ss.peer.RestartICE()
 	case *wire.Report:
-		if !wire.ValidPath(m.Path) {
+		if m.Path != "" && !wire.ValidPath(m.Path) {
 			ss.sendError(wire.CodeBadMessage, "unknown path "+strconv.Quote(m.Path), wire.TypeReport)
 			return true
 		}
-		ss.conf.setPath(ss.adm.Bridge, m.Path)
+		if err := checkReport(m); err != nil {
+			ss.sendError(wire.CodeBadMessage, err.Error(), wire.TypeReport)
+			return true
+		}
+		if m.Path != "" {
+			ss.conf.setPath(ss.adm.Bridge, m.Path)
+		}
+		ss.noteReport(m)
 	case *wire.Control:
 		err := ss.conf.control(actor{role: ss.adm.Role, bridge: ss.adm.Bridge.ID}, *m)
 		var ce *ControlError

@@ -3,6 +3,7 @@ package main
 import (
 	"citybridge/controlplane"
 	"citybridge/signaling"
+	"net/url"
 
 	"errors"
 	"flag"
@@ -52,8 +53,15 @@ type Config struct {
 	// use a login cookie and open the signaling WebSocket (a reverse
 	// proxy's name for the server).
 	AllowedOrigins []string
-	LogLevel       slog.Level
-	LogFormat      string // text or json
+	// Alerts: a bridge lost for AlertLostAfter or poor for AlertPoorAfter
+	// raises an alert, posted to AlertWebhook (signed with
+	// AlertWebhookSecret) when set.
+	AlertLostAfter     time.Duration
+	AlertPoorAfter     time.Duration
+	AlertWebhook       string
+	AlertWebhookSecret string
+	LogLevel           slog.Level
+	LogFormat          string // text or json
 }
 
 // listValue is a repeatable flag that also splits commas.
@@ -81,6 +89,7 @@ func parseServeFlags(args []string, getenv func(string) string, stderr io.Writer
 	cfg := Config{
 		Listen: ":8443", Data: "./citybridge-data", UDPPort: 8443, LogFormat: "text",
 		ICETCP: true, TURN: true, TURNPort: 3478, TURNTTL: 12 * time.Hour,
+		AlertLostAfter: 10 * time.Second, AlertPoorAfter: 30 * time.Second,
 	}
 	var publicIPs, mediaAllow, turnURLs, origins []string
 	var logLevel string
@@ -104,6 +113,10 @@ func parseServeFlags(args []string, getenv func(string) string, stderr io.Writer
 	fs.Var(listValue{&turnURLs}, "turn-url", "an existing TURN server's URL (coturn, use-auth-secret) to hand to pages instead of the embedded one (repeatable)")
 	fs.DurationVar(&cfg.TURNTTL, "turn-ttl", cfg.TURNTTL, "how long a page's TURN credential is valid")
 	fs.Var(listValue{&origins}, "allowed-origin", "another origin the pages are served under, e.g. https://bridge.city.example behind a reverse proxy (repeatable)")
+	fs.DurationVar(&cfg.AlertLostAfter, "alert-lost-after", cfg.AlertLostAfter, "raise an alert when a bridge has been lost (nothing received for 3 s) this long")
+	fs.DurationVar(&cfg.AlertPoorAfter, "alert-poor-after", cfg.AlertPoorAfter, "raise an alert when a bridge's link has been poor (score below 60) this long")
+	fs.StringVar(&cfg.AlertWebhook, "alert-webhook", "", "URL that receives every alert raised and cleared as a signed JSON POST (see docs/QUALITY.md)")
+	fs.StringVar(&cfg.AlertWebhookSecret, "alert-webhook-secret", "", "HMAC-SHA256 key of the webhook's X-Citybridge-Signature header (required with --alert-webhook)")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "text or json")
 	lists := []*[]string{&publicIPs, &mediaAllow, &turnURLs, &origins}
@@ -188,6 +201,18 @@ func parseServeFlags(args []string, getenv func(string) string, stderr io.Writer
 	}
 	if cfg.TURNPort < 0 || cfg.TURNPort > 65535 {
 		return cfg, errors.New("--turn-port must be 0-65535")
+	}
+	if cfg.AlertWebhook != "" {
+		u, err := url.Parse(cfg.AlertWebhook)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return cfg, fmt.Errorf("--alert-webhook %q: want an http or https URL", cfg.AlertWebhook)
+		}
+		if cfg.AlertWebhookSecret == "" {
+			return cfg, errors.New("--alert-webhook needs --alert-webhook-secret (receivers must be able to check the signature)")
+		}
+	}
+	if cfg.AlertLostAfter < time.Second || cfg.AlertPoorAfter < time.Second {
+		return cfg, errors.New("--alert-lost-after and --alert-poor-after must be at least 1s")
 	}
 	if cfg.TURNTTL < time.Minute {
 		return cfg, errors.New("--turn-ttl must be at least 1m")

@@ -174,11 +174,16 @@ func (l *netLink) qdiscSentBytes(t *testing.T) int64 {
 // link's root-side address only, taking media from the link's /30 only.
 func startTestServerOn(t *testing.T, l *netLink) *testServer {
 	t.Helper()
-	return startTestServerWith(t, func(c *Config) {
+	return startTestServerWith(t, onLink(l))
+}
+
+// onLink edits a test server's configuration to serve on l only.
+func onLink(l *netLink) func(*Config) {
+	return func(c *Config) {
 		c.Listen = netip.AddrPortFrom(l.hostAddr, 0).String()
 		c.UDPHost = l.hostAddr.String()
 		c.MediaAllow = []netip.Prefix{l.prefix}
-	})
+	}
 }
 
 // newBrowserIn starts a Chromium inside the link's namespace.

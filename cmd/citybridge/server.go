@@ -37,6 +37,7 @@ type server struct {
 	store *controlplane.Store
 	media *sfu.SFU
 	sig   *signaling.Server
+	mon   *controlplane.Monitor
 	http  *http.Server
 	addr  net.Addr
 	front *sfu.FrontDoor
@@ -158,9 +159,13 @@ func start(cfg Config, log *slog.Logger) (_ *server, err error) {
 	if s.origins, err = controlplane.NewOrigins(cfg.AllowedOrigins); err != nil {
 		return nil, err
 	}
+	s.mon = controlplane.NewMonitor(s.store, controlplane.MonitorConfig{
+		LostAlertAfter: cfg.AlertLostAfter, PoorAlertAfter: cfg.AlertPoorAfter,
+		WebhookURL: cfg.AlertWebhook, WebhookSecret: cfg.AlertWebhookSecret, Log: log,
+	})
 	s.sig = signaling.New(signaling.Config{
 		Store: s.store, SFU: s.media, Logger: log, ReconnectGrace: cfg.ReconnectGrace,
-		ICEServers: s.iceServers, CheckOrigin: s.origins.WebSocket,
+		ICEServers: s.iceServers, CheckOrigin: s.origins.WebSocket, Monitor: s.mon,
 	})
 	s.http = &http.Server{
 		Handler:           securityHeaders(s.routes()),
@@ -300,6 +305,9 @@ func (s *server) Close(ctx context.Context) {
 	}
 	if s.sig != nil {
 		s.sig.Close()
+	}
+	if s.mon != nil {
+		s.mon.Close()
 	}
 	if s.front != nil {
 		_ = s.front.Close()

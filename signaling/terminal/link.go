@@ -20,6 +20,42 @@ type Link struct {
 	awaiting bool // restored, the hub's media not seen since
 	detected bool // the terminal noticed this cut
 	faults   []Fault
+
+	// A downlink limit: a token bucket of rate bits per second holding
+	// at most burst bits; datagrams beyond it are dropped (a policer, as
+	// an access line's shaper with a full queue would).
+	rate, burst float64
+	tokens      float64
+	filled      time.Time
+}
+
+// SetRate limits the line's downlink to kbit kilobits per second (0: no
+// limit), with 100 ms worth of burst.
+func (l *Link) SetRate(kbit int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.rate = float64(kbit) * 1000
+	l.burst = max(l.rate/10, 12_000)
+	l.tokens, l.filled = l.burst, time.Now()
+}
+
+// admitDown takes n bytes from the downlink's bucket, reporting whether
+// the datagram gets through.
+func (l *Link) admitDown(n int) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.rate == 0 {
+		return true
+	}
+	now := time.Now()
+	l.tokens = min(l.burst, l.tokens+l.rate*now.Sub(l.filled).Seconds())
+	l.filled = now
+	bits := float64(8 * n)
+	if l.tokens < bits {
+		return false
+	}
+	l.tokens -= bits
+	return true
 }
 
 // Fault is one cut and what the terminal made of it.
@@ -171,7 +207,7 @@ type dropConn struct {
 func (c *dropConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	for {
 		n, addr, err := c.PacketConn.ReadFrom(b)
-		if err != nil || !c.link.Down() {
+		if err != nil || (!c.link.Down() && c.link.admitDown(n)) {
 			return n, addr, err
 		}
 	}

@@ -48,8 +48,15 @@ type Config struct {
 	// Layers are the simulcast RIDs published (default q and h: the 180p
 	// and 360p clips).
 	Layers []string
-	Logger *slog.Logger
+	// NoCamera publishes the microphone only, and says so in the
+	// terminal's reports (a room whose camera is missing).
+	NoCamera bool
+	Logger   *slog.Logger
 }
+
+// reportEvery is how often the terminal reports its side of the link, as
+// the page does.
+const reportEvery = 2 * time.Second
 
 // States a terminal reports.
 const (
@@ -89,6 +96,7 @@ type Terminal struct {
 	joins     atomic.Int64 // fresh joins
 	resumes   atomic.Int64 // resumed joins
 	iceRestar atomic.Int64 // ICE restarts asked
+	actions   atomic.Int64 // technicians' actions received
 	crash     atomic.Bool  // stop without a goodbye (a reboot)
 }
 
@@ -148,6 +156,11 @@ func (t *Terminal) LastHub() time.Time {
 // Joins and Resumes count fresh and resumed joins.
 func (t *Terminal) Joins() int64   { return t.joins.Load() }
 func (t *Terminal) Resumes() int64 { return t.resumes.Load() }
+
+// ICERestarts counts the ICE restarts the terminal asked for; Actions the
+// technicians' actions it received.
+func (t *Terminal) ICERestarts() int64 { return t.iceRestar.Load() }
+func (t *Terminal) Actions() int64     { return t.actions.Load() }
 
 func (t *Terminal) setState(s string) {
 	if t.state.Swap(s) != s {
@@ -243,8 +256,15 @@ func (t *Terminal) session(ctx context.Context) (joined, fresh bool, err error) 
 		}
 	}()
 	var stall <-chan time.Time
+	report := time.NewTicker(reportEvery)
+	defer report.Stop()
 	for {
 		select {
+		case <-report.C:
+			if joined {
+				camera, mic := !t.cfg.NoCamera, true
+				send(&wire.Report{Camera: &camera, Microphone: &mic})
+			}
 		case <-ctx.Done():
 			if !t.crash.Load() {
 				send(&wire.Leave{})
@@ -373,9 +393,20 @@ func (t *Terminal) handle(m wire.Message, send func(wire.Message), joined *bool)
 		} else {
 			_ = pc.AddICECandidate(c)
 		}
+	case *wire.Action:
+		t.actions.Add(1)
+		t.log.Info("technician action", "action", m.Action)
+		switch m.Action {
+		case wire.ActionICERestart:
+			if t.pub != nil {
+				t.restartICE(send)
+			}
+		case wire.ActionRejoin, wire.ActionReload:
+			return true, true, nil // start over, as a reloaded page would
+		}
 	case *wire.Bye:
 		switch m.Reason {
-		case wire.ByeReplaced, wire.ByeEnded, wire.ByeLeft:
+		case wire.ByeReplaced, wire.ByeEnded, wire.ByeLeft, wire.ByeKicked:
 			return true, false, fmt.Errorf("%w: %s", ErrRefused, m.Reason)
 		}
 		return true, true, nil // the server is restarting: it will not know us
@@ -454,7 +485,11 @@ func (t *Terminal) build(send func(wire.Message)) error {
 			}
 		}
 	})
-	if t.publisher, err = sfutest.NewPublisher(t.pub, "camera", t.cfg.Layers, true); err != nil {
+	layers := t.cfg.Layers
+	if t.cfg.NoCamera {
+		layers = nil
+	}
+	if t.publisher, err = sfutest.NewPublisher(t.pub, "camera", layers, true); err != nil {
 		return err
 	}
 	t.published = false

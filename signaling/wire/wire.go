@@ -129,7 +129,7 @@ type Restart struct {
 // link. Path is how its media reaches the server: one of the Path
 // constants, read from the selected ICE candidate pair.
 type Report struct {
-	Path string `json:"path"`
+	Path string `json:"path,omitempty"`
 	// The terminal's own getStats summary of the video it receives (the
 	// hub's), for the technicians: frames decoded per second, freezes
 	// since its previous report, and the decoded resolution.

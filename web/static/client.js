@@ -41,12 +41,14 @@ const RECONNECT_MIN_MS = 250;
 const RECONNECT_MAX_MS = 1500;
 const CONNECT_TIMEOUT_MS = 2500;
 const STALL_MS = 2000;
-const FINAL_BYES = new Set(["ended", "replaced", "left"]);
+const FINAL_BYES = new Set(["ended", "replaced", "left", "kicked"]);
 const FINAL_ERRORS = new Set(["token_required", "token_invalid", "wrong_conference", "not_invited", "role_cannot_join"]);
 
-// How often the media path is read from getStats (it changes after an ICE
-// restart or a fallback to TCP or the relay).
-const PATH_CHECK_MS = 2000;
+// How often the terminal reports its side of the link to the server: the
+// media path from getStats (it changes after an ICE restart or a fallback
+// to TCP or the relay), the hub's decoded frame rate, freezes and
+// resolution, and whether it has a camera and a microphone.
+const REPORT_MS = 2000;
 
 export class Session extends EventTarget {
   constructor({ token, conference, stream, layers }) {
@@ -66,7 +68,8 @@ export class Session extends EventTarget {
     this.final = false; // stop reconnecting: ended, replaced, bad link
     this.reconnects = 0; // completed reconnections, for tests and diagnostics
     this.path = ""; // how our media reaches the server, last reported
-    setInterval(() => this.reportPath(), PATH_CHECK_MS);
+    this.freezesReported = 0; // the hub video's freezeCount at the last report
+    setInterval(() => this.report().catch(() => {}), REPORT_MS);
   }
 
   connect() {
@@ -231,6 +234,13 @@ export class Session extends EventTarget {
         if (m.request === "join" && FINAL_ERRORS.has(m.code)) this.final = true;
         this.emit(m.type, m);
         break;
+      case "action":
+        // A technician's request, carried out at once and shown on the page.
+        this.emit("action", m);
+        if (m.action === "ice_restart") await this.restartIce();
+        else if (m.action === "rejoin") this.reconnect(true);
+        else if (m.action === "reload") setTimeout(() => location.reload(), 100);
+        break;
       case "bye":
         if (FINAL_BYES.has(m.reason)) {
           this.final = true;
@@ -351,14 +361,35 @@ export class Session extends EventTarget {
     return local.protocol === "tcp" ? "tcp" : "udp";
   }
 
-  // reportPath tells the server (and the page) when the path changed, so
-  // the technicians see at once which rooms go through TCP or the relay.
-  async reportPath() {
+  // report tells the server our side of the link every REPORT_MS: the
+  // technicians see which rooms go through TCP or the relay, and what the
+  // room actually sees of the hub. The page hears when the path changed.
+  async report() {
+    if (!this.ws || this.ws.readyState !== WebSocket.OPEN || !this.joined) return;
     const path = await this.mediaPath().catch(() => "");
-    if (!path || path === this.path || !this.ws || this.ws.readyState !== WebSocket.OPEN) return;
-    this.path = path;
-    this.send({ type: "report", path });
-    this.emit("path", { path });
+    const msg = { type: "report", path: path || undefined };
+    let best = null;
+    for (const s of await this.inbound().catch(() => [])) {
+      if (s.kind !== "video") continue;
+      if (!best || s.stream === "hub" || (best.stream !== "hub" && s.framesDecoded > best.framesDecoded)) best = s;
+    }
+    if (best) {
+      msg.fps = Math.round(best.framesPerSecond * 10) / 10;
+      msg.freezes = Math.max(0, best.freezeCount - this.freezesReported);
+      this.freezesReported = best.freezeCount;
+      msg.width = best.frameWidth;
+      msg.height = best.frameHeight;
+    }
+    if (this.stream) {
+      const live = (kind) => this.stream.getTracks().some((t) => t.kind === kind && t.readyState === "live");
+      msg.camera = live("video");
+      msg.microphone = live("audio");
+    }
+    this.send(msg);
+    if (path && path !== this.path) {
+      this.path = path;
+      this.emit("path", { path });
+    }
   }
 
   // inbound summarises what we receive, per remote track: the pages' tests

@@ -106,6 +106,22 @@ s.addEventListener("path", (e) => {
 });
 s.addEventListener("track", (e) => {
   const { stream: remote, track } = e.detail;
+  if (remote.id === page.bridge) {
+    // The readiness check: our own camera, back from the server. The
+    // preview shows it while it lasts, so the operator sees what the
+    // others would see.
+    const self = el("self");
+    const local = self.srcObject;
+    self.srcObject = new MediaStream([track]);
+    self.classList.add("echo");
+    page.selfTest = true;
+    remote.addEventListener("removetrack", () => {
+      self.srcObject = local;
+      self.classList.remove("echo");
+      page.selfTest = false;
+    });
+    return;
+  }
   if (remote.id === "hub") {
     hubStream.addTrack(track);
   } else if (track.kind === "video") {

@@ -1,0 +1,115 @@
+package signaling
+
+import (
+	"encoding/json"
+	"net/http"
+	"time"
+
+	"citybridge/controlplane"
+
+	"github.com/gorilla/websocket"
+)
+
+// The technicians' live feed (/api/links/live): a WebSocket on which the
+// server sends the links view (controlplane.API.LinksView) once a second.
+// A page cannot set an Authorization header on a WebSocket, so the caller
+// proves who it is with its login cookie at the upgrade, or with a first
+// message {"token": "..."} carrying a technician link. Technicians and
+// administrators only.
+
+// liveAuth is the first message of a caller without a login cookie.
+type liveAuth struct {
+	Token string `json:"token"`
+}
+
+// liveError is sent before closing a refused feed.
+type liveError struct {
+	Error string `json:"error"`
+}
+
+// LinksLive serves the live feed of view.
+func (s *Server) LinksLive(view func() (any, error)) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			http.Error(w, "server shutting down", http.StatusServiceUnavailable)
+			return
+		}
+		s.wg.Add(1)
+		s.mu.Unlock()
+		defer s.wg.Done()
+
+		var g controlplane.Grant
+		var authed bool
+		if c, err := r.Cookie(controlplane.SessionCookie); err == nil {
+			if g, err = s.cfg.Store.SessionGrant(c.Value); err == nil {
+				authed = true
+			}
+		}
+		conn, err := s.upgrader.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		conn.SetReadLimit(4096)
+		refuse := func(msg string) {
+			_ = conn.SetWriteDeadline(time.Now().Add(writeTimeout))
+			_ = conn.WriteJSON(liveError{Error: msg})
+			_ = conn.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.ClosePolicyViolation, msg))
+		}
+		if !authed {
+			_ = conn.SetReadDeadline(time.Now().Add(s.cfg.JoinTimeout))
+			var a liveAuth
+			if err := conn.ReadJSON(&a); err != nil {
+				refuse("send {\"token\": ...} first")
+				return
+			}
+			if g, err = s.cfg.Store.Authenticate(a.Token); err != nil {
+				s.log.Info("live links feed refused", "remote", r.RemoteAddr, "err", err)
+				refuse("token refused")
+				return
+			}
+		}
+		if g.Role != controlplane.RoleTechnician && g.Role != controlplane.RoleAdmin {
+			s.log.Info("live links feed refused", "remote", r.RemoteAddr, "role", string(g.Role))
+			refuse("technicians and administrators only")
+			return
+		}
+		// Reads only notice the peer closing; nothing it sends matters.
+		closed := make(chan struct{})
+		go func() {
+			defer close(closed)
+			_ = conn.SetReadDeadline(time.Time{})
+			for {
+				if _, _, err := conn.NextReader(); err != nil {
+					return
+				}
+			}
+		}()
+		tick := time.NewTicker(observeEvery)
+		defer tick.Stop()
+		for {
+			v, err := view()
+			if err != nil {
+				s.log.Error("live links view", "err", err)
+				return
+			}
+			b, err := json.Marshal(v)
+			if err != nil {
+				return
+			}
+			_ = conn.SetWriteDeadline(time.Now().Add(writeTimeout))
+			if err := conn.WriteMessage(websocket.TextMessage, b); err != nil {
+				return
+			}
+			select {
+			case <-closed:
+				return
+			case <-s.stopObserving:
+				return
+			case <-tick.C:
+			}
+		}
+	})
+}

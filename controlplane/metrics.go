@@ -63,8 +63,8 @@ func NewRegistry(o RegistryOptions) *prometheus.Registry {
 	return reg
 }
 
-// metricNames are the names of citybridge's own metric families, in the
-// order they are declared.
+// metricNames are the names of citybridge's own series, in the order
+// their families are declared.
 var metricNames []string
 
 func newDesc(name, help string, labels ...string) *prometheus.Desc {
@@ -72,8 +72,14 @@ func newDesc(name, help string, labels ...string) *prometheus.Desc {
 	return prometheus.NewDesc(name, help, labels, nil)
 }
 
-// MetricNames returns the names of every citybridge_* metric family the
-// registry can emit (a histogram's series add _bucket, _sum and _count).
+func newHistogramDesc(name, help string, labels ...string) *prometheus.Desc {
+	metricNames = append(metricNames, name+"_bucket", name+"_sum", name+"_count")
+	return prometheus.NewDesc(name, help, labels, nil)
+}
+
+// MetricNames returns the name of every citybridge_* series the registry
+// can emit, as PromQL sees them: a histogram as its _bucket, _sum and
+// _count series.
 func MetricNames() []string {
 	out := append([]string(nil), metricNames...)
 	sort.Strings(out)
@@ -109,7 +115,7 @@ var (
 		"Bandwidth probes that met congestion.")
 	descLayerChanges = newDesc("citybridge_layer_changes_total",
 		"Subscribers' simulcast layer changes, pauses and resumes.")
-	descForwardLatency = newDesc("citybridge_forward_latency_seconds",
+	descForwardLatency = newHistogramDesc("citybridge_forward_latency_seconds",
 		"Time from an upstream RTP packet entering the forwarding loop to its last copy written to a subscriber.")
 	descSessions = newDesc("citybridge_signaling_sessions",
 		"Joined signaling sessions by role.", "role")

@@ -1,6 +1,8 @@
 package controlplane
 
 import (
+	"sort"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -23,93 +25,216 @@ type MediaFigures struct {
 	Probes                  uint64 // bandwidth probes before moving a room up a layer
 	FailedProbes            uint64
 	LayerChanges            uint64 // subscribers' layer changes, pauses and resumes
+
+	ForwardLatency HistogramFigures // upstream packet in to last copy out
+}
+
+// HistogramFigures is a histogram of durations in seconds: Counts[i]
+// observations no longer than Bounds[i] (and longer than Bounds[i-1]);
+// Counts has one more element, for those beyond the last bound.
+type HistogramFigures struct {
+	Bounds []float64
+	Counts []uint64
+	Sum    float64
 }
 
 // SessionFigures counts signaling sessions by role.
 type SessionFigures map[Role]int
 
+// RegistryOptions are where the metrics come from, each read when scraped;
+// a nil func leaves its metrics out.
+type RegistryOptions struct {
+	Media        func() MediaFigures
+	Sessions     func() SessionFigures
+	Links        func() []BridgeLink // Monitor.Links
+	AlertsActive func() int          // alerts raised and not cleared
+	Reconnects   func() uint64       // participants back within their reconnection grace
+}
+
 // NewRegistry builds the server's own Prometheus registry: Go runtime and
 // process collectors plus citybridge's figures, read when scraped.
-func NewRegistry(media func() MediaFigures, sessions func() SessionFigures) *prometheus.Registry {
+func NewRegistry(o RegistryOptions) *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		&figuresCollector{media: media, sessions: sessions},
+		&figuresCollector{o: o},
 	)
 	return reg
 }
 
+// metricNames are the names of citybridge's own series, in the order
+// their families are declared.
+var metricNames []string
+
+func newDesc(name, help string, labels ...string) *prometheus.Desc {
+	metricNames = append(metricNames, name)
+	return prometheus.NewDesc(name, help, labels, nil)
+}
+
+func newHistogramDesc(name, help string, labels ...string) *prometheus.Desc {
+	metricNames = append(metricNames, name+"_bucket", name+"_sum", name+"_count")
+	return prometheus.NewDesc(name, help, labels, nil)
+}
+
+// MetricNames returns the name of every citybridge_* series the registry
+// can emit, as PromQL sees them: a histogram as its _bucket, _sum and
+// _count series.
+func MetricNames() []string {
+	out := append([]string(nil), metricNames...)
+	sort.Strings(out)
+	return out
+}
+
 var (
-	descPeers = prometheus.NewDesc("citybridge_peers",
-		"Participants with media connections in the SFU.", nil, nil)
-	descTracks = prometheus.NewDesc("citybridge_published_tracks",
-		"Tracks being published (a simulcast camera counts once).", nil, nil)
-	descDownTracks = prometheus.NewDesc("citybridge_down_tracks",
-		"Per-subscriber copies of published tracks.", nil, nil)
-	descReceived = prometheus.NewDesc("citybridge_rtp_packets_received_total",
-		"RTP packets received from publishers.", nil, nil)
-	descForwarded = prometheus.NewDesc("citybridge_rtp_packets_forwarded_total",
-		"RTP packets written to subscribers (one per copy).", nil, nil)
-	descBytes = prometheus.NewDesc("citybridge_rtp_forwarded_bytes_total",
-		"RTP payload bytes written to subscribers.", nil, nil)
-	descKeyframes = prometheus.NewDesc("citybridge_keyframe_requests_total",
-		"Keyframe requests (PLI) sent to publishers after throttling.", nil, nil)
-	descMalformed = prometheus.NewDesc("citybridge_rtp_malformed_packets_total",
-		"Received RTP packets that did not parse and were dropped.", nil, nil)
-	descRetransmitted = prometheus.NewDesc("citybridge_rtp_retransmitted_packets_total",
-		"Packets sent again to subscribers on their NACKs, from the shared packet cache.", nil, nil)
-	descRtxReceived = prometheus.NewDesc("citybridge_rtp_publisher_retransmissions_total",
-		"Retransmissions received from publishers.", nil, nil)
-	descRtxLate = prometheus.NewDesc("citybridge_rtp_late_retransmissions_total",
-		"Publishers' retransmissions dropped because they arrived too late to help.", nil, nil)
-	descProbes = prometheus.NewDesc("citybridge_bandwidth_probes_total",
-		"Bandwidth probes sent before moving a subscriber up a layer.", nil, nil)
-	descFailedProbes = prometheus.NewDesc("citybridge_bandwidth_probes_failed_total",
-		"Bandwidth probes that met congestion.", nil, nil)
-	descLayerChanges = prometheus.NewDesc("citybridge_layer_changes_total",
-		"Subscribers' simulcast layer changes, pauses and resumes.", nil, nil)
-	descSessions = prometheus.NewDesc("citybridge_signaling_sessions",
-		"Joined signaling sessions by role.", []string{"role"}, nil)
+	descPeers = newDesc("citybridge_peers",
+		"Participants with media connections in the SFU.")
+	descTracks = newDesc("citybridge_published_tracks",
+		"Tracks being published (a simulcast camera counts once).")
+	descDownTracks = newDesc("citybridge_down_tracks",
+		"Per-subscriber copies of published tracks.")
+	descReceived = newDesc("citybridge_rtp_packets_received_total",
+		"RTP packets received from publishers.")
+	descForwarded = newDesc("citybridge_rtp_packets_forwarded_total",
+		"RTP packets written to subscribers (one per copy).")
+	descBytes = newDesc("citybridge_rtp_forwarded_bytes_total",
+		"RTP payload bytes written to subscribers.")
+	descKeyframes = newDesc("citybridge_keyframe_requests_total",
+		"Keyframe requests (PLI) sent to publishers after throttling.")
+	descMalformed = newDesc("citybridge_rtp_malformed_packets_total",
+		"Received RTP packets that did not parse and were dropped.")
+	descRetransmitted = newDesc("citybridge_rtp_retransmitted_packets_total",
+		"Packets sent again to subscribers on their NACKs, from the shared packet cache.")
+	descRtxReceived = newDesc("citybridge_rtp_publisher_retransmissions_total",
+		"Retransmissions received from publishers.")
+	descRtxLate = newDesc("citybridge_rtp_late_retransmissions_total",
+		"Publishers' retransmissions dropped because they arrived too late to help.")
+	descProbes = newDesc("citybridge_bandwidth_probes_total",
+		"Bandwidth probes sent before moving a subscriber up a layer.")
+	descFailedProbes = newDesc("citybridge_bandwidth_probes_failed_total",
+		"Bandwidth probes that met congestion.")
+	descLayerChanges = newDesc("citybridge_layer_changes_total",
+		"Subscribers' simulcast layer changes, pauses and resumes.")
+	descForwardLatency = newHistogramDesc("citybridge_forward_latency_seconds",
+		"Time from an upstream RTP packet entering the forwarding loop to its last copy written to a subscriber.")
+	descSessions = newDesc("citybridge_signaling_sessions",
+		"Joined signaling sessions by role.", "role")
+	descAlertsActive = newDesc("citybridge_alerts_active",
+		"Link alerts (lost, poor) raised and not yet cleared.")
+	descReconnects = newDesc("citybridge_reconnects_total",
+		"Participants that came back within their reconnection grace period.")
+
+	// Per bridge, from the link monitor's latest sample.
+	descLinkScore = newDesc("citybridge_bridge_link_score",
+		"Bridge link score from 0 to 100 (good from 80, fair from 60, poor below).", "conference", "bridge")
+	descLinkState = newDesc("citybridge_bridge_link_state",
+		"Bridge link state: 1 for the current one of good, fair, poor and lost, 0 for the others.",
+		"conference", "bridge", "state")
+	descRTT = newDesc("citybridge_bridge_rtt_seconds",
+		"Bridge round-trip time.", "conference", "bridge")
+	descLoss = newDesc("citybridge_bridge_loss_ratio",
+		"Fraction of packets lost towards the room (down) and from it (up).", "conference", "bridge", "direction")
+	descJitter = newDesc("citybridge_bridge_jitter_seconds",
+		"Interarrival jitter at the room (down) and at the server (up).", "conference", "bridge", "direction")
+	descRate = newDesc("citybridge_bridge_media_bytes_per_second",
+		"Media rate sent to the room (down) and received from it (up).", "conference", "bridge", "direction")
+	descEstimate = newDesc("citybridge_bridge_estimate_bytes_per_second",
+		"Bandwidth estimate towards the room (GCC), 0 if not known.", "conference", "bridge")
+	descLayer = newDesc("citybridge_bridge_layer",
+		"Highest video layer served to the room: -1 none, 0 low, 1 mid, 2 high.", "conference", "bridge")
 )
 
+// linkStates are the values of citybridge_bridge_link_state's state label.
+var linkStates = []string{QualityGood, QualityFair, QualityPoor, QualityLost}
+
 type figuresCollector struct {
-	media    func() MediaFigures
-	sessions func() SessionFigures
+	o RegistryOptions
 }
 
 func (c *figuresCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descPeers, descTracks, descDownTracks, descReceived,
 		descForwarded, descBytes, descKeyframes, descMalformed, descSessions, descRetransmitted,
-		descRtxReceived, descRtxLate, descProbes, descFailedProbes, descLayerChanges} {
+		descRtxReceived, descRtxLate, descProbes, descFailedProbes, descLayerChanges, descForwardLatency,
+		descAlertsActive, descReconnects, descLinkScore, descLinkState, descRTT, descLoss, descJitter,
+		descRate, descEstimate, descLayer} {
 		ch <- d
 	}
 }
 
 func (c *figuresCollector) Collect(ch chan<- prometheus.Metric) {
-	m := c.media()
-	gauge := func(d *prometheus.Desc, v int64) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, float64(v))
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
 	}
 	counter := func(d *prometheus.Desc, v uint64) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v))
 	}
-	gauge(descPeers, m.Peers)
-	gauge(descTracks, m.PublishedTracks)
-	gauge(descDownTracks, m.DownTracks)
-	counter(descReceived, m.PacketsReceived)
-	counter(descForwarded, m.PacketsForwarded)
-	counter(descBytes, m.BytesForwarded)
-	counter(descKeyframes, m.KeyframeRequests)
-	counter(descMalformed, m.MalformedPackets)
-	counter(descRetransmitted, m.Retransmitted)
-	counter(descRtxReceived, m.RetransmissionsReceived)
-	counter(descRtxLate, m.LateRetransmissions)
-	counter(descProbes, m.Probes)
-	counter(descFailedProbes, m.FailedProbes)
-	counter(descLayerChanges, m.LayerChanges)
-	s := c.sessions()
-	for _, r := range []Role{RoleHost, RoleRoom} {
-		ch <- prometheus.MustNewConstMetric(descSessions, prometheus.GaugeValue, float64(s[r]), string(r))
+	if c.o.Media != nil {
+		m := c.o.Media()
+		gauge(descPeers, float64(m.Peers))
+		gauge(descTracks, float64(m.PublishedTracks))
+		gauge(descDownTracks, float64(m.DownTracks))
+		counter(descReceived, m.PacketsReceived)
+		counter(descForwarded, m.PacketsForwarded)
+		counter(descBytes, m.BytesForwarded)
+		counter(descKeyframes, m.KeyframeRequests)
+		counter(descMalformed, m.MalformedPackets)
+		counter(descRetransmitted, m.Retransmitted)
+		counter(descRtxReceived, m.RetransmissionsReceived)
+		counter(descRtxLate, m.LateRetransmissions)
+		counter(descProbes, m.Probes)
+		counter(descFailedProbes, m.FailedProbes)
+		counter(descLayerChanges, m.LayerChanges)
+		ch <- constHistogram(descForwardLatency, m.ForwardLatency)
 	}
+	if c.o.Sessions != nil {
+		s := c.o.Sessions()
+		for _, r := range []Role{RoleHost, RoleRoom} {
+			gauge(descSessions, float64(s[r]), string(r))
+		}
+	}
+	if c.o.AlertsActive != nil {
+		gauge(descAlertsActive, float64(c.o.AlertsActive()))
+	}
+	if c.o.Reconnects != nil {
+		counter(descReconnects, c.o.Reconnects())
+	}
+	if c.o.Links == nil {
+		return
+	}
+	for _, l := range c.o.Links() {
+		cb := []string{l.Conference, l.Bridge}
+		s := l.Sample
+		gauge(descLinkScore, float64(l.Score), cb...)
+		for _, st := range linkStates {
+			v := 0.0
+			if st == l.State {
+				v = 1
+			}
+			gauge(descLinkState, v, l.Conference, l.Bridge, st)
+		}
+		gauge(descRTT, s.RTTMs/1000, cb...)
+		gauge(descLoss, s.LossDown, l.Conference, l.Bridge, "down")
+		gauge(descLoss, s.LossUp, l.Conference, l.Bridge, "up")
+		gauge(descJitter, s.JitterDownMs/1000, l.Conference, l.Bridge, "down")
+		gauge(descJitter, s.JitterUpMs/1000, l.Conference, l.Bridge, "up")
+		gauge(descRate, float64(s.SentBps)/8, l.Conference, l.Bridge, "down")
+		gauge(descRate, float64(s.RecvBps)/8, l.Conference, l.Bridge, "up")
+		gauge(descEstimate, float64(s.EstimateBps)/8, cb...)
+		gauge(descLayer, float64(s.Layer), cb...)
+	}
+}
+
+// constHistogram turns h into a Prometheus histogram (cumulative buckets).
+// A malformed h (counts not matching bounds) gives an empty histogram.
+func constHistogram(d *prometheus.Desc, h HistogramFigures) prometheus.Metric {
+	buckets := make(map[float64]uint64, len(h.Bounds))
+	var n uint64
+	if len(h.Counts) == len(h.Bounds)+1 {
+		for i, b := range h.Bounds {
+			n += h.Counts[i]
+			buckets[b] = n
+		}
+		n += h.Counts[len(h.Bounds)]
+	}
+	return prometheus.MustNewConstHistogram(d, n, h.Sum, buckets)
 }

@@ -9,7 +9,6 @@ import (
 
 	"citybridge/deploy"
 
-	"github.com/prometheus/client_golang/prometheus/testutil"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -195,39 +194,5 @@ func TestParseBridgesCSV(t *testing.T) {
 	}
 	if _, _, err := ParseBridgesCSV(strings.NewReader("name,id\n")); err == nil {
 		t.Fatal("a wrong header was accepted")
-	}
-}
-
-func TestMetricsLint(t *testing.T) {
-	reg := NewRegistry(
-		func() MediaFigures { return MediaFigures{Peers: 3, PacketsForwarded: 10, BytesForwarded: 12000} },
-		func() SessionFigures { return SessionFigures{RoleHost: 1, RoleRoom: 2} },
-	)
-	problems, err := testutil.GatherAndLint(reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range problems {
-		t.Errorf("lint: %s: %s", p.Metric, p.Text)
-	}
-	const want = `
-# HELP citybridge_peers Participants with media connections in the SFU.
-# TYPE citybridge_peers gauge
-citybridge_peers 3
-# HELP citybridge_rtp_packets_forwarded_total RTP packets written to subscribers (one per copy).
-# TYPE citybridge_rtp_packets_forwarded_total counter
-citybridge_rtp_packets_forwarded_total 10
-# HELP citybridge_signaling_sessions Joined signaling sessions by role.
-# TYPE citybridge_signaling_sessions gauge
-citybridge_signaling_sessions{role="host"} 1
-citybridge_signaling_sessions{role="room"} 2
-`
-	if err := testutil.GatherAndCompare(reg, strings.NewReader(want),
-		"citybridge_peers", "citybridge_rtp_packets_forwarded_total", "citybridge_signaling_sessions"); err != nil {
-		t.Fatal(err)
-	}
-	n, err := testutil.GatherAndCount(reg, "go_goroutines")
-	if err != nil || n != 1 {
-		t.Fatalf("go_goroutines: %d series, err %v", n, err)
 	}
 }

@@ -86,6 +86,7 @@ type counters struct {
 	probes                  atomic.Uint64
 	failedProbes            atomic.Uint64
 	layerSwitches           atomic.Uint64 // allocation changes (up, down, pause, resume)
+	forwardLatency          latencyHistogram
 }
 
 // Stats is a snapshot of the SFU's counters.
@@ -111,6 +112,9 @@ type Stats struct {
 	FailedProbes uint64
 	// LayerChanges counts allocation changes: up, down, pause, resume.
 	LayerChanges uint64
+	// ForwardLatency is the time from an upstream packet entering the
+	// forwarding loop to its last copy written to a subscriber.
+	ForwardLatency LatencyHistogram
 }
 
 // ErrClosed is returned when the SFU or a router has been closed.
@@ -242,6 +246,7 @@ func (s *SFU) Stats() Stats {
 		Probes:                  s.stats.probes.Load(),
 		FailedProbes:            s.stats.failedProbes.Load(),
 		LayerChanges:            s.stats.layerSwitches.Load(),
+		ForwardLatency:          s.stats.forwardLatency.snapshot(),
 	}
 }
 

@@ -222,6 +222,7 @@ func (t *Track) forward(l int, p *rtp.Packet) {
 			n++
 		}
 	}
+	t.stats.forwardLatency.observe(t.clock() - now)
 	if n > 0 {
 		t.stats.packetsForwarded.Add(n)
 		t.stats.bytesForwarded.Add(n * uint64(len(p.Payload)))

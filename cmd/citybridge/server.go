@@ -53,6 +53,8 @@ type server struct {
 	ready      atomic.Bool
 	// demo is set when this start seeded an empty store.
 	demo *controlplane.Demo
+	// monitor scores bridges' links; the metrics read it when set.
+	monitor *controlplane.Monitor
 
 	stop     chan struct{} // closed by Close: background loops end
 	stopOnce sync.Once
@@ -200,7 +202,9 @@ func (s *server) routes() http.Handler {
 	api.Register(mux)
 	mux.Handle("GET /signal", s.sig)
 	mux.HandleFunc("GET /healthz", s.healthz)
-	reg := controlplane.NewRegistry(s.mediaFigures, s.sig.Sessions)
+	reg := controlplane.NewRegistry(controlplane.RegistryOptions{
+		Media: s.mediaFigures, Sessions: s.sig.Sessions, Links: s.links, AlertsActive: s.alertsActive,
+	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.Handle("/debug/pprof/", s.technicianOrLoopback(http.HandlerFunc(pprof.Index)))
 	mux.Handle("/debug/pprof/cmdline", s.technicianOrLoopback(http.HandlerFunc(pprof.Cmdline)))
@@ -229,7 +233,34 @@ func (s *server) mediaFigures() controlplane.MediaFigures {
 		Retransmitted: st.Retransmitted, RetransmissionsReceived: st.RetransmissionsReceived,
 		LateRetransmissions: st.LateRetransmissions, Probes: st.Probes, FailedProbes: st.FailedProbes,
 		LayerChanges: st.LayerChanges,
+
+		ForwardLatency: latencyFigures(st.ForwardLatency),
 	}
+}
+
+// links are the monitor's bridge links, none without a monitor.
+func (s *server) links() []controlplane.BridgeLink {
+	if s.monitor == nil {
+		return nil
+	}
+	return s.monitor.Links()
+}
+
+// alertsActive counts the monitor's active alerts.
+func (s *server) alertsActive() int {
+	if s.monitor == nil {
+		return 0
+	}
+	return len(s.monitor.Alerts(false))
+}
+
+// latencyFigures converts the SFU's histogram to seconds.
+func latencyFigures(h sfu.LatencyHistogram) controlplane.HistogramFigures {
+	f := controlplane.HistogramFigures{Bounds: make([]float64, len(h.Bounds)), Counts: h.Counts, Sum: h.Sum.Seconds()}
+	for i, b := range h.Bounds {
+		f.Bounds[i] = b.Seconds()
+	}
+	return f
 }
 
 func (s *server) healthz(w http.ResponseWriter, _ *http.Request) {

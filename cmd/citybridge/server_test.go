@@ -47,7 +47,8 @@ func TestHealthzAndMetrics(t *testing.T) {
 		t.Fatalf("/metrics: %d", code)
 	}
 	for _, name := range []string{"go_goroutines", "citybridge_peers", "citybridge_published_tracks",
-		"citybridge_rtp_packets_forwarded_total", "citybridge_rtp_forwarded_bytes_total"} {
+		"citybridge_rtp_packets_forwarded_total", "citybridge_rtp_forwarded_bytes_total",
+		"citybridge_alerts_active", "citybridge_forward_latency_seconds_count"} {
 		if !strings.Contains(body, "\n"+name+" ") {
 			t.Errorf("/metrics lacks %s", name)
 		}

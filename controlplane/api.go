@@ -46,10 +46,12 @@ type API struct {
 	presence PresenceFunc
 	media    MediaControl
 	floor    FloorControl
-	log      *slog.Logger
-	origins  *Origins     // pages that may use a login cookie
-	limiter  loginLimiter // failed logins per address
-	accounts loginLimiter // failed logins per account name
+	// readiness runs the pre-conference checks (api_readiness.go).
+	readiness *Readiness
+	log       *slog.Logger
+	origins   *Origins     // pages that may use a login cookie
+	limiter   loginLimiter // failed logins per address
+	accounts  loginLimiter // failed logins per account name
 	// changed is told of a conference changed through the API (its state:
 	// the live side sends everyone away when it ends).
 	changed func(Conference)
@@ -103,6 +105,7 @@ func (a *API) Register(mux *http.ServeMux) {
 	m.HandleFunc("POST /api/bridges/{id}/terminal-links", a.newTerminalLink)
 	m.HandleFunc("PUT /api/conferences/{id}/bridges/{bridge}/max-layer", a.pinLayer)
 	a.registerFloor(m)
+	a.registerReadiness(m)
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no such API route")
 	})

@@ -162,6 +162,7 @@ func (c *conference) admit(ss *session, resume string) (m *member, resumed bool,
 		}
 		away := time.Since(old.since).Round(time.Millisecond)
 		ss.log.Info("resumed", "away", away)
+		c.srv.reconnects.Add(1)
 		c.event(id, controlplane.EventReconnect, "resumed", "away "+away.String())
 		return old, true, nil
 	}

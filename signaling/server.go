@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"citybridge/controlplane"
@@ -82,7 +83,13 @@ type Server struct {
 
 	stopObserving chan struct{}
 	observing     sync.WaitGroup
+
+	reconnects atomic.Uint64 // sessions resumed within the grace period
 }
+
+// Reconnects counts the participants that came back within the
+// reconnection grace period, for the metrics.
+func (s *Server) Reconnects() uint64 { return s.reconnects.Load() }
 
 // New builds a signaling server.
 func New(cfg Config) *Server {

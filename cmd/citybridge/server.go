@@ -53,8 +53,6 @@ type server struct {
 	ready      atomic.Bool
 	// demo is set when this start seeded an empty store.
 	demo *controlplane.Demo
-	// monitor scores bridges' links; the metrics read it when set.
-	monitor *controlplane.Monitor
 
 	stop     chan struct{} // closed by Close: background loops end
 	stopOnce sync.Once
@@ -204,8 +202,11 @@ func (s *server) routes() http.Handler {
 	mux.HandleFunc("GET /healthz", s.healthz)
 	reg := controlplane.NewRegistry(controlplane.RegistryOptions{
 		Media: s.mediaFigures, Sessions: s.sig.Sessions, Links: s.links, AlertsActive: s.alertsActive,
+		Reconnects: s.sig.Reconnects,
 	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	// The metrics name every bridge and conference and how their links
+	// fare: for Prometheus with a technician token, or from this machine.
+	mux.Handle("GET /metrics", s.technicianOrLoopback(promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})))
 	mux.Handle("/debug/pprof/", s.technicianOrLoopback(http.HandlerFunc(pprof.Index)))
 	mux.Handle("/debug/pprof/cmdline", s.technicianOrLoopback(http.HandlerFunc(pprof.Cmdline)))
 	mux.Handle("/debug/pprof/profile", s.technicianOrLoopback(http.HandlerFunc(pprof.Profile)))
@@ -240,18 +241,18 @@ func (s *server) mediaFigures() controlplane.MediaFigures {
 
 // links are the monitor's bridge links, none without a monitor.
 func (s *server) links() []controlplane.BridgeLink {
-	if s.monitor == nil {
+	if s.mon == nil {
 		return nil
 	}
-	return s.monitor.Links()
+	return s.mon.Links()
 }
 
 // alertsActive counts the monitor's active alerts.
 func (s *server) alertsActive() int {
-	if s.monitor == nil {
+	if s.mon == nil {
 		return 0
 	}
-	return len(s.monitor.Alerts(false))
+	return len(s.mon.Alerts(false))
 }
 
 // latencyFigures converts the SFU's histogram to seconds.
@@ -295,7 +296,7 @@ func (s *server) technicianOrLoopback(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		s.log.Warn("profiling refused", "remote", r.RemoteAddr)
+		s.log.Warn("technicians only: refused", "path", r.URL.Path, "remote", r.RemoteAddr)
 		http.Error(w, "technicians only", http.StatusForbidden)
 	})
 }

@@ -309,10 +309,11 @@ func (l *peerLink) collect(now int64, downs []*DownTrack, tracks []*Track) LinkS
 func (p *Peer) LinkStats() LinkStats {
 	now := p.router.sfu.clock()
 	wall := time.Now()
-	s := p.link.collect(now, p.DownTracks(), p.Tracks())
+	tracks := p.Tracks()
+	s := p.link.collect(now, p.DownTracks(), tracks)
 
 	last := max(p.as.rtcpAt.Load(), p.link.pubRTCPAt.Load())
-	for _, t := range p.Tracks() {
+	for _, t := range tracks {
 		for i := range t.layers {
 			if t.layers[i].present.Load() {
 				last = max(last, t.layers[i].lastPacket.Load())

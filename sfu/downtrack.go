@@ -49,6 +49,7 @@ type DownTrack struct {
 	packets atomic.Uint64
 	bytes   atomic.Uint64
 	rtxSent atomic.Uint64 // packets retransmitted on NACK
+	link    downLink      // what the subscriber's receiver reports say
 	paused  atomic.Bool
 
 	// The allocator's view, touched only by the subscriber's allocation
@@ -438,6 +439,7 @@ func (d *DownTrack) retransmit(seq uint16, now int64) bool {
 	}
 	e.rtxAt, e.rtxDone = now, true
 	d.rtxSent.Add(1)
+	d.link.rtxBytes.Add(uint64(n))
 	return true
 }
 

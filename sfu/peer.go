@@ -85,6 +85,7 @@ type Peer struct {
 	pin     atomic.Int32 // a technician's cap on received layers
 	allocMu sync.Mutex
 	as      allocState
+	link    peerLink
 }
 
 func newPeer(r *Router, id string, l PeerListener, opts PeerOptions) (*Peer, error) {
@@ -401,8 +402,10 @@ func (p *Peer) readSenderRTCP(sender *webrtc.RTPSender, d *DownTrack) {
 		for _, pkt := range pkts {
 			switch pkt := pkt.(type) {
 			case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
+				p.link.plis.Add(1)
 				d.track.requestKeyframe(d.Layer())
 			case *rtcp.TransportLayerNack:
+				p.link.nacks.Add(1)
 				for _, pair := range pkt.Nacks {
 					pair.Range(func(seq uint16) bool {
 						if d.retransmit(seq, now) {
@@ -417,6 +420,7 @@ func (p *Peer) readSenderRTCP(sender *webrtc.RTPSender, d *DownTrack) {
 				for _, r := range pkt.Reports {
 					if r.SSRC == d.ssrc32() {
 						p.onReceiverReport(float64(r.FractionLost) / 256)
+						p.link.onReport(d, r, now, time.Now())
 					}
 				}
 			case *rtcp.ReceiverEstimatedMaximumBitrate:
@@ -485,6 +489,7 @@ func (p *Peer) onRemoteTrack(remote *webrtc.TrackRemote, receiver *webrtc.RTPRec
 			if err != nil {
 				return
 			}
+			p.link.pubRTCPAt.Store(p.router.sfu.clock())
 			for _, pkt := range pkts {
 				if sr, ok := pkt.(*rtcp.SenderReport); ok && sr.SSRC == uint32(remote.SSRC()) {
 					t.onSenderReport(layer, sr.NTPTime, sr.RTPTime)

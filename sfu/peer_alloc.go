@@ -65,6 +65,7 @@ type allocState struct {
 	tracks       []allocTrack
 	downs        []*DownTrack
 	plan, step   []int
+	reason       string // the reason of the newest layer decision
 }
 
 // SetPin caps the layer of every video track this peer receives (a
@@ -170,6 +171,9 @@ func (p *Peer) tick(elapsed time.Duration) {
 		p.relaxLossCap(now, elapsed)
 	}
 	events := p.allocateLocked(now)
+	if len(events) > 0 {
+		p.as.reason = events[len(events)-1].Reason
+	}
 	p.allocMu.Unlock()
 	if ll, ok := p.l.(LayerListener); ok {
 		for _, e := range events {

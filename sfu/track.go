@@ -76,6 +76,7 @@ type layerState struct {
 	rate       atomic.Int64  // measured bits per second; 0 when not being sent
 	cache      atomic.Pointer[packetCache]
 	sr         atomic.Pointer[senderReport] // the layer's newest RTCP sender report
+	recv       recvStats                    // sequence and jitter accounting, for LinkStats
 
 	// Touched only by the layer's read loop.
 	newestTS  uint32
@@ -256,6 +257,7 @@ func (t *Track) readLoop(l int, remote *webrtc.TrackRemote) error {
 	buf := make([]byte, receiveMTU)
 	var p rtp.Packet
 	ls := &t.layers[l]
+	ls.recv.restart()
 	for {
 		n, attrs, err := remote.Read(buf)
 		if err != nil {
@@ -278,6 +280,7 @@ func (t *Track) readLoop(l int, remote *webrtc.TrackRemote) error {
 			if len(p.Payload) > 0 {
 				ls.bytes.Add(uint64(n))
 			}
+			ls.recv.observe(p.SequenceNumber, p.Timestamp, rtpClock(t.clock(), t.codec.ClockRate))
 			if !ls.haveTS || int32(p.Timestamp-ls.newestTS) > 0 {
 				ls.newestTS, ls.haveTS = p.Timestamp, true
 			}

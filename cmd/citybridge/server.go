@@ -196,6 +196,7 @@ func (s *server) routes() http.Handler {
 	api.SetOrigins(s.origins)
 	api.SetMedia(s.sig)
 	api.SetFloor(s.sig)
+	api.SetReadiness(controlplane.NewReadiness(s.store, s.mon, s.sig, s.log))
 	api.OnConferenceChange(s.sig.ConferenceChanged)
 	api.Register(mux)
 	mux.Handle("GET /signal", s.sig)

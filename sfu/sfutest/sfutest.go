@@ -162,6 +162,13 @@ func (p *Publisher) Start() {
 	// pion does not stamp the MID and RID header extensions that let the
 	// receiver tell simulcast layers apart: the players do it.
 	var midID, ridID uint8
+	if p.sender == nil { // a microphone only: nothing to stamp
+		if p.audio != nil {
+			p.wg.Add(1)
+			go func() { defer p.wg.Done(); p.audio.run(ctx) }()
+		}
+		return
+	}
 	for _, ext := range p.sender.GetParameters().HeaderExtensions {
 		switch ext.URI {
 		case sdp.SDESMidURI:

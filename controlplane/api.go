@@ -46,6 +46,7 @@ type API struct {
 	presence PresenceFunc
 	media    MediaControl
 	floor    FloorControl
+	monitor  *Monitor // link quality (api_links.go)
 	log      *slog.Logger
 	origins  *Origins     // pages that may use a login cookie
 	limiter  loginLimiter // failed logins per address
@@ -103,6 +104,7 @@ func (a *API) Register(mux *http.ServeMux) {
 	m.HandleFunc("POST /api/bridges/{id}/terminal-links", a.newTerminalLink)
 	m.HandleFunc("PUT /api/conferences/{id}/bridges/{bridge}/max-layer", a.pinLayer)
 	a.registerFloor(m)
+	a.registerLinks(m)
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no such API route")
 	})

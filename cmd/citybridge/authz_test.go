@@ -172,6 +172,13 @@ func apiTable() []apiOp {
 		{"PUT", "/api/users/{name}/password", 204, fixed("/api/users/someone/password", `{"password":"another-long-1"}`)},
 		{"GET", "/api/backup", 200, fixed("/api/backup", "")},
 		{"GET", "/api/audit", 200, fixed("/api/audit", "")},
+		{"GET", "/api/links", 200, fixed("/api/links", "")},
+		{"GET", "/api/bridges/{id}/history", 200, fixed("/api/bridges/commune-001/history", "")},
+		{"GET", "/api/events", 200, fixed("/api/events?format=csv", "")},
+		{"GET", "/api/alerts", 200, fixed("/api/alerts?recent=1", "")},
+		// Nobody is joined: an allowed action reaches the media side, which
+		// answers 409 not_joined.
+		{"POST", "/api/conferences/{id}/bridges/{bridge}/actions/{action}", 409, fixed(c+"/bridges/commune-001/actions/keyframe", "")},
 	}
 }
 

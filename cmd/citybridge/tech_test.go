@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 )
@@ -9,8 +10,8 @@ import (
 // TestBrowserTechnicianDashboard: two room terminals in Chromium and the
 // technicians' dashboard (/tech) opened with a technician link. Both
 // bridges get a tile with a state and a score; a tile opens the detail
-// panel, whose history chart is drawn and whose event log lists the
-// joins; "request keyframe" is acknowledged; "page reload" reloads that
+// panel, whose history chart is drawn; "request keyframe" is acknowledged
+// and listed in the panel's event log; "page reload" reloads that
 // room's page (a marker left on its window is gone) and the room joins
 // again by itself.
 func TestBrowserTechnicianDashboard(t *testing.T) {
@@ -67,7 +68,7 @@ func TestBrowserTechnicianDashboard(t *testing.T) {
 		rtt, err := eval[string](tech, `document.querySelector('#figures [data-fig="rtt"]')?.textContent || ""`)
 		return err == nil && rtt != "", fmt.Sprint(rtt, err)
 	})
-	waitUntil(t, 40*time.Second, "a history chart drawn and the event log listed", func() (bool, string) {
+	waitUntil(t, 40*time.Second, "a history chart drawn", func() (bool, string) {
 		// loadDetail runs every 10 s while the panel is open.
 		got, err := eval[map[string]int](tech, `(() => {
 			const c = document.querySelector('#charts [data-chart="rtt"] canvas');
@@ -76,14 +77,12 @@ func TestBrowserTechnicianDashboard(t *testing.T) {
 				const px = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
 				for (let i = 3; i < px.length; i += 4) if (px[i] > 0) painted++;
 			}
-			return { points: citybridge.history.length, painted,
-				events: document.querySelectorAll("#events tr.event").length,
-				joins: citybridge.events.filter((e) => e.kind === "join").length };
+			return { points: citybridge.history.length, painted };
 		})()`)
 		if err != nil {
 			return false, err.Error()
 		}
-		return got["points"] >= 2 && got["painted"] > 100 && got["events"] > 0 && got["joins"] > 0, fmt.Sprint(got)
+		return got["points"] >= 2 && got["painted"] > 100, fmt.Sprint(got)
 	})
 
 	// Request a keyframe: acknowledged, and in the event log.
@@ -96,9 +95,15 @@ func TestBrowserTechnicianDashboard(t *testing.T) {
 	if text, _ := eval[string](tech, `document.getElementById("action-result").className`); text != "action-result ok" {
 		t.Errorf("action result shown as %q, want ok", text)
 	}
-	waitUntil(t, 15*time.Second, "the keyframe action in the event log", func() (bool, string) {
-		n, err := eval[int](tech, `citybridge.events.filter((e) => e.kind === "action" && e.cause === "keyframe").length`)
-		return err == nil && n == 1, fmt.Sprint(n, err)
+	waitUntil(t, 15*time.Second, "the keyframe action listed in the event log", func() (bool, string) {
+		rows, err := eval[[]string](tech, `[...document.querySelectorAll("#events tr.event")].map((r) => r.textContent)`)
+		n := 0
+		for _, r := range rows {
+			if strings.Contains(r, "action") && strings.Contains(r, "keyframe") && strings.Contains(r, "technician link") {
+				n++
+			}
+		}
+		return err == nil && n == 1, fmt.Sprint(rows, err)
 	})
 
 	// Reload the first room's page from the dashboard.

@@ -46,6 +46,7 @@ type API struct {
 	presence PresenceFunc
 	media    MediaControl
 	floor    FloorControl
+	monitor  *Monitor // link quality (api_links.go)
 	// readiness runs the pre-conference checks (api_readiness.go).
 	readiness *Readiness
 	log       *slog.Logger
@@ -106,6 +107,7 @@ func (a *API) Register(mux *http.ServeMux) {
 	m.HandleFunc("PUT /api/conferences/{id}/bridges/{bridge}/max-layer", a.pinLayer)
 	a.registerFloor(m)
 	a.registerReadiness(m)
+	a.registerLinks(m)
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no such API route")
 	})

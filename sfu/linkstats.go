@@ -20,8 +20,10 @@ type LinkStats struct {
 	// LSR and DLSR against our sender reports), else the selected ICE
 	// candidate pair's.
 	RTT time.Duration
-	// LossDown is the fraction lost towards the participant (its newest
-	// receiver reports over its video down tracks, else audio), 0..1.
+	// LossDown is the fraction lost towards the participant over the last
+	// five calls (seconds), from the cumulative counts in its receiver
+	// reports on its video down tracks (else audio), the worst track's;
+	// the newest report's own fraction until a second report is in. 0..1.
 	LossDown float64
 	// JitterDown is the interarrival jitter the participant reports.
 	JitterDown time.Duration
@@ -176,10 +178,14 @@ func (r *recvStats) observe(seq uint16, ts, arrival uint32) {
 
 // downLink is what a subscriber's receiver reports say of one down track.
 type downLink struct {
-	lost     atomic.Uint32 // newest fraction lost, in 1/256
-	jitter   atomic.Uint32 // newest interarrival jitter, clock units
-	at       atomic.Int64  // when that report came (monotonic ns), 0 never
-	rtxBytes atomic.Uint64 // payload bytes retransmitted on NACKs
+	lost atomic.Uint32 // newest fraction lost, in 1/256
+	// The newest report's cumulative count of packets lost and extended
+	// highest sequence number received, for the loss over lossWindow.
+	totalLost atomic.Uint32
+	highest   atomic.Uint32
+	jitter    atomic.Uint32 // newest interarrival jitter, clock units
+	at        atomic.Int64  // when that report came (monotonic ns), 0 never
+	rtxBytes  atomic.Uint64 // payload bytes retransmitted on NACKs
 }
 
 // peerLink is a peer's link accounting.
@@ -194,6 +200,33 @@ type peerLink struct {
 	at   int64      // when the previous call ran, 0 never
 	sent map[*DownTrack]uint64
 	recv map[*Track][MaxLayers]recvMark
+	// reports holds each down track's report counters at the last
+	// lossWindow calls, oldest first.
+	reports map[*DownTrack][]reportMark
+}
+
+// reportMark is a down track's receiver-report counters at one call.
+type reportMark struct{ lost, highest uint32 }
+
+// lossWindow is how many calls (seconds) the loss towards the participant
+// is measured over: one report's fraction covers about a second, a
+// hundred or so packets, too few to tell 3% from 6%.
+const lossWindow = 5
+
+// windowLoss is the fraction lost between the oldest and newest marks, and
+// whether the reports moved on at all.
+func windowLoss(marks []reportMark) (float64, bool) {
+	if len(marks) < 2 {
+		return 0, false
+	}
+	first, last := marks[0], marks[len(marks)-1]
+	expected := int64(last.highest - first.highest)
+	if expected <= 0 || expected > 1<<24 {
+		return 0, false
+	}
+	// TotalLost is 24-bit signed on the wire (duplicates make it go down).
+	lost := int64(int32(last.lost<<8)>>8) - int64(int32(first.lost<<8)>>8)
+	return min(max(float64(lost)/float64(expected), 0), 1), true
 }
 
 // recvMark is an upstream layer's counters at the previous call.
@@ -205,6 +238,8 @@ type recvMark struct {
 // now (monotonic ns) and wall.
 func (l *peerLink) onReport(d *DownTrack, r rtcp.ReceptionReport, now int64, wall time.Time) {
 	d.link.lost.Store(uint32(r.FractionLost))
+	d.link.totalLost.Store(r.TotalLost)
+	d.link.highest.Store(r.LastSequenceNumber)
 	d.link.jitter.Store(r.Jitter)
 	d.link.at.Store(now)
 	if rtt, ok := reportRTT(ntpCompact(wall), r.LastSenderReport, r.Delay); ok {
@@ -226,6 +261,7 @@ func (l *peerLink) collect(now int64, downs []*DownTrack, tracks []*Track) LinkS
 
 	// Towards the participant.
 	sent := make(map[*DownTrack]uint64, len(downs))
+	reports := make(map[*DownTrack][]reportMark, len(downs))
 	var sentBytes uint64
 	var video, audio struct {
 		lost   float64
@@ -247,13 +283,22 @@ func (l *peerLink) collect(now int64, downs []*DownTrack, tracks []*Track) LinkS
 		}
 		if at := d.link.at.Load(); at != 0 && now-at < int64(reportFresh) {
 			agg.n++
-			agg.lost = max(agg.lost, float64(d.link.lost.Load())/256)
+			marks := append(l.reports[d], reportMark{lost: d.link.totalLost.Load(), highest: d.link.highest.Load()})
+			if len(marks) > lossWindow {
+				marks = marks[len(marks)-lossWindow:]
+			}
+			reports[d] = marks
+			lost, ok := windowLoss(marks)
+			if !ok {
+				lost = float64(d.link.lost.Load()) / 256 // the newest report's, until there are two
+			}
+			agg.lost = max(agg.lost, lost)
 			if rate := d.codec.ClockRate; rate > 0 {
 				agg.jitter = max(agg.jitter, time.Duration(uint64(d.link.jitter.Load())*uint64(time.Second)/uint64(rate)))
 			}
 		}
 	}
-	l.sent = sent
+	l.sent, l.reports = sent, reports
 	if video.n == 0 {
 		video = audio
 	}

@@ -288,3 +288,41 @@ func TestLinkStatsLive(t *testing.T) {
 		return len(pubs[1].KeyframeRequests("q")) > before
 	})
 }
+
+// TestLinkStatsLossDownWindow: the loss towards the participant is the
+// share of packets lost over the last five seconds of its receiver
+// reports' cumulative counts, steady where each report's own fraction of
+// a second swings; wrap-around of the sequence counts is handled.
+func TestLinkStatsLossDownWindow(t *testing.T) {
+	now := int64(time.Second)
+	video := newDownTrack(newBareTrack(&now), nil, "video-hub-1", LayerHigh)
+	var l peerLink
+	wall := time.Now()
+	highest, lost := uint32(0xffff_ff00), uint32(0)
+	perSecond := []uint32{2, 9, 3, 8, 3, 7, 5, 2, 9, 5} // out of 100: 5% on average, 2-9% each second
+	var got []float64
+	for i, n := range perSecond {
+		highest += 100
+		lost += n
+		l.onReport(video, rtcp.ReceptionReport{FractionLost: uint8(n * 256 / 100), TotalLost: lost, LastSequenceNumber: highest}, now, wall)
+		s := l.collect(now, []*DownTrack{video}, nil)
+		got = append(got, s.LossDown)
+		if i == 0 && s.LossDown != float64(uint8(2*256/100))/256 {
+			t.Errorf("first report: LossDown %v, want its own fraction", s.LossDown)
+		}
+		now += int64(time.Second)
+	}
+	// From the fifth second on, the window holds four intervals.
+	for i := 4; i < len(perSecond); i++ {
+		var sum uint32
+		for _, n := range perSecond[i-3 : i+1] {
+			sum += n
+		}
+		if want := float64(sum) / 400; got[i] != want {
+			t.Errorf("second %d: LossDown %v, want %v (the last four intervals)", i, got[i], want)
+		}
+	}
+	if got[9] < 0.04 || got[9] > 0.07 {
+		t.Errorf("LossDown %v after ten seconds of 5%% loss", got[9])
+	}
+}

@@ -1,7 +1,9 @@
 // Package web holds the browser pages, embedded in the binary: the host
 // console (/host), the room terminal (/room), the technicians' index of
-// room terminals (/rooms). Plain HTML, CSS and ES modules: no build step,
-// nothing fetched from outside the server.
+// room terminals (/rooms) and link dashboard (/tech). Plain HTML, CSS and
+// ES modules: no build step, nothing fetched from outside the server (the
+// one library, uPlot for the dashboard's charts, is vendored in
+// static/vendor with its licence).
 package web
 
 import (
@@ -26,6 +28,7 @@ var pages = map[string]string{
 	"/room":  "room.html",
 	"/rooms": "rooms.html",
 	"/admin": "admin.html",
+	"/tech":  "tech.html",
 }
 
 // Register mounts the pages and /static/ on mux.

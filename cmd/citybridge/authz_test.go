@@ -172,6 +172,25 @@ func apiTable() []apiOp {
 		{"PUT", "/api/users/{name}/password", 204, fixed("/api/users/someone/password", `{"password":"another-long-1"}`)},
 		{"GET", "/api/backup", 200, fixed("/api/backup", "")},
 		{"GET", "/api/audit", 200, fixed("/api/audit", "")},
+		{"GET", "/api/links", 200, fixed("/api/links", "")},
+		{"GET", "/api/bridges/{id}/history", 200, fixed("/api/bridges/commune-001/history", "")},
+		{"GET", "/api/events", 200, fixed("/api/events?format=csv", "")},
+		{"GET", "/api/alerts", 200, fixed("/api/alerts?recent=1", "")},
+		// Nobody is joined: an allowed action reaches the media side, which
+		// answers 409 not_joined.
+		{"POST", "/api/conferences/{id}/bridges/{bridge}/actions/{action}", 409, fixed(c+"/bridges/commune-001/actions/keyframe", "")},
+		// Each allowed start checks a conference of its own (a second
+		// start on one conference while its check runs answers 409).
+		{"POST", "/api/conferences/{id}/readiness", 202, func(t *testing.T, ts *testServer) (string, string) {
+			conf, err := ts.store.CreateConference(controlplane.Conference{Title: next("readiness "), Bridges: []string{"commune-001"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return "/api/conferences/" + conf.ID + "/readiness", ""
+		}},
+		// No check has run on c1: an allowed caller is told so
+		// (TestReadinessReport reads a finished report).
+		{"GET", "/api/conferences/{id}/readiness", 404, fixed(c+"/readiness", "")},
 	}
 }
 

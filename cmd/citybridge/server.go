@@ -197,6 +197,9 @@ func (s *server) routes() http.Handler {
 	api.SetMedia(s.sig)
 	api.SetFloor(s.sig)
 	api.SetReadiness(controlplane.NewReadiness(s.store, s.mon, s.sig, s.log))
+	api.SetMonitor(s.mon)
+	// The technicians' dashboard: the links view once a second.
+	mux.Handle("GET /api/links/live", s.sig.LinksLive(func() (any, error) { return api.LinksView() }))
 	api.OnConferenceChange(s.sig.ConferenceChanged)
 	api.Register(mux)
 	mux.Handle("GET /signal", s.sig)

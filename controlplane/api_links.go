@@ -62,7 +62,8 @@ func (a *API) LinksView() (LinksView, error) {
 	if err != nil {
 		return out, err
 	}
-	reg := make(map[string]Bridge, len(bs))
+	reg := make(map[string]Bridge, len(bs)+1)
+	reg[HubBridge.ID] = HubBridge
 	for _, b := range bs {
 		reg[b.ID] = b
 	}

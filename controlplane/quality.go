@@ -31,7 +31,9 @@ import (
 //
 // The score is then capped by what the room actually sees:
 //
-//	video paused for lack of bandwidth     at most 40 (poor)
+//	all its video paused for bandwidth     at most 40 (poor)
+//	some of its video paused (the hub's    at most 70 (fair)
+//	wall of 116 small pictures)
 //	low layer because of bandwidth         at most 70 (fair)
 //	middle layer because of bandwidth      at most 85
 //	a freeze reported in the last sample   at most 70 (fair)
@@ -81,6 +83,7 @@ type LinkSample struct {
 	Layer       int    `json:"layer"`        // highest video layer served (LayerNone: none)
 	LayerReason string `json:"layer_reason"` // the allocator's reason: best, bandwidth, paused, pinned, limit
 	Paused      int    `json:"paused"`       // video tracks paused for lack of bandwidth
+	VideoTracks int    `json:"video_tracks"` // video tracks it receives (0: not known)
 
 	NACKs          uint64 `json:"nacks"`           // NACKs received from the room (cumulative)
 	PLIs           uint64 `json:"plis"`            // PLIs and FIRs received from the room (cumulative)
@@ -141,7 +144,10 @@ func Score(s LinkSample) (score int, state, cause string) {
 	if s.Freezes > 0 {
 		capTo(70, "freezes")
 	}
-	if s.Paused > 0 || s.LayerReason == "paused" {
+	switch {
+	case s.Paused > 0 && s.Paused < s.VideoTracks:
+		capTo(70, "paused")
+	case s.Paused > 0 || s.LayerReason == "paused":
 		capTo(40, "paused")
 	}
 	score = int(math.Round(f))

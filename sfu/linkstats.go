@@ -46,8 +46,10 @@ type LinkStats struct {
 	// LayerReason is the reason of the allocator's last layer decision for
 	// it (ReasonBest, ReasonBandwidth...).
 	LayerReason string
-	// Paused counts its video down tracks paused for lack of bandwidth.
-	Paused int
+	// Paused counts its video down tracks paused for lack of bandwidth,
+	// of VideoTracks.
+	Paused      int
+	VideoTracks int
 	// NACKs counts the NACK packets and PLIs the PLI and FIR packets the
 	// participant sent us (cumulative).
 	NACKs, PLIs uint64
@@ -277,6 +279,7 @@ func (l *peerLink) collect(now int64, downs []*DownTrack, tracks []*Track) LinkS
 		if d.kind == webrtc.RTPCodecTypeVideo {
 			agg = &video
 			s.Layer = max(s.Layer, d.Layer())
+			s.VideoTracks++
 			if d.Paused() {
 				s.Paused++
 			}

@@ -69,8 +69,20 @@ func (s *Server) observeLoop() {
 			for _, c := range confs {
 				c.observe(now)
 			}
+			s.roundMu.Lock()
+			close(s.round) // the live feeds send the new figures now
+			s.round = make(chan struct{})
+			s.roundMu.Unlock()
 		}
 	}
+}
+
+// observedRound returns a channel closed when the next round of samples
+// has been given to the monitor.
+func (s *Server) observedRound() <-chan struct{} {
+	s.roundMu.Lock()
+	defer s.roundMu.Unlock()
+	return s.round
 }
 
 // observe samples the links of the conference's members.
@@ -104,6 +116,7 @@ func (c *conference) sample(m *member, now time.Time) controlplane.LinkSample {
 		Layer:          ls.Layer,
 		LayerReason:    ls.LayerReason,
 		Paused:         ls.Paused,
+		VideoTracks:    ls.VideoTracks,
 		NACKs:          ls.NACKs,
 		PLIs:           ls.PLIs,
 		RetransmittedB: ls.RetransmittedBytes,

@@ -87,9 +87,17 @@ func (s *Server) LinksLive(view func() (any, error)) http.Handler {
 				}
 			}
 		}()
-		tick := time.NewTicker(observeEvery)
-		defer tick.Stop()
+		// A view follows each round of samples, so a bridge's change
+		// reaches the dashboard as soon as the monitor has it; without a
+		// monitor, once a second.
+		var tick <-chan time.Time
+		if s.cfg.Monitor == nil {
+			t := time.NewTicker(observeEvery)
+			defer t.Stop()
+			tick = t.C
+		}
 		for {
+			next := s.observedRound()
 			v, err := view()
 			if err != nil {
 				s.log.Error("live links view", "err", err)
@@ -108,7 +116,8 @@ func (s *Server) LinksLive(view func() (any, error)) http.Handler {
 				return
 			case <-s.stopObserving:
 				return
-			case <-tick.C:
+			case <-next:
+			case <-tick:
 			}
 		}
 	})

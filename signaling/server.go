@@ -83,6 +83,8 @@ type Server struct {
 
 	stopObserving chan struct{}
 	observing     sync.WaitGroup
+	roundMu       sync.Mutex
+	round         chan struct{} // closed after each round of samples
 
 	reconnects atomic.Uint64 // sessions resumed within the grace period
 }
@@ -113,6 +115,7 @@ func New(cfg Config) *Server {
 		conferences:   map[string]*conference{},
 		fails:         newFailedJoins(),
 		stopObserving: make(chan struct{}),
+		round:         make(chan struct{}),
 	}
 	if cfg.Monitor != nil {
 		s.observing.Add(1)

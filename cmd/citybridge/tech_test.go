@@ -5,16 +5,18 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"citybridge/signaling/terminal"
 )
 
-// TestBrowserTechnicianDashboard: two room terminals in Chromium and the
+// TestBrowserTechnicianActions: two room terminals in Chromium and the
 // technicians' dashboard (/tech) opened with a technician link. Both
 // bridges get a tile with a state and a score; a tile opens the detail
 // panel, whose history chart is drawn; "request keyframe" is acknowledged
 // and listed in the panel's event log; "page reload" reloads that
 // room's page (a marker left on its window is gone) and the room joins
 // again by itself.
-func TestBrowserTechnicianDashboard(t *testing.T) {
+func TestBrowserTechnicianActions(t *testing.T) {
 	t.Parallel()
 	ts := startTestServer(t)
 	rooms := []string{"commune-001", "ward-017"}
@@ -128,4 +130,103 @@ func TestBrowserTechnicianDashboard(t *testing.T) {
 	if st, err := eval[string](roomTabs[rooms[1]], `citybridge.state`); err != nil || st != "connected" {
 		t.Errorf("%s: state %q (%v), want connected", rooms[1], st, err)
 	}
+}
+
+// TestBrowserTechnicianDashboard: 116 synthetic room terminals and a
+// synthetic hub in a conference, Chromium on /tech with a technician link.
+// 116 room tiles render; one terminal's line is cut and its tile turns
+// "lost" on screen within 5 s; the line is restored, the technician
+// clicks "ICE restart" in that bridge's panel, the request reaches the
+// terminal, and its tile is good again. The screenshot is the README's.
+func TestBrowserTechnicianDashboard(t *testing.T) {
+	requireMediaPass(t) // 117 terminals: it needs the machine to itself
+	ts := startTestServer(t)
+	const n = 116
+	_, rooms := startFleet(t, ts, n, "q")
+	waitUntil(t, 90*time.Second, "every terminal receiving the hub", func() (bool, string) {
+		got := rooms.Receiving(2 * time.Second)
+		return got == n, fmt.Sprintf("%d of %d", got, n)
+	})
+	tech := openTab(t, newBrowser(t), "tech", ts.base+"/tech#t="+ts.demo.TechnicianToken)
+	saveScreenshotsOnFailure(t, tech)
+
+	type tile struct{ Bridge, State string }
+	tiles := func() (map[string]string, error) {
+		got, err := eval[[]tile](tech, `[...document.querySelectorAll(".link-tile:not([hidden])")].map((e) => ({bridge: e.dataset.bridge, state: e.dataset.state}))`)
+		m := map[string]string{}
+		for _, tl := range got {
+			m[tl.Bridge] = tl.State
+		}
+		return m, err
+	}
+	ids := map[string]bool{}
+	for _, tm := range rooms.Terminals {
+		ids[tm.Bridge()] = true
+	}
+	waitUntil(t, 30*time.Second, "116 room tiles, every one good", func() (bool, string) {
+		m, err := tiles()
+		if err != nil {
+			return false, err.Error()
+		}
+		shown, good := 0, 0
+		var other []string
+		for id := range ids {
+			if st, ok := m[id]; ok {
+				shown++
+				if st == "good" {
+					good++
+				} else if len(other) < 5 {
+					other = append(other, id+" "+st)
+				}
+			}
+		}
+		return shown == n && good == n, fmt.Sprintf("%d tiles of rooms, %d good; e.g. %v", shown, good, other)
+	})
+
+	// Cut one terminal's line.
+	const i = 57
+	term, line := rooms.Terminals[i], rooms.Links[i]
+	id := term.Bridge()
+	line.Cut()
+	cut := time.Now()
+	waitUntil(t, 5*time.Second, id+"'s tile lost on screen", func() (bool, string) {
+		m, err := tiles()
+		return err == nil && m[id] == "lost", fmt.Sprint(m[id], err)
+	})
+	lostAfter := time.Since(cut)
+	if m, _ := tiles(); len(m) > 0 {
+		lost := 0
+		for b, st := range m {
+			if st == "lost" && b != id {
+				lost++
+			}
+		}
+		if lost > 0 {
+			t.Errorf("%d other tiles lost too", lost)
+		}
+	}
+	docScreenshot(t, tech, "tech-dashboard")
+
+	// Restore it, wait for the terminal to be back, and restart its ICE
+	// from the dashboard.
+	line.Restore()
+	waitUntil(t, 30*time.Second, id+"'s terminal back", func() (bool, string) {
+		return term.State() == terminal.StateConnected, term.State()
+	})
+	actions, restarts := term.Actions(), term.ICERestarts()
+	click(t, tech, `.link-tile[data-bridge="`+id+`"]`)
+	waitUntil(t, 10*time.Second, "the detail panel of "+id, func() (bool, string) {
+		b, err := eval[string](tech, `citybridge.selected?.bridge || ""`)
+		return err == nil && b == id, fmt.Sprint(b, err)
+	})
+	click(t, tech, `#actions button[data-action="ice_restart"]`)
+	waitUntil(t, 10*time.Second, "the ICE restart reaching the terminal", func() (bool, string) {
+		got, _ := eval[map[string]any](tech, `citybridge.lastAction || {}`)
+		return term.Actions() > actions && term.ICERestarts() > restarts, fmt.Sprintf("terminal: %d actions, %d ICE restarts; page: %v", term.Actions(), term.ICERestarts(), got)
+	})
+	waitUntil(t, 30*time.Second, id+"'s tile good again", func() (bool, string) {
+		m, err := tiles()
+		return err == nil && m[id] == "good", fmt.Sprint(m[id], err)
+	})
+	t.Logf("%s lost on screen %v after the cut; good again %v after the cut", id, lostAfter.Round(100*time.Millisecond), time.Since(cut).Round(100*time.Millisecond))
 }

@@ -234,7 +234,9 @@ func judge(b Bridge, a *acc, absent bool) ReadinessRow {
 	if row.RecvBps == 0 {
 		why = append(why, "sends no media")
 	}
-	if row.SentBps == 0 {
+	if row.SentBps == 0 && a.camera != nil && *a.camera {
+		// Without a camera there is no picture to send back: the missing
+		// camera is the reason, not the downlink.
 		why = append(why, "receives no media")
 	}
 	if a.camera == nil || !*a.camera {

@@ -155,4 +155,38 @@ func TestReadinessReport(t *testing.T) {
 			t.Errorf("CSV row %v: result %s, want %s", row, row[3], want)
 		}
 	}
+
+	// The same from the dashboard: pick the conference, run the check,
+	// read the table.
+	tech := openTab(t, newBrowser(t), "tech", ts.base+"/tech#t="+ts.demo.TechnicianToken)
+	saveScreenshotsOnFailure(t, tech)
+	waitUntil(t, 10*time.Second, "the conference in the readiness list", func() (bool, string) {
+		ok, err := eval[bool](tech, `(() => { const s = document.getElementById("ready-conf");
+			if (![...s.options].some((o) => o.value === `+strconvQuote(conf)+`)) return false;
+			s.value = `+strconvQuote(conf)+`; s.dispatchEvent(new Event("change"));
+			document.getElementById("readiness").open = true; return true; })()`)
+		return err == nil && ok, fmt.Sprint(ok, err)
+	})
+	click(t, tech, "#ready-run")
+	type row struct{ Bridge, Class string }
+	waitUntil(t, 40*time.Second, "the dashboard's readiness table", func() (bool, string) {
+		rows, err := eval[[]row](tech, `citybridge.readiness && !citybridge.readiness.running && citybridge.readiness.started > `+strconvQuote(rep.Finished.Format(time.RFC3339Nano))+`
+			? [...document.querySelectorAll("#ready-rows tr")].map((r) => ({bridge: r.dataset.bridge, class: r.className})) : []`)
+		if err != nil || len(rows) != 10 {
+			return false, fmt.Sprint(rows, err)
+		}
+		var failed []string
+		for _, r := range rows {
+			if strings.Contains(r.Class, "fail") {
+				failed = append(failed, r.Bridge)
+			}
+		}
+		return len(failed) == 2 && failed[0] != failed[1] && (failed[0] == noCamera || failed[0] == narrow) && (failed[1] == noCamera || failed[1] == narrow),
+			fmt.Sprintf("failing on the page: %v", failed)
+	})
+	if hidden, _ := eval[bool](tech, `document.getElementById("ready-csv").hidden`); hidden {
+		t.Error("no CSV download offered with the report")
+	}
 }
+
+func strconvQuote(s string) string { b, _ := json.Marshal(s); return string(b) }

@@ -464,12 +464,129 @@ function wireActions() {
   for (const id of ["sort", "filter-state", "filter-area"]) el(id).addEventListener("change", renderTiles);
 }
 
+// --- readiness check ---
+
+// The readiness check of a conference's invited bridges: started here,
+// followed until it finishes, its report shown as a table and offered as
+// CSV. page.readiness holds the last report seen.
+async function loadConferences() {
+  const select = el("ready-conf");
+  try {
+    const confs = await api("GET", "/api/conferences");
+    select.replaceChildren(
+      ...confs
+        .filter((c) => c.state !== "ended")
+        .map((c) => {
+          const o = document.createElement("option");
+          o.value = c.id;
+          o.textContent = `${c.title} (${c.id})`;
+          return o;
+        }),
+    );
+    if (select.value) followReadiness(select.value, false);
+  } catch (e) {
+    el("ready-status").textContent = errorText(e.code, e.message);
+  }
+}
+
+async function followReadiness(conf, started) {
+  const status = el("ready-status");
+  for (;;) {
+    let rep;
+    try {
+      rep = await api("GET", `/api/conferences/${encodeURIComponent(conf)}/readiness`);
+    } catch (e) {
+      if (e.status === 404 && !started) status.textContent = t("ready_none");
+      else status.textContent = errorText(e.code, e.message);
+      return;
+    }
+    if (el("ready-conf").value !== conf) return; // another conference chosen meanwhile
+    page.readiness = rep;
+    renderReadiness(rep);
+    if (!rep.running) return;
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+}
+
+function renderReadiness(rep) {
+  const status = el("ready-status");
+  const table = document.querySelector(".ready-table");
+  el("ready-run").disabled = rep.running;
+  if (rep.running) {
+    status.textContent = t("ready_running");
+    table.hidden = true;
+    el("ready-csv").hidden = true;
+    return;
+  }
+  status.textContent = t("ready_done", { passed: rep.passed, failed: rep.failed, at: time(rep.finished) });
+  const yes = (b) => (b === undefined || b === null ? "–" : b ? "✓" : "✗");
+  const rows = el("ready-rows");
+  rows.replaceChildren(
+    ...[...rep.bridges]
+      .sort((a, b) => a.pass - b.pass || a.bridge.localeCompare(b.bridge))
+      .map((r) => {
+        const tr = document.createElement("tr");
+        tr.className = "ready-row " + (r.pass ? "pass" : "fail");
+        tr.dataset.bridge = r.bridge;
+        const cells = [
+          r.name || r.bridge,
+          r.pass ? t("ready_pass") : t("ready_fail"),
+          r.reason || "",
+          r.connected ? Math.round(r.rtt_ms) + " ms" : "–",
+          r.connected ? pct(r.loss) : "–",
+          r.connected ? kbps(r.estimate_bps) : "–",
+          r.connected ? kbps(r.headroom_bps) : "–",
+          yes(r.camera),
+          yes(r.microphone),
+        ];
+        for (const c of cells) {
+          const td = document.createElement("td");
+          td.textContent = c;
+          tr.append(td);
+        }
+        return tr;
+      }),
+  );
+  table.hidden = false;
+  el("ready-csv").hidden = false;
+}
+
+async function downloadReadinessCSV() {
+  const conf = el("ready-conf").value;
+  const headers = token ? { Authorization: "Bearer " + token } : {};
+  const r = await fetch(`/api/conferences/${encodeURIComponent(conf)}/readiness?format=csv`, { headers });
+  if (!r.ok) return;
+  const a = document.createElement("a");
+  a.href = URL.createObjectURL(await r.blob());
+  a.download = `citybridge-readiness-${conf}.csv`;
+  a.click();
+  setTimeout(() => URL.revokeObjectURL(a.href), 10000);
+}
+
+function wireReadiness() {
+  el("ready-run").addEventListener("click", async () => {
+    const conf = el("ready-conf").value;
+    if (!conf) return;
+    try {
+      renderReadiness(await api("POST", `/api/conferences/${encodeURIComponent(conf)}/readiness`));
+      followReadiness(conf, true);
+    } catch (e) {
+      el("ready-status").textContent = errorText(e.code, e.message);
+    }
+  });
+  el("ready-conf").addEventListener("change", () => followReadiness(el("ready-conf").value, false));
+  el("ready-csv").addEventListener("click", downloadReadinessCSV);
+}
+
 apply();
 mountSwitch(el("lang"), () => {
   render();
   drawCharts();
   renderEvents();
+  if (page.readiness) renderReadiness(page.readiness);
 });
 wireActions();
+wireReadiness();
+loadConferences();
 startPolling();
 openFeed();

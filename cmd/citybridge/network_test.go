@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"crypto/sha1"
 	"crypto/tls"
@@ -128,6 +129,13 @@ func TestNoExternalAddresses(t *testing.T) {
 			return err
 		}
 		n++
+		// A vendored library's licence banner (/*! … */) names its home
+		// page; it is a comment, never fetched.
+		if bytes.HasPrefix(b, []byte("/*!")) {
+			if end := bytes.Index(b, []byte("*/")); end > 0 {
+				b = b[end+2:]
+			}
+		}
 		for _, m := range external.FindAll(b, -1) {
 			t.Errorf("%s references %q", path, m)
 		}

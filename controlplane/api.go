@@ -107,6 +107,7 @@ func (a *API) Register(mux *http.ServeMux) {
 	m.HandleFunc("PUT /api/conferences/{id}/bridges/{bridge}/max-layer", a.pinLayer)
 	a.registerFloor(m)
 	a.registerReadiness(m)
+	a.registerViewers(m)
 	a.registerLinks(m)
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no such API route")

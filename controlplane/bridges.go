@@ -23,6 +23,9 @@ const (
 	KindWard        Kind = "ward"
 	KindSpecialZone Kind = "special_zone"
 	KindHub         Kind = "hub"
+	// KindViewer is the pseudo-bridge of listen-only viewers (never in
+	// the registry).
+	KindViewer Kind = "viewer"
 )
 
 // Bridge is one connected meeting room ("bridge point").

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -56,7 +57,7 @@ type ReadinessRow struct {
 	RTTMs       float64 `json:"rtt_ms"`
 	Loss        float64 `json:"loss"` // the worse direction, the worst second
 	JitterMs    float64 `json:"jitter_ms"`
-	EstimateBps int     `json:"estimate_bps"`
+	EstimateBps int     `json:"estimate_bps"` // the median of the test's seconds
 	HeadroomBps int     `json:"headroom_bps"` // estimate above what the full layer needs (negative: short of it)
 	SentBps     int     `json:"sent_bps"`     // mean bitrate sent to the bridge
 	RecvBps     int     `json:"recv_bps"`     // mean bitrate received from it
@@ -136,7 +137,7 @@ type acc struct {
 	rtt, jitter        float64
 	loss               float64
 	sent, recv         int
-	estimate           int
+	estimates          []int
 	camera, microphone *bool
 	path               string
 	lastAt             time.Time
@@ -174,7 +175,7 @@ func (r *Readiness) run(rep *ReadinessReport, bridges []Bridge, absent map[strin
 				a.loss = max(a.loss, s.LossDown, s.LossUp)
 				a.sent += s.SentBps
 				a.recv += s.RecvBps
-				a.estimate = max(a.estimate, s.EstimateBps)
+				a.estimates = append(a.estimates, s.EstimateBps)
 				if s.Camera != nil {
 					a.camera = s.Camera
 				}
@@ -225,8 +226,11 @@ func judge(b Bridge, a *acc, absent bool) ReadinessRow {
 	row.JitterMs = math.Round(a.jitter/n*10) / 10
 	row.Loss = a.loss
 	row.SentBps, row.RecvBps = a.sent/a.n, a.recv/a.n
-	row.EstimateBps = a.estimate
-	row.HeadroomBps = a.estimate - ReadinessFullLayer
+	// The median: the estimate starts where every link starts and
+	// settles on what this one carries.
+	slices.Sort(a.estimates)
+	row.EstimateBps = a.estimates[len(a.estimates)/2]
+	row.HeadroomBps = row.EstimateBps - ReadinessFullLayer
 	row.Camera, row.Microphone, row.Path = a.camera, a.microphone, a.path
 	if a.lost > 0 {
 		why = append(why, fmt.Sprintf("link lost for %d s of the test", a.lost))

@@ -22,13 +22,16 @@ const (
 	RoleHost       Role = "host"
 	RoleRoom       Role = "room"
 	RoleTechnician Role = "technician"
+	// RoleViewer is a listen-only viewer of one conference, over WHEP
+	// only: every API operation refuses it.
+	RoleViewer Role = "viewer"
 )
 
 // Grant is what a token stands for. Only the token's SHA-256 is stored: a
 // copy of the data file does not let anyone join.
 type Grant struct {
 	Role       Role      `json:"role"`
-	Conference string    `json:"conference,omitempty"` // host tokens: the one conference they chair
+	Conference string    `json:"conference,omitempty"` // host and viewer tokens: their one conference
 	Bridge     string    `json:"bridge,omitempty"`     // room tokens: the one bridge they are
 	Issued     time.Time `json:"issued,omitzero"`
 	// User is the person behind a login session (not stored with tokens).
@@ -74,6 +77,10 @@ func (s *Store) IssueToken(g Grant) (string, error) {
 	case RoleRoom:
 		if g.Bridge == "" {
 			return "", errors.New("a room token needs a bridge")
+		}
+	case RoleViewer:
+		if g.Conference == "" {
+			return "", errors.New("a viewer token needs a conference")
 		}
 	case RoleTechnician:
 	default:
@@ -154,6 +161,18 @@ func (s *Store) AdmitGrant(g Grant, conferenceID string) (Admission, error) {
 			return Admission{}, err
 		}
 		return Admission{Role: RoleRoom, Conference: c, Bridge: b}, nil
+	case RoleViewer:
+		if conferenceID == "" {
+			conferenceID = g.Conference
+		}
+		if conferenceID != g.Conference {
+			return Admission{}, ErrWrongConference
+		}
+		c, err := s.Conference(conferenceID)
+		if err != nil || !c.Joinable() {
+			return Admission{}, ErrConferenceClosed
+		}
+		return Admission{Role: RoleViewer, Conference: c, Bridge: ViewerBridge}, nil
 	}
 	return Admission{}, ErrRoleCannotJoin
 }
@@ -193,9 +212,23 @@ func (s *Store) roomConference(bridgeID, conferenceID string) (Conference, error
 	return Conference{}, ErrConferenceClosed
 }
 
+// ViewerBridge stands for listen-only viewers: they are nobody's bridge.
+var ViewerBridge = Bridge{ID: "viewer", Name: "Viewer", Kind: KindViewer}
+
+// RevokeViewerLinks revokes every viewer token of a conference; it
+// returns how many there were.
+func (s *Store) RevokeViewerLinks(conference string) (int, error) {
+	return s.revokeTokens(func(g Grant) bool { return g.Role == RoleViewer && g.Conference == conference })
+}
+
 // RevokeTerminalLinks revokes every room token of a bridge (a terminal
 // lost or replaced); it returns how many there were.
 func (s *Store) RevokeTerminalLinks(bridge string) (int, error) {
+	return s.revokeTokens(func(g Grant) bool { return g.Role == RoleRoom && g.Bridge == bridge })
+}
+
+// revokeTokens deletes the tokens whose grant matches.
+func (s *Store) revokeTokens(match func(Grant) bool) (int, error) {
 	n := 0
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketTokens)
@@ -205,7 +238,7 @@ func (s *Store) RevokeTerminalLinks(bridge string) (int, error) {
 			if err := jsonUnmarshal(v, &g); err != nil {
 				return err
 			}
-			if g.Role == RoleRoom && g.Bridge == bridge {
+			if match(g) {
 				dead = append(dead, slices.Clone(k))
 			}
 			return nil

@@ -392,9 +392,17 @@ func (p *Peer) LinkStats() LinkStats {
 	return s
 }
 
-// iceTransport returns pc's ICE transport, nil if it has none yet.
+// iceTransport returns pc's ICE transport once it is connected, nil
+// before. (pion's ICETransport reads its gatherer without a lock while the
+// first negotiation starts the transport and writes it; once ICE has
+// connected, that start is long over.)
 func iceTransport(pc *webrtc.PeerConnection) iceView {
 	if pc == nil || pc.SCTP() == nil || pc.SCTP().Transport() == nil {
+		return iceView{}
+	}
+	switch pc.ICEConnectionState() {
+	case webrtc.ICEConnectionStateConnected, webrtc.ICEConnectionStateCompleted:
+	default:
 		return iceView{}
 	}
 	return iceView{pc.SCTP().Transport().ICETransport()}

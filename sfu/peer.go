@@ -81,6 +81,10 @@ type Peer struct {
 	wg          sync.WaitGroup
 	done        chan struct{} // closed by Close
 
+	// clientOffers: a WHEP client negotiates the subscribing connection
+	// by its own offer (AnswerSubscriber); the SFU never offers.
+	clientOffers bool
+
 	start   int          // where the bandwidth estimate starts
 	pin     atomic.Int32 // a technician's cap on received layers
 	allocMu sync.Mutex
@@ -98,6 +102,8 @@ func newPeer(r *Router, id string, l PeerListener, opts PeerOptions) (*Peer, err
 		downs:  map[*DownTrack]*webrtc.RTPSender{},
 		done:   make(chan struct{}),
 		start:  opts.StartBitrate,
+
+		clientOffers: opts.ClientOffers,
 	}
 	if p.start <= 0 {
 		p.start = DefaultStartBitrate
@@ -311,6 +317,9 @@ func (p *Peer) Unsubscribe(d *DownTrack) {
 // shortly, unless one is out already (then it follows the answer).
 func (p *Peer) scheduleOfferLocked() {
 	p.renegotiate = true
+	if p.clientOffers {
+		return // what the client's offer negotiated is all it gets
+	}
 	if p.offering || p.timer != nil || p.closed {
 		return
 	}

@@ -35,6 +35,9 @@ type PeerOptions struct {
 	// technician's override).
 	Pinned bool
 	Pin    int
+	// ClientOffers makes a WHEP peer: its subscribing connection is
+	// negotiated once, by the client's offer (AnswerSubscriber).
+	ClientOffers bool
 }
 
 // allocState is a subscriber's allocation state; guarded by Peer.allocMu.

@@ -176,7 +176,7 @@ func (c *conference) admit(ss *session, resume string) (m *member, resumed bool,
 		old.ss.end(wire.ByeReplaced)
 		old.peer.Close()
 	}
-	opts := sfu.PeerOptions{}
+	opts := sfu.PeerOptions{ClientOffers: ss.headless == headlessWHEP}
 	if ss.adm.Role == controlplane.RoleHost {
 		opts.StartBitrate = sfu.HubStartBitrate // the hub is on the city's fibre
 	}
@@ -186,15 +186,21 @@ func (c *conference) admit(ss *session, resume string) (m *member, resumed bool,
 	}
 	c.mu.Unlock()
 	// The interval is on disk before the page hears it joined (a bridge
-	// that reconnects continues the interval it has open).
-	if err := c.srv.cfg.Store.AttendanceJoin(c.id, id); err != nil {
-		return nil, false, err
+	// that reconnects continues the interval it has open). Viewers are
+	// nobody's bridge: no attendance.
+	viewer := ss.adm.Role == controlplane.RoleViewer
+	if !viewer {
+		if err := c.srv.cfg.Store.AttendanceJoin(c.id, id); err != nil {
+			return nil, false, err
+		}
 	}
 	link := &memberLink{}
 	link.set(ss)
 	peer, err := c.router.NewPeerWith(id, link, opts)
 	if err != nil {
-		_ = c.srv.cfg.Store.AttendanceLeave(c.id, id, controlplane.EndDropped, time.Now())
+		if !viewer {
+			_ = c.srv.cfg.Store.AttendanceLeave(c.id, id, controlplane.EndDropped, time.Now())
+		}
 		return nil, false, err
 	}
 	now := time.Now()
@@ -244,8 +250,10 @@ func (c *conference) leave(ss *session) {
 	case wire.ByeEnded:
 		cause, state = controlplane.EndEnded, wire.StateLeft
 	}
-	if err := c.srv.cfg.Store.AttendanceLeave(c.id, id, cause, time.Now()); err != nil {
-		ss.log.Error("attendance", "err", err)
+	if ss.adm.Bridge.Kind != controlplane.KindViewer {
+		if err := c.srv.cfg.Store.AttendanceLeave(c.id, id, cause, time.Now()); err != nil {
+			ss.log.Error("attendance", "err", err)
+		}
 	}
 	ss.log.Info("left", "cause", cause)
 	c.event(id, controlplane.EventLeave, cause, ss.byeReason)
@@ -271,8 +279,10 @@ func (c *conference) expire(m *member) {
 		ss.end("")
 	}
 	m.peer.Close()
-	if err := c.srv.cfg.Store.AttendanceLeave(c.id, id, controlplane.EndDropped, lost); err != nil {
-		c.log.Error("attendance", "bridge", id, "err", err)
+	if m.ss.adm.Bridge.Kind != controlplane.KindViewer {
+		if err := c.srv.cfg.Store.AttendanceLeave(c.id, id, controlplane.EndDropped, lost); err != nil {
+			c.log.Error("attendance", "bridge", id, "err", err)
+		}
 	}
 	c.log.Info("dropped: did not come back within the grace period", "bridge", id)
 	c.event(id, controlplane.EventLeave, controlplane.EndDropped, "did not come back within the grace period")
@@ -297,7 +307,9 @@ func (c *conference) closeLost() {
 	c.mu.Unlock()
 	for _, m := range lost {
 		m.peer.Close()
-		_ = c.srv.cfg.Store.AttendanceLeave(c.id, m.ss.adm.Bridge.ID, controlplane.EndServerStopped, time.Now())
+		if m.ss.adm.Bridge.Kind != controlplane.KindViewer {
+			_ = c.srv.cfg.Store.AttendanceLeave(c.id, m.ss.adm.Bridge.ID, controlplane.EndServerStopped, time.Now())
+		}
 		c.forget(m.ss.adm.Bridge.ID, controlplane.EndServerStopped)
 	}
 }
@@ -362,7 +374,7 @@ func (c *conference) setState(b controlplane.Bridge, state string) {
 // bridge joined without being on the roster built at the start) and sends
 // the host the entry when change says it changed. The hub has no entry.
 func (c *conference) updateRoll(b controlplane.Bridge, change func(*wire.RosterEntry) bool) {
-	if b.Kind == controlplane.KindHub {
+	if b.Kind == controlplane.KindHub || b.Kind == controlplane.KindViewer {
 		return
 	}
 	c.mu.Lock()

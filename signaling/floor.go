@@ -238,6 +238,12 @@ func (c *conference) want(m *member, t *sfu.Track) (bool, int) {
 		c.mu.Unlock()
 		return testing && time.Now().Before(until) && t.Kind() == webrtc.RTPCodecTypeVideo, sfu.LayerHigh
 	}
+	switch m.ss.headless {
+	case headlessWHIP:
+		return false, 0 // an encoder only publishes
+	case headlessWHEP:
+		return pub == controlplane.HubBridge.ID, sfu.LayerHigh // negotiated once: the hub only
+	}
 	if pub == controlplane.HubBridge.ID {
 		return true, sfu.LayerHigh // rooms see the hub at the best layer their link carries
 	}

@@ -89,6 +89,9 @@ func (s *Server) observedRound() <-chan struct{} {
 func (c *conference) observe(now time.Time) {
 	mon := c.srv.cfg.Monitor
 	for _, m := range c.memberList() {
+		if m.ss.adm.Bridge.Kind == controlplane.KindViewer {
+			continue // viewers are nobody's bridge: not the technicians' concern
+		}
 		bridge := m.ss.adm.Bridge.ID
 		mon.Observe(c.id, bridge, c.sample(m, now))
 	}

@@ -39,6 +39,9 @@ type Config struct {
 	// Monitor, if set, is given every joined bridge's link once a second
 	// and told of joins, leaves, drops and reconnects.
 	Monitor *controlplane.Monitor
+	// MaxViewers bounds the WHEP viewers of one conference (default
+	// DefaultMaxViewers).
+	MaxViewers int
 	// ReconnectGrace is how long a participant whose connection was lost
 	// keeps its place (media, floor, attendance interval) for a resume.
 	// Zero means the default, 30 s; negative means none.
@@ -87,6 +90,8 @@ type Server struct {
 	round         chan struct{} // closed after each round of samples
 
 	reconnects atomic.Uint64 // sessions resumed within the grace period
+
+	media resources // WHIP and WHEP sessions (whip.go)
 }
 
 // Reconnects counts the participants that came back within the

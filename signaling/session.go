@@ -28,6 +28,9 @@ type session struct {
 	conn   *websocket.Conn
 	remote string
 	cookie string // the login session cookie of the upgrade request, if any
+	// headless is "whip" or "whep" for a session negotiated over HTTP:
+	// it has no WebSocket, and what would be sent to it is dropped.
+	headless string
 	// joinCounted: the upgrade was held against the address's allowance of
 	// failed joins until the join's outcome settles it (settled).
 	joinCounted bool
@@ -274,6 +277,12 @@ func (ss *session) join(j *wire.Join) bool {
 		ss.sendError(wire.CodeInternal, err.Error(), wire.TypeJoin)
 		return false
 	}
+	if adm.Role == controlplane.RoleHost && conf.encoderIsHub() {
+		// A WHIP encoder is the hub's camera: this console chairs beside it.
+		adm.Bridge = HubConsole
+		ss.adm = adm
+		ss.log = ss.log.With("console", true)
+	}
 	ss.conf = conf
 	m, resumed, err := conf.admit(ss, j.Resume)
 	var ce *ControlError
@@ -333,6 +342,9 @@ func admissionError(err error) (code, msg string) {
 
 // send queues a message for the client without blocking.
 func (ss *session) send(m wire.Message) {
+	if ss.headless != "" {
+		return
+	}
 	b, err := wire.Encode(m)
 	if err != nil {
 		ss.log.Error("encode", "type", m.MessageType(), "err", err)
@@ -408,7 +420,9 @@ func (ss *session) end(reason string) {
 		}
 		close(ss.done)
 		// Unblock the reader if it is still waiting for the client.
-		_ = ss.conn.SetReadDeadline(time.Now())
+		if ss.conn != nil {
+			_ = ss.conn.SetReadDeadline(time.Now())
+		}
 	})
 }
 
@@ -494,6 +508,9 @@ func (ss *session) noteLink(reason string) {
 		}
 	}
 	conf, bridge, state := ss.adm.Conference.ID, ss.adm.Bridge.ID, linkStates[rank]
+	if ss.adm.Bridge.Kind == controlplane.KindViewer {
+		return // no attendance for viewers
+	}
 	go func() {
 		if err := ss.srv.cfg.Store.AttendanceLink(conf, bridge, state); err != nil {
 			ss.log.Error("attendance", "err", err)

@@ -191,6 +191,8 @@ func apiTable() []apiOp {
 		// No check has run on c1: an allowed caller is told so
 		// (TestReadinessReport reads a finished report).
 		{"GET", "/api/conferences/{id}/readiness", 404, fixed(c+"/readiness", "")},
+		{"POST", "/api/conferences/{id}/viewer-links", 201, fixed(c+"/viewer-links", "")},
+		{"DELETE", "/api/conferences/{id}/viewer-links", 200, fixed(c+"/viewer-links", "")},
 	}
 }
 

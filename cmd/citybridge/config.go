@@ -56,6 +56,8 @@ type Config struct {
 	// Alerts: a bridge lost for AlertLostAfter or poor for AlertPoorAfter
 	// raises an alert, posted to AlertWebhook (signed with
 	// AlertWebhookSecret) when set.
+	// MaxViewers bounds the WHEP viewers of one conference.
+	MaxViewers         int
 	AlertLostAfter     time.Duration
 	AlertPoorAfter     time.Duration
 	AlertWebhook       string
@@ -90,6 +92,7 @@ func parseServeFlags(args []string, getenv func(string) string, stderr io.Writer
 		Listen: ":8443", Data: "./citybridge-data", UDPPort: 8443, LogFormat: "text",
 		ICETCP: true, TURN: true, TURNPort: 3478, TURNTTL: 12 * time.Hour,
 		AlertLostAfter: 10 * time.Second, AlertPoorAfter: 30 * time.Second,
+		MaxViewers: signaling.DefaultMaxViewers,
 	}
 	var publicIPs, mediaAllow, turnURLs, origins []string
 	var logLevel string
@@ -113,6 +116,7 @@ func parseServeFlags(args []string, getenv func(string) string, stderr io.Writer
 	fs.Var(listValue{&turnURLs}, "turn-url", "an existing TURN server's URL (coturn, use-auth-secret) to hand to pages instead of the embedded one (repeatable)")
 	fs.DurationVar(&cfg.TURNTTL, "turn-ttl", cfg.TURNTTL, "how long a page's TURN credential is valid")
 	fs.Var(listValue{&origins}, "allowed-origin", "another origin the pages are served under, e.g. https://bridge.city.example behind a reverse proxy (repeatable)")
+	fs.IntVar(&cfg.MaxViewers, "max-viewers", cfg.MaxViewers, "most WHEP viewers (viewer links) one conference may have at once")
 	fs.DurationVar(&cfg.AlertLostAfter, "alert-lost-after", cfg.AlertLostAfter, "raise an alert when a bridge has been lost (nothing received for 3 s) this long")
 	fs.DurationVar(&cfg.AlertPoorAfter, "alert-poor-after", cfg.AlertPoorAfter, "raise an alert when a bridge's link has been poor (score below 60) this long")
 	fs.StringVar(&cfg.AlertWebhook, "alert-webhook", "", "URL that receives every alert raised and cleared as a signed JSON POST (see docs/QUALITY.md)")
@@ -210,6 +214,9 @@ func parseServeFlags(args []string, getenv func(string) string, stderr io.Writer
 		if cfg.AlertWebhookSecret == "" {
 			return cfg, errors.New("--alert-webhook needs --alert-webhook-secret (receivers must be able to check the signature)")
 		}
+	}
+	if cfg.MaxViewers < 0 || cfg.MaxViewers > 10000 {
+		return cfg, errors.New("--max-viewers must be 0-10000")
 	}
 	if cfg.AlertLostAfter < time.Second || cfg.AlertPoorAfter < time.Second {
 		return cfg, errors.New("--alert-lost-after and --alert-poor-after must be at least 1s")

@@ -166,6 +166,7 @@ func start(cfg Config, log *slog.Logger) (_ *server, err error) {
 	s.sig = signaling.New(signaling.Config{
 		Store: s.store, SFU: s.media, Logger: log, ReconnectGrace: cfg.ReconnectGrace,
 		ICEServers: s.iceServers, CheckOrigin: s.origins.WebSocket, Monitor: s.mon,
+		MaxViewers: cfg.MaxViewers,
 	})
 	s.http = &http.Server{
 		Handler:           securityHeaders(s.routes()),
@@ -203,6 +204,10 @@ func (s *server) routes() http.Handler {
 	api.OnConferenceChange(s.sig.ConferenceChanged)
 	api.Register(mux)
 	mux.Handle("GET /signal", s.sig)
+	// WHIP ingest (an encoder as the hub) and WHEP egress (a receive-only
+	// terminal or a viewer): see signaling/whip.go.
+	mux.Handle("/whip/", s.sig.WHIP())
+	mux.Handle("/whep/", s.sig.WHEP())
 	mux.HandleFunc("GET /healthz", s.healthz)
 	reg := controlplane.NewRegistry(controlplane.RegistryOptions{
 		Media: s.mediaFigures, Sessions: s.sig.Sessions, Links: s.links, AlertsActive: s.alertsActive,

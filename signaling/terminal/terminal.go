@@ -258,12 +258,18 @@ func (t *Terminal) session(ctx context.Context) (joined, fresh bool, err error) 
 	var stall <-chan time.Time
 	report := time.NewTicker(reportEvery)
 	defer report.Stop()
+	var reporting atomic.Bool
 	for {
 		select {
 		case <-report.C:
-			if joined {
+			// Off the loop: on a cut line the write stalls until its
+			// deadline, and the loop must go on noticing the media stall.
+			if joined && reporting.CompareAndSwap(false, true) {
 				camera, mic := !t.cfg.NoCamera, true
-				send(&wire.Report{Camera: &camera, Microphone: &mic})
+				go func() {
+					defer reporting.Store(false)
+					send(&wire.Report{Camera: &camera, Microphone: &mic})
+				}()
 			}
 		case <-ctx.Done():
 			if !t.crash.Load() {

@@ -1,0 +1,56 @@
+package controlplane
+
+import (
+	"net/http"
+	"net/url"
+)
+
+// Viewer links: listen-only viewers of one conference, over WHEP
+// (POST /whep/{conference} with the link's token as the bearer). The
+// chair or an administrator issues them and revokes them all at once.
+
+type viewerLink struct {
+	Conference string `json:"conference"`
+	Token      string `json:"token"`
+	// WHEP is the endpoint a WHEP player is given with the token.
+	WHEP string `json:"whep"`
+}
+
+func (a *API) registerViewers(mux auditMux) {
+	mux.HandleFunc("POST /api/conferences/{id}/viewer-links", a.newViewerLink)
+	mux.HandleFunc("DELETE /api/conferences/{id}/viewer-links", a.revokeViewerLinks)
+}
+
+func chairsOrAdmin(g Grant, id string) bool { return chairs(g, id) || g.Role == RoleAdmin }
+
+func (a *API) newViewerLink(w http.ResponseWriter, r *http.Request) {
+	c, ok := a.conferenceOf(w, r, chairsOrAdmin)
+	if !ok {
+		return
+	}
+	if c.State == StateEnded {
+		writeError(w, http.StatusConflict, "bad_state", "the conference has ended")
+		return
+	}
+	tok, err := a.store.IssueToken(Grant{Role: RoleViewer, Conference: c.ID})
+	if err != nil {
+		a.internal(w, err)
+		return
+	}
+	a.log.Info("viewer link issued", "conference", c.ID)
+	writeJSON(w, http.StatusCreated, viewerLink{Conference: c.ID, Token: tok, WHEP: "/whep/" + url.PathEscape(c.ID)})
+}
+
+func (a *API) revokeViewerLinks(w http.ResponseWriter, r *http.Request) {
+	c, ok := a.conferenceOf(w, r, chairsOrAdmin)
+	if !ok {
+		return
+	}
+	n, err := a.store.RevokeViewerLinks(c.ID)
+	if err != nil {
+		a.internal(w, err)
+		return
+	}
+	a.log.Info("viewer links revoked", "conference", c.ID, "revoked", n)
+	writeJSON(w, http.StatusOK, map[string]int{"revoked": n})
+}

@@ -136,6 +136,10 @@ func (p *Peer) RestartClientICE(pc PC, frag string) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	var prev string
+	if ld := conn.LocalDescription(); ld != nil {
+		prev = ld.SDP
+	}
 	done := webrtc.GatheringCompletePromise(conn)
 	if err := conn.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: string(b)}); err != nil {
 		return "", fmt.Errorf("%w: %v", ErrNotOffer, err)
@@ -151,7 +155,17 @@ func (p *Peer) RestartClientICE(pc PC, frag string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return answerFragment(local), nil
+	frag = answerFragment(local)
+	if !strings.Contains(frag, "a=candidate:") {
+		// The sockets are shared and did not move: the candidates gathered
+		// for the first answer stand, under the new credentials.
+		for _, line := range strings.Split(answerFragment(prev), "\r\n") {
+			if strings.HasPrefix(line, "a=candidate:") {
+				frag += line + "\r\n"
+			}
+		}
+	}
+	return frag, nil
 }
 
 // AddClientCandidates adds a WHIP/WHEP client's trickled candidates (a

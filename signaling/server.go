@@ -256,6 +256,9 @@ func (s *Server) Close() {
 	for _, c := range confs {
 		for _, ss := range c.sessionList() {
 			ss.end(wire.ByeServerShutdown)
+			if ss.headless != "" {
+				c.leave(ss) // no reader of its own to leave when it ends
+			}
 		}
 	}
 	s.wg.Wait()

@@ -274,6 +274,61 @@ func TestWHIPWHEPInterop(t *testing.T) {
 		t.Errorf("the deleted subscriber received %d more video packets", got-stopped)
 	}
 
+	// The encoder restarts ICE with PATCH (RFC 9725 §4.4): its new
+	// credentials go up, the server's come back, and the hub's media keep
+	// reaching everyone.
+	restart, err := enc.CreateOffer(&webrtc.OfferOptions{ICERestart: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := enc.SetLocalDescription(restart); err != nil {
+		t.Fatal(err)
+	}
+	var frag strings.Builder
+	for _, line := range strings.Split(restart.SDP, "\r\n") {
+		if strings.HasPrefix(line, "a=ice-ufrag:") || strings.HasPrefix(line, "a=ice-pwd:") {
+			frag.WriteString(line + "\r\n")
+		}
+	}
+	req, _ := http.NewRequest(http.MethodPatch, ts.base+whipLoc, strings.NewReader(frag.String()))
+	req.Header.Set("Content-Type", "application/trickle-ice-sdpfrag")
+	req.Header.Set("Authorization", "Bearer "+ts.demo.HostToken)
+	presp, err := ts.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pbody, _ := io.ReadAll(presp.Body)
+	presp.Body.Close()
+	if presp.StatusCode != http.StatusOK || !strings.Contains(string(pbody), "a=ice-ufrag:") || !strings.Contains(string(pbody), "a=candidate:") {
+		t.Fatalf("PATCH ICE restart: %d %s", presp.StatusCode, pbody)
+	}
+	var ufrag, pwd string
+	for _, line := range strings.Split(string(pbody), "\r\n") {
+		if v, ok := strings.CutPrefix(line, "a=ice-ufrag:"); ok {
+			ufrag = v
+		}
+		if v, ok := strings.CutPrefix(line, "a=ice-pwd:"); ok {
+			pwd = v
+		}
+	}
+	if ufrag == "" || pwd == "" || strings.Contains(answer, "a=ice-ufrag:"+ufrag+"\r\n") {
+		t.Fatalf("PATCH answered ufrag %q pwd %q: want new server credentials", ufrag, pwd)
+	}
+	var restarted []string
+	for _, line := range strings.Split(answer, "\r\n") {
+		switch {
+		case strings.HasPrefix(line, "a=ice-ufrag:"):
+			line = "a=ice-ufrag:" + ufrag
+		case strings.HasPrefix(line, "a=ice-pwd:"):
+			line = "a=ice-pwd:" + pwd
+		}
+		restarted = append(restarted, line)
+	}
+	if err := enc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: strings.Join(restarted, "\r\n")}); err != nil {
+		t.Fatalf("the restarted answer: %v", err)
+	}
+	continuous("the 19 receiving the hub after its ICE restart", rest)
+
 	// The encoder leaves: DELETE its resource.
 	if code := del(whipLoc, ts.demo.HostToken); code != http.StatusOK {
 		t.Errorf("WHIP DELETE: %d", code)

@@ -110,6 +110,10 @@ type Publisher struct {
 
 	pliMu sync.Mutex
 	plis  map[string][]time.Time // keyframe requests received, by RID
+
+	// Stamp, if set before Start, may change each video packet's payload
+	// before it is sent (the benchmark harness appends its send time).
+	Stamp func(payload []byte) []byte
 }
 
 // KeyframeRequests returns when each keyframe request (PLI or FIR) for
@@ -185,6 +189,7 @@ func (p *Publisher) Start() {
 	}
 	for rid, pl := range p.video {
 		pl.midID, pl.ridID, pl.mid = midID, ridID, mid
+		pl.stamp = p.Stamp
 		p.wg.Add(2)
 		go func() { defer p.wg.Done(); pl.run(ctx) }()
 		go func() { defer p.wg.Done(); p.watchRTCP(rid, pl) }()
@@ -228,6 +233,7 @@ type player struct {
 	sampleTrack *webrtc.TrackLocalStaticSample // audio
 	rtpTrack    *webrtc.TrackLocalStaticRTP    // simulcast video layer
 	rid, mid    string
+	stamp       func([]byte) []byte
 	midID       uint8
 	ridID       uint8
 	pz          rtp.Packetizer
@@ -320,6 +326,9 @@ func (pl *player) writer(frameTime time.Duration) func([]byte) error {
 				if err := pkt.Header.SetExtension(pl.ridID, []byte(pl.rid)); err != nil {
 					return err
 				}
+			}
+			if pl.stamp != nil {
+				pkt.Payload = pl.stamp(pkt.Payload)
 			}
 			if err := pl.rtpTrack.WriteRTP(pkt); err != nil {
 				return err

@@ -1,0 +1,22 @@
+# Conveniences; README.md gives the commands these wrap.
+
+.PHONY: run test bench bench-all bench-floor
+
+run:
+	go run ./cmd/citybridge
+
+test:
+	scripts/test
+
+# The 116-subscriber point of the fan-out benchmark: one JSON line.
+bench:
+	go run ./bench/fanout -n 116
+
+# The whole curve, single layer then simulcast, with server profiles.
+bench-all:
+	go run ./bench/fanout -n 25,50,116,250,400 -cpuprofile bench/out/single
+	go run ./bench/fanout -n 25,50,116,250 -layers 3 -cpuprofile bench/out/simulcast
+
+# The forwarding loop and the physical floor (SRTP + one UDP send).
+bench-floor:
+	go test -run '^$$' -bench 'BenchmarkForwardPacket|BenchmarkSRTPSendFloor' -benchtime 2s -count 6 ./sfu

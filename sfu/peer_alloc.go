@@ -299,6 +299,17 @@ func (p *Peer) allocateLocked(now int64) []LayerEvent {
 		} else {
 			d.belowSince = 0
 		}
+		if want == noLayer && first {
+			// A new subscriber starts at the smallest layer even when the
+			// estimate it starts with is below it: paused from the start
+			// it would send nothing, its estimator would have nothing to
+			// measure and collapse, and nothing would ever resume it
+			// (seen with 116 WHEP viewers of a single 720p layer). If the
+			// link really cannot carry it, its loss pauses it as below.
+			if low, ok := t.lowest(); ok {
+				want = low
+			}
+		}
 		if want > t.cur && !first {
 			want = t.cur
 		}

@@ -210,9 +210,12 @@ func startServer(bin, cpus string, verbose bool) (*server, error) {
 	if err != nil {
 		return nil, err
 	}
-	args := []string{"--data", filepath.Join(dir, "data"), "--listen", fmt.Sprintf("127.0.0.1:%d", tcp),
+	args := []string{"serve", "--data", filepath.Join(dir, "data"), "--listen", fmt.Sprintf("127.0.0.1:%d", tcp),
 		"--udp-host", "127.0.0.1", "--udp-port", strconv.Itoa(udp), "--media-allow", "127.0.0.0/8",
 		"--turn=false", "--ice-tcp=false", "--max-viewers", "10000", "--log-level", "warn"}
+	if verbose {
+		args[len(args)-1] = "info"
+	}
 	name := bin
 	if cpus != "" {
 		args = append([]string{"-c", cpus, bin}, args...)
@@ -451,16 +454,18 @@ func (b *bench) grow(n int) error {
 	// Every subscriber receiving video.
 	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(200 * time.Millisecond) {
 		waiting := 0
+		states := map[string]int{}
 		for _, s := range b.subs {
 			if s.video.Load() == 0 {
 				waiting++
+				states[s.pc.ConnectionState().String()]++
 			}
 		}
 		if waiting == 0 {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%d of %d subscribers receive no video after 60 s", waiting, len(b.subs))
+			return fmt.Errorf("%d of %d subscribers receive no video after 60 s (their connections: %v)", waiting, len(b.subs), states)
 		}
 	}
 }

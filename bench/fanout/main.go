@@ -62,6 +62,7 @@ func main() {
 		serverCPUs = flag.String("server-cpus", "0", "CPUs the server is pinned to (taskset list); empty: no pinning")
 		genCPUs    = flag.String("gen-cpus", "1", "CPUs this generator is pinned to; empty: no pinning")
 		cpuProfile = flag.String("cpuprofile", "", "write the server's CPU profile of each point's window to FILE-N.pprof")
+		allocProf  = flag.String("allocprofile", "", "write the server's allocations during each point's window to FILE-N.pprof")
 		genProfile = flag.String("gen-cpuprofile", "", "write the generator's own CPU profile to FILE")
 		keep       = flag.Bool("v", false, "print the server's log to stderr")
 	)
@@ -95,7 +96,7 @@ func main() {
 	if err := b.publish(*layers); err != nil {
 		log.Fatalf("WHIP publisher: %v", err)
 	}
-	defer b.pub.Stop()
+	defer b.close()
 	time.Sleep(2 * time.Second) // the server measures the layers' rates
 	baseRSS := srv.rss()
 	for _, n := range ns {
@@ -107,7 +108,11 @@ func main() {
 		if *cpuProfile != "" {
 			prof = fmt.Sprintf("%s-%d.pprof", strings.TrimSuffix(*cpuProfile, ".pprof"), n)
 		}
-		res, err := b.measure(*window, prof)
+		aprof := ""
+		if *allocProf != "" {
+			aprof = fmt.Sprintf("%s-%d.pprof", strings.TrimSuffix(*allocProf, ".pprof"), n)
+		}
+		res, err := b.measure(*window, prof, aprof)
 		if err != nil {
 			log.Fatalf("%d subscribers: %v", n, err)
 		}
@@ -423,6 +428,16 @@ func (b *bench) publish(layers int) error {
 	return nil
 }
 
+// close ends the subscribers and the publisher (its connection first: its
+// RTCP readers return only then).
+func (b *bench) close() {
+	for _, s := range b.subs {
+		_ = s.pc.Close()
+	}
+	_ = b.pub.PC.Close()
+	b.pub.Stop()
+}
+
 // grow adds WHEP subscribers until there are n, ten at a time.
 func (b *bench) grow(n int) error {
 	var mu sync.Mutex
@@ -555,7 +570,7 @@ type result struct {
 	GeneratorLimited bool    `json:"generator_limited"`
 }
 
-func (b *bench) measure(window time.Duration, profile string) (result, error) {
+func (b *bench) measure(window time.Duration, profile, allocs string) (result, error) {
 	type mark struct{ video, bytes, highest int64 }
 	marks := make([]mark, len(b.subs))
 	for i, s := range b.subs {
@@ -573,12 +588,17 @@ func (b *bench) measure(window time.Duration, profile string) (result, error) {
 	gen0, _ := cpuSeconds("self")
 	start := time.Now()
 	var profErr error
-	var profDone chan struct{}
-	if profile != "" {
-		profDone = make(chan struct{})
+	var profs sync.WaitGroup
+	for kind, path := range map[string]string{"profile": profile, "allocs": allocs} {
+		if path == "" {
+			continue
+		}
+		profs.Add(1)
 		go func() {
-			defer close(profDone)
-			profErr = b.srv.profile(profile, window)
+			defer profs.Done()
+			if err := b.srv.profile(kind, path, window); err != nil {
+				profErr = err
+			}
 		}()
 	}
 	time.Sleep(window)
@@ -596,11 +616,9 @@ func (b *bench) measure(window time.Duration, profile string) (result, error) {
 		delays = append(delays, s.delays...)
 		s.mu.Unlock()
 	}
-	if profDone != nil {
-		<-profDone
-		if profErr != nil {
-			log.Printf("server profile: %v", profErr)
-		}
+	profs.Wait()
+	if profErr != nil {
+		log.Printf("server profile: %v", profErr)
 	}
 	slices.Sort(delays)
 	q := func(f float64) float64 {
@@ -632,9 +650,10 @@ func (b *bench) measure(window time.Duration, profile string) (result, error) {
 	return r, nil
 }
 
-// profile fetches the server's CPU profile for d (allowed from loopback).
-func (s *server) profile(path string, d time.Duration) error {
-	resp, err := s.http.Get(fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", s.base, int(d.Seconds())))
+// profile fetches one of the server's profiles ("profile": CPU, "allocs":
+// allocations) over d (allowed from loopback).
+func (s *server) profile(kind, path string, d time.Duration) error {
+	resp, err := s.http.Get(fmt.Sprintf("%s/debug/pprof/%s?seconds=%d", s.base, kind, int(d.Seconds())))
 	if err != nil {
 		return err
 	}

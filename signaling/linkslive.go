@@ -30,14 +30,10 @@ type liveError struct {
 // LinksLive serves the live feed of view.
 func (s *Server) LinksLive(view func() (any, error)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s.mu.Lock()
-		if s.closed {
-			s.mu.Unlock()
+		if !s.enter() {
 			http.Error(w, "server shutting down", http.StatusServiceUnavailable)
 			return
 		}
-		s.wg.Add(1)
-		s.mu.Unlock()
 		defer s.wg.Done()
 
 		var g controlplane.Grant

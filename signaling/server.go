@@ -129,16 +129,23 @@ func New(cfg Config) *Server {
 	return s
 }
 
+// enter counts a request in, for Close to wait on; false once closing.
+func (s *Server) enter() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.wg.Add(1)
+	return true
+}
+
 // ServeHTTP upgrades the request to a WebSocket and runs the session.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
+	if !s.enter() {
 		http.Error(w, "server shutting down", http.StatusServiceUnavailable)
 		return
 	}
-	s.wg.Add(1)
-	s.mu.Unlock()
 	defer s.wg.Done()
 
 	ip := remoteIP(r.RemoteAddr)

@@ -161,14 +161,10 @@ func readBody(w http.ResponseWriter, r *http.Request, wantType string, limit int
 }
 
 func (s *Server) mediaPost(kind string, w http.ResponseWriter, r *http.Request) {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
+	if !s.enter() {
 		writeProblem(w, http.StatusServiceUnavailable, "the server is shutting down")
 		return
 	}
-	s.wg.Add(1)
-	s.mu.Unlock()
 	defer s.wg.Done()
 
 	confID := r.PathValue("conference")

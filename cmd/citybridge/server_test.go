@@ -19,11 +19,16 @@ import (
 	"citybridge/controlplane"
 )
 
-func get(t *testing.T, ts *testServer, path, token string) (int, string) {
+// request calls the server with a bearer token ("" for none) and a body
+// of contentType ("" for none), and returns the answer and its body.
+func request(t *testing.T, ts *testServer, method, path, token, contentType, body string) (*http.Response, []byte) {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, ts.base+path, nil)
+	req, _ := http.NewRequest(method, ts.base+path, strings.NewReader(body))
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
 	}
 	resp, err := ts.client.Do(req)
 	if err != nil {
@@ -31,7 +36,20 @@ func get(t *testing.T, ts *testServer, path, token string) (int, string) {
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
+	return resp, b
+}
+
+func get(t *testing.T, ts *testServer, path, token string) (int, string) {
+	t.Helper()
+	resp, b := request(t, ts, http.MethodGet, path, token, "", "")
 	return resp.StatusCode, string(b)
+}
+
+// callAs calls the API with a link token.
+func callAs(t *testing.T, ts *testServer, method, path, token string) (int, []byte) {
+	t.Helper()
+	resp, b := request(t, ts, method, path, token, "", "")
+	return resp.StatusCode, b
 }
 
 func TestHealthzAndMetrics(t *testing.T) {

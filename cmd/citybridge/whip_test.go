@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -19,32 +18,8 @@ import (
 // mediaPost sends an SDP offer to a WHIP or WHEP endpoint.
 func mediaPost(t *testing.T, ts *testServer, path, token, contentType, body string) (*http.Response, string) {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodPost, ts.base+path, strings.NewReader(body))
-	req.Header.Set("Content-Type", contentType)
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := ts.client.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
+	resp, b := request(t, ts, http.MethodPost, path, token, contentType, body)
 	return resp, string(b)
-}
-
-// callAs calls the API with a link token.
-func callAs(t *testing.T, ts *testServer, method, path, token string) (int, []byte) {
-	t.Helper()
-	req, _ := http.NewRequest(method, ts.base+path, nil)
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := ts.client.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, b
 }
 
 // offerGathered makes pc's offer with every candidate in it, as WHIP and
@@ -243,13 +218,7 @@ func TestWHIPWHEPInterop(t *testing.T) {
 	gone := viewers[15]
 	peers := ts.media.Stats().Peers
 	del := func(loc, token string) int {
-		req, _ := http.NewRequest(http.MethodDelete, ts.base+loc, nil)
-		req.Header.Set("Authorization", "Bearer "+token)
-		resp, err := ts.client.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
+		resp, _ := request(t, ts, http.MethodDelete, loc, token, "", "")
 		return resp.StatusCode
 	}
 	if code := del(gone.location, viewers[14].token); code != http.StatusUnauthorized {
@@ -262,9 +231,13 @@ func TestWHIPWHEPInterop(t *testing.T) {
 		now := ts.media.Stats().Peers
 		return now == peers-1, fmt.Sprintf("%d peers, %d before", now, peers)
 	})
-	stopped := gone.video.Load()
-	time.Sleep(500 * time.Millisecond) // packets already on their way
-	stopped = gone.video.Load()
+	var stopped int64 = -1
+	waitUntil(t, 5*time.Second, "the deleted subscriber's video stopping", func() (bool, string) {
+		v := gone.video.Load()
+		same := v == stopped // nothing came since the previous look
+		stopped = v
+		return same, fmt.Sprintf("%d video packets", v)
+	})
 	if code := del(gone.location, gone.token); code != http.StatusNotFound {
 		t.Errorf("second DELETE: %d, want 404", code)
 	}
@@ -290,15 +263,7 @@ func TestWHIPWHEPInterop(t *testing.T) {
 			frag.WriteString(line + "\r\n")
 		}
 	}
-	req, _ := http.NewRequest(http.MethodPatch, ts.base+whipLoc, strings.NewReader(frag.String()))
-	req.Header.Set("Content-Type", "application/trickle-ice-sdpfrag")
-	req.Header.Set("Authorization", "Bearer "+ts.demo.HostToken)
-	presp, err := ts.client.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pbody, _ := io.ReadAll(presp.Body)
-	presp.Body.Close()
+	presp, pbody := request(t, ts, http.MethodPatch, whipLoc, ts.demo.HostToken, "application/trickle-ice-sdpfrag", frag.String())
 	if presp.StatusCode != http.StatusOK || !strings.Contains(string(pbody), "a=ice-ufrag:") || !strings.Contains(string(pbody), "a=candidate:") {
 		t.Fatalf("PATCH ICE restart: %d %s", presp.StatusCode, pbody)
 	}
@@ -352,16 +317,11 @@ func TestViewerTokenRefusedByAPI(t *testing.T) {
 			continue
 		}
 		path, body := op.prepare(t, ts)
-		req, _ := http.NewRequest(op.method, ts.base+path, strings.NewReader(body))
-		req.Header.Set("Authorization", "Bearer "+tok)
+		ctype := ""
 		if body != "" {
-			req.Header.Set("Content-Type", "application/json")
+			ctype = "application/json"
 		}
-		resp, err := ts.client.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
+		resp, _ := request(t, ts, op.method, path, tok, ctype, body)
 		if resp.StatusCode != http.StatusForbidden {
 			t.Errorf("%s %s with a viewer token: %d, want 403", op.method, path, resp.StatusCode)
 		}

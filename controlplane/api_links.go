@@ -1,7 +1,6 @@
 package controlplane
 
 import (
-	"encoding/csv"
 	"errors"
 	"net/http"
 	"slices"
@@ -177,15 +176,11 @@ func (a *API) events(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, evs)
 		return
 	}
-	w.Header().Set("Content-Type", "text/csv; charset=utf-8")
-	w.Header().Set("Content-Disposition", `attachment; filename="citybridge-events.csv"`)
-	w.Header().Set("Cache-Control", "no-store")
-	cw := csv.NewWriter(w)
-	_ = cw.Write([]string{"at", "conference", "bridge", "kind", "cause", "detail"})
+	rows := [][]string{{"at", "conference", "bridge", "kind", "cause", "detail"}}
 	for _, e := range evs {
-		_ = cw.Write([]string{e.At.Format(time.RFC3339Nano), e.Conference, e.Bridge, e.Kind, e.Cause, e.Detail})
+		rows = append(rows, []string{e.At.Format(time.RFC3339Nano), e.Conference, e.Bridge, e.Kind, e.Cause, e.Detail})
 	}
-	cw.Flush()
+	writeCSV(w, "citybridge-events.csv", rows)
 }
 
 // alerts serves GET /api/alerts[?recent=1]: the active alerts, newest

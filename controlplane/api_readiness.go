@@ -1,7 +1,6 @@
 package controlplane
 
 import (
-	"encoding/csv"
 	"errors"
 	"net/http"
 )
@@ -83,8 +82,5 @@ func (a *API) getReadiness(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, rep)
 		return
 	}
-	w.Header().Set("Content-Type", "text/csv; charset=utf-8")
-	w.Header().Set("Content-Disposition", `attachment; filename="citybridge-readiness-`+id+`.csv"`)
-	w.Header().Set("Cache-Control", "no-store")
-	_ = csv.NewWriter(w).WriteAll(rep.CSVRows())
+	writeCSV(w, "citybridge-readiness-"+id+".csv", rep.CSVRows())
 }

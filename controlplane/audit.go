@@ -130,15 +130,19 @@ func (a *API) auditLog(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, entries)
 		return
 	}
-	w.Header().Set("Content-Type", "text/csv; charset=utf-8")
-	w.Header().Set("Content-Disposition", `attachment; filename="citybridge-audit.csv"`)
-	w.Header().Set("Cache-Control", "no-store")
-	cw := csv.NewWriter(w)
-	_ = cw.Write([]string{"seq", "at", "who", "role", "action", "target", "result", "remote"})
+	rows := [][]string{{"seq", "at", "who", "role", "action", "target", "result", "remote"}}
 	for _, e := range entries {
-		_ = cw.Write([]string{strconv.FormatUint(e.Seq, 10), e.At.Format(time.RFC3339Nano), e.Who, string(e.Role), e.Action, e.Target, e.Result, e.Remote})
+		rows = append(rows, []string{strconv.FormatUint(e.Seq, 10), e.At.Format(time.RFC3339Nano), e.Who, string(e.Role), e.Action, e.Target, e.Result, e.Remote})
 	}
-	cw.Flush()
+	writeCSV(w, "citybridge-audit.csv", rows)
+}
+
+// writeCSV answers with rows (the header first) as a CSV download.
+func writeCSV(w http.ResponseWriter, filename string, rows [][]string) {
+	w.Header().Set("Content-Type", "text/csv; charset=utf-8")
+	w.Header().Set("Content-Disposition", `attachment; filename="`+filename+`"`)
+	w.Header().Set("Cache-Control", "no-store")
+	_ = csv.NewWriter(w).WriteAll(rows)
 }
 
 // statusRecorder remembers the status a handler answered.

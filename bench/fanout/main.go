@@ -65,6 +65,7 @@ func main() {
 		allocProf  = flag.String("allocprofile", "", "write the server's allocations during each point's window to FILE-N.pprof")
 		genProfile = flag.String("gen-cpuprofile", "", "write the generator's own CPU profile to FILE")
 		keep       = flag.Bool("v", false, "print the server's log to stderr")
+		city       = flag.Int("city", 0, "instead: the city session, a synthetic hub (3 layers, watching the wall) and this many synthetic rooms (2 layers each) over the WebSocket protocol")
 	)
 	flag.Parse()
 	ns, err := parseCounts(*counts)
@@ -92,6 +93,15 @@ func main() {
 	}
 	defer srv.stop()
 
+	if *city > 0 {
+		res, err := citySession(srv, *city, *warmup, *window, *cpuProfile)
+		if err != nil {
+			log.Fatalf("city session: %v", err)
+		}
+		line, _ := json.Marshal(res)
+		fmt.Println(string(line))
+		return
+	}
 	b := &bench{srv: srv}
 	if err := b.publish(*layers); err != nil {
 		log.Fatalf("WHIP publisher: %v", err)
@@ -172,6 +182,7 @@ type server struct {
 	dir       string
 	base      string
 	hostToken string
+	techToken string
 	http      *http.Client
 }
 
@@ -192,7 +203,10 @@ func freePort(network string) (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-var hostLink = regexp.MustCompile(`/host#t=([A-Za-z0-9_-]+)`)
+var (
+	hostLink = regexp.MustCompile(`/host#t=([A-Za-z0-9_-]+)`)
+	techLink = regexp.MustCompile(`/rooms#t=([A-Za-z0-9_-]+)`)
+)
 
 func startServer(bin, cpus string, verbose bool) (*server, error) {
 	dir, err := os.MkdirTemp("", "citybridge-bench-")
@@ -243,20 +257,22 @@ func startServer(bin, cpus string, verbose bool) (*server, error) {
 			TLSClientConfig:     &tls.Config{InsecureSkipVerify: true}, // the server's own self-signed certificate
 			MaxIdleConnsPerHost: 64,
 		}}}
-	found := make(chan string, 1)
+	found := make(chan [2]string, 1)
 	go func() {
 		sc := bufio.NewScanner(out)
+		var host string
 		for sc.Scan() {
 			if m := hostLink.FindStringSubmatch(sc.Text()); m != nil {
-				select {
-				case found <- m[1]:
-				default:
-				}
+				host = m[1]
+			}
+			if m := techLink.FindStringSubmatch(sc.Text()); m != nil {
+				found <- [2]string{host, m[1]}
 			}
 		}
 	}()
 	select {
-	case s.hostToken = <-found:
+	case toks := <-found:
+		s.hostToken, s.techToken = toks[0], toks[1]
 	case <-time.After(30 * time.Second):
 		s.stop()
 		return nil, errors.New("the server did not print its host link within 30 s")

@@ -144,18 +144,7 @@ func (s *server) getJSON(path string, v any) error {
 
 // terminalLink issues a room terminal's token (a technician's link).
 func (s *server) terminalLink(bridge string) (string, error) {
-	req, _ := http.NewRequest(http.MethodPost, s.base+"/api/bridges/"+bridge+"/terminal-links", nil)
-	req.Header.Set("Authorization", "Bearer "+s.techToken)
-	resp, err := s.http.Do(req)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	var link struct{ Token string }
-	if err := json.NewDecoder(resp.Body).Decode(&link); err != nil || resp.StatusCode != http.StatusCreated {
-		return "", fmt.Errorf("terminal link for %s: %d %v", bridge, resp.StatusCode, err)
-	}
-	return link.Token, nil
+	return s.issueToken("/api/bridges/"+bridge+"/terminal-links", s.techToken)
 }
 
 var forwardedLine = regexp.MustCompile(`(?m)^citybridge_rtp_packets_forwarded_total ([0-9.e+]+)$`)

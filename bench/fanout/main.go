@@ -355,9 +355,15 @@ func (s *server) post(path, token, offer string) (string, string, error) {
 	return string(b), resp.Header.Get("Location"), nil
 }
 
+// viewerToken issues a viewer link of c1 (the host's link).
 func (s *server) viewerToken() (string, error) {
-	req, _ := http.NewRequest(http.MethodPost, s.base+"/api/conferences/c1/viewer-links", nil)
-	req.Header.Set("Authorization", "Bearer "+s.hostToken)
+	return s.issueToken("/api/conferences/c1/viewer-links", s.hostToken)
+}
+
+// issueToken POSTs to an API route that issues a link and returns its token.
+func (s *server) issueToken(path, bearer string) (string, error) {
+	req, _ := http.NewRequest(http.MethodPost, s.base+path, nil)
+	req.Header.Set("Authorization", "Bearer "+bearer)
 	resp, err := s.http.Do(req)
 	if err != nil {
 		return "", err
@@ -365,7 +371,7 @@ func (s *server) viewerToken() (string, error) {
 	defer resp.Body.Close()
 	var link struct{ Token string }
 	if err := json.NewDecoder(resp.Body).Decode(&link); err != nil || resp.StatusCode != http.StatusCreated {
-		return "", fmt.Errorf("viewer link: %d %v", resp.StatusCode, err)
+		return "", fmt.Errorf("%s: %d %v", path, resp.StatusCode, err)
 	}
 	return link.Token, nil
 }

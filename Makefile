@@ -1,6 +1,6 @@
 # Conveniences; README.md gives the commands these wrap.
 
-.PHONY: run test bench bench-all bench-floor
+.PHONY: run test bench bench-all bench-floor fuzz
 
 run:
 	go run ./cmd/citybridge
@@ -20,3 +20,13 @@ bench-all:
 # The forwarding loop and the physical floor (SRTP + one UDP send).
 bench-floor:
 	go test -run '^$$' -bench 'BenchmarkForwardPacket|BenchmarkSRTPSendFloor' -benchtime 2s -count 6 ./sfu
+
+# Every fuzz target for FUZZTIME each (CI runs a few thousand inputs).
+FUZZTIME ?= 60s
+fuzz:
+	go test -run '^$$' -fuzz '^FuzzKeyframeDetect$$' -fuzztime $(FUZZTIME) ./sfu
+	go test -run '^$$' -fuzz '^FuzzVP8Desc$$' -fuzztime $(FUZZTIME) ./sfu
+	go test -run '^$$' -fuzz '^FuzzSDPOffer$$' -fuzztime $(FUZZTIME) ./sfu
+	go test -run '^$$' -fuzz '^FuzzSignalingMessage$$' -fuzztime $(FUZZTIME) ./signaling/wire
+	go test -run '^$$' -fuzz '^FuzzBridgeCSV$$' -fuzztime $(FUZZTIME) ./controlplane
+	go test -run '^$$' -fuzz '^FuzzAPIBody$$' -fuzztime $(FUZZTIME) ./controlplane

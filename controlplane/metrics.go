@@ -18,6 +18,9 @@ type MediaFigures struct {
 	BytesForwarded   uint64
 	KeyframeRequests uint64
 	MalformedPackets uint64
+	// KeyframesFromCache: subscribers started from a cached keyframe
+	// instead of a keyframe request.
+	KeyframesFromCache uint64
 
 	Retransmitted           uint64 // packets sent again on subscribers' NACKs
 	RetransmissionsReceived uint64 // publishers' retransmissions received
@@ -101,6 +104,8 @@ var (
 		"RTP payload bytes written to subscribers.")
 	descKeyframes = newDesc("citybridge_keyframe_requests_total",
 		"Keyframe requests (PLI) sent to publishers after throttling.")
+	descCachedKeyframes = newDesc("citybridge_keyframes_from_cache_total",
+		"Subscribers started on a layer from the packet cache's newest keyframe instead of a keyframe request.")
 	descMalformed = newDesc("citybridge_rtp_malformed_packets_total",
 		"Received RTP packets that did not parse and were dropped.")
 	descRetransmitted = newDesc("citybridge_rtp_retransmitted_packets_total",
@@ -153,7 +158,7 @@ type figuresCollector struct {
 
 func (c *figuresCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descPeers, descTracks, descDownTracks, descReceived,
-		descForwarded, descBytes, descKeyframes, descMalformed, descSessions, descRetransmitted,
+		descForwarded, descBytes, descKeyframes, descCachedKeyframes, descMalformed, descSessions, descRetransmitted,
 		descRtxReceived, descRtxLate, descProbes, descFailedProbes, descLayerChanges, descForwardLatency,
 		descAlertsActive, descReconnects, descLinkScore, descLinkState, descRTT, descLoss, descJitter,
 		descRate, descEstimate, descLayer} {
@@ -177,6 +182,7 @@ func (c *figuresCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(descForwarded, m.PacketsForwarded)
 		counter(descBytes, m.BytesForwarded)
 		counter(descKeyframes, m.KeyframeRequests)
+		counter(descCachedKeyframes, m.KeyframesFromCache)
 		counter(descMalformed, m.MalformedPackets)
 		counter(descRetransmitted, m.Retransmitted)
 		counter(descRtxReceived, m.RetransmissionsReceived)

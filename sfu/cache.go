@@ -1,16 +1,38 @@
 package sfu
 
-import "sync"
+import (
+	"sync"
+	"time"
+)
 
 // packetCache keeps the newest packets of one upstream layer so that
 // subscribers' NACKs are answered from one shared copy, not from a send
 // buffer per subscriber. Only packets that were forwarded to somebody are
 // kept, so layers nobody receives cost nothing.
+//
+// It also remembers where the newest keyframe starts, so that a subscriber
+// starting the layer shortly after one went by is served that keyframe and
+// the frames since from here instead of asking the publisher for another
+// (DownTrack.startFromCache).
 type packetCache struct {
 	mu    sync.Mutex
 	slots []cacheSlot
 	mask  uint16
+
+	kfValid bool
+	kfSeq   uint16 // the newest keyframe's first packet
+	kfTS    uint32
+	kfAt    int64 // when it came (monotonic ns)
 }
+
+// gopReplayAge is how old the newest keyframe may be for a subscriber to
+// be started from the cache rather than by a keyframe request. A request
+// costs the subscriber a round trip and an encode, up to the throttle's
+// interval when another subscriber just asked, and costs every other
+// subscriber of the layer a keyframe they did not need; a replay costs
+// only this subscriber a burst of the keyframe and at most this much of the
+// layer, which the allocator chose because the subscriber's link carries it.
+const gopReplayAge = time.Second
 
 type cacheSlot struct {
 	seq    uint16
@@ -28,10 +50,14 @@ func newPacketCache(size int) *packetCache {
 	return &packetCache{slots: make([]cacheSlot, size), mask: uint16(size - 1)}
 }
 
-// put stores a copy of a packet. It allocates only until every slot has a
-// buffer large enough.
-func (c *packetCache) put(seq uint16, ts uint32, marker bool, payload []byte) {
+// put stores a copy of a packet; key says it is (part of) a keyframe, now
+// when it came. It allocates only until every slot has a buffer large
+// enough.
+func (c *packetCache) put(seq uint16, ts uint32, marker bool, payload []byte, key bool, now int64) {
 	c.mu.Lock()
+	if key && (!c.kfValid || ts != c.kfTS && seqBefore(c.kfSeq, seq)) {
+		c.kfValid, c.kfSeq, c.kfTS, c.kfAt = true, seq, ts, now
+	}
 	s := &c.slots[seq&c.mask]
 	s.seq, s.ts, s.marker, s.valid = seq, ts, marker, true
 	if cap(s.data) < len(payload) {
@@ -53,4 +79,34 @@ func (c *packetCache) get(seq uint16, dst []byte) (n int, ts uint32, marker, ok 
 		return 0, 0, false, false
 	}
 	return copy(dst, s.data), s.ts, s.marker, true
+}
+
+// gop returns the first sequence number of the newest keyframe when a
+// subscriber starting at packet next can be served from the cache: the
+// keyframe is at most gopReplayAge old, and every packet from it up to
+// next is still here (none lost upstream, none overwritten).
+func (c *packetCache) gop(next uint16, now int64) (uint16, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.kfValid || now-c.kfAt > int64(gopReplayAge) {
+		return 0, false
+	}
+	n := next - c.kfSeq
+	if n == 0 || int(n) > len(c.slots)/2 || seqBefore(next, c.kfSeq) {
+		return 0, false
+	}
+	for seq := c.kfSeq; seq != next; seq++ {
+		if s := &c.slots[seq&c.mask]; !s.valid || s.seq != seq {
+			return 0, false
+		}
+	}
+	return c.kfSeq, true
+}
+
+// fresh reports whether a keyframe went by within gopReplayAge, so that a
+// subscriber starting now will likely be served from the cache.
+func (c *packetCache) fresh(now int64) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.kfValid && now-c.kfAt <= int64(gopReplayAge)
 }

@@ -74,11 +74,40 @@ func (c codecSpec) params() (video, rtx webrtc.RTPCodecParameters) {
 	return video, rtx
 }
 
-func registerCodecs(m *webrtc.MediaEngine) error {
+// Video codec choices for Config.VideoCodec.
+const (
+	VideoCodecAny  = ""     // VP8 and H.264; publishers choose (browsers prefer VP8)
+	VideoCodecVP8  = "vp8"  // VP8 only
+	VideoCodecH264 = "h264" // H.264 only: for terminals that decode nothing else
+)
+
+// videoCodecsFor returns the video codecs registered for a choice; ok is
+// false for a choice the SFU does not know.
+func videoCodecsFor(choice string) (out []codecSpec, ok bool) {
+	var mime string
+	switch strings.ToLower(choice) {
+	case VideoCodecAny:
+		return videoCodecs, true
+	case VideoCodecVP8:
+		mime = webrtc.MimeTypeVP8
+	case VideoCodecH264:
+		mime = webrtc.MimeTypeH264
+	default:
+		return nil, false
+	}
+	for _, c := range videoCodecs {
+		if strings.EqualFold(c.mime, mime) {
+			out = append(out, c)
+		}
+	}
+	return out, true
+}
+
+func registerCodecs(m *webrtc.MediaEngine, video []codecSpec) error {
 	if err := m.RegisterCodec(opusCodec(), webrtc.RTPCodecTypeAudio); err != nil {
 		return err
 	}
-	for _, c := range videoCodecs {
+	for _, c := range video {
 		v, rtx := c.params()
 		if err := m.RegisterCodec(v, webrtc.RTPCodecTypeVideo); err != nil {
 			return err
@@ -111,9 +140,9 @@ func (k apiKit) api(se webrtc.SettingEngine, ir *interceptor.Registry) *webrtc.A
 // speaker), NACKs upstream for lost packets, receiver reports, and
 // transport-wide congestion feedback so the browser's own bandwidth
 // estimate can ramp up to all its layers.
-func newPublishKit() (apiKit, error) {
+func newPublishKit(video []codecSpec) (apiKit, error) {
 	m := &webrtc.MediaEngine{}
-	if err := registerCodecs(m); err != nil {
+	if err := registerCodecs(m, video); err != nil {
 		return apiKit{}, err
 	}
 	for _, uri := range []string{sdp.SDESMidURI, sdp.SDESRTPStreamIDURI, sdp.SDESRepairRTPStreamIDURI} {
@@ -154,9 +183,9 @@ func newPublishKit() (apiKit, error) {
 // newSubscribeKit is for peer connections that send media to a subscriber.
 // Its interceptors are built per connection (subscribeInterceptors), since
 // each connection has its own bandwidth estimator.
-func newSubscribeKit() (apiKit, error) {
+func newSubscribeKit(video []codecSpec) (apiKit, error) {
 	m := &webrtc.MediaEngine{}
-	if err := registerCodecs(m); err != nil {
+	if err := registerCodecs(m, video); err != nil {
 		return apiKit{}, err
 	}
 	for _, kind := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeVideo, webrtc.RTPCodecTypeAudio} {

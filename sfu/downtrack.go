@@ -60,6 +60,7 @@ type DownTrack struct {
 	rateBits    int    // measured bits per second sent to the subscriber
 	belowSince  int64  // since when the estimate has not covered the lowest layer; 0 = it does
 	pausedAt    int64  // when the allocator last paused this track
+	movedAt     int64  // when the allocator last changed this track's layer
 
 	mu          sync.Mutex
 	writer      webrtc.TrackLocalWriter
@@ -175,7 +176,7 @@ func (d *DownTrack) Bind(ctx webrtc.TrackLocalContext) (webrtc.RTPCodecParameter
 		d.mu.Unlock()
 		d.bound.Store(true)
 		if l := d.target.Load(); l != noLayer {
-			d.track.requestKeyframe(int(l))
+			d.track.keyframeFor(int(l))
 		}
 		return c, nil
 	}
@@ -232,7 +233,7 @@ func (d *DownTrack) setTarget(l int) bool {
 		return false
 	}
 	if d.kind == webrtc.RTPCodecTypeVideo && int32(l) != d.current.Load() && d.bound.Load() {
-		d.track.requestKeyframe(l)
+		d.track.keyframeFor(l)
 	}
 	return true
 }
@@ -280,12 +281,14 @@ func (d *DownTrack) forward(l int32, p *rtp.Packet, now int64) bool {
 		desc, isVP8 = parseVP8Desc(p.Payload)
 	}
 	if l == tgt && l != cur {
-		if d.kind == webrtc.RTPCodecTypeVideo && !isKeyframe(d.family, p.Payload) {
+		switch {
+		case d.kind != webrtc.RTPCodecTypeVideo || isKeyframe(d.family, p.Payload):
+			d.switchTo(l, p.SequenceNumber, p.Timestamp, now)
+			if isVP8 {
+				d.vp8.switchTo(desc)
+			}
+		case !d.startFromCache(l, p.SequenceNumber, now):
 			return false
-		}
-		d.switchTo(l, p, now)
-		if isVP8 {
-			d.vp8.switchTo(desc)
 		}
 		cur = l
 	}
@@ -300,30 +303,30 @@ func (d *DownTrack) forward(l int32, p *rtp.Packet, now int64) bool {
 			d.floorActive = false
 		}
 	}
-	outSeq := p.SequenceNumber - d.seqOffset
 	if len(p.Payload) == 0 {
 		// Padding-only packets (bandwidth probes) carry nothing for the
 		// decoder: drop them and close the sequence gap they would leave.
-		if seqBefore(d.lastSeq, outSeq) {
+		if outSeq := p.SequenceNumber - d.seqOffset; seqBefore(d.lastSeq, outSeq) {
 			d.seqOffset++
 		}
 		return false
 	}
-	d.hdr = p.Header
-	d.hdr.SSRC = d.ssrc
-	d.hdr.PayloadType = d.pt
-	d.hdr.SequenceNumber = outSeq
-	d.hdr.Timestamp = p.Timestamp - d.tsOffset
-	// The publisher's header extensions carry IDs negotiated with the
-	// publisher, not with this subscriber: never pass them through.
-	d.hdr.Extension = false
-	d.hdr.ExtensionProfile = 0
-	d.hdr.Extensions = nil
-	d.hdr.Padding = false
-	d.hdr.PaddingSize = 0
-	payload := p.Payload
+	return d.write(l, p.SequenceNumber, p.Timestamp, p.Marker, p.Payload, &desc, isVP8, now)
+}
+
+// write sends upstream packet seq of layer l to the subscriber with the
+// down track's sequence number, timestamp and SSRC, and remembers it for
+// NACKs. d.mu is held.
+func (d *DownTrack) write(l int32, seq uint16, ts uint32, marker bool, payload []byte, desc *vp8Desc, isVP8 bool, now int64) bool {
+	outSeq := seq - d.seqOffset
+	// A new header: the publisher's header extensions carry IDs negotiated
+	// with the publisher, not with this subscriber, and never pass through.
+	h := &d.hdr
+	h.Version, h.Padding, h.Extension, h.Marker = 2, false, false, marker
+	h.PayloadType, h.SequenceNumber, h.Timestamp, h.SSRC = d.pt, outSeq, ts-d.tsOffset, d.ssrc
+	h.CSRC, h.ExtensionProfile, h.Extensions, h.PaddingSize = nil, 0, nil, 0
 	if isVP8 {
-		payload = d.vp8.rewrite(d.vp8Buf, p.Payload, desc)
+		payload = d.vp8.rewrite(d.vp8Buf, payload, *desc)
 	}
 	if _, err := d.writer.WriteRTP(&d.hdr, payload); err != nil {
 		return false
@@ -335,38 +338,82 @@ func (d *DownTrack) forward(l int32, p *rtp.Packet, now int64) bool {
 	}
 	if d.sent != nil {
 		e := &d.sent[outSeq&(sentHistory-1)]
-		*e = sentEntry{out: outSeq, in: p.SequenceNumber, layer: int8(l), valid: true, tsOffset: d.tsOffset,
+		*e = sentEntry{out: outSeq, in: seq, layer: int8(l), valid: true, tsOffset: d.tsOffset,
 			picOff: d.vp8.picOff, tl0Off: d.vp8.tl0Off, at: now}
 	}
 	d.started = true
 	d.packets.Add(1)
-	d.bytes.Add(uint64(len(p.Payload)))
+	d.bytes.Add(uint64(len(payload)))
+	return true
+}
+
+// startFromCache starts layer l, whose packet next has just come and is no
+// keyframe, from the layer's packet cache: the newest keyframe and every
+// packet since are written first, with the offsets of a switch at that
+// keyframe, so the subscriber decodes at once instead of waiting for a
+// keyframe request to be answered. It reports false, and asks for a
+// keyframe, when the cache cannot serve (see packetCache.gop). d.mu is held.
+func (d *DownTrack) startFromCache(l int32, next uint16, now int64) bool {
+	c := d.track.cache(int(l))
+	if c == nil {
+		return false
+	}
+	first, ok := c.gop(next, now)
+	if !ok {
+		d.track.requestKeyframe(int(l))
+		return false
+	}
+	if cap(d.rtxBuf) < receiveMTU+2 {
+		d.rtxBuf = make([]byte, receiveMTU+2)
+	}
+	buf := d.rtxBuf[:cap(d.rtxBuf)]
+	for seq := first; seq != next; seq++ {
+		n, ts, marker, ok := c.get(seq, buf)
+		if !ok {
+			// Only the layer's read loop, which is running this, puts
+			// packets in its cache, and gop saw them all: not reached.
+			return seq != first
+		}
+		var desc vp8Desc
+		isVP8 := false
+		if d.family == codecVP8 {
+			desc, isVP8 = parseVP8Desc(buf[:n])
+		}
+		if seq == first {
+			d.switchTo(l, seq, ts, now)
+			if isVP8 {
+				d.vp8.switchTo(desc)
+			}
+		}
+		d.write(l, seq, ts, marker, buf[:n], &desc, isVP8, now)
+	}
+	d.track.stats.keyframesFromCache.Add(1)
 	return true
 }
 
 // switchTo makes layer l current, starting at packet p (a keyframe for
-// video). The offsets are chosen so that p follows the last packet written
+// video). The offsets are chosen so that it follows the last packet written
 // with the next sequence number and a timestamp advanced by the wall-clock
 // time since then (at least one tick), so timestamps never go backwards.
-func (d *DownTrack) switchTo(l int32, p *rtp.Packet, now int64) {
+func (d *DownTrack) switchTo(l int32, seq uint16, ts uint32, now int64) {
 	if d.started {
-		d.seqOffset = p.SequenceNumber - (d.lastSeq + 1)
+		d.seqOffset = seq - (d.lastSeq + 1)
 		// Where the new layer's frame falls on the old layer's timeline,
 		// from both layers' sender reports; without them, the wall-clock
 		// time since the last packet written.
 		ticks := uint32(uint64(now-d.lastAt) * uint64(d.codec.ClockRate) / 1e9)
 		want := d.lastTS + ticks
 		if prev := d.current.Load(); prev != noLayer && prev != l {
-			if ts, ok := d.track.alignTimestamp(prev, l, p.Timestamp); ok {
-				want = ts - d.tsOffset
+			if aligned, ok := d.track.alignTimestamp(prev, l, ts); ok {
+				want = aligned - d.tsOffset
 			}
 		}
 		if !seqAfter32(want, d.lastTS) { // never backwards, never a repeat
 			want = d.lastTS + 1
 		}
-		d.tsOffset = p.Timestamp - want
+		d.tsOffset = ts - want
 	}
-	d.floorSeq = p.SequenceNumber
+	d.floorSeq = seq
 	d.floorActive = true
 	d.current.Store(l)
 }

@@ -343,3 +343,88 @@ func TestKeyframeRequestRepeated(t *testing.T) {
 		t.Fatalf("asked for a keyframe after the layer started: %d requests", len(plis))
 	}
 }
+
+// TestStartFromCachedKeyframe: a subscriber that starts a layer shortly
+// after one of its keyframes went by gets that keyframe and the packets
+// since from the packet cache, with no keyframe request; after the
+// keyframe has aged, or when a packet since it is missing, it is asked for
+// as before.
+func TestStartFromCachedKeyframe(t *testing.T) {
+	now := int64(1)
+	var plis int
+	stats := &counters{}
+	tr := newTrack("video-hub-1", "hub", webrtc.RTPCodecTypeVideo, vp8Codec, stats,
+		func() int64 { return now }, 500*time.Millisecond, func(ps []rtcp.Packet) error {
+			plis += len(ps)
+			return nil
+		})
+	tr.addLayer(LayerLow, 4001)
+	subscribe := func(ssrc uint32) *recordingWriter {
+		d := newDownTrack(tr, nil, "video-hub-1", LayerHigh)
+		if !tr.addDown(d) {
+			t.Fatal("addDown refused")
+		}
+		w := &recordingWriter{}
+		bindFake(d, w, ssrc, 96)
+		d.setTarget(LayerLow)
+		return w
+	}
+	first := subscribe(701)
+	if plis != 1 {
+		t.Fatalf("first subscriber: %d keyframe requests, want 1", plis)
+	}
+	tr.forward(LayerLow, pkt(10, 1000, vp8Key))
+	tr.forward(LayerLow, pkt(11, 4000, vp8Delta))
+	tr.forward(LayerLow, pkt(12, 7000, vp8Delta))
+
+	now += int64(300 * time.Millisecond)
+	second := subscribe(702)
+	if plis != 1 {
+		t.Fatalf("a subscriber 300 ms after a keyframe asked for another (%d requests)", plis)
+	}
+	tr.forward(LayerLow, pkt(13, 10000, vp8Delta))
+	if len(second.headers) != 4 {
+		t.Fatalf("second subscriber got %d packets, want the keyframe, the two since and the new one", len(second.headers))
+	}
+	for i, h := range second.headers {
+		if h.SSRC != 702 || h.SequenceNumber != second.headers[0].SequenceNumber+uint16(i) {
+			t.Errorf("packet %d: %+v, want SSRC 702 and consecutive sequence numbers", i, h)
+		}
+	}
+	if second.headers[0].Timestamp != 1000 || second.headers[3].Timestamp != 10000 {
+		t.Errorf("timestamps %d..%d, want the keyframe's 1000 to 10000", second.headers[0].Timestamp, second.headers[3].Timestamp)
+	}
+	if second.sizes[0] != first.sizes[0] {
+		t.Errorf("the replay starts with %d bytes, the keyframe had %d", second.sizes[0], first.sizes[0])
+	}
+	if got := stats.keyframesFromCache.Load(); got != 1 {
+		t.Errorf("keyframesFromCache = %d, want 1", got)
+	}
+
+	// Aged: a request, and nothing until a keyframe comes.
+	now += int64(2 * time.Second)
+	third := subscribe(703)
+	if plis != 2 {
+		t.Fatalf("a subscriber 2 s after the keyframe: %d requests, want 2", plis)
+	}
+	tr.forward(LayerLow, pkt(14, 13000, vp8Delta))
+	if len(third.headers) != 0 {
+		t.Fatalf("served %d packets from a keyframe %v old", len(third.headers), 2300*time.Millisecond)
+	}
+
+	// A fresh keyframe, then a packet lost upstream: the cache cannot serve.
+	tr.forward(LayerLow, pkt(20, 20000, vp8Key))
+	tr.forward(LayerLow, pkt(22, 23000, vp8Delta))
+	if len(third.headers) != 2 {
+		t.Fatalf("third subscriber got %d packets after the keyframe, want 2", len(third.headers))
+	}
+	now += int64(600 * time.Millisecond)
+	fourth := subscribe(704)
+	tr.forward(LayerLow, pkt(23, 26000, vp8Delta))
+	if len(fourth.headers) != 0 {
+		t.Fatalf("served %d packets from a cache with a hole", len(fourth.headers))
+	}
+	if plis != 3 {
+		t.Errorf("%d keyframe requests, want 3: the fourth subscriber's, when the cache could not serve it", plis)
+	}
+}

@@ -300,12 +300,18 @@ func (p *Peer) allocateLocked(now int64) []LayerEvent {
 		// wobbles (a busy terminal, a busy server), and with only the
 		// smallest layer flowing that would pause a room whose link is
 		// fine.
+		//
+		// The loss must be the present layer's: loss reported just after
+		// a move down (lossSettle) is the larger layer's overflow. Seen: a
+		// room moved from 720p to 180p on a 600 kbit link paused for 4 s on
+		// the loss of the switch itself.
 		if want == noLayer && t.cur != noLayer && !first {
 			if d.belowSince == 0 {
 				d.belowSince = now
 			}
 			at := as.heavyLossAt.Load()
-			if now-d.belowSince < int64(pauseHold) || at == 0 || now-at > int64(lossMemory) {
+			ownLoss := at != 0 && now-at <= int64(lossMemory) && at-d.movedAt >= int64(lossSettle)
+			if now-d.belowSince < int64(pauseHold) || !ownLoss {
 				if low, ok := t.lowest(); ok {
 					want = min(low, t.cur)
 				}
@@ -350,6 +356,7 @@ func (p *Peer) allocateLocked(now int64) []LayerEvent {
 		}
 		if want != t.cur {
 			changed = true
+			d.movedAt = now
 			// Moving down because the link cannot carry the layer being
 			// sent: stop it now rather than flood the link until the lower
 			// layer's keyframe comes (a short freeze instead of a long one).
@@ -380,7 +387,7 @@ func (p *Peer) allocateLocked(now int64) []LayerEvent {
 				t := &as.tracks[i]
 				if l := as.step[i]; l != t.cur {
 					p.applyLayer(d, l, false)
-					t.cur, d.allocLayer, d.allocReason = l, l, reason(t, l)
+					t.cur, d.allocLayer, d.allocReason, d.movedAt = l, l, reason(t, l), now
 					events = append(events, LayerEvent{Track: d.id, Publisher: d.streamID, Layer: l, Reason: d.allocReason, Estimate: effective})
 				}
 			}

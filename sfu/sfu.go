@@ -47,6 +47,12 @@ type Config struct {
 	// LayerRefresh is how often layer bitrates are measured and every
 	// subscriber's layers re-allocated (default 250 ms).
 	LayerRefresh time.Duration
+	// VideoCodec restricts the video codec publishers may send and
+	// subscribers receive: VideoCodecVP8, VideoCodecH264, or
+	// VideoCodecAny (both; browsers then send VP8). The SFU never
+	// transcodes, so a deployment whose terminals decode only H.264 sets
+	// VideoCodecH264.
+	VideoCodec string
 	// Logger receives the SFU's logs and pion's (default slog.Default()).
 	Logger *slog.Logger
 }
@@ -79,6 +85,7 @@ type counters struct {
 	packetsForwarded        atomic.Uint64
 	bytesForwarded          atomic.Uint64
 	keyframeRequests        atomic.Uint64
+	keyframesFromCache      atomic.Uint64 // subscribers started from a cached keyframe instead
 	malformed               atomic.Uint64
 	retransmitted           atomic.Uint64 // packets sent again on subscribers' NACKs
 	retransmissionsReceived atomic.Uint64 // from publishers, on their RTX streams
@@ -99,7 +106,10 @@ type Stats struct {
 	PacketsForwarded uint64
 	BytesForwarded   uint64
 	KeyframeRequests uint64
-	MalformedPackets uint64
+	// KeyframesFromCache counts subscribers started on a layer from the
+	// packet cache's newest keyframe instead of a keyframe request.
+	KeyframesFromCache uint64
+	MalformedPackets   uint64
 	// Retransmitted counts packets sent again on subscribers' NACKs.
 	Retransmitted uint64
 	// RetransmissionsReceived counts publishers' retransmissions, and
@@ -191,11 +201,15 @@ func New(cfg Config) (*SFU, error) {
 		}
 	}
 	s.se = se
+	video, ok := videoCodecsFor(cfg.VideoCodec)
+	if !ok {
+		return nil, fmt.Errorf("sfu: unknown video codec %q (want %q, %q or none for both)", cfg.VideoCodec, VideoCodecVP8, VideoCodecH264)
+	}
 	var err error
-	if s.pubKit, err = newPublishKit(); err != nil {
+	if s.pubKit, err = newPublishKit(video); err != nil {
 		return nil, err
 	}
-	if s.subKit, err = newSubscribeKit(); err != nil {
+	if s.subKit, err = newSubscribeKit(video); err != nil {
 		return nil, err
 	}
 	return s, nil
@@ -240,6 +254,7 @@ func (s *SFU) Stats() Stats {
 		KeyframeRequests: s.stats.keyframeRequests.Load(),
 		MalformedPackets: s.stats.malformed.Load(),
 
+		KeyframesFromCache:      s.stats.keyframesFromCache.Load(),
 		Retransmitted:           s.stats.retransmitted.Load(),
 		RetransmissionsReceived: s.stats.retransmissionsReceived.Load(),
 		LateRetransmissions:     s.stats.lateRetransmissions.Load(),

@@ -51,6 +51,7 @@ type Track struct {
 	streamID string // publisher's peer ID
 	kind     webrtc.RTPCodecType
 	codec    webrtc.RTPCodecParameters
+	family   int // codecVP8, codecH264, codecOther
 	stats    *counters
 	clock    func() int64
 	pliEvery time.Duration
@@ -130,7 +131,7 @@ func newTrack(id, streamID string, kind webrtc.RTPCodecType, codec webrtc.RTPCod
 	stats *counters, clock func() int64, pliEvery time.Duration, writeRTCP func([]rtcp.Packet) error,
 ) *Track {
 	t := &Track{
-		id: id, streamID: streamID, kind: kind, codec: codec,
+		id: id, streamID: streamID, kind: kind, codec: codec, family: codecFamily(codec.MimeType),
 		stats: stats, clock: clock, pliEvery: pliEvery, writeRTCP: writeRTCP,
 	}
 	t.downs.Store(&[]*DownTrack{})
@@ -228,7 +229,7 @@ func (t *Track) forward(l int, p *rtp.Packet) {
 		t.stats.packetsForwarded.Add(n)
 		t.stats.bytesForwarded.Add(n * uint64(len(p.Payload)))
 		if c := ls.cache.Load(); c != nil && len(p.Payload) > 0 {
-			c.put(p.SequenceNumber, p.Timestamp, p.Marker, p.Payload)
+			c.put(p.SequenceNumber, p.Timestamp, p.Marker, p.Payload, isKeyframe(t.family, p.Payload), now)
 		}
 	}
 }
@@ -316,6 +317,16 @@ func (t *Track) requestKeyframe(l int) {
 	_ = t.writeRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{MediaSSRC: ssrc}})
 }
 
+// keyframeFor asks for a keyframe on layer l for a subscriber that is to
+// start it, unless a keyframe of that layer went by so recently that the
+// subscriber will be started from the packet cache (DownTrack.forward).
+func (t *Track) keyframeFor(l int) {
+	if c := t.cache(l); c != nil && c.fresh(t.clock()) {
+		return
+	}
+	t.requestKeyframe(l)
+}
+
 // rerequestKeyframes asks again for the keyframe that down tracks are
 // still waiting for: a subscriber that joined or switched layer sees
 // nothing new until that keyframe arrives, and the first request may have
@@ -334,7 +345,7 @@ func (t *Track) rerequestKeyframes() {
 			continue
 		}
 		asked |= 1 << l
-		t.requestKeyframe(l)
+		t.keyframeFor(l)
 	}
 }
 

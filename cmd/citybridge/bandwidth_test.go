@@ -32,6 +32,7 @@ type timeline struct {
 	last      inboundStat
 	lastRow   time.Time
 	maxFreeze map[string]float64 // longest single freeze seen per phase, seconds (an upper bound)
+	paused    map[string]bool    // phases in which the server said the video was paused
 }
 
 func (tl *timeline) setPhase(p string) {
@@ -49,6 +50,9 @@ func (tl *timeline) add(v inboundStat, l layerInfo) {
 		tl.maxFreeze[tl.phase] = d
 	}
 	tl.last = v
+	if l.Reason == "paused" {
+		tl.paused[tl.phase] = true
+	}
 	if time.Since(tl.lastRow) < time.Second {
 		return
 	}
@@ -66,6 +70,12 @@ func (tl *timeline) longestFreeze(phase string) float64 {
 	tl.mu.Lock()
 	defer tl.mu.Unlock()
 	return tl.maxFreeze[phase]
+}
+
+func (tl *timeline) pausedIn(phase string) bool {
+	tl.mu.Lock()
+	defer tl.mu.Unlock()
+	return tl.paused[phase]
 }
 
 func (tl *timeline) String() string {
@@ -107,7 +117,7 @@ func TestBrowserLayerFollowsBandwidth(t *testing.T) {
 	tabs = append(tabs, room)
 	saveScreenshotsOnFailure(t, tabs...)
 
-	tl := &timeline{start: time.Now(), phase: "unlimited", maxFreeze: map[string]float64{}}
+	tl := &timeline{start: time.Now(), phase: "unlimited", maxFreeze: map[string]float64{}, paused: map[string]bool{}}
 	stop := make(chan struct{})
 	var sampler sync.WaitGroup
 	sampler.Add(1)
@@ -199,6 +209,14 @@ func TestBrowserLayerFollowsBandwidth(t *testing.T) {
 	if after.FrameWidth != 320 && after.FrameWidth != 640 {
 		t.Errorf("at 600 kbit the room settled at %dx%d", after.FrameWidth, after.FrameHeight)
 	}
+	// 600 kbit carries the smallest layer: the picture must go on.
+	if tl.pausedIn("tbf 600 kbit") {
+		t.Error("at 600 kbit the server paused the room's video (the smallest layer fits)")
+	}
+	waitUntil(t, 3*time.Second, limited+" still decoding at 600 kbit", func() (bool, string) {
+		v, seen := roomVideo(room)
+		return v.FramesDecoded > after.FramesDecoded+5, seen
+	})
 	freeAt720("at 600 kbit")
 
 	// 150 kbit: video paused, audio goes on, and the page says why.

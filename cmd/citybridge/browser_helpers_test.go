@@ -278,6 +278,7 @@ func eval[T any](tb *tab, expr string) (T, error) {
 type inboundStat struct {
 	Kind            string  `json:"kind"`
 	Stream          string  `json:"stream"`
+	Codec           string  `json:"codec"` // the MIME type, e.g. video/VP8
 	PacketsReceived int     `json:"packetsReceived"`
 	FramesDecoded   int     `json:"framesDecoded"`
 	FrameWidth      int     `json:"frameWidth"`

@@ -1,10 +1,6 @@
 package main
 
 import (
-	"citybridge/controlplane"
-	"citybridge/signaling"
-	"net/url"
-
 	"errors"
 	"flag"
 	"fmt"
@@ -12,8 +8,13 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"net/url"
 	"strings"
 	"time"
+
+	"citybridge/controlplane"
+	"citybridge/sfu"
+	"citybridge/signaling"
 
 	"github.com/BurntSushi/toml"
 )
@@ -57,7 +58,10 @@ type Config struct {
 	// raises an alert, posted to AlertWebhook (signed with
 	// AlertWebhookSecret) when set.
 	// MaxViewers bounds the WHEP viewers of one conference.
-	MaxViewers         int
+	MaxViewers int
+	// VideoCodec is "" (VP8 and H.264), "vp8" or "h264" (see
+	// sfu.Config.VideoCodec).
+	VideoCodec         string
 	AlertLostAfter     time.Duration
 	AlertPoorAfter     time.Duration
 	AlertWebhook       string
@@ -116,6 +120,7 @@ func parseServeFlags(args []string, getenv func(string) string, stderr io.Writer
 	fs.Var(listValue{&turnURLs}, "turn-url", "an existing TURN server's URL (coturn, use-auth-secret) to hand to pages instead of the embedded one (repeatable)")
 	fs.DurationVar(&cfg.TURNTTL, "turn-ttl", cfg.TURNTTL, "how long a page's TURN credential is valid")
 	fs.Var(listValue{&origins}, "allowed-origin", "another origin the pages are served under, e.g. https://bridge.city.example behind a reverse proxy (repeatable)")
+	fs.StringVar(&cfg.VideoCodec, "video-codec", "", "restrict video to one codec: vp8, or h264 for terminals that decode nothing else (default: both; browsers then send VP8)")
 	fs.IntVar(&cfg.MaxViewers, "max-viewers", cfg.MaxViewers, "most WHEP viewers (viewer links) one conference may have at once")
 	fs.DurationVar(&cfg.AlertLostAfter, "alert-lost-after", cfg.AlertLostAfter, "raise an alert when a bridge has been lost (nothing received for 3 s) this long")
 	fs.DurationVar(&cfg.AlertPoorAfter, "alert-poor-after", cfg.AlertPoorAfter, "raise an alert when a bridge's link has been poor (score below 60) this long")
@@ -214,6 +219,9 @@ func parseServeFlags(args []string, getenv func(string) string, stderr io.Writer
 		if cfg.AlertWebhookSecret == "" {
 			return cfg, errors.New("--alert-webhook needs --alert-webhook-secret (receivers must be able to check the signature)")
 		}
+	}
+	if v := strings.ToLower(cfg.VideoCodec); v != sfu.VideoCodecAny && v != sfu.VideoCodecVP8 && v != sfu.VideoCodecH264 {
+		return cfg, fmt.Errorf("--video-codec %q: want vp8 or h264 (or nothing for both)", cfg.VideoCodec)
 	}
 	if cfg.MaxViewers < 0 || cfg.MaxViewers > 10000 {
 		return cfg, errors.New("--max-viewers must be 0-10000")

@@ -134,7 +134,7 @@ func start(cfg Config, log *slog.Logger) (_ *server, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("media port: %w", err)
 	}
-	mc := sfu.Config{UDPConns: udp, PublicIPs: cfg.PublicIPs, AllowedNetworks: cfg.MediaAllow, Logger: log}
+	mc := sfu.Config{UDPConns: udp, PublicIPs: cfg.PublicIPs, AllowedNetworks: cfg.MediaAllow, VideoCodec: cfg.VideoCodec, Logger: log}
 	// Relayed media reaches the SFU from the relay's own address: let it
 	// in even when --media-allow names only the rooms' networks.
 	if relay := cfg.turnAddress(); cfg.TURN && len(cfg.TURNURLs) == 0 && relay != nil && len(cfg.MediaAllow) > 0 {
@@ -238,7 +238,7 @@ func (s *server) mediaFigures() controlplane.MediaFigures {
 		Peers: st.Peers, PublishedTracks: st.Tracks, DownTracks: st.DownTracks,
 		PacketsReceived: st.PacketsReceived, PacketsForwarded: st.PacketsForwarded,
 		BytesForwarded: st.BytesForwarded, KeyframeRequests: st.KeyframeRequests,
-		MalformedPackets: st.MalformedPackets,
+		MalformedPackets: st.MalformedPackets, KeyframesFromCache: st.KeyframesFromCache,
 
 		Retransmitted: st.Retransmitted, RetransmissionsReceived: st.RetransmissionsReceived,
 		LateRetransmissions: st.LateRetransmissions, Probes: st.Probes, FailedProbes: st.FailedProbes,

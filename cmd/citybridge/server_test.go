@@ -229,6 +229,9 @@ func TestParseServeFlags(t *testing.T) {
 	if cfg.Listen != ":9443" || cfg.Data != "/srv/cb" || cfg.UDPPort != 10000 {
 		t.Errorf("got %+v: want listen from the environment, data and port from flags", cfg)
 	}
+	if c, err := parseServeFlags([]string{"--video-codec", "H264"}, getenv, io.Discard); err != nil || c.VideoCodec != "H264" {
+		t.Errorf("--video-codec H264: %q, %v", c.VideoCodec, err)
+	}
 	if strings.Join(cfg.PublicIPs, " ") != "10.1.2.3 192.168.1.5" {
 		t.Errorf("public IPs %v", cfg.PublicIPs)
 	}
@@ -242,6 +245,7 @@ func TestParseServeFlags(t *testing.T) {
 		{"--tls-cert", "a.pem"},
 		{"--media-allow", "10.0.0.0/99"},
 		{"--log-level", "loud"},
+		{"--video-codec", "av1"},
 		{"extra"},
 	} {
 		if _, err := parseServeFlags(bad, func(string) string { return "" }, io.Discard); err == nil {

@@ -403,6 +403,7 @@ export class Session extends EventTarget {
       out.push({
         kind: s.kind,
         stream: this.streamOfTrack.get(s.trackIdentifier) || "",
+        codec: (s.codecId && report.get(s.codecId) && report.get(s.codecId).mimeType) || "",
         packetsReceived: s.packetsReceived || 0,
         framesDecoded: s.framesDecoded || 0,
         frameWidth: s.frameWidth || 0,

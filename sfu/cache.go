@@ -22,17 +22,21 @@ type packetCache struct {
 	kfValid bool
 	kfSeq   uint16 // the newest keyframe's first packet
 	kfTS    uint32
-	kfAt    int64 // when it came (monotonic ns)
+	kfAt    int64  // when it came (monotonic ns)
+	newest  uint16 // the newest sequence number put
+	any     bool   // something was put
 }
 
-// gopReplayAge is how old the newest keyframe may be for a subscriber to
-// be started from the cache rather than by a keyframe request. A request
-// costs the subscriber a round trip and an encode, up to the throttle's
-// interval when another subscriber just asked, and costs every other
-// subscriber of the layer a keyframe they did not need; a replay costs
-// only this subscriber a burst of the keyframe and at most this much of the
-// layer, which the allocator chose because the subscriber's link carries it.
-const gopReplayAge = time.Second
+// gopReplayAge is how old the newest keyframe may be for a subscriber with
+// no picture (new, or paused) to be started from the cache rather than by
+// a keyframe request. A request costs the subscriber a round trip and an
+// encode, up to the throttle's interval when another subscriber just
+// asked, and costs every other subscriber of the layer a keyframe they did
+// not need; a replay costs only this subscriber a burst of the keyframe and
+// at most this much of the layer, which the allocator chose because the
+// subscriber's link carries it. It covers the throttle's interval: of many
+// rooms joining at once, those after the first keyframe are served here.
+const gopReplayAge = 500 * time.Millisecond
 
 type cacheSlot struct {
 	seq    uint16
@@ -55,8 +59,16 @@ func newPacketCache(size int) *packetCache {
 // enough.
 func (c *packetCache) put(seq uint16, ts uint32, marker bool, payload []byte, key bool, now int64) {
 	c.mu.Lock()
-	if key && (!c.kfValid || ts != c.kfTS && seqBefore(c.kfSeq, seq)) {
-		c.kfValid, c.kfSeq, c.kfTS, c.kfAt = true, seq, ts, now
+	if key {
+		switch {
+		case !c.kfValid || ts != c.kfTS && (seqAfter32(ts, c.kfTS) || now-c.kfAt > int64(gopReplayAge)):
+			c.kfValid, c.kfSeq, c.kfTS, c.kfAt = true, seq, ts, now
+		case ts == c.kfTS && seqBefore(seq, c.kfSeq):
+			c.kfSeq = seq // the keyframe's first packet came late (retransmitted)
+		}
+	}
+	if !c.any || seqBefore(c.newest, seq) {
+		c.newest, c.any = seq, true
 	}
 	s := &c.slots[seq&c.mask]
 	s.seq, s.ts, s.marker, s.valid = seq, ts, marker, true
@@ -82,13 +94,15 @@ func (c *packetCache) get(seq uint16, dst []byte) (n int, ts uint32, marker, ok 
 }
 
 // gop returns the first sequence number of the newest keyframe when a
-// subscriber starting at packet next can be served from the cache: the
-// keyframe is at most gopReplayAge old, and every packet from it up to
-// next is still here (none lost upstream, none overwritten).
+// subscriber starting at packet next can be served from the cache: next is
+// newer than anything cached (not a retransmission or a reordered packet,
+// which would leave the packets after it unsent), the keyframe is at most
+// gopReplayAge old, and every packet from it up to next is still here
+// (none lost upstream, none overwritten).
 func (c *packetCache) gop(next uint16, now int64) (uint16, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if !c.kfValid || now-c.kfAt > int64(gopReplayAge) {
+	if !c.kfValid || now-c.kfAt > int64(gopReplayAge) || !seqBefore(c.newest, next) {
 		return 0, false
 	}
 	n := next - c.kfSeq

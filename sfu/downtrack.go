@@ -176,7 +176,7 @@ func (d *DownTrack) Bind(ctx webrtc.TrackLocalContext) (webrtc.RTPCodecParameter
 		d.mu.Unlock()
 		d.bound.Store(true)
 		if l := d.target.Load(); l != noLayer {
-			d.track.keyframeFor(int(l))
+			d.askKeyframe(int(l))
 		}
 		return c, nil
 	}
@@ -233,8 +233,20 @@ func (d *DownTrack) setTarget(l int) bool {
 		return false
 	}
 	if d.kind == webrtc.RTPCodecTypeVideo && int32(l) != d.current.Load() && d.bound.Load() {
-		d.track.keyframeFor(l)
+		d.askKeyframe(l)
 	}
+	return true
+}
+
+// askKeyframe asks the publisher for a keyframe on layer l, which this
+// down track waits for, unless it has no picture (new, or paused) and a
+// keyframe of that layer went by so recently that it will be started from
+// the packet cache (startFromCache). It reports whether it asked.
+func (d *DownTrack) askKeyframe(l int) bool {
+	if c := d.track.cache(l); c != nil && d.current.Load() == noLayer && c.fresh(d.track.clock()) {
+		return false
+	}
+	d.track.requestKeyframe(l)
 	return true
 }
 
@@ -287,7 +299,10 @@ func (d *DownTrack) forward(l int32, p *rtp.Packet, now int64) bool {
 			if isVP8 {
 				d.vp8.switchTo(desc)
 			}
-		case !d.startFromCache(l, p.SequenceNumber, now):
+		case cur != noLayer || !d.startFromCache(l, p.SequenceNumber, now):
+			// With a picture showing, the old layer goes on until the new
+			// one's next keyframe: a replay would put the new layer's
+			// frames up to gopReplayAge late on the timeline.
 			return false
 		}
 		cur = l
@@ -347,8 +362,9 @@ func (d *DownTrack) write(l int32, seq uint16, ts uint32, marker bool, payload [
 	return true
 }
 
-// startFromCache starts layer l, whose packet next has just come and is no
-// keyframe, from the layer's packet cache: the newest keyframe and every
+// startFromCache starts layer l on a down track with no picture (new, or
+// paused), when its packet next has just come and is no keyframe, from the
+// layer's packet cache: the newest keyframe and every
 // packet since are written first, with the offsets of a switch at that
 // keyframe, so the subscriber decodes at once instead of waiting for a
 // keyframe request to be answered. It reports false, and asks for a

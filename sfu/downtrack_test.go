@@ -413,18 +413,38 @@ func TestStartFromCachedKeyframe(t *testing.T) {
 	}
 
 	// A fresh keyframe, then a packet lost upstream: the cache cannot serve.
+	now += int64(300 * time.Millisecond)
 	tr.forward(LayerLow, pkt(20, 20000, vp8Key))
 	tr.forward(LayerLow, pkt(22, 23000, vp8Delta))
 	if len(third.headers) != 2 {
 		t.Fatalf("third subscriber got %d packets after the keyframe, want 2", len(third.headers))
 	}
-	now += int64(600 * time.Millisecond)
+	now += int64(300 * time.Millisecond)
 	fourth := subscribe(704)
+	if plis != 2 {
+		t.Fatalf("a subscriber 300 ms after a keyframe asked for another (%d requests)", plis)
+	}
 	tr.forward(LayerLow, pkt(23, 26000, vp8Delta))
 	if len(fourth.headers) != 0 {
 		t.Fatalf("served %d packets from a cache with a hole", len(fourth.headers))
 	}
 	if plis != 3 {
 		t.Errorf("%d keyframe requests, want 3: the fourth subscriber's, when the cache could not serve it", plis)
+	}
+
+	// A retransmission or a reordered packet does not start a replay: the
+	// packets cached after it would never be sent.
+	now += int64(time.Second)
+	tr.forward(LayerLow, pkt(30, 30000, vp8Key))
+	tr.forward(LayerLow, pkt(31, 33000, vp8Delta))
+	tr.forward(LayerLow, pkt(32, 36000, vp8Delta))
+	fifth := subscribe(705)
+	tr.forward(LayerLow, pkt(31, 33000, vp8Delta))
+	if len(fifth.headers) != 0 {
+		t.Fatalf("a late packet started a replay of %d packets", len(fifth.headers))
+	}
+	tr.forward(LayerLow, pkt(33, 39000, vp8Delta))
+	if len(fifth.headers) != 4 {
+		t.Fatalf("fifth subscriber got %d packets, want 30-33", len(fifth.headers))
 	}
 }

@@ -317,16 +317,6 @@ func (t *Track) requestKeyframe(l int) {
 	_ = t.writeRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{MediaSSRC: ssrc}})
 }
 
-// keyframeFor asks for a keyframe on layer l for a subscriber that is to
-// start it, unless a keyframe of that layer went by so recently that the
-// subscriber will be started from the packet cache (DownTrack.forward).
-func (t *Track) keyframeFor(l int) {
-	if c := t.cache(l); c != nil && c.fresh(t.clock()) {
-		return
-	}
-	t.requestKeyframe(l)
-}
-
 // rerequestKeyframes asks again for the keyframe that down tracks are
 // still waiting for: a subscriber that joined or switched layer sees
 // nothing new until that keyframe arrives, and the first request may have
@@ -344,8 +334,9 @@ func (t *Track) rerequestKeyframes() {
 		if !ok || asked&(1<<l) != 0 {
 			continue
 		}
-		asked |= 1 << l
-		t.keyframeFor(l)
+		if d.askKeyframe(l) {
+			asked |= 1 << l
+		}
 	}
 }
 

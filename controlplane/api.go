@@ -108,6 +108,7 @@ func (a *API) Register(mux *http.ServeMux) {
 	a.registerFloor(m)
 	a.registerReadiness(m)
 	a.registerViewers(m)
+	a.registerAccessLinks(m)
 	a.registerLinks(m)
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no such API route")

@@ -43,6 +43,8 @@ func WhoOf(g Grant) string {
 		return "host link " + g.Conference
 	case g.Role == RoleRoom:
 		return "room link " + g.Bridge
+	case g.Role == RoleTechnician && g.Name != "":
+		return "technician link " + g.Name
 	case g.Role == "":
 		return "anonymous"
 	}
@@ -171,7 +173,7 @@ func (s *statusRecorder) Write(b []byte) (int, error) {
 // by the login handler itself.
 func (a *API) audited(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodGet || r.Method == http.MethodHead {
+		if (r.Method == http.MethodGet || r.Method == http.MethodHead) && !auditedReads[r.Pattern] {
 			h(w, r)
 			return
 		}
@@ -184,6 +186,10 @@ func (a *API) audited(h http.HandlerFunc) http.HandlerFunc {
 		a.audit(r, g, r.Pattern, r.URL.Path, "ok") // the pattern names the method
 	}
 }
+
+// auditedReads are the reads that are administrative actions themselves:
+// taking a copy of the whole store, and reading the audit log.
+var auditedReads = map[string]bool{"GET /api/backup": true, "GET /api/audit": true}
 
 // audit writes one entry; a failure is logged, never shown to the caller
 // (the action itself is done).

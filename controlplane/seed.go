@@ -49,7 +49,7 @@ func (s *Store) SeedDemo(registryCSV []byte, title string) (demo Demo, ok bool, 
 	if err != nil {
 		return Demo{}, false, err
 	}
-	tech, err := s.IssueToken(Grant{Role: RoleTechnician})
+	tech, err := s.IssueToken(Grant{Role: RoleTechnician, Name: SeedTechnicianName})
 	if err != nil {
 		return Demo{}, false, err
 	}

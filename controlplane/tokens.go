@@ -33,6 +33,7 @@ type Grant struct {
 	Role       Role      `json:"role"`
 	Conference string    `json:"conference,omitempty"` // host and viewer tokens: their one conference
 	Bridge     string    `json:"bridge,omitempty"`     // room tokens: the one bridge they are
+	Name       string    `json:"name,omitempty"`       // technician tokens: whose link it is
 	Issued     time.Time `json:"issued,omitzero"`
 	// User is the person behind a login session (not stored with tokens).
 	User string `json:"user,omitempty"`
@@ -225,6 +226,20 @@ func (s *Store) RevokeViewerLinks(conference string) (int, error) {
 // lost or replaced); it returns how many there were.
 func (s *Store) RevokeTerminalLinks(bridge string) (int, error) {
 	return s.revokeTokens(func(g Grant) bool { return g.Role == RoleRoom && g.Bridge == bridge })
+}
+
+// RevokeHostLinks revokes every host token of a conference; it returns
+// how many there were.
+func (s *Store) RevokeHostLinks(conference string) (int, error) {
+	return s.revokeTokens(func(g Grant) bool { return g.Role == RoleHost && g.Conference == conference })
+}
+
+// RevokeTechnicianLinks revokes the technician tokens issued under name
+// (the first start's is SeedTechnicianName); it returns how many there were.
+func (s *Store) RevokeTechnicianLinks(name string) (int, error) {
+	return s.revokeTokens(func(g Grant) bool {
+		return g.Role == RoleTechnician && (g.Name == name || g.Name == "" && name == SeedTechnicianName)
+	})
 }
 
 // revokeTokens deletes the tokens whose grant matches.

@@ -89,7 +89,7 @@ func TestAuditLog(t *testing.T) {
 		{"admin", "login", "", "bad_login"},
 		{"admin", "login", "", "ok"},
 		{"admin", "POST /api/bridges", "/api/bridges", "ok"},
-		{"technician link", "POST /api/bridges/{id}/terminal-links", "/api/bridges/ward-900/terminal-links", "ok"},
+		{"technician link technician", "POST /api/bridges/{id}/terminal-links", "/api/bridges/ward-900/terminal-links", "ok"},
 		{"host link " + conf, "POST /api/conferences/{id}/floor", "/api/conferences/" + conf + "/floor", "ok"},
 		{"host link " + conf, "control mute_all", conf + "/", "ok"},
 	}
@@ -121,5 +121,30 @@ func TestAuditLog(t *testing.T) {
 	}
 	if code := call(admin, "GET", "/api/audit?from=yesterday", "", ""); code != 400 {
 		t.Errorf("a bad time bound: %d", code)
+	}
+	// Reading the log and downloading a backup are logged; refused reads
+	// are not.
+	if code := call(admin, "GET", "/api/backup", "", ""); code != 200 {
+		t.Fatalf("backup: %d", code)
+	}
+	// The entry is written once the handler returns, after the client
+	// has its last byte.
+	reads := map[string]int{}
+	waitFor(t, 5*time.Second, "the backup in the log", func() bool {
+		es, err := ts.store.AuditLog(start.Add(-time.Second), time.Time{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		clear(reads)
+		for _, e := range es[len(entries):] {
+			if e.Who != "admin" {
+				t.Errorf("a read logged as %+v", e)
+			}
+			reads[e.Action]++
+		}
+		return reads["GET /api/backup"] == 1
+	})
+	if reads["GET /api/audit"] != 2 || len(reads) != 2 {
+		t.Errorf("reads logged: %v, want the two audit reads that succeeded and the backup", reads)
 	}
 }

@@ -193,6 +193,29 @@ func apiTable() []apiOp {
 		{"GET", "/api/conferences/{id}/readiness", 404, fixed(c+"/readiness", "")},
 		{"POST", "/api/conferences/{id}/viewer-links", 201, fixed(c+"/viewer-links", "")},
 		{"DELETE", "/api/conferences/{id}/viewer-links", 200, fixed(c+"/viewer-links", "")},
+		{"POST", "/api/conferences/{id}/host-links", 201, fixed(c+"/host-links", "")},
+		// Revoking the callers' own host link would refuse every later
+		// row: each allowed call revokes a conference of its own.
+		{"DELETE", "/api/conferences/{id}/host-links", 200, func(t *testing.T, ts *testServer) (string, string) {
+			conf, err := ts.store.CreateConference(controlplane.Conference{Title: next("rotated "), Bridges: []string{"commune-001"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := ts.store.IssueToken(controlplane.Grant{Role: controlplane.RoleHost, Conference: conf.ID}); err != nil {
+				t.Fatal(err)
+			}
+			return "/api/conferences/" + conf.ID + "/host-links", ""
+		}},
+		{"POST", "/api/technician-links", 201, func(*testing.T, *testServer) (string, string) {
+			return "/api/technician-links", `{"name":"` + next("tech-") + `"}`
+		}},
+		{"DELETE", "/api/technician-links/{name}", 200, func(t *testing.T, ts *testServer) (string, string) {
+			name := next("leaver-")
+			if _, err := ts.store.IssueToken(controlplane.Grant{Role: controlplane.RoleTechnician, Name: name}); err != nil {
+				t.Fatal(err)
+			}
+			return "/api/technician-links/" + name, ""
+		}},
 	}
 }
 

@@ -171,7 +171,12 @@ func start(cfg Config, log *slog.Logger) (_ *server, err error) {
 	s.http = &http.Server{
 		Handler:           securityHeaders(s.routes()),
 		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
+		// A request's body must arrive within a minute (a slow sender
+		// holds a connection no longer). WebSockets set their own read
+		// deadlines as soon as they are upgraded. No write timeout: a
+		// backup download takes as long as the store is large.
+		ReadTimeout: time.Minute,
+		IdleTimeout: 2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
 	go func() {

@@ -177,7 +177,7 @@ func start(cfg Config, log *slog.Logger) (_ *server, err error) {
 		// backup download takes as long as the store is large.
 		ReadTimeout: time.Minute,
 		IdleTimeout: 2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		ErrorLog:    slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
 	go func() {
 		if err := s.http.Serve(s.front.Web()); err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -208,6 +208,8 @@ func TestWHIPWHEPInterop(t *testing.T) {
 		{"unknown conference", "/whep/no-such-conference", viewers[12].token, "application/sdp", "v=0\r\n", http.StatusNotFound},
 		{"a room publishing with WHIP", "/whip/" + conf, viewers[0].token, "application/sdp", "v=0\r\n", http.StatusForbidden},
 		{"the host receiving with WHEP", "/whep/" + conf, ts.demo.HostToken, "application/sdp", "v=0\r\n", http.StatusForbidden},
+		{"a technician publishing with WHIP", "/whip/" + conf, ts.demo.TechnicianToken, "application/sdp", "v=0\r\n", http.StatusForbidden},
+		{"a technician receiving with WHEP", "/whep/" + conf, ts.demo.TechnicianToken, "application/sdp", "v=0\r\n", http.StatusForbidden},
 	}
 	for _, b := range bad {
 		resp, body := mediaPost(t, ts, b.path, b.token, b.ctype, b.body)

@@ -9,7 +9,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/pion/interceptor/pkg/cc"
 	"github.com/pion/rtcp"
 	"github.com/pion/webrtc/v4"
 )
@@ -114,7 +113,7 @@ func newPeer(r *Router, id string, l PeerListener, opts PeerOptions) (*Peer, err
 	}
 	se := r.sfu.se
 	se.LoggerFactory = slogFactory{p.log}
-	subIR, err := subscribeInterceptors(p.start, func(e cc.BandwidthEstimator) { p.as.bwe.Store(&e) })
+	subIR, err := subscribeInterceptors(p.start, p.setEstimator)
 	if err != nil {
 		return nil, err
 	}

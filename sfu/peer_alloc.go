@@ -52,6 +52,10 @@ type allocState struct {
 	rtcpAt       atomic.Int64 // when the subscriber's last RTCP came
 	outageEnd    atomic.Int64 // until then, loss reports describe an outage
 	sentBits     atomic.Int64 // bits per second sent to the subscriber, all tracks
+	congestedAt  atomic.Int64 // when GCC last lowered its target on overuse
+	held         int          // the estimate as the allocator uses it (heldEstimate)
+	dips         int          // estimate falls not taken: GCC saw no congestion
+	lastDipLog   int64
 	lastEstimate int
 	lastDecrease int64 // when the estimate last went down
 	lastFallLog  int64
@@ -99,11 +103,10 @@ func (p *Peer) Estimate() int {
 // as heavy loss on a clean link.
 func (p *Peer) rawEstimate(now int64) int {
 	as := &p.as
-	remb, rembAt, twccAt := int(as.remb.Load()), as.rembAt.Load(), as.twccAt.Load()
 	est := p.start
 	switch e := as.bwe.Load(); {
-	case rembAt != 0 && now-rembAt < int64(2*time.Second) && (twccAt == 0 || now-twccAt > int64(2*time.Second)):
-		est = remb
+	case p.usingREMB(now):
+		est = int(as.remb.Load())
 	case e != nil:
 		est = (*e).GetTargetBitrate()
 		if v, ok := (*e).GetStats()["delayTargetBitrate"].(int); ok && v > 0 {
@@ -114,6 +117,62 @@ func (p *Peer) rawEstimate(now int64) int {
 		est = min(est, c)
 	}
 	return est
+}
+
+// setEstimator takes the subscriber connection's GCC and listens to its
+// target changes: a fall GCC decided on overuse (its rate controller in
+// "decrease", or its detector saying "overuse") is congestion.
+func (p *Peer) setEstimator(e cc.BandwidthEstimator) {
+	p.as.bwe.Store(&e)
+	prev := atomic.Int64{}
+	prev.Store(int64(p.start))
+	e.OnTargetBitrateChange(func(rate int) {
+		if int64(rate) >= prev.Swap(int64(rate)) {
+			return
+		}
+		st := e.GetStats()
+		if st["state"] == "decrease" || st["usage"] == "overuse" {
+			p.as.congestedAt.Store(p.router.sfu.clock())
+		}
+	})
+}
+
+// congestionWindow is how long after a congestion signal (GCC's overuse,
+// or a receiver report of 2% loss or more) a fall of the estimate is
+// taken as congestion.
+const congestionWindow = time.Second
+
+// heldEstimate is the estimate the allocator works with: rawEstimate, but
+// it only falls when the link said so, that is within congestionWindow of
+// GCC lowering its target on overuse or of a loss report. GCC also lowers
+// its target without congestion: in its increase state it stays under 1.5x
+// what the feedback says arrived, and the feedback's rate of a sender held
+// back by its layers, or measured over a window a busy machine stretched,
+// dips. Taken as congestion, such dips moved unlimited rooms off 1280x720
+// and failed their probes back up. allocMu is held.
+func (p *Peer) heldEstimate(now int64) int {
+	as := &p.as
+	raw := p.rawEstimate(now)
+	switch {
+	case as.held == 0 || raw >= as.held || p.usingREMB(now): // a REMB is the browser's own verdict
+		as.held = raw
+	case now-as.congestedAt.Load() <= int64(congestionWindow) || now-as.lossAt.Load() <= int64(congestionWindow):
+		as.held = raw
+	default:
+		as.dips++
+		if raw < as.held*8/10 && now-as.lastDipLog > int64(10*time.Second) {
+			as.lastDipLog = now
+			p.log.Info("estimate dip not taken: no congestion signal", "held", as.held, "gcc", raw, "dips", as.dips)
+		}
+	}
+	return as.held
+}
+
+// usingREMB reports whether the estimate comes from the browser's REMB: it
+// sends REMB and no transport-wide feedback.
+func (p *Peer) usingREMB(now int64) bool {
+	rembAt, twccAt := p.as.rembAt.Load(), p.as.twccAt.Load()
+	return rembAt != 0 && now-rembAt < int64(2*time.Second) && (twccAt == 0 || now-twccAt > int64(2*time.Second))
 }
 
 // onReceiverReport applies the subscriber's report of the media it lost
@@ -187,7 +246,7 @@ func (p *Peer) tick(elapsed time.Duration) {
 
 func (p *Peer) allocateLocked(now int64) []LayerEvent {
 	as := &p.as
-	est := p.rawEstimate(now)
+	est := p.heldEstimate(now)
 	if est < as.lastEstimate*95/100 {
 		as.lastDecrease = now
 		as.floor = 0 // congestion: whatever a probe vouched for no longer holds

@@ -12,8 +12,12 @@ import (
 // layer (the switch waits for an H.264 keyframe of that layer, found by
 // SPS/IDR detection) and lifting it brings the room back to 1280x720, with
 // the picture decoding throughout.
+//
+// It runs in the media pass: OpenH264 encoding three layers is heavy, and
+// beside the race pass's other browser tests it starved them (and itself:
+// 4 frames a second at 320x180).
 func TestBrowserH264Simulcast(t *testing.T) {
-	t.Parallel()
+	requireMediaPass(t)
 	ts := startTestServerWith(t, func(c *Config) { c.VideoCodec = "h264" })
 	rooms := []string{"commune-001", "ward-017"}
 	browser := newBrowser(t)

@@ -45,18 +45,21 @@ func TestLossRecovery(t *testing.T) {
 		st := ts.media.Stats()
 		return st.Retransmitted > rtx0 && time.Since(start) > 3*time.Second, fmt.Sprintf("%d retransmitted", st.Retransmitted-rtx0)
 	})
+	e0 := hubEncoded(t, host)
 	v0, _ := video()
 	t0 := time.Now()
 	waitUntil(t, 15*time.Second, "ten seconds under 5% loss", func() (bool, string) {
 		return time.Since(t0) >= 10*time.Second, ""
 	})
 	v1, seen := video()
-	fps := float64(v1.FramesDecoded-v0.FramesDecoded) / time.Since(t0).Seconds()
+	took := time.Since(t0).Seconds()
+	fps := float64(v1.FramesDecoded-v0.FramesDecoded) / took
+	sent := float64(hubEncoded(t, host)-e0) / took
 	st := ts.media.Stats()
-	t.Logf("under 5%% loss: %.1f frames/s decoded at %dx%d; room sent %d NACKs, lost %d packets for good; server retransmitted %d",
-		fps, v1.FrameWidth, v1.FrameHeight, v1.NackCount-v0.NackCount, v1.PacketsLost-v0.PacketsLost, st.Retransmitted-rtx0)
+	t.Logf("under 5%% loss: %.1f frames/s decoded at %dx%d (the hub encoded %.1f a second of its full layer); room sent %d NACKs, lost %d packets for good; server retransmitted %d",
+		fps, v1.FrameWidth, v1.FrameHeight, sent, v1.NackCount-v0.NackCount, v1.PacketsLost-v0.PacketsLost, st.Retransmitted-rtx0)
 	if fps <= 25 {
-		t.Errorf("decoded %.1f frames/s under 5%% loss, want above 25 (%s)", fps, seen)
+		t.Errorf("decoded %.1f frames/s under 5%% loss, want above 25; the hub encoded %.1f a second (%s)", fps, sent, seen)
 	}
 	if v1.NackCount <= v0.NackCount {
 		t.Errorf("the room sent no NACKs under 5%% loss: the loss is not on its link (%s)", seen)
@@ -65,4 +68,21 @@ func TestLossRecovery(t *testing.T) {
 		t.Error("the server retransmitted nothing")
 	}
 	link.ClearLoss(t)
+}
+
+// hubEncoded returns how many frames the hub's page has encoded on its
+// full simulcast layer: what a room could decode at most.
+func hubEncoded(t *testing.T, host *tab) int {
+	t.Helper()
+	n, err := eval[int](host, `(async () => {
+		let n = 0;
+		(await citybridge.session.pcs.pub.getStats()).forEach((s) => {
+			if (s.type === "outbound-rtp" && s.kind === "video" && s.rid === "f") n = s.framesEncoded || 0;
+		});
+		return n;
+	})()`)
+	if err != nil {
+		t.Fatalf("the hub's encoded frames: %v", err)
+	}
+	return n
 }

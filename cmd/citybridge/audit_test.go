@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/csv"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/cookiejar"
 	"strings"
@@ -25,22 +26,11 @@ func TestAuditLog(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	jar, _ := cookiejar.New(nil)
-	admin := &http.Client{Jar: jar, Transport: ts.client.Transport, Timeout: 10 * time.Second}
+	admin := cookieClient(ts)
 	call := func(c *http.Client, method, path, bearer, body string) int {
 		t.Helper()
-		req, _ := http.NewRequest(method, ts.base+path, strings.NewReader(body))
-		req.Header.Set("Origin", ts.base)
-		req.Header.Set("Content-Type", "application/json")
-		if bearer != "" {
-			req.Header.Set("Authorization", "Bearer "+bearer)
-		}
-		resp, err := c.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		return resp.StatusCode
+		code, _ := sameOrigin(t, ts, c, method, path, bearer, body)
+		return code
 	}
 	if code := call(admin, "POST", "/api/login", "", `{"name":"admin","password":"wrong"}`); code != 401 {
 		t.Fatalf("bad login: %d", code)
@@ -147,4 +137,29 @@ func TestAuditLog(t *testing.T) {
 	if reads["GET /api/audit"] != 2 || len(reads) != 2 {
 		t.Errorf("reads logged: %v, want the two audit reads that succeeded and the backup", reads)
 	}
+}
+
+// cookieClient is a client of ts that keeps the login cookie it is given.
+func cookieClient(ts *testServer) *http.Client {
+	jar, _ := cookiejar.New(nil)
+	return &http.Client{Jar: jar, Transport: ts.client.Transport, Timeout: 10 * time.Second}
+}
+
+// sameOrigin calls the API as a page of the server would (Origin set, a
+// JSON body), with c's cookies and a bearer token when not "".
+func sameOrigin(t *testing.T, ts *testServer, c *http.Client, method, path, bearer, body string) (int, []byte) {
+	t.Helper()
+	req, _ := http.NewRequest(method, ts.base+path, strings.NewReader(body))
+	req.Header.Set("Origin", ts.base)
+	req.Header.Set("Content-Type", "application/json")
+	if bearer != "" {
+		req.Header.Set("Authorization", "Bearer "+bearer)
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b
 }

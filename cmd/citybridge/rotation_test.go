@@ -2,9 +2,7 @@ package main
 
 import (
 	"encoding/json"
-	"io"
 	"net/http"
-	"net/http/cookiejar"
 	"strings"
 	"testing"
 	"time"
@@ -22,23 +20,10 @@ func TestLinkRotation(t *testing.T) {
 	if err := ts.store.SetPassword("admin", "rotate-pass-1"); err != nil {
 		t.Fatal(err)
 	}
-	jar, _ := cookiejar.New(nil)
-	admin := &http.Client{Jar: jar, Transport: ts.client.Transport, Timeout: 10 * time.Second}
+	admin := cookieClient(ts)
 	call := func(c *http.Client, method, path, bearer, body string) (int, []byte) {
 		t.Helper()
-		req, _ := http.NewRequest(method, ts.base+path, strings.NewReader(body))
-		req.Header.Set("Origin", ts.base)
-		req.Header.Set("Content-Type", "application/json")
-		if bearer != "" {
-			req.Header.Set("Authorization", "Bearer "+bearer)
-		}
-		resp, err := c.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, b
+		return sameOrigin(t, ts, c, method, path, bearer, body)
 	}
 	if code, _ := call(admin, "POST", "/api/login", "", `{"name":"admin","password":"rotate-pass-1"}`); code != 200 {
 		t.Fatalf("login: %d", code)

@@ -41,19 +41,8 @@ func (f *fakeBWE) set(rate int, state string) {
 // a receiver report said packets were lost; GCC's other dips (its target
 // held under 1.5x what arrived) leave it where it was.
 func TestEstimateFallsOnlyOnCongestion(t *testing.T) {
-	s := newTestSFU(t)
 	var now int64 = 1
-	s.clock = func() int64 { return now }
-	r, err := s.Router("conf-held")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(r.Close)
-	p, err := r.NewPeer("room", nopListener{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(p.Close)
+	p := clockedPeer(t, &now)
 	gcc := &fakeBWE{rate: 2_000_000, state: "increase"}
 	p.setEstimator(gcc)
 	held := func() int {

@@ -9,19 +9,8 @@ import (
 // stop saying so, the cap rises by the clock, whether or not reports keep
 // coming (a paused room reports only on its audio, every few seconds).
 func TestLossCapRelaxesWithTime(t *testing.T) {
-	s := newTestSFU(t)
 	var now int64
-	s.clock = func() int64 { return now }
-	r, err := s.Router("conf-losscap")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(r.Close)
-	p, err := r.NewPeer("room", nopListener{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(p.Close)
+	p := clockedPeer(t, &now)
 	p.as.sentBits.Store(600_000)
 	p.onReceiverReport(0.30) // 30% lost at 600 kbit/s
 	capped := p.as.lossCap.Load()
@@ -57,4 +46,22 @@ func TestLossCapRelaxesWithTime(t *testing.T) {
 	if got := p.as.lossCap.Load(); got != 0 {
 		t.Fatalf("cap still %d after 30 quiet seconds, want lifted", got)
 	}
+}
+
+// clockedPeer is a peer of a fresh SFU whose clock reads *now.
+func clockedPeer(t *testing.T, now *int64) *Peer {
+	t.Helper()
+	s := newTestSFU(t)
+	s.clock = func() int64 { return *now }
+	r, err := s.Router("conf-" + t.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Close)
+	p, err := r.NewPeer("room", nopListener{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	return p
 }

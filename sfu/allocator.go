@@ -33,10 +33,10 @@ const (
 	// lossMemory is how long a report of heavy loss (over 10%) lets the
 	// allocator pause video: without one, delay alone never pauses it.
 	lossMemory = 5 * time.Second
-	// lossSettle: loss reported within this long of a move down may still
-	// be the larger layer's (a queue overflowing before the switch, and a
-	// receiver report covering up to a second before it), so it does not
-	// count against the layer moved to.
+	// lossSettle: loss reported within this long of a layer change may
+	// still be the previous layer's (above all after a move down: a queue
+	// overflowing before the switch, and a receiver report covering up to a
+	// second before it), so it does not count against the layer moved to.
 	lossSettle = 1500 * time.Millisecond
 	// blindResume: a paused track comes back at its lowest layer after
 	// this long without heavy loss, even if no probe vouched for it.

@@ -113,7 +113,7 @@ func newDownTrack(t *Track, sub *Peer, id string, maxLayer int) *DownTrack {
 		streamID: t.streamID,
 		kind:     t.kind,
 		codec:    t.codec,
-		family:   codecFamily(t.codec.MimeType),
+		family:   t.family,
 		track:    t,
 		sub:      sub,
 	}

@@ -18,12 +18,13 @@ import (
 	"testing"
 	"time"
 
+	cdpruntime "github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 )
 
-// Browser tests run a real headless Chromium with a fake camera (a 720p
-// test pattern made by ffmpeg) against a server started in the test
-// process on loopback addresses only. The test command (scripts/test)
+// Browser tests run a real headless Chromium with a fake camera (a test
+// pattern made by ffmpeg, see fakeCamera) against a server started in the
+// test process on loopback addresses only. The test command (scripts/test)
 // installs Chromium and ffmpeg; a missing tool fails the test.
 
 // testMedia is made once per test binary run and removed by TestMain.
@@ -51,8 +52,14 @@ func requireTool(t *testing.T, name string) string {
 	return p
 }
 
-// fakeCamera returns a 1280x720 Y4M clip and a WAV tone for Chromium's fake
-// capture devices (166 MB for 4 s of video: never committed).
+// fakeCamera returns a Y4M clip and a WAV tone for Chromium's fake capture
+// devices (166 MB for 3 s of 720p: never committed). The clip is 1280x720
+// without the race detector, as in the media pass, whose tests measure
+// layers and frame rates. Under the race detector it is 640x360: there the
+// browser tests check what the pages do, not how the media looks, and run
+// two at a time beside an instrumented server; eight tabs encoding 720p
+// simulcast starved both cores of a CI machine, and terminals whose ICE
+// timed out on the starved machine fell into reconnection for a minute.
 func fakeCamera(t *testing.T) (y4m, wav string) {
 	t.Helper()
 	ffmpeg := requireTool(t, "ffmpeg")
@@ -66,7 +73,7 @@ func fakeCamera(t *testing.T) (y4m, wav string) {
 		testMedia.y4m = filepath.Join(dir, "cam.y4m")
 		testMedia.wav = filepath.Join(dir, "mic.wav")
 		for _, args := range [][]string{
-			{"-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30", "-t", "3", "-pix_fmt", "yuv420p", testMedia.y4m},
+			{"-f", "lavfi", "-i", "testsrc2=size=" + cameraSize() + ":rate=30", "-t", "3", "-pix_fmt", "yuv420p", testMedia.y4m},
 			{"-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", "3", testMedia.wav},
 		} {
 			cmd := exec.Command(ffmpeg, append([]string{"-hide_banner", "-loglevel", "error", "-y"}, args...)...)
@@ -80,6 +87,14 @@ func fakeCamera(t *testing.T) (y4m, wav string) {
 		t.Fatal(testMedia.err)
 	}
 	return testMedia.y4m, testMedia.wav
+}
+
+// cameraSize is the fake camera's size (see fakeCamera).
+func cameraSize() string {
+	if raceEnabled {
+		return "640x360"
+	}
+	return "1280x720"
 }
 
 // testServer is a citybridge started inside the test, on loopback only.
@@ -124,6 +139,11 @@ func startTestServerWith(t *testing.T, edit func(*Config)) *testServer {
 		UDPPort:    0,
 		MediaAllow: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
 		LogLevel:   slog.LevelInfo,
+	}
+	if lvl := os.Getenv("CITYBRIDGE_TEST_LOG_LEVEL"); lvl != "" { // debug: pion's own lines too
+		if err := cfg.LogLevel.UnmarshalText([]byte(lvl)); err != nil {
+			t.Fatalf("CITYBRIDGE_TEST_LOG_LEVEL: %v", err)
+		}
 	}
 	edit(&cfg)
 	s, err := start(cfg, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: cfg.LogLevel})))
@@ -175,10 +195,32 @@ func newBrowser(t *testing.T) context.Context {
 	return newBrowserExec(t, requireTool(t, "chromium"))
 }
 
+// browserSlot lets one test at a time run browsers under the race
+// detector (see newBrowserExec).
+var (
+	browserSlot = make(chan struct{}, 1)
+	slotHolders sync.Map // *testing.T -> true while it holds the slot
+)
+
 // newBrowserExec starts Chromium through exe (Chromium itself, or a wrapper
 // that runs it elsewhere, such as in a network namespace).
+//
+// Under the race detector the browser tests take turns: each runs up to
+// four tabs encoding simulcast against a server the detector slows several
+// times, and two such tests side by side on a CI machine's two cores
+// starved pion's ICE checks past their 4 s transaction lifetime, so rooms
+// never connected. The media pass runs its tests one at a time anyway.
 func newBrowserExec(t *testing.T, exe string) context.Context {
 	t.Helper()
+	if raceEnabled {
+		if _, holds := slotHolders.LoadOrStore(t, true); !holds { // a second browser of the same test shares its turn
+			browserSlot <- struct{}{}
+			t.Cleanup(func() {
+				slotHolders.Delete(t)
+				<-browserSlot
+			})
+		}
+	}
 	chromium := exe
 	y4m, wav := fakeCamera(t)
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
@@ -213,9 +255,49 @@ func newBrowserExec(t *testing.T, exe string) context.Context {
 
 // tab is one page in the browser.
 type tab struct {
-	name string
-	ctx  context.Context
+	name    string
+	ctx     context.Context
+	console *syncBuffer // the page's console errors and warnings, and uncaught exceptions
 }
+
+// listenConsole records tb's console errors and warnings and its uncaught
+// exceptions, with the time they came, for the failure report.
+func listenConsole(tb *tab) {
+	tb.console = &syncBuffer{}
+	_ = chromedp.Listen(tb.ctx, func(ev any) {
+		now := time.Now().UTC().Format("15:04:05.000")
+		switch ev := ev.(type) {
+		case *cdpruntime.EventConsoleAPICalled:
+			if ev.Type != cdpruntime.ConsoleAPICalledTypeError && ev.Type != cdpruntime.ConsoleAPICalledTypeWarning {
+				return
+			}
+			parts := make([]string, 0, len(ev.Args))
+			for _, a := range ev.Args {
+				switch {
+				case len(a.Value) > 0:
+					parts = append(parts, string(a.Value))
+				case a.Description != "":
+					parts = append(parts, a.Description)
+				}
+			}
+			fmt.Fprintf(tb.console, "%s console.%s %s\n", now, ev.Type, strings.Join(parts, " "))
+		case *cdpruntime.EventExceptionThrown:
+			d := ev.ExceptionDetails
+			what := d.Text
+			if d.Exception != nil && d.Exception.Description != "" {
+				what = d.Exception.Description
+			}
+			fmt.Fprintf(tb.console, "%s exception %s\n", now, what)
+		}
+	})
+}
+
+// pageState is what a failure report says of a page's session: its state,
+// each media connection's states and transceivers, and its reconnections.
+const pageState = `(() => { const s = window.citybridge && citybridge.session; if (!s) return "no session";
+	const pcs = {}; for (const [k, pc] of Object.entries(s.pcs || {})) pcs[k] = {conn: pc.connectionState, ice: pc.iceConnectionState,
+	  sig: pc.signalingState, transceivers: pc.getTransceivers().map((t) => (t.mid || "-") + ":" + t.currentDirection).join(" ")};
+	return JSON.stringify({state: s.state, ws: s.ws ? s.ws.readyState : -1, reconnects: s.reconnects, pcs}); })()`
 
 // openTab opens url in a new tab and waits for the page's script to run
 // (window.citybridge). Once in several hundred CI page loads a fresh
@@ -241,6 +323,7 @@ func openTab(t *testing.T, browser context.Context, name, url string) *tab {
 		time.Sleep(200 * time.Millisecond)
 	}
 	tb := &tab{name: name, ctx: ctx}
+	listenConsole(tb)
 	ran := func(within time.Duration) bool {
 		deadline := time.Now().Add(within)
 		for time.Now().Before(deadline) {
@@ -357,6 +440,10 @@ func saveScreenshotsOnFailure(t *testing.T, tabs ...*tab) {
 				continue
 			}
 			t.Logf("screenshot of %s saved to %s", tb.name, name)
+		}
+		for _, tb := range tabs {
+			state, err := eval[string](tb, pageState)
+			t.Logf("%s: page state %s (%v); console:\n%s", tb.name, state, err, tb.console)
 		}
 	})
 }

@@ -6,7 +6,7 @@ import (
 	"time"
 )
 
-// TestBrowserHubToRooms: one Chromium tab is the hub (720p fake camera,
+// TestBrowserHubToRooms: one Chromium tab is the hub (fake camera,
 // three simulcast layers), three tabs are room terminals opened from links
 // a technician provisioned. Every room decodes the hub's video (frames
 // rising, a real width) and receives its audio; the hub decodes every

@@ -69,6 +69,7 @@ export class Session extends EventTarget {
     this.reconnects = 0; // completed reconnections, for tests and diagnostics
     this.path = ""; // how our media reaches the server, last reported
     this.freezesReported = 0; // the hub video's freezeCount at the last report
+    this.inbox = Promise.resolve(); // the signaling messages being handled, in order
     setInterval(() => this.report().catch(() => {}), REPORT_MS);
   }
 
@@ -83,7 +84,13 @@ export class Session extends EventTarget {
       clearTimeout(hung);
       this.send({ type: "join", token: this.token, conference: this.conference || undefined, resume: this.resume || undefined });
     };
-    ws.onmessage = (e) => this.onMessage(JSON.parse(e.data)).catch((err) => console.error(err));
+    // One message at a time, in order: handlers await the peer
+    // connections, and an offer handled while the one before it is still
+    // being answered would answer the wrong offer.
+    ws.onmessage = (e) => {
+      const m = JSON.parse(e.data);
+      this.inbox = this.inbox.then(() => this.onMessage(m)).catch((err) => console.error(m.type, err));
+    };
     ws.onclose = () => {
       if (this.ws !== ws) return; // an old socket we already gave up on
       this.ws = null;

@@ -144,8 +144,8 @@ func TestBrowserTechnicianDashboard(t *testing.T) {
 	const n = 116
 	_, rooms := startFleet(t, ts, n, "q")
 	waitUntil(t, 90*time.Second, "every terminal receiving the hub", func() (bool, string) {
-		got := rooms.Receiving(2 * time.Second)
-		return got == n, fmt.Sprintf("%d of %d", got, n)
+		missing := rooms.NotReceiving(2 * time.Second)
+		return len(missing) == 0, fmt.Sprintf("%d of %d; not receiving: %s", n-len(missing), n, strings.Join(missing, ", "))
 	})
 	tech := openTab(t, newBrowser(t), "tech", ts.base+"/tech#t="+ts.demo.TechnicianToken)
 	saveScreenshotsOnFailure(t, tech)

@@ -109,13 +109,20 @@ func (f *Fleet) Stop() {
 // Receiving reports how many terminals have had the hub's video within
 // the last window.
 func (f *Fleet) Receiving(window time.Duration) int {
-	n := 0
+	return len(f.Terminals) - len(f.NotReceiving(window))
+}
+
+// NotReceiving describes the terminals that have not had the hub's video
+// within the last window: bridge, state, and how many of the hub's video
+// packets they ever received.
+func (f *Fleet) NotReceiving(window time.Duration) []string {
+	var out []string
 	for _, t := range f.Terminals {
-		if last := t.LastHub(); !last.IsZero() && time.Since(last) < window {
-			n++
+		if last := t.LastHub(); last.IsZero() || time.Since(last) >= window {
+			out = append(out, fmt.Sprintf("%s (%s, %d hub packets)", t.Bridge(), t.State(), t.HubPackets()))
 		}
 	}
-	return n
+	return out
 }
 
 // Flap cuts the lines of the terminals at indexes every cycle: down for

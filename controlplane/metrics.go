@@ -21,6 +21,9 @@ type MediaFigures struct {
 	// KeyframesFromCache: subscribers started from a cached keyframe
 	// instead of a keyframe request.
 	KeyframesFromCache uint64
+	// OffersRepeated: offers to subscribers that went unanswered and
+	// were made again.
+	OffersRepeated uint64
 
 	Retransmitted           uint64 // packets sent again on subscribers' NACKs
 	RetransmissionsReceived uint64 // publishers' retransmissions received
@@ -106,6 +109,8 @@ var (
 		"Keyframe requests (PLI) sent to publishers after throttling.")
 	descCachedKeyframes = newDesc("citybridge_keyframes_from_cache_total",
 		"Subscribers started on a layer from the packet cache's newest keyframe instead of a keyframe request.")
+	descOffersRepeated = newDesc("citybridge_subscriber_offers_repeated_total",
+		"Offers on subscribing connections left unanswered for the answer timeout and made again.")
 	descMalformed = newDesc("citybridge_rtp_malformed_packets_total",
 		"Received RTP packets that did not parse and were dropped.")
 	descRetransmitted = newDesc("citybridge_rtp_retransmitted_packets_total",
@@ -158,7 +163,7 @@ type figuresCollector struct {
 
 func (c *figuresCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descPeers, descTracks, descDownTracks, descReceived,
-		descForwarded, descBytes, descKeyframes, descCachedKeyframes, descMalformed, descSessions, descRetransmitted,
+		descForwarded, descBytes, descKeyframes, descCachedKeyframes, descOffersRepeated, descMalformed, descSessions, descRetransmitted,
 		descRtxReceived, descRtxLate, descProbes, descFailedProbes, descLayerChanges, descForwardLatency,
 		descAlertsActive, descReconnects, descLinkScore, descLinkState, descRTT, descLoss, descJitter,
 		descRate, descEstimate, descLayer} {
@@ -183,6 +188,7 @@ func (c *figuresCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(descBytes, m.BytesForwarded)
 		counter(descKeyframes, m.KeyframeRequests)
 		counter(descCachedKeyframes, m.KeyframesFromCache)
+		counter(descOffersRepeated, m.OffersRepeated)
 		counter(descMalformed, m.MalformedPackets)
 		counter(descRetransmitted, m.Retransmitted)
 		counter(descRtxReceived, m.RetransmissionsReceived)

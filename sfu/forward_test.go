@@ -2,7 +2,9 @@ package sfu
 
 import (
 	"fmt"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -175,4 +177,134 @@ func TestForwardContinuity(t *testing.T) {
 		t.Fatalf("keyframe widths %v, want them to end 1280, 320, 640", rec.widths)
 	}
 	t.Logf("%d packets, one SSRC %d, widths %v", rec.packets, rec.ssrc, rec.widths)
+}
+
+// TestUnansweredOfferMadeAgain: a subscriber that never answers the SFU's
+// offer (a page whose handling of it failed) is offered again after the
+// answer timeout, answers that one and receives the hub's video; once the
+// answer is in, no further offer comes.
+func TestUnansweredOfferMadeAgain(t *testing.T) {
+	checkGoroutines(t)
+	const timeout = 400 * time.Millisecond
+	s := newTestSFUWith(t, func(c *Config) { c.AnswerTimeout = timeout })
+	r, err := s.Router("conf-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Close)
+
+	room := newClient(t, r, "room-1")
+	room.dropOffers.Store(1)
+	var packets atomic.Int64
+	room.sub.OnTrack(func(remote *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+		for {
+			if _, _, err := remote.ReadRTP(); err != nil {
+				return
+			}
+			packets.Add(1)
+		}
+	})
+	r.OnTrack(func(_ *Peer, tr *Track) {
+		if tr.Kind() != webrtc.RTPCodecTypeVideo {
+			return
+		}
+		if _, err := room.peer.Subscribe(tr, LayerHigh); err != nil {
+			t.Error(err)
+		}
+	})
+	hub := newClient(t, r, "hub")
+	pub, err := sfutest.NewPublisher(hub.pub, "hub", []string{"q"}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hub.publish()
+	pub.Start()
+	t.Cleanup(pub.Stop)
+	t.Cleanup(func() { _ = hub.pub.Close() })
+
+	for deadline := time.Now().Add(15 * time.Second); packets.Load() <= 20; time.Sleep(20 * time.Millisecond) {
+		select {
+		case err := <-room.errs:
+			t.Fatal(err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the room receives nothing of the hub after its first offer was lost: %d offers, %d repeated, %d packets, subscriber connection %s",
+				room.offers.Load(), s.Stats().OffersRepeated, packets.Load(), room.sub.ConnectionState())
+		}
+	}
+	if n := room.offers.Load(); n < 2 {
+		t.Fatalf("%d offers: the lost one was never made again", n)
+	}
+	if got := s.Stats().OffersRepeated; got < 1 {
+		t.Errorf("OffersRepeated = %d, want at least 1", got)
+	}
+	// Answered now: the timer is off, no offer follows.
+	n := room.offers.Load()
+	time.Sleep(3 * timeout)
+	if got := room.offers.Load(); got != n {
+		t.Errorf("%d more offers after the answer", got-n)
+	}
+}
+
+// TestICERestartWithOfferOut: an ICE restart asked while the SFU's offer
+// is still out (the participant's line went down before it could answer)
+// makes that same offer again, and once it is answered, a second offer
+// with new ICE credentials follows. (pion cannot roll a local offer back;
+// the restart used to try, fail, and leave the participant with no offer
+// at all.)
+func TestICERestartWithOfferOut(t *testing.T) {
+	checkGoroutines(t)
+	s := newTestSFUWith(t, func(c *Config) { c.AnswerTimeout = time.Minute })
+	r, err := s.Router("conf-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Close)
+	room := newClient(t, r, "room-1")
+	room.dropOffers.Store(1)
+	r.OnTrack(func(_ *Peer, tr *Track) {
+		if _, err := room.peer.Subscribe(tr, LayerHigh); err != nil {
+			t.Error(err)
+		}
+	})
+	hub := newClient(t, r, "hub")
+	pub, err := sfutest.NewPublisher(hub.pub, "hub", []string{"q"}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hub.publish()
+	pub.Start()
+	t.Cleanup(pub.Stop)
+	t.Cleanup(func() { _ = hub.pub.Close() })
+
+	waitFor(t, 10*time.Second, "the SFU's first offer", func() bool { return room.offers.Load() >= 1 })
+	room.peer.RestartICE()
+	waitFor(t, 10*time.Second, "the offer made again, then the restart's own", func() bool { return room.offers.Load() >= 3 })
+	room.mu.Lock()
+	sdps := append([]string(nil), room.offerSDPs...)
+	room.mu.Unlock()
+	if ufrag(sdps[1]) != ufrag(sdps[0]) || strings.Count(sdps[1], "m=") != strings.Count(sdps[0], "m=") {
+		t.Error("the second offer is not the outstanding one made again")
+	}
+	if ufrag(sdps[2]) == "" || ufrag(sdps[2]) == ufrag(sdps[0]) {
+		t.Errorf("the third offer's ICE ufrag %q, the first's %q: want new credentials", ufrag(sdps[2]), ufrag(sdps[0]))
+	}
+	waitFor(t, 15*time.Second, "the subscribing connection connected after the restart", func() bool {
+		select {
+		case err := <-room.errs:
+			t.Fatal(err)
+		default:
+		}
+		return room.sub.ConnectionState() == webrtc.PeerConnectionStateConnected
+	})
+}
+
+func ufrag(sdp string) string {
+	for _, line := range strings.Split(sdp, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "a=ice-ufrag:"); ok {
+			return v
+		}
+	}
+	return ""
 }

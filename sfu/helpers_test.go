@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,14 +18,22 @@ import (
 // peers only.
 func newTestSFU(t *testing.T) *SFU {
 	t.Helper()
+	return newTestSFUWith(t, func(*Config) {})
+}
+
+// newTestSFUWith is newTestSFU after letting edit change its configuration.
+func newTestSFUWith(t *testing.T, edit func(*Config)) *SFU {
+	t.Helper()
 	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(Config{
+	cfg := Config{
 		UDPConns:        []net.PacketConn{conn},
 		AllowedNetworks: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
-	})
+	}
+	edit(&cfg)
+	s, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,6 +54,10 @@ type client struct {
 	ready   map[PC]bool
 	pending map[PC][]webrtc.ICECandidateInit
 	errs    chan error
+
+	offers     atomic.Int32 // the SFU's offers received
+	offerSDPs  []string     // and their SDPs, under mu
+	dropOffers atomic.Int32 // how many of the next offers to leave unanswered
 }
 
 func newClient(t *testing.T, r *Router, id string) *client {
@@ -128,6 +141,13 @@ func (c *client) report(err error) {
 }
 
 func (c *client) OnOffer(sdp string) {
+	c.offers.Add(1)
+	c.mu.Lock()
+	c.offerSDPs = append(c.offerSDPs, sdp)
+	c.mu.Unlock()
+	if c.dropOffers.Add(-1) >= 0 {
+		return // lost: as a page whose handling of it failed
+	}
 	go func() {
 		if err := c.sub.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: sdp}); err != nil {
 			c.report(err)

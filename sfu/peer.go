@@ -68,17 +68,22 @@ type Peer struct {
 	pub    *webrtc.PeerConnection
 	sub    *webrtc.PeerConnection
 
-	mu          sync.Mutex
-	tracks      map[string]*Track // published, by the publisher's track ID
-	downs       map[*DownTrack]*webrtc.RTPSender
-	nextTrack   int
-	offering    bool // an offer is out, its answer not yet in
-	renegotiate bool // something changed since the last offer
-	iceRestart  bool // the next offer restarts ICE
-	timer       *time.Timer
-	closed      bool
-	wg          sync.WaitGroup
-	done        chan struct{} // closed by Close
+	mu        sync.Mutex
+	tracks    map[string]*Track // published, by the publisher's track ID
+	downs     map[*DownTrack]*webrtc.RTPSender
+	nextTrack int
+	offering  bool        // an offer is out, its answer not yet in
+	offers    int         // offers sent so far: tells an overdue offer from the next
+	overdue   *time.Timer // fires when the offer out has waited AnswerTimeout
+	// spareAnswers: copies of the offer out made again (resendLocked),
+	// whose answers may still come after the first answer was taken.
+	spareAnswers int
+	renegotiate  bool // something changed since the last offer
+	iceRestart   bool // the next offer restarts ICE
+	timer        *time.Timer
+	closed       bool
+	wg           sync.WaitGroup
+	done         chan struct{} // closed by Close
 
 	// clientOffers: a WHEP client negotiates the subscribing connection
 	// by its own offer (AnswerSubscriber); the SFU never offers.
@@ -226,12 +231,17 @@ func (p *Peer) AcceptAnswer(sdp string) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if !p.offering {
+		if p.spareAnswers > 0 { // an answer to a copy of the offer already answered
+			p.spareAnswers--
+			return nil
+		}
 		return ErrUnexpectedAnswer
 	}
 	if err := p.sub.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: sdp}); err != nil {
 		return err
 	}
 	p.offering = false
+	p.stopOverdueLocked()
 	if p.renegotiate {
 		p.scheduleOfferLocked()
 	}
@@ -347,6 +357,9 @@ func (p *Peer) sendOffer() {
 		return
 	}
 	p.offering = true
+	p.offers++
+	p.spareAnswers = 0
+	p.armOverdueLocked()
 	sdp := p.sub.LocalDescription().SDP
 	p.mu.Unlock()
 	p.l.OnOffer(sdp)
@@ -354,7 +367,8 @@ func (p *Peer) sendOffer() {
 
 // RestartICE offers the subscribing connection again with new ICE
 // credentials (the participant's network changed or stalled); the
-// publishing side restarts by the participant's own offer.
+// publishing side restarts by the participant's own offer. With an offer
+// out, that offer is made again and the restart follows its answer.
 func (p *Peer) RestartICE() {
 	p.mu.Lock()
 	p.iceRestart = true
@@ -362,30 +376,85 @@ func (p *Peer) RestartICE() {
 	p.RestartOffer()
 }
 
-// ResendOffer offers again if an offer is out that the participant may
-// never have seen (its signaling went away and came back); otherwise it
-// does nothing.
+// ResendOffer makes the outstanding offer again, if there is one: the
+// participant may never have seen it (its signaling went away and came
+// back). Otherwise it does nothing.
 func (p *Peer) ResendOffer() {
 	p.mu.Lock()
-	offering := p.offering
+	sdp := ""
+	if p.offering && !p.closed {
+		sdp = p.resendLocked()
+	}
 	p.mu.Unlock()
-	if offering {
-		p.RestartOffer()
+	if sdp != "" {
+		p.l.OnOffer(sdp)
 	}
 }
 
-// RestartOffer forgets an offer that will never be answered (the
-// participant's signaling went away and came back) and offers again.
+// RestartOffer arranges a fresh offer: at once when none is out; when one
+// is, that one is made again (the participant may have lost it) and the
+// fresh one follows its answer. pion cannot roll back a local offer, so
+// an outstanding offer is never replaced, only repeated.
 func (p *Peer) RestartOffer() {
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.offering {
-		if err := p.sub.SetLocalDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeRollback}); err != nil {
-			p.log.Debug("rollback", "err", err)
-		}
-		p.offering = false
+	sdp := ""
+	switch {
+	case p.closed:
+	case p.offering:
+		p.renegotiate = true
+		sdp = p.resendLocked()
+	default:
+		p.scheduleOfferLocked()
 	}
-	p.scheduleOfferLocked()
+	p.mu.Unlock()
+	if sdp != "" {
+		p.l.OnOffer(sdp)
+	}
+}
+
+// resendLocked returns the outstanding offer to be sent again, and gives it
+// a new answer deadline. The participant may answer both copies: the
+// answer to the one it had already answered is then not an error
+// (AcceptAnswer).
+func (p *Peer) resendLocked() string {
+	ld := p.sub.LocalDescription() // the offer out: its local description is still pending
+	if ld == nil {
+		return ""
+	}
+	p.spareAnswers++
+	p.armOverdueLocked()
+	return ld.SDP
+}
+
+// armOverdueLocked (re)starts the answer deadline of the offer out.
+func (p *Peer) armOverdueLocked() {
+	p.stopOverdueLocked()
+	n := p.offers
+	p.overdue = time.AfterFunc(p.router.sfu.cfg.AnswerTimeout, func() { p.offerOverdue(n) })
+}
+
+// offerOverdue makes offer n again if it is still unanswered: the
+// participant lost it or failed to answer it, and would otherwise never
+// get the tracks it carries, nor any after them.
+func (p *Peer) offerOverdue(n int) {
+	p.mu.Lock()
+	sdp := ""
+	if !p.closed && p.offering && p.offers == n {
+		p.log.Warn("subscriber offer unanswered; offering it again", "waited", p.router.sfu.cfg.AnswerTimeout)
+		p.router.sfu.stats.offersRepeated.Add(1)
+		sdp = p.resendLocked()
+	}
+	p.mu.Unlock()
+	if sdp != "" {
+		p.l.OnOffer(sdp)
+	}
+}
+
+func (p *Peer) stopOverdueLocked() {
+	if p.overdue != nil {
+		p.overdue.Stop()
+		p.overdue = nil
+	}
 }
 
 // readSenderRTCP reads the subscriber's RTCP for d: keyframe requests
@@ -543,6 +612,7 @@ func (p *Peer) Close() {
 		p.timer.Stop()
 		p.timer = nil
 	}
+	p.stopOverdueLocked()
 	tracks := p.tracks
 	p.tracks = map[string]*Track{}
 	downs := p.downs

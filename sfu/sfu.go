@@ -47,6 +47,12 @@ type Config struct {
 	// LayerRefresh is how often layer bitrates are measured and every
 	// subscriber's layers re-allocated (default 250 ms).
 	LayerRefresh time.Duration
+	// AnswerTimeout is how long the SFU waits for a participant's answer
+	// to its offer on the subscribing connection before it takes the offer
+	// back and offers again (default 10 s). An offer left unanswered (a
+	// page whose handling of it failed) would otherwise keep every later
+	// track from that participant for as long as it stays connected.
+	AnswerTimeout time.Duration
 	// VideoCodec restricts the video codec publishers may send and
 	// subscribers receive: VideoCodecVP8, VideoCodecH264, or
 	// VideoCodecAny (both; browsers then send VP8). The SFU never
@@ -86,6 +92,7 @@ type counters struct {
 	bytesForwarded          atomic.Uint64
 	keyframeRequests        atomic.Uint64
 	keyframesFromCache      atomic.Uint64 // subscribers started from a cached keyframe instead
+	offersRepeated          atomic.Uint64 // subscriber offers taken back unanswered and made again
 	malformed               atomic.Uint64
 	retransmitted           atomic.Uint64 // packets sent again on subscribers' NACKs
 	retransmissionsReceived atomic.Uint64 // from publishers, on their RTX streams
@@ -110,6 +117,9 @@ type Stats struct {
 	// packet cache's newest keyframe instead of a keyframe request.
 	KeyframesFromCache uint64
 	MalformedPackets   uint64
+	// OffersRepeated counts offers on subscribing connections that went
+	// unanswered for Config.AnswerTimeout and were made again.
+	OffersRepeated uint64
 	// Retransmitted counts packets sent again on subscribers' NACKs.
 	Retransmitted uint64
 	// RetransmissionsReceived counts publishers' retransmissions, and
@@ -140,6 +150,9 @@ func New(cfg Config) (*SFU, error) {
 	}
 	if cfg.LayerRefresh <= 0 {
 		cfg.LayerRefresh = 250 * time.Millisecond
+	}
+	if cfg.AnswerTimeout <= 0 {
+		cfg.AnswerTimeout = 10 * time.Second
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -255,6 +268,7 @@ func (s *SFU) Stats() Stats {
 		MalformedPackets: s.stats.malformed.Load(),
 
 		KeyframesFromCache:      s.stats.keyframesFromCache.Load(),
+		OffersRepeated:          s.stats.offersRepeated.Load(),
 		Retransmitted:           s.stats.retransmitted.Load(),
 		RetransmissionsReceived: s.stats.retransmissionsReceived.Load(),
 		LateRetransmissions:     s.stats.lateRetransmissions.Load(),

@@ -244,6 +244,7 @@ func (s *server) mediaFigures() controlplane.MediaFigures {
 		PacketsReceived: st.PacketsReceived, PacketsForwarded: st.PacketsForwarded,
 		BytesForwarded: st.BytesForwarded, KeyframeRequests: st.KeyframeRequests,
 		MalformedPackets: st.MalformedPackets, KeyframesFromCache: st.KeyframesFromCache,
+		OffersRepeated: st.OffersRepeated,
 
 		Retransmitted: st.Retransmitted, RetransmissionsReceived: st.RetransmissionsReceived,
 		LateRetransmissions: st.LateRetransmissions, Probes: st.Probes, FailedProbes: st.FailedProbes,

@@ -26,6 +26,7 @@ type MediaFigures struct {
 	OffersRepeated uint64
 
 	Retransmitted           uint64 // packets sent again on subscribers' NACKs
+	RetransmittedTwice      uint64 // of those, sent a second time unasked (links not congested)
 	RetransmissionsReceived uint64 // publishers' retransmissions received
 	LateRetransmissions     uint64 // of those, dropped as too late to help
 	Probes                  uint64 // bandwidth probes before moving a room up a layer
@@ -115,6 +116,8 @@ var (
 		"Received RTP packets that did not parse and were dropped.")
 	descRetransmitted = newDesc("citybridge_rtp_retransmitted_packets_total",
 		"Packets sent again to subscribers on their NACKs, from the shared packet cache.")
+	descRetransmittedTwice = newDesc("citybridge_rtp_retransmitted_twice_packets_total",
+		"Retransmissions sent a second time unasked, to subscribers whose link is not congested, so that one lost copy does not cost the frame.")
 	descRtxReceived = newDesc("citybridge_rtp_publisher_retransmissions_total",
 		"Retransmissions received from publishers.")
 	descRtxLate = newDesc("citybridge_rtp_late_retransmissions_total",
@@ -163,7 +166,7 @@ type figuresCollector struct {
 
 func (c *figuresCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descPeers, descTracks, descDownTracks, descReceived,
-		descForwarded, descBytes, descKeyframes, descCachedKeyframes, descOffersRepeated, descMalformed, descSessions, descRetransmitted,
+		descForwarded, descBytes, descKeyframes, descCachedKeyframes, descOffersRepeated, descMalformed, descSessions, descRetransmitted, descRetransmittedTwice,
 		descRtxReceived, descRtxLate, descProbes, descFailedProbes, descLayerChanges, descForwardLatency,
 		descAlertsActive, descReconnects, descLinkScore, descLinkState, descRTT, descLoss, descJitter,
 		descRate, descEstimate, descLayer} {
@@ -191,6 +194,7 @@ func (c *figuresCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(descOffersRepeated, m.OffersRepeated)
 		counter(descMalformed, m.MalformedPackets)
 		counter(descRetransmitted, m.Retransmitted)
+		counter(descRetransmittedTwice, m.RetransmittedTwice)
 		counter(descRtxReceived, m.RetransmissionsReceived)
 		counter(descRtxLate, m.LateRetransmissions)
 		counter(descProbes, m.Probes)

@@ -1,6 +1,8 @@
 package sfu
 
 import (
+	"bytes"
+	"encoding/binary"
 	"testing"
 	"time"
 
@@ -11,13 +13,15 @@ import (
 
 // recordingWriter is a webrtc.TrackLocalWriter that keeps what it is given.
 type recordingWriter struct {
-	headers []rtp.Header
-	sizes   []int
+	headers  []rtp.Header
+	sizes    []int
+	payloads [][]byte
 }
 
 func (w *recordingWriter) WriteRTP(h *rtp.Header, payload []byte) (int, error) {
 	w.headers = append(w.headers, *h)
 	w.sizes = append(w.sizes, len(payload))
+	w.payloads = append(w.payloads, append([]byte(nil), payload...))
 	return len(payload), nil
 }
 
@@ -274,27 +278,82 @@ func TestRetransmitFromCache(t *testing.T) {
 	tr.forward(LayerLow, pkt(101, 9000, vp8Delta))
 	out := w.headers[1].SequenceNumber
 
-	if !d.retransmit(out, now) {
+	if !d.retransmit(out, now, false) {
 		t.Fatal("NACK for a cached packet not answered")
 	}
 	rtx := w.headers[2]
 	if rtx.SSRC != 778 || rtx.PayloadType != 97 || w.sizes[2] != len(vp8Delta)+2 {
 		t.Errorf("retransmission %+v size %d: want SSRC 778, PT 97, payload %d", rtx, w.sizes[2], len(vp8Delta)+2)
 	}
-	if d.retransmit(out, now+int64(10*time.Millisecond)) {
+	if d.retransmit(out, now+int64(10*time.Millisecond), false) {
 		t.Error("retransmitted again within rtxMinGap")
 	}
-	if !d.retransmit(out, now+int64(100*time.Millisecond)) {
+	if !d.retransmit(out, now+int64(100*time.Millisecond), false) {
 		t.Error("a later NACK for the same packet not answered")
 	}
-	if d.retransmit(out+5, now) {
+	if d.retransmit(out+5, now, false) {
 		t.Error("answered a NACK for a packet never sent")
 	}
-	if d.retransmit(out, now+nackMaxAge+1) {
+	if d.retransmit(out, now+nackMaxAge+1, false) {
 		t.Error("answered a NACK for a packet too old to help")
 	}
 	if got := d.Retransmitted(); got != 2 {
 		t.Errorf("Retransmitted() = %d, want 2", got)
+	}
+}
+
+// TestRetransmitTwice: on a link that is not congested, a NACK is answered
+// at once and the same packet goes out once more, on the RTX stream with
+// its own sequence number, right after the next packet the subscriber gets;
+// asked for once, it is sent once.
+func TestRetransmitTwice(t *testing.T) {
+	now := int64(0)
+	stats := &counters{}
+	tr := newTrack("video-hub-1", "hub", webrtc.RTPCodecTypeVideo, vp8Codec, stats,
+		func() int64 { return now }, 500*time.Millisecond, nil)
+	tr.addLayer(LayerLow, 1234)
+	d := newDownTrack(tr, nil, "video-hub-1", LayerHigh)
+	w := &recordingWriter{}
+	bindFake(d, w, 777, 96)
+	d.rtxSSRC, d.rtxPT = 778, 97
+	tr.addDown(d)
+	d.setTarget(LayerLow)
+	tr.forward(LayerLow, pkt(100, 9000, vp8Key))
+	tr.forward(LayerLow, pkt(101, 9000, vp8Delta))
+	lost := w.headers[1].SequenceNumber
+
+	if !d.retransmit(lost, now, true) {
+		t.Fatal("NACK for a cached packet not answered")
+	}
+	if len(w.headers) != 3 {
+		t.Fatalf("%d packets written after the NACK, want 3 (the copy waits for the next packet)", len(w.headers))
+	}
+	tr.forward(LayerLow, pkt(102, 12000, vp8Delta))
+	if len(w.headers) != 5 {
+		t.Fatalf("%d packets written, want 5: two media, the retransmission, the next media packet, the copy", len(w.headers))
+	}
+	first, next, again := w.headers[2], w.headers[3], w.headers[4]
+	if next.SSRC != 777 || next.SequenceNumber != lost+1 {
+		t.Errorf("the packet after the retransmission is %+v, want the next media packet", next)
+	}
+	if again.SSRC != 778 || again.PayloadType != 97 || again.SequenceNumber != first.SequenceNumber+1 {
+		t.Errorf("the copy %+v: want SSRC 778, PT 97, the RTX sequence number after %d", again, first.SequenceNumber)
+	}
+	if osn := binary.BigEndian.Uint16(w.payloads[4]); osn != lost || !bytes.Equal(w.payloads[4], w.payloads[2]) {
+		t.Errorf("the copy carries original sequence number %d (want %d) or differs from the first retransmission", osn, lost)
+	}
+	if got := stats.retransmittedTwice.Load(); got != 1 {
+		t.Errorf("retransmittedTwice = %d, want 1", got)
+	}
+
+	// Asked without twice (a congested link): one copy only.
+	now += int64(100 * time.Millisecond)
+	if !d.retransmit(lost, now, false) {
+		t.Fatal("a later NACK not answered")
+	}
+	tr.forward(LayerLow, pkt(103, 15000, vp8Delta))
+	if len(w.headers) != 7 {
+		t.Errorf("%d packets written, want 7: no copy without twice", len(w.headers))
 	}
 }
 

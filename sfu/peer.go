@@ -483,9 +483,10 @@ func (p *Peer) readSenderRTCP(sender *webrtc.RTPSender, d *DownTrack) {
 				d.track.requestKeyframe(d.Layer())
 			case *rtcp.TransportLayerNack:
 				p.link.nacks.Add(1)
+				twice := p.resendTwice(now)
 				for _, pair := range pkt.Nacks {
 					pair.Range(func(seq uint16) bool {
-						if d.retransmit(seq, now) {
+						if d.retransmit(seq, now, twice) {
 							p.router.sfu.stats.retransmitted.Add(1)
 						}
 						return true

@@ -168,6 +168,16 @@ func (p *Peer) heldEstimate(now int64) int {
 	return as.held
 }
 
+// resendTwice reports whether the subscriber's retransmissions go out
+// twice (see DownTrack.sendAgain): yes, unless its link said it is
+// congested within congestionWindow. Loss from a full queue is the
+// congestion controller's business, and copies would only add to the
+// queue. Random loss is not congestion, and there the copies cost what the
+// retransmissions do: the loss rate times the media rate.
+func (p *Peer) resendTwice(now int64) bool {
+	return now-p.as.congestedAt.Load() > int64(congestionWindow)
+}
+
 // usingREMB reports whether the estimate comes from the browser's REMB: it
 // sends REMB and no transport-wide feedback.
 func (p *Peer) usingREMB(now int64) bool {

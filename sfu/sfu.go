@@ -95,6 +95,7 @@ type counters struct {
 	offersRepeated          atomic.Uint64 // subscriber offers taken back unanswered and made again
 	malformed               atomic.Uint64
 	retransmitted           atomic.Uint64 // packets sent again on subscribers' NACKs
+	retransmittedTwice      atomic.Uint64 // of those, sent a second time unasked
 	retransmissionsReceived atomic.Uint64 // from publishers, on their RTX streams
 	lateRetransmissions     atomic.Uint64 // of those, dropped as too late to help
 	probes                  atomic.Uint64
@@ -120,8 +121,12 @@ type Stats struct {
 	// OffersRepeated counts offers on subscribing connections that went
 	// unanswered for Config.AnswerTimeout and were made again.
 	OffersRepeated uint64
-	// Retransmitted counts packets sent again on subscribers' NACKs.
-	Retransmitted uint64
+	// Retransmitted counts packets sent again on subscribers' NACKs, and
+	// RetransmittedTwice those of them sent a second time unasked, so that
+	// one lost retransmission does not cost the frame (see
+	// DownTrack.sendAgain).
+	Retransmitted      uint64
+	RetransmittedTwice uint64
 	// RetransmissionsReceived counts publishers' retransmissions, and
 	// LateRetransmissions those dropped as arriving too late to help.
 	RetransmissionsReceived uint64
@@ -270,6 +275,7 @@ func (s *SFU) Stats() Stats {
 		KeyframesFromCache:      s.stats.keyframesFromCache.Load(),
 		OffersRepeated:          s.stats.offersRepeated.Load(),
 		Retransmitted:           s.stats.retransmitted.Load(),
+		RetransmittedTwice:      s.stats.retransmittedTwice.Load(),
 		RetransmissionsReceived: s.stats.retransmissionsReceived.Load(),
 		LateRetransmissions:     s.stats.lateRetransmissions.Load(),
 		Probes:                  s.stats.probes.Load(),

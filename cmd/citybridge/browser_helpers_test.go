@@ -373,6 +373,15 @@ type inboundStat struct {
 	NackCount            int     `json:"nackCount"`
 	PacketsLost          int     `json:"packetsLost"`
 	Retransmitted        int     `json:"retransmittedPacketsReceived"`
+	FramesReceived       int     `json:"framesReceived"`
+	FramesDropped        int     `json:"framesDropped"`
+	KeyFramesDecoded     int     `json:"keyFramesDecoded"`
+	PLICount             int     `json:"pliCount"`
+	// JitterBufferDelay is in seconds, summed over
+	// JitterBufferEmittedCount frames.
+	JitterBufferDelay        float64 `json:"jitterBufferDelay"`
+	JitterBufferEmittedCount int     `json:"jitterBufferEmittedCount"`
+	PacketsDiscarded         int     `json:"packetsDiscarded"`
 }
 
 func inbound(tb *tab) ([]inboundStat, error) {

@@ -246,7 +246,7 @@ func (s *server) mediaFigures() controlplane.MediaFigures {
 		MalformedPackets: st.MalformedPackets, KeyframesFromCache: st.KeyframesFromCache,
 		OffersRepeated: st.OffersRepeated,
 
-		Retransmitted: st.Retransmitted, RetransmissionsReceived: st.RetransmissionsReceived,
+		Retransmitted: st.Retransmitted, RetransmittedTwice: st.RetransmittedTwice, RetransmissionsReceived: st.RetransmissionsReceived,
 		LateRetransmissions: st.LateRetransmissions, Probes: st.Probes, FailedProbes: st.FailedProbes,
 		LayerChanges: st.LayerChanges,
 

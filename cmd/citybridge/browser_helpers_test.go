@@ -27,12 +27,14 @@ import (
 // test process on loopback addresses only. The test command (scripts/test)
 // installs Chromium and ffmpeg; a missing tool fails the test.
 
-// testMedia is made once per test binary run and removed by TestMain.
+// testMedia is made once per test binary run and removed by TestMain: the
+// tone, and one camera clip per size asked for.
 var testMedia struct {
-	once     sync.Once
-	dir      string
-	y4m, wav string
-	err      error
+	mu  sync.Mutex
+	dir string
+	wav string
+	y4m map[string]string // size -> clip
+	err error
 }
 
 func TestMain(m *testing.M) {
@@ -52,41 +54,48 @@ func requireTool(t *testing.T, name string) string {
 	return p
 }
 
-// fakeCamera returns a Y4M clip and a WAV tone for Chromium's fake capture
-// devices (166 MB for 3 s of 720p: never committed). The clip is 1280x720
-// without the race detector, as in the media pass, whose tests measure
-// layers and frame rates. Under the race detector it is 640x360: there the
-// browser tests check what the pages do, not how the media looks, and run
-// two at a time beside an instrumented server; eight tabs encoding 720p
-// simulcast starved both cores of a CI machine, and terminals whose ICE
-// timed out on the starved machine fell into reconnection for a minute.
-func fakeCamera(t *testing.T) (y4m, wav string) {
+// fakeCamera returns a Y4M clip of the given size (cameraSize() when
+// empty) and a WAV tone for Chromium's fake capture devices (166 MB for 3 s
+// of 720p: never committed). The clip is 1280x720 without the race
+// detector, as in the media pass, whose tests measure layers and frame
+// rates. Under the race detector it is 640x360: there the browser tests
+// check what the pages do, not how the media looks, and run two at a time
+// beside an instrumented server; eight tabs encoding 720p simulcast starved
+// both cores of a CI machine, and terminals whose ICE timed out on the
+// starved machine fell into reconnection for a minute.
+func fakeCamera(t *testing.T, size string) (y4m, wav string) {
 	t.Helper()
 	ffmpeg := requireTool(t, "ffmpeg")
-	testMedia.once.Do(func() {
-		dir, err := os.MkdirTemp("", "citybridge-media-")
-		if err != nil {
-			testMedia.err = err
-			return
-		}
-		testMedia.dir = dir
-		testMedia.y4m = filepath.Join(dir, "cam.y4m")
-		testMedia.wav = filepath.Join(dir, "mic.wav")
-		for _, args := range [][]string{
-			{"-f", "lavfi", "-i", "testsrc2=size=" + cameraSize() + ":rate=30", "-t", "3", "-pix_fmt", "yuv420p", testMedia.y4m},
-			{"-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", "3", testMedia.wav},
-		} {
-			cmd := exec.Command(ffmpeg, append([]string{"-hide_banner", "-loglevel", "error", "-y"}, args...)...)
-			if out, err := cmd.CombinedOutput(); err != nil {
-				testMedia.err = fmt.Errorf("ffmpeg %v: %v: %s", args, err, out)
-				return
-			}
-		}
-	})
+	if size == "" {
+		size = cameraSize()
+	}
+	testMedia.mu.Lock()
+	defer testMedia.mu.Unlock()
 	if testMedia.err != nil {
 		t.Fatal(testMedia.err)
 	}
-	return testMedia.y4m, testMedia.wav
+	ffmpegRun := func(args ...string) {
+		cmd := exec.Command(ffmpeg, append([]string{"-hide_banner", "-loglevel", "error", "-y"}, args...)...)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			testMedia.err = fmt.Errorf("ffmpeg %v: %v: %s", args, err, out)
+			t.Fatal(testMedia.err)
+		}
+	}
+	if testMedia.dir == "" {
+		dir, err := os.MkdirTemp("", "citybridge-media-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		testMedia.dir, testMedia.y4m = dir, map[string]string{}
+		testMedia.wav = filepath.Join(dir, "mic.wav")
+		ffmpegRun("-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", "3", testMedia.wav)
+	}
+	if testMedia.y4m[size] == "" {
+		clip := filepath.Join(testMedia.dir, "cam-"+size+".y4m")
+		ffmpegRun("-f", "lavfi", "-i", "testsrc2=size="+size+":rate=30", "-t", "3", "-pix_fmt", "yuv420p", clip)
+		testMedia.y4m[size] = clip
+	}
+	return testMedia.y4m[size], testMedia.wav
 }
 
 // cameraSize is the fake camera's size (see fakeCamera).
@@ -190,9 +199,23 @@ func (ts *testServer) terminalLink(t *testing.T, bridge string) string {
 
 // newBrowser starts a headless Chromium that fakes camera and microphone
 // from the test clips and never reaches past this machine.
-func newBrowser(t *testing.T) context.Context {
+func newBrowser(t *testing.T, opts ...browserOption) context.Context {
 	t.Helper()
-	return newBrowserExec(t, requireTool(t, "chromium"))
+	return newBrowserExec(t, requireTool(t, "chromium"), opts...)
+}
+
+// browserOption changes how one Chromium starts.
+type browserOption func(*browserSetup)
+
+type browserSetup struct {
+	camera string // the fake camera's size; "" is cameraSize()
+}
+
+// withCamera films at size instead of cameraSize(). A test that measures
+// another browser's picture gives this one a small camera, so that its
+// encoder leaves the CPU to the picture measured.
+func withCamera(size string) browserOption {
+	return func(b *browserSetup) { b.camera = size }
 }
 
 // browserSlot lets one test at a time run browsers under the race
@@ -210,8 +233,12 @@ var (
 // times, and two such tests side by side on a CI machine's two cores
 // starved pion's ICE checks past their 4 s transaction lifetime, so rooms
 // never connected. The media pass runs its tests one at a time anyway.
-func newBrowserExec(t *testing.T, exe string) context.Context {
+func newBrowserExec(t *testing.T, exe string, options ...browserOption) context.Context {
 	t.Helper()
+	var setup browserSetup
+	for _, o := range options {
+		o(&setup)
+	}
 	if raceEnabled {
 		if _, holds := slotHolders.LoadOrStore(t, true); !holds { // a second browser of the same test shares its turn
 			browserSlot <- struct{}{}
@@ -222,7 +249,7 @@ func newBrowserExec(t *testing.T, exe string) context.Context {
 		}
 	}
 	chromium := exe
-	y4m, wav := fakeCamera(t)
+	y4m, wav := fakeCamera(t, setup.camera)
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(chromium),
 		chromedp.UserDataDir(t.TempDir()),

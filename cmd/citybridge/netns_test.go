@@ -187,7 +187,7 @@ func onLink(l *netLink) func(*Config) {
 }
 
 // newBrowserIn starts a Chromium inside the link's namespace.
-func newBrowserIn(t *testing.T, l *netLink) context.Context {
+func newBrowserIn(t *testing.T, l *netLink, opts ...browserOption) context.Context {
 	t.Helper()
 	chromium := requireTool(t, "chromium")
 	wrapper := filepath.Join(t.TempDir(), "chromium-in-"+l.ns)
@@ -195,7 +195,7 @@ func newBrowserIn(t *testing.T, l *netLink) context.Context {
 	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	return newBrowserExec(t, wrapper)
+	return newBrowserExec(t, wrapper, opts...)
 }
 
 // requireMediaPass keeps the impaired-link browser tests out of the race

@@ -251,18 +251,16 @@ func TestBrowserLayerFollowsBandwidth(t *testing.T) {
 	}
 	freeAt720("at 150 kbit")
 
-	// Lifted: back to 1280x720. The issue asks for 30 s; on a loaded
-	// 2-core machine the delay-based estimate recovers more slowly (see
-	// bench/RESULTS.md), so 60 s is enforced and the time is logged
-	// against the target.
+	// Lifted: back to 1280x720 within 30 s (13-17 s in every run since the
+	// estimate falls only on a congestion signal; see bench/RESULTS.md).
 	tl.setPhase("no limit")
 	link.ClearRate(t)
 	lifted := time.Now()
-	waitUntil(t, 60*time.Second, limited+" back at 1280x720 after the limit is lifted", func() (bool, string) {
+	waitUntil(t, 30*time.Second, limited+" back at 1280x720 after the limit is lifted", func() (bool, string) {
 		v, seen := roomVideo(room)
 		return v.FrameWidth == 1280, seen
 	})
-	t.Logf("back at 1280x720 %.1f s after the limit was lifted (the issue's target is 30 s)", time.Since(lifted).Seconds())
+	t.Logf("back at 1280x720 %.1f s after the limit was lifted", time.Since(lifted).Seconds())
 	freeAt720("after the limit")
 	for _, tb := range tabs {
 		if errs, err := eval[[]map[string]any](tb, `citybridge.errors`); err != nil || len(errs) != 0 {

@@ -1,10 +1,13 @@
 package controlplane
 
 import (
+	"bytes"
 	"encoding/csv"
 	"encoding/json"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -39,6 +42,7 @@ type linksFixture struct {
 	media *fakeMedia
 	mux   *http.ServeMux
 	creds map[string]func(*http.Request)
+	logs  *bytes.Buffer // the API's log; handlers run on the test's goroutine
 }
 
 func newLinksFixture(t *testing.T) *linksFixture {
@@ -56,7 +60,8 @@ func newLinksFixture(t *testing.T) *linksFixture {
 	mon := NewMonitor(st, MonitorConfig{LostAlertAfter: 2 * time.Second, Log: discardLogger()})
 	t.Cleanup(mon.Close)
 	media := &fakeMedia{joined: map[string]bool{"ward-001": true}}
-	api := NewAPI(st, func(string) map[string]string { return nil }, discardLogger())
+	logs := &bytes.Buffer{}
+	api := NewAPI(st, func(string) map[string]string { return nil }, slog.New(slog.NewTextHandler(logs, nil)))
 	api.SetMedia(media)
 	api.SetMonitor(mon)
 	mux := http.NewServeMux()
@@ -80,7 +85,7 @@ func newLinksFixture(t *testing.T) *linksFixture {
 		}
 		return func(r *http.Request) { r.AddCookie(&http.Cookie{Name: SessionCookie, Value: tok}) }
 	}
-	return &linksFixture{st: st, mon: mon, media: media, mux: mux, creds: map[string]func(*http.Request){
+	return &linksFixture{st: st, mon: mon, media: media, mux: mux, logs: logs, creds: map[string]func(*http.Request){
 		"anonymous":       func(*http.Request) {},
 		"room link":       bearer(Grant{Role: RoleRoom, Bridge: "ward-001"}),
 		"host link":       bearer(Grant{Role: RoleHost, Conference: "c1"}),
@@ -199,6 +204,46 @@ func TestLinksView(t *testing.T) {
 	al = nil
 	if err := json.Unmarshal(rec.Body.Bytes(), &al); err != nil || len(al) != 1 || al[0].Cleared.IsZero() {
 		t.Errorf("GET /api/alerts?recent=1 after recovery: %s, want the cleared alert", rec.Body)
+	}
+}
+
+// TestRefusedCallsLogged: a call refused for who made it, read or change,
+// is a warning in the server's log naming the call, the status, the caller
+// and its address, and is not in the audit log; an allowed read leaves no
+// such line.
+func TestRefusedCallsLogged(t *testing.T) {
+	f := newLinksFixture(t)
+	for _, c := range []struct {
+		method, path, caller string
+		status               int
+		who                  string
+	}{
+		{"GET", "/api/links", "anonymous", 401, "anonymous"},
+		{"POST", "/api/conferences/c1/bridges/ward-001/actions/keyframe", "room link", 403, "room link ward-001"},
+		{"GET", "/api/events", "host login", 403, "chair"},
+	} {
+		f.logs.Reset()
+		if rec := f.do(c.method, c.path, c.caller); rec.Code != c.status {
+			t.Fatalf("%s %s as %s: %d, want %d", c.method, c.path, c.caller, rec.Code, c.status)
+		}
+		line := f.logs.String()
+		for _, want := range []string{"level=WARN", `msg="API call refused"`, `call="` + c.method + " /api/", "path=" + c.path,
+			"status=" + strconv.Itoa(c.status), `who="` + c.who + `"`, "remote=192.0.2.1"} {
+			if !strings.Contains(line, want) && !strings.Contains(line, strings.ReplaceAll(want, `"`, "")) {
+				t.Errorf("%s %s as %s: the log %q lacks %s", c.method, c.path, c.caller, line, want)
+			}
+		}
+	}
+	f.logs.Reset()
+	if rec := f.do("GET", "/api/links", "technician"); rec.Code != 200 || strings.Contains(f.logs.String(), "refused") {
+		t.Errorf("an allowed read: %d, log %q", rec.Code, f.logs.String())
+	}
+	log, err := f.st.AuditLog(time.Time{}, time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(log) != 0 {
+		t.Errorf("the audit log holds %+v: refused calls and reads stay out of it", log)
 	}
 }
 

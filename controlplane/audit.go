@@ -170,20 +170,30 @@ func (s *statusRecorder) Write(b []byte) (int, error) {
 // audited records every successful change (any method but GET and HEAD)
 // a handler makes, with the caller as authenticated before it ran (a
 // logout ends the session it is made with). Login attempts are recorded
-// by the login handler itself.
+// by the login handler itself. A call refused for who made it (401, 403),
+// read or change, goes to the server's log instead, with the caller and
+// its address: refusals are what anybody can cause, and in the store they
+// could push real entries off the end of the audit log.
 func (a *API) audited(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if (r.Method == http.MethodGet || r.Method == http.MethodHead) && !auditedReads[r.Pattern] {
-			h(w, r)
-			return
+		read := (r.Method == http.MethodGet || r.Method == http.MethodHead) && !auditedReads[r.Pattern]
+		var g Grant
+		if !read {
+			g, _, _ = a.store.AuthenticateRequest(r)
 		}
-		g, _, _ := a.store.AuthenticateRequest(r)
 		rec := &statusRecorder{ResponseWriter: w}
 		h(rec, r)
-		if rec.status == 0 || rec.status >= 400 {
-			return
+		switch {
+		case rec.status == http.StatusUnauthorized || rec.status == http.StatusForbidden:
+			if read {
+				g, _, _ = a.store.AuthenticateRequest(r)
+			}
+			a.log.Warn("API call refused", "call", r.Pattern, "path", r.URL.Path, "status", rec.status,
+				"who", WhoOf(g), "remote", remoteIP(r))
+		case read || rec.status == 0 || rec.status >= 400:
+		default:
+			a.audit(r, g, r.Pattern, r.URL.Path, "ok") // the pattern names the method
 		}
-		a.audit(r, g, r.Pattern, r.URL.Path, "ok") // the pattern names the method
 	}
 }
 

@@ -12,7 +12,9 @@ import (
 	"net/http"
 	"net/http/cookiejar"
 	"os"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -29,6 +31,28 @@ import (
 //
 // bbolt locks its file, so they wait briefly and then say so when the
 // server is running on the same directory: use the admin page then.
+//
+// What they change goes into the audit log as the API's changes do, by
+// "console NAME" (the operating-system user who ran the command; it had
+// the store's file, so its role is admin) from "console".
+
+// auditConsole records a command's change in the store's audit log. A
+// failed write is said on stderr; the change itself is done.
+func auditConsole(st *controlplane.Store, stderr io.Writer, action, target string) {
+	e := controlplane.AuditEntry{Who: "console " + consoleUser(), Role: controlplane.RoleAdmin,
+		Action: action, Target: target, Result: "ok", Remote: "console"}
+	if err := st.Audit(e); err != nil {
+		fmt.Fprintf(stderr, "citybridge: the audit log was not written (%s %s): %v\n", action, target, err)
+	}
+}
+
+// consoleUser names who runs the command: the login name, else the uid.
+func consoleUser() string {
+	if u, err := user.Current(); err == nil && u.Username != "" {
+		return u.Username
+	}
+	return "uid " + strconv.Itoa(os.Getuid())
+}
 
 // openStore opens the store of the data directory named by --data (or
 // CITYBRIDGE_DATA, default ./citybridge-data).
@@ -116,6 +140,7 @@ func usersCommand(args []string, getenv func(string) string, stdin io.Reader, st
 			fmt.Fprintln(stderr, "citybridge users add:", err)
 			return 1
 		}
+		auditConsole(st, stderr, "users add", name)
 		fmt.Fprintf(stdout, "added %s (%s)\n", name, *role)
 	case "passwd":
 		if !needName() {
@@ -129,6 +154,7 @@ func usersCommand(args []string, getenv func(string) string, stdin io.Reader, st
 			fmt.Fprintln(stderr, "citybridge users passwd:", err)
 			return 1
 		}
+		auditConsole(st, stderr, "users passwd", name)
 		fmt.Fprintf(stdout, "password of %s changed; its sessions ended\n", name)
 	case "remove":
 		if !needName() {
@@ -138,6 +164,7 @@ func usersCommand(args []string, getenv func(string) string, stdin io.Reader, st
 			fmt.Fprintln(stderr, "citybridge users remove:", err)
 			return 1
 		}
+		auditConsole(st, stderr, "users remove", name)
 		fmt.Fprintf(stdout, "removed %s\n", name)
 	case "list":
 		us, err := st.Users()
@@ -200,6 +227,7 @@ func bridgesCommand(args []string, getenv func(string) string, stdout, stderr io
 			fmt.Fprintf(stderr, "%d bad rows: nothing imported (fix them, or import the good rows with --partial)\n", len(res.Errors))
 			return 1
 		}
+		auditConsole(st, stderr, "bridges import", fs.Arg(0))
 		fmt.Fprintf(stdout, "%d added, %d updated, %d unchanged, %d bad rows skipped\n",
 			res.Added, res.Updated, res.Unchanged, len(res.Errors))
 	case "export":
@@ -267,7 +295,9 @@ func backupCommand(args []string, getenv func(string) string, stdin io.Reader, s
 	} else {
 		var st *controlplane.Store
 		if st, err = openStore(*data); err == nil {
-			n, err = st.Backup(out)
+			if n, err = st.Backup(out); err == nil {
+				auditConsole(st, stderr, "backup", dst)
+			}
 			_ = st.Close()
 		}
 	}
@@ -352,6 +382,13 @@ func restoreCommand(args []string, getenv func(string) string, stdout, stderr io
 	if err := controlplane.Restore(fs.Arg(0), dst); err != nil {
 		fmt.Fprintln(stderr, "citybridge restore:", err)
 		return 1
+	}
+	// The restored store's own log says where it came from.
+	if st, err := openStore(*data); err == nil {
+		auditConsole(st, stderr, "restore", fs.Arg(0))
+		_ = st.Close()
+	} else {
+		fmt.Fprintln(stderr, "citybridge restore: the audit log was not written:", err)
 	}
 	fmt.Fprintf(stdout, "restored %s into %s (the previous file, if any: %s.before-restore)\n", fs.Arg(0), dst, dst)
 	return 0

@@ -1,16 +1,20 @@
 package main
 
 import (
+	"bytes"
 	"encoding/csv"
 	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"citybridge/controlplane"
+	"citybridge/deploy"
 	"citybridge/signaling/wire"
 )
 
@@ -162,4 +166,88 @@ func sameOrigin(t *testing.T, ts *testServer, c *http.Client, method, path, bear
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, b
+}
+
+// TestConsoleCommandsAudited: the commands that change the store from the
+// server's console (users add, passwd, remove; bridges import; backup;
+// restore) write the audit log as the API does, by "console NAME" with
+// the admin role, and a command that fails writes nothing. The log is
+// read back from the files: the restored store's, which ends with the
+// restore, and the one it replaced.
+func TestConsoleCommandsAudited(t *testing.T) {
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	sample := filepath.Join(dir, "bridges.csv")
+	if err := os.WriteFile(sample, deploy.SampleBridges, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	backup := filepath.Join(dir, "copy.db")
+	noEnv := func(string) string { return "" }
+	run := func(stdin string, args ...string) int {
+		t.Helper()
+		var out, errOut bytes.Buffer
+		var code int
+		switch args[0] {
+		case "users":
+			code = usersCommand(args[1:], noEnv, strings.NewReader(stdin), &out, &errOut)
+		case "bridges":
+			code = bridgesCommand(args[1:], noEnv, &out, &errOut)
+		case "backup":
+			code = backupCommand(args[1:], noEnv, strings.NewReader(stdin), &out, &errOut)
+		case "restore":
+			code = restoreCommand(args[1:], noEnv, &out, &errOut)
+		}
+		if strings.Contains(errOut.String(), "audit log was not written") {
+			t.Errorf("%v: %s", args, errOut.String())
+		}
+		return code
+	}
+	for _, c := range []struct {
+		stdin string
+		args  []string
+		code  int
+	}{
+		{"console-pass-1\n", []string{"users", "add", "--data", data, "--role", "host", "ana"}, 0},
+		{"console-pass-2\n", []string{"users", "passwd", "--data", data, "ana"}, 0},
+		{"console-pass-3\n", []string{"users", "passwd", "--data", data, "nobody"}, 1},
+		{"", []string{"bridges", "import", "--data", data, sample}, 0},
+		{"", []string{"bridges", "import", "--data", data, filepath.Join(dir, "missing.csv")}, 1},
+		{"", []string{"backup", "--data", data, backup}, 0},
+		{"", []string{"users", "remove", "--data", data, "ana"}, 0},
+		{"", []string{"restore", "--data", data, backup}, 0},
+	} {
+		if code := run(c.stdin, c.args...); code != c.code {
+			t.Fatalf("%v: exit %d, want %d", c.args, code, c.code)
+		}
+	}
+
+	read := func(file string) []string {
+		t.Helper()
+		st, err := controlplane.Open(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		log, err := st.AuditLog(time.Time{}, time.Time{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, e := range log {
+			if !strings.HasPrefix(e.Who, "console ") || e.Role != controlplane.RoleAdmin || e.Remote != "console" || e.Result != "ok" {
+				t.Errorf("entry %+v: want by \"console NAME\", role admin, from console, ok", e)
+			}
+			got = append(got, e.Action+" "+filepath.Base(e.Target))
+		}
+		return got
+	}
+	restored := filepath.Join(data, "citybridge.db")
+	want := []string{"users add ana", "users passwd ana", "bridges import bridges.csv", "restore copy.db"}
+	if got := read(restored); strings.Join(got, "; ") != strings.Join(want, "; ") {
+		t.Errorf("the restored store's log: %q, want %q", got, want)
+	}
+	want = []string{"users add ana", "users passwd ana", "bridges import bridges.csv", "backup copy.db", "users remove ana"}
+	if got := read(restored + ".before-restore"); strings.Join(got, "; ") != strings.Join(want, "; ") {
+		t.Errorf("the replaced store's log: %q, want %q", got, want)
+	}
 }

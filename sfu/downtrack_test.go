@@ -261,12 +261,11 @@ func TestSwitchAlignsTimestampsFromSenderReports(t *testing.T) {
 	}
 }
 
-// TestRetransmitFromCache: a subscriber's NACK is answered from the
-// layer's shared cache, on its RTX stream with the original sequence number
-// first, at most once per rtxMinGap, and not at all once too old.
-func TestRetransmitFromCache(t *testing.T) {
-	now := int64(0)
-	tr := newBareTrack(&now)
+// rtxFixture is a down track on a track's low layer, with an RTX stream
+// (SSRC 778, PT 97) beside its media (777, 96), that has been written a
+// keyframe and a delta frame, one packet each.
+func rtxFixture(now *int64) (*Track, *DownTrack, *recordingWriter) {
+	tr := newBareTrack(now)
 	tr.addLayer(LayerLow, 1234)
 	d := newDownTrack(tr, nil, "video-hub-1", LayerHigh)
 	w := &recordingWriter{}
@@ -276,6 +275,15 @@ func TestRetransmitFromCache(t *testing.T) {
 	d.setTarget(LayerLow)
 	tr.forward(LayerLow, pkt(100, 9000, vp8Key))
 	tr.forward(LayerLow, pkt(101, 9000, vp8Delta))
+	return tr, d, w
+}
+
+// TestRetransmitFromCache: a subscriber's NACK is answered from the
+// layer's shared cache, on its RTX stream with the original sequence number
+// first, at most once per rtxMinGap, and not at all once too old.
+func TestRetransmitFromCache(t *testing.T) {
+	now := int64(0)
+	_, d, w := rtxFixture(&now)
 	out := w.headers[1].SequenceNumber
 
 	if !d.retransmit(out, now, false) {
@@ -308,18 +316,7 @@ func TestRetransmitFromCache(t *testing.T) {
 // asked for once, it is sent once.
 func TestRetransmitTwice(t *testing.T) {
 	now := int64(0)
-	stats := &counters{}
-	tr := newTrack("video-hub-1", "hub", webrtc.RTPCodecTypeVideo, vp8Codec, stats,
-		func() int64 { return now }, 500*time.Millisecond, nil)
-	tr.addLayer(LayerLow, 1234)
-	d := newDownTrack(tr, nil, "video-hub-1", LayerHigh)
-	w := &recordingWriter{}
-	bindFake(d, w, 777, 96)
-	d.rtxSSRC, d.rtxPT = 778, 97
-	tr.addDown(d)
-	d.setTarget(LayerLow)
-	tr.forward(LayerLow, pkt(100, 9000, vp8Key))
-	tr.forward(LayerLow, pkt(101, 9000, vp8Delta))
+	tr, d, w := rtxFixture(&now)
 	lost := w.headers[1].SequenceNumber
 
 	if !d.retransmit(lost, now, true) {
@@ -342,7 +339,7 @@ func TestRetransmitTwice(t *testing.T) {
 	if osn := binary.BigEndian.Uint16(w.payloads[4]); osn != lost || !bytes.Equal(w.payloads[4], w.payloads[2]) {
 		t.Errorf("the copy carries original sequence number %d (want %d) or differs from the first retransmission", osn, lost)
 	}
-	if got := stats.retransmittedTwice.Load(); got != 1 {
+	if got := tr.stats.retransmittedTwice.Load(); got != 1 {
 		t.Errorf("retransmittedTwice = %d, want 1", got)
 	}
 

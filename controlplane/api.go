@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 )
 
 // PresenceFunc returns the presence state of each bridge of a conference
@@ -68,13 +69,25 @@ func (a *API) SetOrigins(o *Origins) { a.origins = o }
 // SetMedia connects the API to the media side (layer pins).
 func (a *API) SetMedia(m MediaControl) { a.media = m }
 
-// NewAPI builds the API on a store.
+// NewAPI builds the API on a store. The login limits start from the
+// failed logins of the audit log's last accountWindow, so a restart does
+// not give a guesser a fresh count.
 func NewAPI(store *Store, presence PresenceFunc, log *slog.Logger) *API {
-	return &API{
+	a := &API{
 		store: store, presence: presence, log: log,
 		limiter:  newLoginLimiter(loginFailures, loginWindow),
 		accounts: newLoginLimiter(accountFailures, accountWindow),
 	}
+	failed, err := store.FailedLogins(time.Now().Add(-accountWindow))
+	if err != nil {
+		log.Error("failed logins not read back from the audit log: login limits start from zero", "err", err)
+	}
+	for i := len(failed) - 1; i >= 0; i-- { // oldest first, as they happened
+		e := failed[i]
+		a.accounts.fail(e.Who, e.At)
+		a.limiter.fail(e.Remote, e.At)
+	}
+	return a
 }
 
 // Register mounts the API's routes on mux.

@@ -103,6 +103,30 @@ func (s *Store) AuditLog(from, to time.Time) ([]AuditEntry, error) {
 	return out, err
 }
 
+// FailedLogins returns the failed login attempts (result bad_login) the
+// log holds from since on, newest first. It reads from the end of the log
+// and stops at the first older entry.
+func (s *Store) FailedLogins(since time.Time) ([]AuditEntry, error) {
+	var out []AuditEntry
+	err := s.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketAudit).Cursor()
+		for k, v := c.Last(); k != nil; k, v = c.Prev() {
+			var e AuditEntry
+			if err := json.Unmarshal(v, &e); err != nil {
+				return err
+			}
+			if e.At.Before(since) {
+				return nil
+			}
+			if e.Action == "login" && e.Result == "bad_login" {
+				out = append(out, e)
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
 // auditLog serves GET /api/audit[?from=RFC3339][&to=RFC3339][&format=csv]
 // to administrators.
 func (a *API) auditLog(w http.ResponseWriter, r *http.Request) {

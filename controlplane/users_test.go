@@ -152,17 +152,25 @@ func TestLoginCookie(t *testing.T) {
 
 // TestAccountLockout: failed logins for one account spread over many
 // addresses lock that account (even the right password gets 429
-// account_locked) and no other; unknown names are treated alike.
+// account_locked) and no other; unknown names are treated alike. The lock
+// outlives a restart (the store's file is closed and opened again), and
+// failures older than the lock's 15 minutes are not counted then.
 func TestAccountLockout(t *testing.T) {
-	st, _ := openTemp(t)
-	for _, n := range []string{"fixer", "other"} {
+	st, path := openTemp(t)
+	for _, n := range []string{"fixer", "other", "elder"} {
 		if _, err := st.AddUser(n, RoleTechnician, "", "long-enough-1"); err != nil {
 			t.Fatal(err)
 		}
 	}
-	api := NewAPI(st, func(string) map[string]string { return nil }, discardLogger())
+	// Twenty failures for elder, recorded 16 minutes ago.
+	for i := range accountFailures {
+		if err := st.Audit(AuditEntry{At: time.Now().Add(-16 * time.Minute), Who: "elder", Action: "login",
+			Result: "bad_login", Remote: fmt.Sprintf("10.9.0.%d", i+1)}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	mux := http.NewServeMux()
-	api.Register(mux)
+	NewAPI(st, func(string) map[string]string { return nil }, discardLogger()).Register(mux)
 	login := func(name, pw string, from int) *httptest.ResponseRecorder {
 		req := httptest.NewRequest("POST", "https://cb.example/api/login", strings.NewReader(`{"name":"`+name+`","password":"`+pw+`"}`))
 		req.Header.Set("Origin", "https://cb.example")
@@ -179,15 +187,19 @@ func TestAccountLockout(t *testing.T) {
 			t.Fatalf("guess %d for an unknown name: %d", i, rec.Code)
 		}
 	}
-	for name, want := range map[string]int{"fixer": 429, "nobody": 429, "other": 200} {
-		rec := login(name, "long-enough-1", 999)
-		if rec.Code != want {
-			t.Errorf("%s with the right password from a fresh address: %d %s, want %d", name, rec.Code, rec.Body, want)
-		}
-		if want == 429 && !strings.Contains(rec.Body.String(), "account_locked") {
-			t.Errorf("%s: %s, want account_locked", name, rec.Body)
+	check := func(when string, wants map[string]int) {
+		t.Helper()
+		for name, want := range wants {
+			rec := login(name, "long-enough-1", 999)
+			if rec.Code != want {
+				t.Errorf("%s: %s with the right password from a fresh address: %d %s, want %d", when, name, rec.Code, rec.Body, want)
+			}
+			if want == 429 && !strings.Contains(rec.Body.String(), "account_locked") {
+				t.Errorf("%s: %s: %s, want account_locked", when, name, rec.Body)
+			}
 		}
 	}
+	check("before a restart", map[string]int{"fixer": 429, "nobody": 429, "other": 200})
 	es, err := st.AuditLog(time.Time{}, time.Time{})
 	if err != nil {
 		t.Fatal(err)
@@ -201,6 +213,19 @@ func TestAccountLockout(t *testing.T) {
 	if locked != 2 {
 		t.Errorf("%d account_locked entries in the audit log, want 2", locked)
 	}
+
+	// Restarted on the same file.
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	st, err = Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	mux = http.NewServeMux()
+	NewAPI(st, func(string) map[string]string { return nil }, discardLogger()).Register(mux)
+	check("after a restart", map[string]int{"fixer": 429, "nobody": 429, "elder": 200})
 }
 
 // TestConferenceStates: the life of a conference, as a table.

@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"citybridge/sfu/sfutest"
-
 	"github.com/pion/webrtc/v4"
 )
 
@@ -128,15 +126,7 @@ func TestForwardContinuity(t *testing.T) {
 		downs <- d
 	})
 
-	hub := newClient(t, r, "hub")
-	pub, err := sfutest.NewPublisher(hub.pub, "hub", []string{"f", "h", "q"}, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hub.publish()
-	pub.Start()
-	t.Cleanup(pub.Stop)
-	t.Cleanup(func() { _ = hub.pub.Close() }) // runs before pub.Stop: unblocks its RTCP readers
+	publishSynthetic(t, newClient(t, r, "hub"), "f", "h", "q")
 
 	var d *DownTrack
 	select {
@@ -212,15 +202,7 @@ func TestUnansweredOfferMadeAgain(t *testing.T) {
 			t.Error(err)
 		}
 	})
-	hub := newClient(t, r, "hub")
-	pub, err := sfutest.NewPublisher(hub.pub, "hub", []string{"q"}, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hub.publish()
-	pub.Start()
-	t.Cleanup(pub.Stop)
-	t.Cleanup(func() { _ = hub.pub.Close() })
+	publishSynthetic(t, newClient(t, r, "hub"), "q")
 
 	for deadline := time.Now().Add(15 * time.Second); packets.Load() <= 20; time.Sleep(20 * time.Millisecond) {
 		select {
@@ -268,15 +250,7 @@ func TestICERestartWithOfferOut(t *testing.T) {
 			t.Error(err)
 		}
 	})
-	hub := newClient(t, r, "hub")
-	pub, err := sfutest.NewPublisher(hub.pub, "hub", []string{"q"}, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hub.publish()
-	pub.Start()
-	t.Cleanup(pub.Stop)
-	t.Cleanup(func() { _ = hub.pub.Close() })
+	publishSynthetic(t, newClient(t, r, "hub"), "q")
 
 	waitFor(t, 10*time.Second, "the SFU's first offer", func() bool { return room.offers.Load() >= 1 })
 	room.peer.RestartICE()

@@ -92,6 +92,23 @@ func newClientWith(t *testing.T, r *Router, id string, opts PeerOptions) *client
 
 // publish sends the client's offer (with all its candidates) and applies
 // the SFU's answer.
+// publishSynthetic makes c publish synthetic video on the given simulcast
+// rids, under its peer's ID, and starts sending. The test's cleanup closes
+// c's publishing connection, then stops the publisher (closing first
+// unblocks its RTCP readers).
+func publishSynthetic(t *testing.T, c *client, rids ...string) *sfutest.Publisher {
+	t.Helper()
+	pub, err := sfutest.NewPublisher(c.pub, c.peer.ID(), rids, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.publish()
+	pub.Start()
+	t.Cleanup(pub.Stop)
+	t.Cleanup(func() { _ = c.pub.Close() })
+	return pub
+}
+
 func (c *client) publish() {
 	c.t.Helper()
 	offer, err := c.pub.CreateOffer(nil)

@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"citybridge/sfu/sfutest"
-
 	"github.com/pion/interceptor"
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
@@ -38,16 +36,7 @@ func TestKeyframeStormBounded(t *testing.T) {
 			hubTrack.Store(tr)
 		}
 	})
-	pub, err := sfutest.NewPublisher(hub.pub, "hub", []string{"f", "h", "q"}, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hub.publish()
-	pub.Start()
-	t.Cleanup(func() {
-		_ = hub.pub.Close()
-		pub.Stop()
-	})
+	pub := publishSynthetic(t, hub, "f", "h", "q")
 	waitFor(t, 20*time.Second, "the hub's three layers", func() bool {
 		tr := hubTrack.Load()
 		return tr != nil && tr.activeLayers() == 0b111

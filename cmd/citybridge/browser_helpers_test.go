@@ -400,7 +400,6 @@ type inboundStat struct {
 	NackCount            int     `json:"nackCount"`
 	PacketsLost          int     `json:"packetsLost"`
 	Retransmitted        int     `json:"retransmittedPacketsReceived"`
-	FramesReceived       int     `json:"framesReceived"`
 	FramesDropped        int     `json:"framesDropped"`
 	KeyFramesDecoded     int     `json:"keyFramesDecoded"`
 	PLICount             int     `json:"pliCount"`

@@ -47,7 +47,8 @@ func TestLossRecovery(t *testing.T) {
 	waitSettledAtFull(t, ts, id)
 
 	link.SetLoss(t, 5)
-	rtx0, twice0 := ts.media.Stats().Retransmitted, ts.media.Stats().RetransmittedTwice
+	st0 := ts.media.Stats()
+	rtx0, twice0 := st0.Retransmitted, st0.RetransmittedTwice
 	// Let the loss bite, then measure ten seconds of it.
 	start := time.Now()
 	waitUntil(t, 15*time.Second, "a NACK answered under loss", func() (bool, string) {

@@ -421,7 +421,6 @@ export class Session extends EventTarget {
         nackCount: s.nackCount || 0,
         packetsLost: s.packetsLost || 0,
         retransmittedPacketsReceived: s.retransmittedPacketsReceived || 0,
-        framesReceived: s.framesReceived || 0,
         framesDropped: s.framesDropped || 0,
         keyFramesDecoded: s.keyFramesDecoded || 0,
         pliCount: s.pliCount || 0,

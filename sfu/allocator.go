@@ -52,6 +52,10 @@ const (
 	minProbeBackoff  = 2 * time.Second
 	maxProbeBackoff  = 8 * time.Second
 	floorLifetime    = 10 * time.Second // a successful probe vouches for the link this long
+	// pinMemory: a pin lifted within this long of lowering a track gives
+	// the track back the layer it took, without a probe, when the link has
+	// shown no congestion since. After longer, the link is probed again.
+	pinMemory = time.Minute
 	nominalAudioRate = 48_000           // bits per second counted for audio before it is measured
 )
 

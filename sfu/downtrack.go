@@ -61,6 +61,8 @@ type DownTrack struct {
 	belowSince  int64  // since when the estimate has not covered the lowest layer; 0 = it does
 	pausedAt    int64  // when the allocator last paused this track
 	movedAt     int64  // when the allocator last changed this track's layer
+	pinnedFrom  int    // the layer a technician's pin took away; noLayer = none
+	pinnedAt    int64  // when it did
 
 	mu          sync.Mutex
 	writer      webrtc.TrackLocalWriter
@@ -123,6 +125,7 @@ func newDownTrack(t *Track, sub *Peer, id string, maxLayer int) *DownTrack {
 	d.target.Store(noLayer)
 	d.current.Store(noLayer)
 	d.allocLayer = noLayer
+	d.pinnedFrom = noLayer
 	if t.kind == webrtc.RTPCodecTypeVideo {
 		d.sent = new([sentHistory]sentEntry)
 	}

@@ -304,7 +304,18 @@ func (p *Peer) allocateLocked(now int64) []LayerEvent {
 	}
 	as.plan = grow(as.plan, n)
 	as.step = grow(as.step, n)
+	// A track whose pin was just lifted is planned as if it still had the
+	// layer the pin took away (see mayRestore): keeping a layer costs less
+	// of the estimate than moving up to it.
+	for i, d := range as.downs {
+		if p.mayRestore(d, &as.tracks[i], now) {
+			as.tracks[i].cur = d.pinnedFrom
+		}
+	}
 	plan(max(budget, 0), as.tracks, as.plan)
+	for i, d := range as.downs {
+		as.tracks[i].cur = d.allocLayer
+	}
 	if as.lastDecrease == now {
 		// Congestion: the estimate lags a queue that is still full, so
 		// anything that has to move down moves to what fits in 80% of it,
@@ -392,6 +403,21 @@ func (p *Peer) allocateLocked(now int64) []LayerEvent {
 		if want > t.cur && !first {
 			want = t.cur
 		}
+		// A technician's pin that lowers a track remembers the layer it
+		// took away; lifted, it gives it back (mayRestore) as far as the
+		// estimate still covers, instead of a probe per layer (about 9 s
+		// from q to f).
+		if t.cur != noLayer && t.cur > t.pin && t.cur <= t.policy && d.pinnedFrom == noLayer {
+			d.pinnedFrom, d.pinnedAt = t.cur, now
+		}
+		if d.pinnedFrom != noLayer && t.cap() > t.cur {
+			if p.mayRestore(d, t, now) {
+				want = max(want, min(d.pinnedFrom, as.plan[i]))
+			}
+			if t.cap() >= d.pinnedFrom {
+				d.pinnedFrom = noLayer
+			}
+		}
 		if stepOK && i < len(as.probeStep) && as.probeStep[i] > want {
 			if l := as.probeStep[i]; l <= t.cap() && t.rates[l] > 0 {
 				want = l
@@ -454,6 +480,16 @@ func (p *Peer) allocateLocked(now int64) []LayerEvent {
 		}
 	}
 	return events
+}
+
+// mayRestore says whether d, lowered by a technician's pin that is now
+// lifted (at least partly), may go back to the layer the pin took away
+// without a probe: the link carried that layer when the pin came, and has
+// shown no congestion since. Only for pinMemory: after longer, the link
+// is probed again as for any step up.
+func (p *Peer) mayRestore(d *DownTrack, t *allocTrack, now int64) bool {
+	return d.pinnedFrom > t.cur && t.cur != noLayer && t.cap() > t.cur &&
+		p.as.lastDecrease < d.pinnedAt && now-d.pinnedAt <= int64(pinMemory)
 }
 
 // applyLayer moves d to layer l, or pauses it. With drop, the layer being

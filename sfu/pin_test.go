@@ -1,0 +1,89 @@
+package sfu
+
+import (
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/pion/webrtc/v4"
+)
+
+// TestPinLiftedRestoresLayer: a technician pins a room on the full layer
+// to the smallest and soon lifts the pin. With no congestion in between,
+// the room is given the full layer back at once, not a probe per layer;
+// when its link showed congestion while pinned, it climbs back by probes
+// as any room does.
+func TestPinLiftedRestoresLayer(t *testing.T) {
+	s := newTestSFU(t)
+	r, err := s.Router("conf-pin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Close)
+	var hubTrack atomic.Pointer[Track]
+	r.OnTrack(func(_ *Peer, tr *Track) {
+		if tr.Kind() == webrtc.RTPCodecTypeVideo {
+			hubTrack.Store(tr)
+		}
+	})
+	publishSynthetic(t, newClient(t, r, "hub"), "f", "h", "q")
+	waitFor(t, 20*time.Second, "the hub's three layers", func() bool {
+		tr := hubTrack.Load()
+		return tr != nil && tr.activeLayers() == 0b111
+	})
+
+	room, err := r.NewPeer("room", nopListener{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(room.Close)
+	gcc := &fakeBWE{rate: 20_000_000, state: "increase"}
+	room.setEstimator(gcc)
+	d, err := room.Subscribe(hubTrack.Load(), LayerHigh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Bind(fakeContext{w: &countingWriter{}, ssrc: 4242}); err != nil {
+		t.Fatal(err)
+	}
+	target := func() int { return int(d.target.Load()) }
+	waitFor(t, 20*time.Second, "the room on the full layer, its rate measured", func() bool {
+		room.allocate()
+		return d.Layer() == LayerHigh && hubTrack.Load().layerRates()[LayerHigh] > 0
+	})
+
+	// The link now carries the full layer with less than the headroom a
+	// step up to it takes: a room coming back to it must be kept there,
+	// not stepped up to it.
+	full := hubTrack.Load().layerRates()[LayerHigh]
+	gcc.set(full*9/10, "decrease")
+	room.allocate()
+	if got := target(); got != LayerHigh {
+		t.Fatalf("with %d bit/s for a %d bit/s layer the room left the full layer: target %d", full*9/10, full, got)
+	}
+
+	for _, congested := range []bool{false, true} {
+		room.SetPin(LayerLow)
+		if got := target(); got != LayerLow {
+			t.Fatalf("pinned to the smallest layer, the room's target is %d", got)
+		}
+		if congested {
+			gcc.set(full*8/10, "decrease") // overuse while pinned
+			room.allocate()
+			gcc.set(full*2, "increase")
+			room.allocate()
+		}
+		room.SetPin(LayerHigh)
+		got := target()
+		switch {
+		case !congested && got != LayerHigh:
+			t.Errorf("pin lifted with no congestion since: target %d, want the full layer (%d) at once", got, LayerHigh)
+		case congested && got != LayerLow:
+			t.Errorf("pin lifted after congestion: target %d, want the smallest layer (%d) until a probe vouches for more", got, LayerLow)
+		}
+		if congested {
+			break
+		}
+		waitFor(t, 10*time.Second, "the room back on the full layer", func() bool { return d.Layer() == LayerHigh })
+	}
+}

@@ -44,19 +44,19 @@ const (
 	// outageGap: no RTCP at all from a subscriber for this long means its
 	// line was down; for outageReports after it comes back, its loss
 	// reports (which count the outage) do not cap the estimate.
-	outageGap        = 1500 * time.Millisecond
-	outageReports    = 2500 * time.Millisecond
-	pauseHold        = 2 * time.Second        // the estimate stays under the lowest layer this long before video pauses
-	probeDuration    = 1 * time.Second        // how long a probe sends padding
-	probeGrace       = 600 * time.Millisecond // feedback still arriving after a probe
-	minProbeBackoff  = 2 * time.Second
-	maxProbeBackoff  = 8 * time.Second
-	floorLifetime    = 10 * time.Second // a successful probe vouches for the link this long
+	outageGap       = 1500 * time.Millisecond
+	outageReports   = 2500 * time.Millisecond
+	pauseHold       = 2 * time.Second        // the estimate stays under the lowest layer this long before video pauses
+	probeDuration   = 1 * time.Second        // how long a probe sends padding
+	probeGrace      = 600 * time.Millisecond // feedback still arriving after a probe
+	minProbeBackoff = 2 * time.Second
+	maxProbeBackoff = 8 * time.Second
+	floorLifetime   = 10 * time.Second // a successful probe vouches for the link this long
 	// pinMemory: a pin lifted within this long of lowering a track gives
 	// the track back the layer it took, without a probe, when the link has
 	// shown no congestion since. After longer, the link is probed again.
-	pinMemory = time.Minute
-	nominalAudioRate = 48_000           // bits per second counted for audio before it is measured
+	pinMemory        = time.Minute
+	nominalAudioRate = 48_000 // bits per second counted for audio before it is measured
 )
 
 // nominalRates are the bitrates assumed for layers not measured yet

@@ -231,3 +231,27 @@ func checkGoroutines(t *testing.T) {
 		}
 	})
 }
+
+// threeLayerHub opens a router named conf in s with a synthetic hub
+// publishing f, h and q, and returns the router, the hub's video track
+// once all three layers arrive, and the publisher.
+func threeLayerHub(t *testing.T, s *SFU, conf string) (*Router, *Track, *sfutest.Publisher) {
+	t.Helper()
+	r, err := s.Router(conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Close)
+	var hubTrack atomic.Pointer[Track]
+	r.OnTrack(func(_ *Peer, tr *Track) {
+		if tr.Kind() == webrtc.RTPCodecTypeVideo {
+			hubTrack.Store(tr)
+		}
+	})
+	pub := publishSynthetic(t, newClient(t, r, "hub"), "f", "h", "q")
+	waitFor(t, 20*time.Second, "the hub's three layers", func() bool {
+		tr := hubTrack.Load()
+		return tr != nil && tr.activeLayers() == 0b111
+	})
+	return r, hubTrack.Load(), pub
+}

@@ -1,11 +1,8 @@
 package sfu
 
 import (
-	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/pion/webrtc/v4"
 )
 
 // TestPinLiftedRestoresLayer: a technician pins a room on the full layer
@@ -14,24 +11,7 @@ import (
 // when its link showed congestion while pinned, it climbs back by probes
 // as any room does.
 func TestPinLiftedRestoresLayer(t *testing.T) {
-	s := newTestSFU(t)
-	r, err := s.Router("conf-pin")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(r.Close)
-	var hubTrack atomic.Pointer[Track]
-	r.OnTrack(func(_ *Peer, tr *Track) {
-		if tr.Kind() == webrtc.RTPCodecTypeVideo {
-			hubTrack.Store(tr)
-		}
-	})
-	publishSynthetic(t, newClient(t, r, "hub"), "f", "h", "q")
-	waitFor(t, 20*time.Second, "the hub's three layers", func() bool {
-		tr := hubTrack.Load()
-		return tr != nil && tr.activeLayers() == 0b111
-	})
-
+	r, hub, _ := threeLayerHub(t, newTestSFU(t), "conf-pin")
 	room, err := r.NewPeer("room", nopListener{})
 	if err != nil {
 		t.Fatal(err)
@@ -39,7 +19,7 @@ func TestPinLiftedRestoresLayer(t *testing.T) {
 	t.Cleanup(room.Close)
 	gcc := &fakeBWE{rate: 20_000_000, state: "increase"}
 	room.setEstimator(gcc)
-	d, err := room.Subscribe(hubTrack.Load(), LayerHigh)
+	d, err := room.Subscribe(hub, LayerHigh)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,13 +29,13 @@ func TestPinLiftedRestoresLayer(t *testing.T) {
 	target := func() int { return int(d.target.Load()) }
 	waitFor(t, 20*time.Second, "the room on the full layer, its rate measured", func() bool {
 		room.allocate()
-		return d.Layer() == LayerHigh && hubTrack.Load().layerRates()[LayerHigh] > 0
+		return d.Layer() == LayerHigh && hub.layerRates()[LayerHigh] > 0
 	})
 
 	// The link now carries the full layer with less than the headroom a
 	// step up to it takes: a room coming back to it must be kept there,
 	// not stepped up to it.
-	full := hubTrack.Load().layerRates()[LayerHigh]
+	full := hub.layerRates()[LayerHigh]
 	gcc.set(full*9/10, "decrease")
 	room.allocate()
 	if got := target(); got != LayerHigh {

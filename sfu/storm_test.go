@@ -23,25 +23,7 @@ func TestKeyframeStormBounded(t *testing.T) {
 	checkGoroutines(t)
 	const rooms = 116
 	s := newTestSFU(t)
-	r, err := s.Router("conf-storm")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(r.Close)
-
-	hub := newClient(t, r, "hub")
-	var hubTrack atomic.Pointer[Track]
-	r.OnTrack(func(p *Peer, tr *Track) {
-		if tr.Kind() == webrtc.RTPCodecTypeVideo {
-			hubTrack.Store(tr)
-		}
-	})
-	pub := publishSynthetic(t, hub, "f", "h", "q")
-	waitFor(t, 20*time.Second, "the hub's three layers", func() bool {
-		tr := hubTrack.Load()
-		return tr != nil && tr.activeLayers() == 0b111
-	})
-	track := hubTrack.Load()
+	r, track, pub := threeLayerHub(t, s, "conf-storm")
 
 	// 116 rooms join within 2 s, eight at a time.
 	start := time.Now()

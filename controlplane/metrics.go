@@ -27,6 +27,8 @@ type MediaFigures struct {
 
 	Retransmitted           uint64 // packets sent again on subscribers' NACKs
 	RetransmittedTwice      uint64 // of those, sent a second time unasked (links not congested)
+	StaleNACKs              uint64 // NACKs not answered: the packet's picture was left behind
+	UnaffordableNACKs       uint64 // NACKs not answered: over the subscriber's retransmission budget
 	RetransmissionsReceived uint64 // publishers' retransmissions received
 	LateRetransmissions     uint64 // of those, dropped as too late to help
 	Probes                  uint64 // bandwidth probes before moving a room up a layer
@@ -118,6 +120,8 @@ var (
 		"Packets sent again to subscribers on their NACKs, from the shared packet cache.")
 	descRetransmittedTwice = newDesc("citybridge_rtp_retransmitted_twice_packets_total",
 		"Retransmissions sent a second time unasked, to subscribers whose link is not congested, so that one lost copy does not cost the frame.")
+	descNACKsDeclined = newDesc("citybridge_rtp_nacks_declined_total",
+		"Subscribers' NACKs not answered: reason=stale for packets of a picture the subscriber has left (a layer switched away from), reason=budget for retransmissions beyond its bandwidth estimate.", "reason")
 	descRtxReceived = newDesc("citybridge_rtp_publisher_retransmissions_total",
 		"Retransmissions received from publishers.")
 	descRtxLate = newDesc("citybridge_rtp_late_retransmissions_total",
@@ -166,7 +170,7 @@ type figuresCollector struct {
 
 func (c *figuresCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descPeers, descTracks, descDownTracks, descReceived,
-		descForwarded, descBytes, descKeyframes, descCachedKeyframes, descOffersRepeated, descMalformed, descSessions, descRetransmitted, descRetransmittedTwice,
+		descForwarded, descBytes, descKeyframes, descCachedKeyframes, descOffersRepeated, descMalformed, descSessions, descRetransmitted, descRetransmittedTwice, descNACKsDeclined,
 		descRtxReceived, descRtxLate, descProbes, descFailedProbes, descLayerChanges, descForwardLatency,
 		descAlertsActive, descReconnects, descLinkScore, descLinkState, descRTT, descLoss, descJitter,
 		descRate, descEstimate, descLayer} {
@@ -195,6 +199,8 @@ func (c *figuresCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(descMalformed, m.MalformedPackets)
 		counter(descRetransmitted, m.Retransmitted)
 		counter(descRetransmittedTwice, m.RetransmittedTwice)
+		ch <- prometheus.MustNewConstMetric(descNACKsDeclined, prometheus.CounterValue, float64(m.StaleNACKs), "stale")
+		ch <- prometheus.MustNewConstMetric(descNACKsDeclined, prometheus.CounterValue, float64(m.UnaffordableNACKs), "budget")
 		counter(descRtxReceived, m.RetransmissionsReceived)
 		counter(descRtxLate, m.LateRetransmissions)
 		counter(descProbes, m.Probes)

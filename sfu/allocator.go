@@ -17,7 +17,8 @@ import "time"
 //     backs off (doubling, up to maxProbeBackoff).
 //   - A layer is a step up only when it fits with upHeadroom to spare; the
 //     layer being received is kept while the estimate covers keepFraction
-//     of it, so one noisy estimate does not make a room flap. GCC answers
+//     of it, so one noisy estimate does not make a room flap; but not while
+//     the subscriber reports heavy loss of it (lossyKeep): then it must fit. GCC answers
 //     any overuse signal by dropping to 85% of the rate received, and a
 //     sender held back by its layers is always "received" at less than its
 //     link carries: a busy terminal's jitter alone would otherwise ratchet
@@ -38,6 +39,12 @@ const (
 	// overflowing before the switch, and a receiver report covering up to a
 	// second before it), so it does not count against the layer moved to.
 	lossSettle = 1500 * time.Millisecond
+	// lossyKeep: a report of heavy loss of the layer being received (not
+	// within lossSettle of moving to it) withdraws that layer's keep
+	// allowance for this long. Seen: a room kept at 640x360 on a 600 kbit
+	// link for 8 s, losing 23-50% of it, because its estimate (about
+	// 450 kbit) still covered 60% of the layer.
+	lossyKeep = 2 * time.Second
 	// blindResume: a paused track comes back at its lowest layer after
 	// this long without heavy loss, even if no probe vouched for it.
 	blindResume = 8 * time.Second
@@ -78,6 +85,9 @@ type allocTrack struct {
 	policy int            // highest layer the subscription allows
 	pin    int            // highest layer a technician allows
 	cur    int            // layer allocated now; noLayer when paused or not started
+	// lossy: the subscriber reports heavy loss (over 10%) of the layer it
+	// receives now, so the estimate must cover all of that layer to keep it.
+	lossy bool
 }
 
 // cap is the highest layer the track may get.
@@ -89,7 +99,7 @@ func (t *allocTrack) need(l int) int {
 	switch {
 	case l > t.cur:
 		return int(float64(r) * upHeadroom)
-	case l == t.cur:
+	case l == t.cur && !t.lossy:
 		return int(float64(r) * keepFraction)
 	}
 	return r

@@ -85,6 +85,7 @@ type DownTrack struct {
 	lastAt      int64     // monotonic nanoseconds when it was written
 	floorSeq    uint16    // input packets older than this are from before the switch
 	floorActive bool      // floorSeq is still within reordering reach
+	switchAt    int64     // when the layer being forwarded started (its keyframe was written)
 	hdr         rtp.Header
 }
 
@@ -106,9 +107,10 @@ type sentEntry struct {
 	tsOffset uint32
 	picOff   uint16 // VP8 picture ID offset in force when it was written
 	tl0Off   uint8
-	at       int64 // when it was written (monotonic ns)
-	rtxAt    int64 // when it was last retransmitted
-	rtxDone  bool  // retransmitted at least once
+	size     uint16 // payload bytes
+	at       int64  // when it was written (monotonic ns)
+	rtxAt    int64  // when it was last retransmitted
+	rtxDone  bool   // retransmitted at least once
 }
 
 func newDownTrack(t *Track, sub *Peer, id string, maxLayer int) *DownTrack {
@@ -362,7 +364,7 @@ func (d *DownTrack) write(l int32, seq uint16, ts uint32, marker bool, payload [
 	if d.sent != nil {
 		e := &d.sent[outSeq&(sentHistory-1)]
 		*e = sentEntry{out: outSeq, in: seq, layer: int8(l), valid: true, tsOffset: d.tsOffset,
-			picOff: d.vp8.picOff, tl0Off: d.vp8.tl0Off, at: now}
+			picOff: d.vp8.picOff, tl0Off: d.vp8.tl0Off, size: uint16(len(payload)), at: now}
 	}
 	d.started = true
 	d.packets.Add(1)
@@ -439,6 +441,7 @@ func (d *DownTrack) switchTo(l int32, seq uint16, ts uint32, now int64) {
 	}
 	d.floorSeq = seq
 	d.floorActive = true
+	d.switchAt = now
 	d.current.Store(l)
 }
 
@@ -467,9 +470,11 @@ func rtxPayloadType(codecs []webrtc.RTPCodecParameters, pt webrtc.PayloadType) (
 // upstream layer's packet cache: on the RTX stream when the subscriber
 // negotiated one, else as the original packet again. Packets the
 // subscriber has waited too long for, or that were retransmitted within the
-// last rtxMinGap, are not sent. With twice, the packet goes out a second
-// time after the next packet written to the subscriber (see sendAgain). It
-// reports whether a packet was sent.
+// last rtxMinGap, are not sent; nor are packets of a picture the
+// subscriber has left (see stale), nor packets its retransmission budget
+// cannot pay for (Peer.spendOnRetransmission). With twice, the packet goes
+// out a second time after the next packet written (see sendAgain), budget
+// permitting. It reports whether the packet was sent.
 func (d *DownTrack) retransmit(seq uint16, now int64, twice bool) bool {
 	if d.sent == nil {
 		return false
@@ -477,7 +482,16 @@ func (d *DownTrack) retransmit(seq uint16, now int64, twice bool) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	e := &d.sent[seq&(sentHistory-1)]
-	if e.rtxDone && now-e.rtxAt < rtxMinGap {
+	if !e.valid || e.out != seq || e.rtxDone && now-e.rtxAt < rtxMinGap {
+		return false
+	}
+	if d.stale(e) {
+		d.track.stats.staleNACKs.Add(1)
+		return false
+	}
+	bits := 8 * (rtxOverhead + int(e.size))
+	if d.sub != nil && !d.sub.spendOnRetransmission(bits, now) {
+		d.track.stats.unaffordableNACKs.Add(1)
 		return false
 	}
 	if !d.resend(seq, now) {
@@ -485,11 +499,26 @@ func (d *DownTrack) retransmit(seq uint16, now int64, twice bool) bool {
 	}
 	e.rtxAt, e.rtxDone = now, true
 	d.rtxSent.Add(1)
-	if twice && d.nAgain < len(d.again) {
+	if twice && d.nAgain < len(d.again) && (d.sub == nil || d.sub.spendOnRetransmission(bits, now)) {
 		d.again[d.nAgain] = seq
 		d.nAgain++
 	}
 	return true
+}
+
+// stale reports whether a packet written to the subscriber belongs to a
+// picture it has left: written before the layer being forwarded started
+// (its keyframe), or while video is paused or waiting for a keyframe.
+// The decoder starts over at the keyframe and will never use it, so
+// sending it again only adds to the link's load. That matters most
+// right after a move down on congestion, when the queue that overflowed
+// holds the old layer and the subscriber asks again for every packet it
+// lost (measured: 860 retransmissions of the 720p layer in 1.5 s into a
+// 600 kbit link, which held the smaller layer's keyframe up for seconds).
+// d.mu is held.
+func (d *DownTrack) stale(e *sentEntry) bool {
+	cur := d.current.Load()
+	return cur == noLayer || int32(e.layer) != cur || e.at < d.switchAt
 }
 
 // sendAgain sends the retransmissions retransmit queued a second time.
@@ -503,7 +532,7 @@ func (d *DownTrack) retransmit(seq uint16, now int64, twice bool) bool {
 // short burst of loss is less likely to take both. d.mu is held.
 func (d *DownTrack) sendAgain(now int64) {
 	for _, seq := range d.again[:d.nAgain] {
-		if d.resend(seq, now) {
+		if e := &d.sent[seq&(sentHistory-1)]; e.valid && e.out == seq && !d.stale(e) && d.resend(seq, now) {
 			d.track.stats.retransmittedTwice.Add(1)
 		}
 	}
@@ -550,6 +579,11 @@ func (d *DownTrack) resend(seq uint16, now int64) bool {
 	d.link.rtxBytes.Add(uint64(n))
 	return true
 }
+
+// rtxOverhead is what a retransmission costs on the wire beyond its
+// payload: RTP header, RTX's original sequence number, the SRTP tag, UDP
+// and IPv4.
+const rtxOverhead = 12 + 2 + 16 + 8 + 20
 
 // rtxMinGap keeps one lost packet from being retransmitted again before the
 // previous retransmission could have arrived.

@@ -354,6 +354,97 @@ func TestRetransmitTwice(t *testing.T) {
 	}
 }
 
+// TestStaleNACKsDeclined: once a down track has moved to another layer's
+// keyframe, or dropped its layer to wait for one, or paused, NACKs for
+// packets written before are not answered: the subscriber's decoder starts
+// over at the keyframe and would never use them. Until the switch the old
+// layer's packets are still answered, and the new layer's are after it.
+func TestStaleNACKsDeclined(t *testing.T) {
+	now := int64(0)
+	tr, d, w := rtxFixture(&now)
+	tr.addLayer(LayerMid, 1235)
+	d.setTarget(LayerMid) // q goes on until h's keyframe
+	now += int64(10 * time.Millisecond)
+	tr.forward(LayerLow, pkt(102, 12000, vp8Delta))
+	before := w.headers[1].SequenceNumber
+	if !d.retransmit(before, now, false) {
+		t.Fatal("NACK for the layer still being forwarded not answered")
+	}
+	lastLow := w.headers[len(w.headers)-2].SequenceNumber // before the retransmission
+	now += int64(10 * time.Millisecond)
+	tr.forward(LayerMid, pkt(500, 90000, vp8Key))
+	key := w.headers[len(w.headers)-1].SequenceNumber
+	if d.Layer() != LayerMid {
+		t.Fatalf("layer %d after h's keyframe, want %d", d.Layer(), LayerMid)
+	}
+	now += int64(10 * time.Millisecond)
+	if d.retransmit(lastLow, now, false) {
+		t.Error("a packet of the layer switched away from was retransmitted")
+	}
+	if got := tr.stats.staleNACKs.Load(); got != 1 {
+		t.Errorf("staleNACKs = %d, want 1", got)
+	}
+	if !d.retransmit(key, now, false) {
+		t.Error("NACK for the new layer's keyframe not answered")
+	}
+	// Dropped to wait for another layer (a move down on congestion), or
+	// paused: nothing written so far is worth sending again.
+	d.pause()
+	now += int64(100 * time.Millisecond)
+	if d.retransmit(key, now, false) {
+		t.Error("retransmitted while waiting for a keyframe")
+	}
+	if got := tr.stats.staleNACKs.Load(); got != 2 {
+		t.Errorf("staleNACKs = %d, want 2", got)
+	}
+}
+
+// TestRetransmissionBudget: a subscriber's retransmissions may burst to
+// half a second of its estimate, then go on at the estimate's rate; a NACK
+// the budget cannot pay for is declined and counted, and a copy for a
+// second sending is only queued when the budget pays for it too.
+func TestRetransmissionBudget(t *testing.T) {
+	p := &Peer{start: DefaultStartBitrate}
+	p.as.rtxRate.Store(800_000)
+	now := int64(time.Second)
+	spent := 0
+	for p.spendOnRetransmission(10_000, now) {
+		spent++
+		if spent > 1000 {
+			t.Fatal("the budget never ran out")
+		}
+	}
+	if spent != 40 { // 800 kbit/s for 500 ms
+		t.Errorf("a burst of %d retransmissions of 10 kbit, want 40", spent)
+	}
+	now += int64(100 * time.Millisecond)
+	spent = 0
+	for p.spendOnRetransmission(10_000, now) {
+		spent++
+	}
+	if spent != 8 { // 100 ms at 800 kbit/s
+		t.Errorf("%d retransmissions 100 ms later, want 8", spent)
+	}
+
+	// Through a down track: declined over budget.
+	tr, d, w := rtxFixture(&now)
+	d.sub = &Peer{start: DefaultStartBitrate}
+	d.sub.as.rtxRate.Store(int64(8 * (rtxOverhead + len(vp8Delta)) * 3)) // half a second holds 1.5 retransmissions
+	first := w.headers[1].SequenceNumber
+	if !d.retransmit(first, now, true) {
+		t.Fatal("first NACK declined with the budget full")
+	}
+	if d.nAgain != 0 {
+		t.Error("a copy was queued that the budget cannot pay for")
+	}
+	if d.retransmit(w.headers[0].SequenceNumber, now, false) {
+		t.Error("second NACK answered beyond the budget")
+	}
+	if got := tr.stats.unaffordableNACKs.Load(); got != 1 {
+		t.Errorf("unaffordableNACKs = %d, want 1", got)
+	}
+}
+
 // TestKeyframeRequestRepeated: a subscriber waiting for the keyframe that
 // starts its layer asks again, at the throttled pace, until it comes; the
 // first request may have been throttled away or lost upstream. Once the

@@ -93,6 +93,7 @@ type Peer struct {
 	pin     atomic.Int32 // a technician's cap on received layers
 	allocMu sync.Mutex
 	as      allocState
+	rtx     rtxBudget
 	link    peerLink
 }
 

@@ -3,6 +3,7 @@ package sfu
 import (
 	"math"
 	"sort"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -52,6 +53,7 @@ type allocState struct {
 	rtcpAt       atomic.Int64 // when the subscriber's last RTCP came
 	outageEnd    atomic.Int64 // until then, loss reports describe an outage
 	sentBits     atomic.Int64 // bits per second sent to the subscriber, all tracks
+	rtxRate      atomic.Int64 // what retransmissions may add, bits per second (the estimate allocated to)
 	congestedAt  atomic.Int64 // when GCC last lowered its target on overuse
 	held         int          // the estimate as the allocator uses it (heldEstimate)
 	dips         int          // estimate falls not taken: GCC saw no congestion
@@ -226,6 +228,46 @@ func (p *Peer) relaxLossCap(now int64, elapsed time.Duration) {
 	as.lossCap.Store(next)
 }
 
+// rtxBudget is what a subscriber's retransmissions may still send, in
+// bits; see Peer.spendOnRetransmission.
+type rtxBudget struct {
+	mu     sync.Mutex
+	tokens float64
+	at     int64 // when tokens was last filled; 0 never
+}
+
+// rtxWindow is how much of the estimate the retransmission budget holds:
+// retransmissions may burst to the estimate over this long, no further.
+const rtxWindow = 500 * time.Millisecond
+
+// spendOnRetransmission takes bits from the subscriber's retransmission
+// budget, which fills at its bandwidth estimate and holds rtxWindow of it,
+// as libwebrtc's retransmission rate limiter does. It reports false, and
+// takes nothing, when the budget cannot pay. Without it, a link that
+// overflows loses hundreds of packets a second, the subscriber asks for
+// each of them again, every ~100 ms, and the answers overflow it further.
+func (p *Peer) spendOnRetransmission(bits int, now int64) bool {
+	rate := float64(p.as.rtxRate.Load())
+	if rate == 0 {
+		rate = float64(p.start) // before the first allocation
+	}
+	limit := rate * rtxWindow.Seconds()
+	b := &p.rtx
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.at == 0 {
+		b.tokens = limit
+	} else {
+		b.tokens = min(b.tokens+rate*float64(now-b.at)/1e9, limit)
+	}
+	b.at = now
+	if b.tokens < float64(bits) {
+		return false
+	}
+	b.tokens -= float64(bits)
+	return true
+}
+
 // allocate re-decides the layer of every video track the peer receives.
 // The router's loop calls it every LayerRefresh; subscribing, a new cap or
 // a pin call it at once.
@@ -278,6 +320,7 @@ func (p *Peer) allocateLocked(now int64) []LayerEvent {
 		as.floor = 0
 	}
 	effective := max(est, as.floor)
+	as.rtxRate.Store(int64(effective))
 
 	// Audio first.
 	downs := p.DownTracks()
@@ -296,6 +339,7 @@ func (p *Peer) allocateLocked(now int64) []LayerEvent {
 		as.downs = append(as.downs, d)
 		as.tracks = append(as.tracks, allocTrack{
 			rates: d.track.layerRates(), policy: int(d.maxLayer.Load()), pin: pin, cur: d.allocLayer,
+			lossy: p.lossOf(d, now, lossyKeep),
 		})
 	}
 	n := len(as.tracks)
@@ -379,9 +423,7 @@ func (p *Peer) allocateLocked(now int64) []LayerEvent {
 			if d.belowSince == 0 {
 				d.belowSince = now
 			}
-			at := as.heavyLossAt.Load()
-			ownLoss := at != 0 && now-at <= int64(lossMemory) && at-d.movedAt >= int64(lossSettle)
-			if now-d.belowSince < int64(pauseHold) || !ownLoss {
+			if now-d.belowSince < int64(pauseHold) || !p.lossOf(d, now, lossMemory) {
 				if low, ok := t.lowest(); ok {
 					want = min(low, t.cur)
 				}
@@ -480,6 +522,15 @@ func (p *Peer) allocateLocked(now int64) []LayerEvent {
 		}
 	}
 	return events
+}
+
+// lossOf reports whether the subscriber reported heavy loss (over 10%)
+// within the last memory, of the layer d receives now: not within
+// lossSettle of d's last move, when the loss may still be the previous
+// layer's. allocMu is held.
+func (p *Peer) lossOf(d *DownTrack, now int64, memory time.Duration) bool {
+	at := p.as.heavyLossAt.Load()
+	return at != 0 && now-at <= int64(memory) && at-d.movedAt >= int64(lossSettle)
 }
 
 // mayRestore says whether d, lowered by a technician's pin that is now

@@ -67,3 +67,55 @@ func TestPinLiftedRestoresLayer(t *testing.T) {
 		waitFor(t, 10*time.Second, "the room back on the full layer", func() bool { return d.Layer() == LayerHigh })
 	}
 }
+
+// TestHeavyLossWithdrawsKeep: a room keeps its layer while its estimate
+// covers 60% of it, so one noisy estimate does not make it flap; but once
+// it reports heavy loss of that layer, the layer must fit whole. (Seen:
+// 640x360 kept for 8 s on a 600 kbit link, losing 23-50% of it.) Loss
+// reported just after moving to the layer is the previous layer's and
+// does not count.
+func TestHeavyLossWithdrawsKeep(t *testing.T) {
+	r, hub, _ := threeLayerHub(t, newTestSFU(t), "conf-lossy")
+	room, err := r.NewPeer("room", nopListener{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(room.Close)
+	gcc := &fakeBWE{rate: 20_000_000, state: "increase"}
+	room.setEstimator(gcc)
+	d, err := room.Subscribe(hub, LayerHigh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Bind(fakeContext{w: &countingWriter{}, ssrc: 4243}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "the room on the full layer, its rate measured", func() bool {
+		room.allocate()
+		return d.Layer() == LayerHigh && hub.layerRates()[LayerHigh] > 0
+	})
+	full := hub.layerRates()[LayerHigh]
+	gcc.set(full*8/10, "decrease")
+	room.allocate()
+	if got := d.target.Load(); got != LayerHigh {
+		t.Fatalf("with 80%% of the full layer's rate and no loss the room left it: target %d", got)
+	}
+
+	// Heavy loss within lossSettle of the move: the previous layer's.
+	room.as.sentBits.Store(int64(full))
+	room.onReceiverReport(0.2)
+	room.allocate()
+	if got := d.target.Load(); got != LayerHigh {
+		t.Fatalf("loss reported just after moving to the layer withdrew it: target %d", got)
+	}
+
+	// The same report later: the layer's own loss.
+	room.allocMu.Lock()
+	d.movedAt -= int64(2 * lossSettle)
+	room.allocMu.Unlock()
+	room.onReceiverReport(0.2)
+	room.allocate()
+	if got := d.target.Load(); got >= LayerHigh {
+		t.Errorf("losing 20%% of a layer its estimate covers only 80%% of, the room kept it: target %d", got)
+	}
+}

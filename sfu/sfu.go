@@ -96,6 +96,8 @@ type counters struct {
 	malformed               atomic.Uint64
 	retransmitted           atomic.Uint64 // packets sent again on subscribers' NACKs
 	retransmittedTwice      atomic.Uint64 // of those, sent a second time unasked
+	staleNACKs              atomic.Uint64 // NACKs declined: the packet's picture was left behind
+	unaffordableNACKs       atomic.Uint64 // NACKs declined: over the subscriber's retransmission budget
 	retransmissionsReceived atomic.Uint64 // from publishers, on their RTX streams
 	lateRetransmissions     atomic.Uint64 // of those, dropped as too late to help
 	probes                  atomic.Uint64
@@ -127,6 +129,12 @@ type Stats struct {
 	// DownTrack.sendAgain).
 	Retransmitted      uint64
 	RetransmittedTwice uint64
+	// StaleNACKs counts NACKs not answered because the packet belongs to a
+	// picture the subscriber has left (a layer switched away from), and
+	// UnaffordableNACKs those over the subscriber's retransmission budget
+	// (see Peer.spendOnRetransmission).
+	StaleNACKs        uint64
+	UnaffordableNACKs uint64
 	// RetransmissionsReceived counts publishers' retransmissions, and
 	// LateRetransmissions those dropped as arriving too late to help.
 	RetransmissionsReceived uint64
@@ -276,6 +284,8 @@ func (s *SFU) Stats() Stats {
 		OffersRepeated:          s.stats.offersRepeated.Load(),
 		Retransmitted:           s.stats.retransmitted.Load(),
 		RetransmittedTwice:      s.stats.retransmittedTwice.Load(),
+		StaleNACKs:              s.stats.staleNACKs.Load(),
+		UnaffordableNACKs:       s.stats.unaffordableNACKs.Load(),
 		RetransmissionsReceived: s.stats.retransmissionsReceived.Load(),
 		LateRetransmissions:     s.stats.lateRetransmissions.Load(),
 		Probes:                  s.stats.probes.Load(),

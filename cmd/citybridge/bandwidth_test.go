@@ -274,7 +274,8 @@ func TestBrowserLayerFollowsBandwidth(t *testing.T) {
 		}
 	}
 	st := ts.media.Stats()
-	t.Logf("SFU: %d probes (%d failed), %d layer changes, %d retransmitted", st.Probes, st.FailedProbes, st.LayerChanges, st.Retransmitted)
+	t.Logf("SFU: %d probes (%d failed), %d layer changes, %d retransmitted, NACKs declined: %d stale, %d over budget",
+		st.Probes, st.FailedProbes, st.LayerChanges, st.Retransmitted, st.StaleNACKs, st.UnaffordableNACKs)
 }
 
 // writeArtifact saves a file next to the screenshots (test-artifacts/ or

@@ -246,7 +246,8 @@ func (s *server) mediaFigures() controlplane.MediaFigures {
 		MalformedPackets: st.MalformedPackets, KeyframesFromCache: st.KeyframesFromCache,
 		OffersRepeated: st.OffersRepeated,
 
-		Retransmitted: st.Retransmitted, RetransmittedTwice: st.RetransmittedTwice, RetransmissionsReceived: st.RetransmissionsReceived,
+		Retransmitted: st.Retransmitted, RetransmittedTwice: st.RetransmittedTwice,
+		StaleNACKs: st.StaleNACKs, UnaffordableNACKs: st.UnaffordableNACKs, RetransmissionsReceived: st.RetransmissionsReceived,
 		LateRetransmissions: st.LateRetransmissions, Probes: st.Probes, FailedProbes: st.FailedProbes,
 		LayerChanges: st.LayerChanges,
 

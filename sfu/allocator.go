@@ -18,8 +18,8 @@ import "time"
 //   - A layer is a step up only when it fits with upHeadroom to spare; the
 //     layer being received is kept while the estimate covers keepFraction
 //     of it, so one noisy estimate does not make a room flap; but not while
-//     the subscriber reports heavy loss of it (lossyKeep): then it must fit. GCC answers
-//     any overuse signal by dropping to 85% of the rate received, and a
+//     the subscriber reports heavy loss (lossyKeep): then it must fit. GCC
+//     answers any overuse signal by dropping to 85% of the rate received, and a
 //     sender held back by its layers is always "received" at less than its
 //     link carries: a busy terminal's jitter alone would otherwise ratchet
 //     it down a layer at a time. Real congestion (a link smaller than the
@@ -39,11 +39,15 @@ const (
 	// overflowing before the switch, and a receiver report covering up to a
 	// second before it), so it does not count against the layer moved to.
 	lossSettle = 1500 * time.Millisecond
-	// lossyKeep: a report of heavy loss of the layer being received (not
-	// within lossSettle of moving to it) withdraws that layer's keep
-	// allowance for this long. Seen: a room kept at 640x360 on a 600 kbit
-	// link for 8 s, losing 23-50% of it, because its estimate (about
-	// 450 kbit) still covered 60% of the layer.
+	// lossyKeep: a report of heavy loss (over 10%) withdraws the keep
+	// allowance of the layers being received for this long: each must then
+	// fit the estimate whole. Also right after a move down, when the loss
+	// may still be the larger layer's: a link that just overflowed is no
+	// place to give a layer the benefit of the doubt. Seen: a room kept at
+	// 640x360 on a 600 kbit link for 8 s, losing 23-50% of it, because its
+	// estimate (about 450 kbit) still covered 60% of the layer; and, with
+	// the loss of the first 1.5 s after the move not counted, 2 s at
+	// 3-9 frames/s before moving on to 320x180.
 	lossyKeep = 2 * time.Second
 	// blindResume: a paused track comes back at its lowest layer after
 	// this long without heavy loss, even if no probe vouched for it.
@@ -58,7 +62,6 @@ const (
 	probeGrace      = 600 * time.Millisecond // feedback still arriving after a probe
 	minProbeBackoff = 2 * time.Second
 	maxProbeBackoff = 8 * time.Second
-	floorLifetime   = 10 * time.Second // a successful probe vouches for the link this long
 	// pinMemory: a pin lifted within this long of lowering a track gives
 	// the track back the layer it took, without a probe, when the link has
 	// shown no congestion since. After longer, the link is probed again.

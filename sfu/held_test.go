@@ -38,7 +38,7 @@ func (f *fakeBWE) set(rate int, state string) {
 
 // TestEstimateFallsOnlyOnCongestion: the allocator's estimate follows
 // GCC's target up at once, and down only when GCC lowered it on overuse or
-// a receiver report said packets were lost; GCC's other dips (its target
+// a receiver report said over 10% was lost; GCC's other dips (its target
 // held under 1.5x what arrived) leave it where it was.
 func TestEstimateFallsOnlyOnCongestion(t *testing.T) {
 	var now int64 = 1
@@ -65,14 +65,23 @@ func TestEstimateFallsOnlyOnCongestion(t *testing.T) {
 	step(500_000, "decrease", 500_000, "a fall on overuse")
 	step(800_000, "increase", 800_000, "a rise")
 	step(600_000, "hold", 800_000, "a dip in hold")
-	// A receiver report of 5% loss makes the next fall count.
+	// A report of 5% loss is no congestion signal (a radio link loses
+	// that much at random, and GCC's loss controller holds on it); a report
+	// of heavy loss is one, and makes the next fall count.
 	now += int64(2 * time.Second)
 	p.onReceiverReport(0.05)
 	gcc.set(600_000, "increase")
-	if got := held(); got != 600_000 {
-		t.Errorf("a fall right after a loss report: %d, want 600000", got)
+	if got := held(); got != 800_000 {
+		t.Errorf("a fall right after a report of 5%% loss: %d, want 800000 held", got)
 	}
-	if p.as.dips != 2 {
-		t.Errorf("%d dips counted, want 2", p.as.dips)
+	now += int64(2 * time.Second)
+	p.as.sentBits.Store(1_000_000)
+	p.onReceiverReport(0.2)
+	gcc.set(500_000, "increase")
+	if got := held(); got != 500_000 {
+		t.Errorf("a fall right after a report of 20%% loss: %d, want 500000", got)
+	}
+	if p.as.dips != 3 {
+		t.Errorf("%d dips counted, want 3", p.as.dips)
 	}
 }

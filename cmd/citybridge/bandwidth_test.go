@@ -201,11 +201,13 @@ func TestBrowserLayerFollowsBandwidth(t *testing.T) {
 	if n := link.qdiscSentBytes(t); n < 100_000 {
 		t.Fatalf("the rate limit saw %d bytes: the room's media does not cross its veth", n)
 	}
-	// Issue 3 asks for no freeze over 1 s here. Not met yet: the switch
-	// down waits for the lower layer's keyframe behind a tbf queue still
-	// full of the upper layer (1.7-3.3 s measured; see bench/RESULTS.md).
-	// This bound guards against the 7 s freezes of pausing on the dip.
-	const freezeBound = 4.0
+	// Issue 3 asks for no freeze over 1 s here. Met in most runs, not all:
+	// 0.00-1.42 s, median 0.65 s, over 27 runs since retransmissions stopped
+	// flooding the link after a move down (0.3-3.1 s before; see
+	// bench/RESULTS.md). What is left is detection, the keyframe request
+	// and the drain of the link's queue. The bound guards against that
+	// flood coming back.
+	const freezeBound = 2.0
 	longest := tl.longestFreeze("tbf 600 kbit")
 	t.Logf("at 600 kbit: longest freeze %.2f s (%d freezes, %.2f s in all); the issue's target is 1 s",
 		longest, after.FreezeCount-before.FreezeCount, after.TotalFreezesDuration-before.TotalFreezesDuration)

@@ -19,10 +19,10 @@ import "time"
 //     layer being received is kept while the estimate covers keepFraction
 //     of it, so one noisy estimate does not make a room flap; but not while
 //     the subscriber reports heavy loss (lossyKeep): then it must fit. GCC
-//     answers any overuse signal by dropping to 85% of the rate received, and a
-//     sender held back by its layers is always "received" at less than its
-//     link carries: a busy terminal's jitter alone would otherwise ratchet
-//     it down a layer at a time. Real congestion (a link smaller than the
+//     answers any overuse signal by dropping to 85% of the rate received,
+//     and a sender held back by its layers is always "received" at less
+//     than its link carries: a busy terminal's jitter alone would otherwise
+//     ratchet it down a layer at a time. Real congestion (a link smaller than the
 //     layer) drops the estimate far below 60% within a second.
 
 // Allocation tuning.
@@ -88,8 +88,8 @@ type allocTrack struct {
 	policy int            // highest layer the subscription allows
 	pin    int            // highest layer a technician allows
 	cur    int            // layer allocated now; noLayer when paused or not started
-	// lossy: the subscriber reports heavy loss (over 10%) of the layer it
-	// receives now, so the estimate must cover all of that layer to keep it.
+	// lossy: the subscriber reported heavy loss (over 10%) within
+	// lossyKeep, so the estimate must cover all of the layer to keep it.
 	lossy bool
 }
 

@@ -156,12 +156,12 @@ const congestionWindow = time.Second
 
 // heldEstimate is the estimate the allocator works with: rawEstimate, but
 // it only falls when the link said so, that is within congestionWindow of
-// GCC lowering its target on overuse or of a report of heavy loss. GCC also lowers
-// its target without congestion: in its increase state it stays under 1.5x
-// what the feedback says arrived, and the feedback's rate of a sender held
-// back by its layers, or measured over a window a busy machine stretched,
-// dips. Taken as congestion, such dips moved unlimited rooms off 1280x720
-// and failed their probes back up. allocMu is held.
+// GCC lowering its target on overuse or of a report of heavy loss. GCC
+// also lowers its target without congestion: in its increase state it
+// stays under 1.5x what the feedback says arrived, and the feedback's rate
+// of a sender held back by its layers, or measured over a window a busy
+// machine stretched, dips. Taken as congestion, such dips moved unlimited
+// rooms off 1280x720 and failed their probes back up. allocMu is held.
 func (p *Peer) heldEstimate(now int64) int {
 	as := &p.as
 	raw := p.rawEstimate(now)
@@ -431,7 +431,7 @@ func (p *Peer) allocateLocked(now int64) []LayerEvent {
 			if d.belowSince == 0 {
 				d.belowSince = now
 			}
-			if now-d.belowSince < int64(pauseHold) || !p.lossOf(d, now, lossMemory) {
+			if now-d.belowSince < int64(pauseHold) || !p.lossOf(d, now) {
 				if low, ok := t.lowest(); ok {
 					want = min(low, t.cur)
 				}
@@ -533,12 +533,12 @@ func (p *Peer) allocateLocked(now int64) []LayerEvent {
 }
 
 // lossOf reports whether the subscriber reported heavy loss (over 10%)
-// within the last memory, of the layer d receives now: not within
-// lossSettle of d's last move, when the loss may still be the previous
-// layer's. allocMu is held.
-func (p *Peer) lossOf(d *DownTrack, now int64, memory time.Duration) bool {
+// within lossMemory, of the layer d receives now: not within lossSettle
+// of d's last move, when the loss may still be the previous layer's.
+// allocMu is held.
+func (p *Peer) lossOf(d *DownTrack, now int64) bool {
 	at := p.as.heavyLossAt.Load()
-	return at != 0 && now-at <= int64(memory) && at-d.movedAt >= int64(lossSettle)
+	return at != 0 && now-at <= int64(lossMemory) && at-d.movedAt >= int64(lossSettle)
 }
 
 // mayRestore says whether d, lowered by a technician's pin that is now

@@ -482,7 +482,7 @@ func (d *DownTrack) retransmit(seq uint16, now int64, twice bool) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	e := &d.sent[seq&(sentHistory-1)]
-	if !e.valid || e.out != seq || e.rtxDone && now-e.rtxAt < rtxMinGap {
+	if !e.valid || e.out != seq || now-e.at > nackMaxAge || e.rtxDone && now-e.rtxAt < rtxMinGap {
 		return false
 	}
 	if d.stale(e) {

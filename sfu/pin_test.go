@@ -11,26 +11,8 @@ import (
 // when its link showed congestion while pinned, it climbs back by probes
 // as any room does.
 func TestPinLiftedRestoresLayer(t *testing.T) {
-	r, hub, _ := threeLayerHub(t, newTestSFU(t), "conf-pin")
-	room, err := r.NewPeer("room", nopListener{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(room.Close)
-	gcc := &fakeBWE{rate: 20_000_000, state: "increase"}
-	room.setEstimator(gcc)
-	d, err := room.Subscribe(hub, LayerHigh)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := d.Bind(fakeContext{w: &countingWriter{}, ssrc: 4242}); err != nil {
-		t.Fatal(err)
-	}
+	room, d, gcc, hub := roomOnFullLayer(t, "conf-pin")
 	target := func() int { return int(d.target.Load()) }
-	waitFor(t, 20*time.Second, "the room on the full layer, its rate measured", func() bool {
-		room.allocate()
-		return d.Layer() == LayerHigh && hub.layerRates()[LayerHigh] > 0
-	})
 
 	// The link now carries the full layer with less than the headroom a
 	// step up to it takes: a room coming back to it must be kept there,
@@ -74,25 +56,7 @@ func TestPinLiftedRestoresLayer(t *testing.T) {
 // 8 s on a 600 kbit link, losing 23-50% of it.) The allowance comes back
 // once the reports have stopped for lossyKeep.
 func TestHeavyLossWithdrawsKeep(t *testing.T) {
-	r, hub, _ := threeLayerHub(t, newTestSFU(t), "conf-lossy")
-	room, err := r.NewPeer("room", nopListener{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(room.Close)
-	gcc := &fakeBWE{rate: 20_000_000, state: "increase"}
-	room.setEstimator(gcc)
-	d, err := room.Subscribe(hub, LayerHigh)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := d.Bind(fakeContext{w: &countingWriter{}, ssrc: 4243}); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, 20*time.Second, "the room on the full layer, its rate measured", func() bool {
-		room.allocate()
-		return d.Layer() == LayerHigh && hub.layerRates()[LayerHigh] > 0
-	})
+	room, d, gcc, hub := roomOnFullLayer(t, "conf-lossy")
 	full := hub.layerRates()[LayerHigh]
 	gcc.set(full*8/10, "decrease")
 	room.allocate()
@@ -105,4 +69,32 @@ func TestHeavyLossWithdrawsKeep(t *testing.T) {
 	if got := d.target.Load(); got >= LayerHigh {
 		t.Errorf("losing 20%% of a layer its estimate covers only 80%% of, the room kept it: target %d", got)
 	}
+}
+
+// roomOnFullLayer starts a synthetic three-layer hub in conference conf
+// and a room subscribed to it, whose estimate a test sets through gcc
+// (20 Mbit/s to begin with), and waits until the room receives the full
+// layer and that layer's rate is measured.
+func roomOnFullLayer(t *testing.T, conf string) (*Peer, *DownTrack, *fakeBWE, *Track) {
+	t.Helper()
+	r, hub, _ := threeLayerHub(t, newTestSFU(t), conf)
+	room, err := r.NewPeer("room", nopListener{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(room.Close)
+	gcc := &fakeBWE{rate: 20_000_000, state: "increase"}
+	room.setEstimator(gcc)
+	d, err := room.Subscribe(hub, LayerHigh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Bind(fakeContext{w: &countingWriter{}, ssrc: 4242}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "the room on the full layer, its rate measured", func() bool {
+		room.allocate()
+		return d.Layer() == LayerHigh && hub.layerRates()[LayerHigh] > 0
+	})
+	return room, d, gcc, hub
 }

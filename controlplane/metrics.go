@@ -182,8 +182,8 @@ func (c *figuresCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
 	}
-	counter := func(d *prometheus.Desc, v uint64) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v))
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
 	}
 	if c.o.Media != nil {
 		m := c.o.Media()
@@ -199,8 +199,8 @@ func (c *figuresCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(descMalformed, m.MalformedPackets)
 		counter(descRetransmitted, m.Retransmitted)
 		counter(descRetransmittedTwice, m.RetransmittedTwice)
-		ch <- prometheus.MustNewConstMetric(descNACKsDeclined, prometheus.CounterValue, float64(m.StaleNACKs), "stale")
-		ch <- prometheus.MustNewConstMetric(descNACKsDeclined, prometheus.CounterValue, float64(m.UnaffordableNACKs), "budget")
+		counter(descNACKsDeclined, m.StaleNACKs, "stale")
+		counter(descNACKsDeclined, m.UnaffordableNACKs, "budget")
 		counter(descRtxReceived, m.RetransmissionsReceived)
 		counter(descRtxLate, m.LateRetransmissions)
 		counter(descProbes, m.Probes)

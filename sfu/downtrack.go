@@ -481,8 +481,8 @@ func (d *DownTrack) retransmit(seq uint16, now int64, twice bool) bool {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	e := &d.sent[seq&(sentHistory-1)]
-	if !e.valid || e.out != seq || now-e.at > nackMaxAge || e.rtxDone && now-e.rtxAt < rtxMinGap {
+	e := d.sentEntry(seq, now)
+	if e == nil || e.rtxDone && now-e.rtxAt < rtxMinGap {
 		return false
 	}
 	if d.stale(e) {
@@ -494,7 +494,7 @@ func (d *DownTrack) retransmit(seq uint16, now int64, twice bool) bool {
 		d.track.stats.unaffordableNACKs.Add(1)
 		return false
 	}
-	if !d.resend(seq, now) {
+	if !d.resend(e) {
 		return false
 	}
 	e.rtxAt, e.rtxDone = now, true
@@ -532,20 +532,31 @@ func (d *DownTrack) stale(e *sentEntry) bool {
 // short burst of loss is less likely to take both. d.mu is held.
 func (d *DownTrack) sendAgain(now int64) {
 	for _, seq := range d.again[:d.nAgain] {
-		if e := &d.sent[seq&(sentHistory-1)]; e.valid && e.out == seq && !d.stale(e) && d.resend(seq, now) {
+		if e := d.sentEntry(seq, now); e != nil && !d.stale(e) && d.resend(e) {
 			d.track.stats.retransmittedTwice.Add(1)
 		}
 	}
 	d.nAgain = 0
 }
 
-// resend writes packet seq, as sent to the subscriber, again from the
-// upstream layer's packet cache. d.mu is held.
-func (d *DownTrack) resend(seq uint16, now int64) bool {
+// sentEntry returns what the send history remembers of sequence number
+// seq as written to the subscriber, or nil when it no longer does or the
+// packet is older than nackMaxAge. d.mu is held.
+func (d *DownTrack) sentEntry(seq uint16, now int64) *sentEntry {
 	e := &d.sent[seq&(sentHistory-1)]
-	if !e.valid || e.out != seq || d.writer == nil || now-e.at > nackMaxAge {
+	if !e.valid || e.out != seq || now-e.at > nackMaxAge {
+		return nil
+	}
+	return e
+}
+
+// resend writes the packet e records, as sent to the subscriber, again
+// from the upstream layer's packet cache. d.mu is held.
+func (d *DownTrack) resend(e *sentEntry) bool {
+	if d.writer == nil {
 		return false
 	}
+	seq := e.out
 	c := d.track.cache(int(e.layer))
 	if c == nil {
 		return false

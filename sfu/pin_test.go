@@ -53,8 +53,7 @@ func TestPinLiftedRestoresLayer(t *testing.T) {
 // TestHeavyLossWithdrawsKeep: a room keeps its layer while its estimate
 // covers 60% of it, so one noisy estimate does not make it flap; but once
 // it reports heavy loss, the layer must fit whole. (Seen: 640x360 kept for
-// 8 s on a 600 kbit link, losing 23-50% of it.) The allowance comes back
-// once the reports have stopped for lossyKeep.
+// 8 s on a 600 kbit link, losing 23-50% of it.)
 func TestHeavyLossWithdrawsKeep(t *testing.T) {
 	room, d, gcc, hub := roomOnFullLayer(t, "conf-lossy")
 	full := hub.layerRates()[LayerHigh]

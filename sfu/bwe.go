@@ -1,6 +1,8 @@
 package sfu
 
 import (
+	"encoding/binary"
+	"errors"
 	"sync"
 	"sync/atomic"
 
@@ -8,6 +10,7 @@ import (
 	"github.com/pion/interceptor/pkg/cc"
 	"github.com/pion/interceptor/pkg/gcc"
 	"github.com/pion/rtp"
+	"github.com/pion/sdp/v3"
 )
 
 // Bandwidth estimation towards a subscriber: pion's send-side GCC runs on
@@ -92,3 +95,73 @@ func (p *passPacer) SetTargetBitrate(int) {}
 
 // Close implements gcc.Pacer.
 func (p *passPacer) Close() error { return nil }
+
+// stampFactory builds the outermost interceptor of a subscribing
+// connection: it writes the connection's next transport-wide sequence
+// number into every packet, which the congestion controller reads back from
+// the subscriber's feedback. It does what pion's
+// twcc.HeaderExtensionInterceptor does without the three allocations per
+// packet that one costs (the marshalled extension, the header's extension
+// list, and the attribute map the controller makes when it is given none):
+// each stream keeps its extension bytes and an attribute map, reused for
+// every packet.
+type stampFactory struct{}
+
+// NewInterceptor implements interceptor.Factory.
+func (stampFactory) NewInterceptor(string) (interceptor.Interceptor, error) {
+	return &stamp{}, nil
+}
+
+type stamp struct {
+	interceptor.NoOp
+	next atomic.Uint32 // the connection's next transport-wide sequence number
+}
+
+// BindLocalStream implements interceptor.Interceptor.
+func (s *stamp) BindLocalStream(info *interceptor.StreamInfo, w interceptor.RTPWriter) interceptor.RTPWriter {
+	var id uint8
+	for _, e := range info.RTPHeaderExtensions {
+		if e.URI == sdp.TransportCCURI && e.ID > 0 && e.ID < 256 {
+			id = uint8(e.ID)
+			break
+		}
+	}
+	if id == 0 {
+		return w
+	}
+	return &stampedStream{conn: s, id: id, next: w, attrs: interceptor.Attributes{}}
+}
+
+// stampedStream writes one local stream's packets. Its lock keeps the
+// reused extension bytes and attributes to one packet at a time; the down
+// track that writes the stream holds its own lock already, so it is never
+// contended.
+type stampedStream struct {
+	conn  *stamp
+	id    uint8
+	next  interceptor.RTPWriter
+	mu    sync.Mutex
+	ext   [2]byte
+	attrs interceptor.Attributes
+}
+
+// Write implements interceptor.RTPWriter. The header keeps a reference to
+// the stream's extension bytes after it returns: the caller resets the
+// header's extensions before its next packet.
+func (st *stampedStream) Write(h *rtp.Header, payload []byte, a interceptor.Attributes) (int, error) {
+	if h == nil {
+		return 0, errNilHeader
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	binary.BigEndian.PutUint16(st.ext[:], uint16(st.conn.next.Add(1)-1))
+	if err := h.SetExtension(st.id, st.ext[:]); err != nil {
+		return 0, err
+	}
+	if a == nil {
+		a = st.attrs
+	}
+	return st.next.Write(h, payload, a)
+}
+
+var errNilHeader = errors.New("sfu: nil RTP header")

@@ -199,10 +199,10 @@ func newSubscribeKit(video []codecSpec) (apiKit, error) {
 // subscribeInterceptors builds the interceptors of one subscribing
 // connection: sender reports, the congestion controller (GCC, starting at
 // start bits per second; onBWE receives it while the connection is built)
-// and, outermost, transport-wide sequence numbers on every packet, which
-// the controller reads back from the browser's feedback. Retransmissions
-// are the down tracks' own (answered from the upstream packet cache), so
-// there is no per-subscriber send buffer.
+// and, outermost, transport-wide sequence numbers on every packet
+// (stampFactory), which the controller reads back from the browser's
+// feedback. Retransmissions are the down tracks' own (answered from the
+// upstream packet cache), so there is no per-subscriber send buffer.
 func subscribeInterceptors(start int, onBWE func(cc.BandwidthEstimator)) (*interceptor.Registry, error) {
 	ir := &interceptor.Registry{}
 	sr, err := report.NewSenderInterceptor()
@@ -215,11 +215,7 @@ func subscribeInterceptors(start int, onBWE func(cc.BandwidthEstimator)) (*inter
 		return nil, err
 	}
 	ir.Add(ctrl)
-	tw, err := twcc.NewHeaderExtensionInterceptor()
-	if err != nil {
-		return nil, err
-	}
-	ir.Add(tw)
+	ir.Add(stampFactory{})
 	return ir, nil
 }
 

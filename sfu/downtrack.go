@@ -346,7 +346,9 @@ func (d *DownTrack) write(l int32, seq uint16, ts uint32, marker bool, payload [
 	h := &d.hdr
 	h.Version, h.Padding, h.Extension, h.Marker = 2, false, false, marker
 	h.PayloadType, h.SequenceNumber, h.Timestamp, h.SSRC = d.pt, outSeq, ts-d.tsOffset, d.ssrc
-	h.CSRC, h.ExtensionProfile, h.Extensions, h.PaddingSize = nil, 0, nil, 0
+	// The extension list keeps its array: the transport-wide sequence number
+	// goes into it without allocating (stampedStream).
+	h.CSRC, h.ExtensionProfile, h.Extensions, h.PaddingSize = nil, 0, h.Extensions[:0], 0
 	if isVP8 {
 		payload = d.vp8.rewrite(d.vp8Buf, payload, *desc)
 	}

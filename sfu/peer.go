@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pion/interceptor"
 	"github.com/pion/rtcp"
 	"github.com/pion/webrtc/v4"
 )
@@ -463,10 +464,22 @@ func (p *Peer) stopOverdueLocked() {
 // cache, REMB and transport-wide feedback feed the allocator.
 func (p *Peer) readSenderRTCP(sender *webrtc.RTPSender, d *DownTrack) {
 	defer p.wg.Done()
+	// Not sender.ReadRTCP: that allocates a buffer for every packet and
+	// parses it again after the congestion controller has. Its parse is
+	// kept in the attributes the interceptors return.
+	buf := make([]byte, receiveMTU)
 	for {
-		pkts, _, err := sender.ReadRTCP()
+		n, attrs, err := sender.Read(buf)
 		if err != nil {
 			return
+		}
+		if attrs == nil {
+			attrs = interceptor.Attributes{}
+		}
+		pkts, err := attrs.GetRTCPPackets(buf[:n])
+		if err != nil {
+			p.log.Debug("unreadable RTCP from the subscriber", "err", err)
+			continue
 		}
 		now := p.router.sfu.clock()
 		// Feedback after a silence: the subscriber's line was down (its

@@ -1,0 +1,182 @@
+package main
+
+import (
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// registeredRoutes returns the literal patterns the server's packages
+// register on an http.ServeMux (Handle and HandleFunc calls), read from
+// their source, with the file each is in. Patterns built at run time (the
+// pages, WHIP and WHEP's per-resource routes) are not literals and are
+// covered by the rows for their prefixes.
+func registeredRoutes(t *testing.T) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	fset := token.NewFileSet()
+	for _, dir := range []string{".", "../../controlplane", "../../signaling", "../../web", "../../sfu"} {
+		files, err := filepath.Glob(filepath.Join(dir, "*.go"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, name := range files {
+			if strings.HasSuffix(name, "_test.go") {
+				continue
+			}
+			f, err := parser.ParseFile(fset, name, nil, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ast.Inspect(f, func(n ast.Node) bool {
+				call, ok := n.(*ast.CallExpr)
+				if !ok || len(call.Args) != 2 {
+					return true
+				}
+				sel, ok := call.Fun.(*ast.SelectorExpr)
+				if !ok || (sel.Sel.Name != "Handle" && sel.Sel.Name != "HandleFunc") {
+					return true
+				}
+				lit, ok := call.Args[0].(*ast.BasicLit)
+				if !ok || lit.Kind != token.STRING {
+					return true
+				}
+				pattern, err := strconv.Unquote(lit.Value)
+				if err == nil && strings.Contains(pattern, "/") {
+					out[pattern] = filepath.Base(name)
+				}
+				return true
+			})
+		}
+	}
+	return out
+}
+
+// docRoutes reads the first column of docs/SECURITY.md's "HTTP routes"
+// table: each backquoted route, as "METHOD /path" or "/path" ("GET /, /host"
+// gives "GET /" and "GET /host"; a path ending in * or … stands for every
+// path under it).
+func docRoutes(t *testing.T) []string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "..", "docs", "SECURITY.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(b)
+	i := strings.Index(text, "## HTTP routes")
+	if i < 0 {
+		t.Fatal(`docs/SECURITY.md has no "## HTTP routes" table`)
+	}
+	quoted := regexp.MustCompile("`([^`]+)`")
+	var out []string
+	for _, line := range strings.Split(text[i:], "\n")[1:] {
+		if strings.HasPrefix(line, "#") {
+			break
+		}
+		line = strings.TrimSpace(line)
+		if !strings.HasPrefix(line, "| `") {
+			continue
+		}
+		cells := strings.Split(strings.Trim(line, "|"), "|")
+		if len(cells) != 6 {
+			t.Fatalf("docs/SECURITY.md's HTTP routes table: %d cells in %q, want 6", len(cells), line)
+		}
+		// "`DELETE`, `PATCH /whip/…`": lone methods go with the next
+		// route; a lone path takes the methods of the route before it.
+		var pending, methods []string
+		for _, m := range quoted.FindAllStringSubmatch(strings.TrimSpace(cells[0]), -1) {
+			words := strings.Fields(m[1])
+			switch {
+			case len(words) == 2:
+				methods = append(pending, words[0])
+				pending = nil
+				for _, method := range methods {
+					out = append(out, method+" "+words[1])
+				}
+			case len(words) == 1 && strings.HasPrefix(words[0], "/") && methods == nil:
+				out = append(out, words[0])
+			case len(words) == 1 && strings.HasPrefix(words[0], "/"):
+				for _, method := range methods {
+					out = append(out, method+" "+words[0])
+				}
+			case len(words) == 1:
+				pending = append(pending, words[0])
+			}
+		}
+	}
+	if len(out) < 10 {
+		t.Fatalf("read only %d routes from docs/SECURITY.md's HTTP routes table: %v", len(out), out)
+	}
+	return out
+}
+
+// routeDocumented reports whether route ("GET /healthz", "/whip/") has a
+// row in the HTTP routes table.
+func routeDocumented(route string, doc []string) bool {
+	method, path, ok := strings.Cut(route, " ")
+	if !ok {
+		method, path = "", route
+	}
+	for _, d := range doc {
+		dm, dp, ok := strings.Cut(d, " ")
+		if !ok {
+			dm, dp = "", d
+		}
+		if method != "" && dm != "" && method != dm {
+			continue
+		}
+		prefix, wild := strings.CutSuffix(dp, "*")
+		if !wild {
+			prefix, wild = strings.CutSuffix(dp, "…")
+		}
+		switch {
+		case dp == path:
+			return true
+		case wild && strings.HasPrefix(path, prefix):
+			return true
+		case strings.HasSuffix(path, "/") && strings.HasPrefix(dp, path):
+			// "/whip/" registers the subtree the rows under it describe.
+			return true
+		}
+	}
+	return false
+}
+
+// TestEveryRouteHasARule: every route the server registers has a rule in
+// docs/SECURITY.md, which the authorization tests hold it to: an /api/
+// operation a row of "API operations" (TestAuthzTable calls each as every
+// caller), anything else a row of "HTTP routes". A route added without
+// one fails here, before it ships unguarded.
+func TestEveryRouteHasARule(t *testing.T) {
+	routes := registeredRoutes(t)
+	if len(routes) < 40 {
+		t.Fatalf("found only %d registered routes in the source: %v", len(routes), routes)
+	}
+	api := docAllowed(t)
+	doc := docRoutes(t)
+	for route, file := range routes {
+		_, path, _ := strings.Cut(route, " ")
+		if path == "" {
+			path = route
+		}
+		switch {
+		case route == "/api/":
+			// The catch-all: anything not listed answers 404 JSON.
+		case strings.HasPrefix(path, "/api/") && !routeDocumented(route, doc):
+			if _, ok := api[route]; !ok {
+				t.Errorf("%s (%s) has no row in docs/SECURITY.md's API operations table", route, file)
+			}
+		case !strings.HasPrefix(path, "/api/") && !routeDocumented(route, doc):
+			t.Errorf("%s (%s) has no row in docs/SECURITY.md's HTTP routes table", route, file)
+		}
+	}
+	if !t.Failed() {
+		t.Logf("%d registered routes, each with a rule", len(routes))
+	}
+}

@@ -290,13 +290,43 @@ func (a *API) newTerminalLink(w http.ResponseWriter, r *http.Request) {
 		a.internal(w, err)
 		return
 	}
-	tok, err := a.store.IssueToken(Grant{Role: RoleRoom, Bridge: b.ID})
+	a.issueLink(w, Grant{Role: RoleRoom, Bridge: b.ID}, func(tok string) any {
+		return terminalLink{Bridge: b.ID, Token: tok, Path: "/room#t=" + url.QueryEscape(tok)}
+	}, "terminal link issued", "bridge", b.ID)
+}
+
+// issueLink stores a new link token for grant and answers 201 with the body
+// made from it, logging msg and attrs (never the token).
+func (a *API) issueLink(w http.ResponseWriter, grant Grant, body func(tok string) any, msg string, attrs ...any) {
+	tok, err := a.store.IssueToken(grant)
 	if err != nil {
 		a.internal(w, err)
 		return
 	}
-	a.log.Info("terminal link issued", "bridge", b.ID)
-	writeJSON(w, http.StatusCreated, terminalLink{Bridge: b.ID, Token: tok, Path: "/room#t=" + url.QueryEscape(tok)})
+	a.log.Info(msg, attrs...)
+	writeJSON(w, http.StatusCreated, body(tok))
+}
+
+// revokedLinks answers a revocation of n links (err from the store),
+// logging msg and attrs.
+func (a *API) revokedLinks(w http.ResponseWriter, n int, err error, msg string, attrs ...any) {
+	if err != nil {
+		a.internal(w, err)
+		return
+	}
+	a.log.Info(msg, append(attrs, "revoked", n)...)
+	writeJSON(w, http.StatusOK, map[string]int{"revoked": n})
+}
+
+// openConference is conferenceOf for issuing links: an ended conference
+// gets none (409).
+func (a *API) openConference(w http.ResponseWriter, r *http.Request, allowed func(Grant, string) bool) (Conference, bool) {
+	c, ok := a.conferenceOf(w, r, allowed)
+	if ok && c.State == StateEnded {
+		writeError(w, http.StatusConflict, "bad_state", "the conference has ended")
+		return Conference{}, false
+	}
+	return c, ok
 }
 
 func (a *API) internal(w http.ResponseWriter, err error) {

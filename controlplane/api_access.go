@@ -36,21 +36,13 @@ func (a *API) registerAccessLinks(mux auditMux) {
 func adminOnly(g Grant, _ string) bool { return g.Role == RoleAdmin }
 
 func (a *API) newHostLink(w http.ResponseWriter, r *http.Request) {
-	c, ok := a.conferenceOf(w, r, adminOnly)
+	c, ok := a.openConference(w, r, adminOnly)
 	if !ok {
 		return
 	}
-	if c.State == StateEnded {
-		writeError(w, http.StatusConflict, "bad_state", "the conference has ended")
-		return
-	}
-	tok, err := a.store.IssueToken(Grant{Role: RoleHost, Conference: c.ID})
-	if err != nil {
-		a.internal(w, err)
-		return
-	}
-	a.log.Info("host link issued", "conference", c.ID)
-	writeJSON(w, http.StatusCreated, accessLink{Conference: c.ID, Token: tok, Path: "/host#t=" + url.QueryEscape(tok)})
+	a.issueLink(w, Grant{Role: RoleHost, Conference: c.ID}, func(tok string) any {
+		return accessLink{Conference: c.ID, Token: tok, Path: "/host#t=" + url.QueryEscape(tok)}
+	}, "host link issued", "conference", c.ID)
 }
 
 func (a *API) revokeHostLinks(w http.ResponseWriter, r *http.Request) {
@@ -59,12 +51,7 @@ func (a *API) revokeHostLinks(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	n, err := a.store.RevokeHostLinks(c.ID)
-	if err != nil {
-		a.internal(w, err)
-		return
-	}
-	a.log.Info("host links revoked", "conference", c.ID, "revoked", n)
-	writeJSON(w, http.StatusOK, map[string]int{"revoked": n})
+	a.revokedLinks(w, n, err, "host links revoked", "conference", c.ID)
 }
 
 func (a *API) newTechnicianLink(w http.ResponseWriter, r *http.Request) {
@@ -78,13 +65,9 @@ func (a *API) newTechnicianLink(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "bad_request", `want {"name": "..."}: 1-64 letters, digits, dots, dashes or underscores`)
 		return
 	}
-	tok, err := a.store.IssueToken(Grant{Role: RoleTechnician, Name: body.Name})
-	if err != nil {
-		a.internal(w, err)
-		return
-	}
-	a.log.Info("technician link issued", "name", body.Name)
-	writeJSON(w, http.StatusCreated, accessLink{Name: body.Name, Token: tok, Path: "/tech#t=" + url.QueryEscape(tok)})
+	a.issueLink(w, Grant{Role: RoleTechnician, Name: body.Name}, func(tok string) any {
+		return accessLink{Name: body.Name, Token: tok, Path: "/tech#t=" + url.QueryEscape(tok)}
+	}, "technician link issued", "name", body.Name)
 }
 
 func (a *API) revokeTechnicianLinks(w http.ResponseWriter, r *http.Request) {
@@ -97,14 +80,9 @@ func (a *API) revokeTechnicianLinks(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	n, err := a.store.RevokeTechnicianLinks(name)
-	if err != nil {
-		a.internal(w, err)
-		return
-	}
-	if n == 0 {
+	if err == nil && n == 0 {
 		writeError(w, http.StatusNotFound, "not_found", "no technician link has that name")
 		return
 	}
-	a.log.Info("technician links revoked", "name", name, "revoked", n)
-	writeJSON(w, http.StatusOK, map[string]int{"revoked": n})
+	a.revokedLinks(w, n, err, "technician links revoked", "name", name)
 }

@@ -24,21 +24,13 @@ func (a *API) registerViewers(mux auditMux) {
 func chairsOrAdmin(g Grant, id string) bool { return chairs(g, id) || g.Role == RoleAdmin }
 
 func (a *API) newViewerLink(w http.ResponseWriter, r *http.Request) {
-	c, ok := a.conferenceOf(w, r, chairsOrAdmin)
+	c, ok := a.openConference(w, r, chairsOrAdmin)
 	if !ok {
 		return
 	}
-	if c.State == StateEnded {
-		writeError(w, http.StatusConflict, "bad_state", "the conference has ended")
-		return
-	}
-	tok, err := a.store.IssueToken(Grant{Role: RoleViewer, Conference: c.ID})
-	if err != nil {
-		a.internal(w, err)
-		return
-	}
-	a.log.Info("viewer link issued", "conference", c.ID)
-	writeJSON(w, http.StatusCreated, viewerLink{Conference: c.ID, Token: tok, WHEP: "/whep/" + url.PathEscape(c.ID)})
+	a.issueLink(w, Grant{Role: RoleViewer, Conference: c.ID}, func(tok string) any {
+		return viewerLink{Conference: c.ID, Token: tok, WHEP: "/whep/" + url.PathEscape(c.ID)}
+	}, "viewer link issued", "conference", c.ID)
 }
 
 func (a *API) revokeViewerLinks(w http.ResponseWriter, r *http.Request) {
@@ -47,10 +39,5 @@ func (a *API) revokeViewerLinks(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	n, err := a.store.RevokeViewerLinks(c.ID)
-	if err != nil {
-		a.internal(w, err)
-		return
-	}
-	a.log.Info("viewer links revoked", "conference", c.ID, "revoked", n)
-	writeJSON(w, http.StatusOK, map[string]int{"revoked": n})
+	a.revokedLinks(w, n, err, "viewer links revoked", "conference", c.ID)
 }

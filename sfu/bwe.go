@@ -100,11 +100,13 @@ func (p *passPacer) Close() error { return nil }
 // connection: it writes the connection's next transport-wide sequence
 // number into every packet, which the congestion controller reads back from
 // the subscriber's feedback. It does what pion's
-// twcc.HeaderExtensionInterceptor does without the three allocations per
-// packet that one costs (the marshalled extension, the header's extension
-// list, and the attribute map the controller makes when it is given none):
-// each stream keeps its extension bytes and an attribute map, reused for
-// every packet.
+// twcc.HeaderExtensionInterceptor does without the allocations that one
+// costs per packet: the marshalled extension (one), and the attribute map
+// the controller makes when it is given none (two: the map and its first
+// group). Each stream keeps its extension bytes and an attribute map,
+// reused for every packet. (The header's extension list is the down
+// track's to keep: DownTrack.write reuses it.) Unlike pion's, it writes an
+// ID over 14 with the two-byte header profile instead of corrupting it.
 type stampFactory struct{}
 
 // NewInterceptor implements interceptor.Factory.
@@ -155,6 +157,11 @@ func (st *stampedStream) Write(h *rtp.Header, payload []byte, a interceptor.Attr
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	binary.BigEndian.PutUint16(st.ext[:], uint16(st.conn.next.Add(1)-1))
+	if st.id > 14 && !h.Extension {
+		// SetExtension would pick the one-byte profile, which has no room
+		// for this ID.
+		h.Extension, h.ExtensionProfile = true, rtp.ExtensionProfileTwoByte
+	}
 	if err := h.SetExtension(st.id, st.ext[:]); err != nil {
 		return 0, err
 	}

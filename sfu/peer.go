@@ -3,6 +3,7 @@ package sfu
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"strings"
 	"sync"
@@ -459,6 +460,10 @@ func (p *Peer) stopOverdueLocked() {
 	}
 }
 
+// maxRTCPFailures is how many RTCP reads in a row may fail before a
+// reader gives up: a closed stream fails every time.
+const maxRTCPFailures = 50
+
 // readSenderRTCP reads the subscriber's RTCP for d: keyframe requests
 // become (throttled) requests upstream, NACKs are answered from the packet
 // cache, REMB and transport-wide feedback feed the allocator.
@@ -468,19 +473,31 @@ func (p *Peer) readSenderRTCP(sender *webrtc.RTPSender, d *DownTrack) {
 	// parses it again after the congestion controller has. Its parse is
 	// kept in the attributes the interceptors return.
 	buf := make([]byte, receiveMTU)
+	failures := 0
 	for {
 		n, attrs, err := sender.Read(buf)
-		if err != nil {
-			return
+		var pkts []rtcp.Packet
+		if err == nil {
+			if attrs == nil {
+				attrs = interceptor.Attributes{}
+			}
+			pkts, err = attrs.GetRTCPPackets(buf[:n])
 		}
-		if attrs == nil {
-			attrs = interceptor.Attributes{}
-		}
-		pkts, err := attrs.GetRTCPPackets(buf[:n])
 		if err != nil {
-			p.log.Debug("unreadable RTCP from the subscriber", "err", err)
+			// Closed: done. Otherwise a packet the interceptors refused
+			// (transport-wide feedback the congestion controller cannot
+			// match, say): skip it, unless nothing but errors comes.
+			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrClosedPipe) {
+				return
+			}
+			if failures++; failures > maxRTCPFailures {
+				p.log.Warn("subscriber RTCP unreadable, no longer read", "track", d.id, "err", err)
+				return
+			}
+			p.log.Debug("subscriber RTCP skipped", "track", d.id, "err", err)
 			continue
 		}
+		failures = 0
 		now := p.router.sfu.clock()
 		// Feedback after a silence: the subscriber's line was down (its
 		// terminal sends RTCP every second and transport-wide feedback

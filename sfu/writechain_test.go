@@ -187,3 +187,33 @@ func BenchmarkSubscriberWriteChain(b *testing.B) {
 		})
 	}
 }
+
+// TestStampTwoByteID: a transport-wide extension negotiated with an ID over
+// 14 (a WHEP client's offer may choose one) goes out in the two-byte header
+// profile and reads back intact.
+func TestStampTwoByteID(t *testing.T) {
+	for _, id := range []int{5, 20} {
+		var wire []byte
+		bottom := interceptor.RTPWriterFunc(func(h *rtp.Header, p []byte, _ interceptor.Attributes) (int, error) {
+			var err error
+			wire, err = (&rtp.Packet{Header: *h, Payload: p}).Marshal()
+			return len(p), err
+		})
+		w := (&stamp{}).BindLocalStream(&interceptor.StreamInfo{SSRC: 1,
+			RTPHeaderExtensions: []interceptor.RTPHeaderExtension{{URI: sdp.TransportCCURI, ID: id}}}, bottom)
+		for seq := range 3 {
+			h := rtp.Header{Version: 2, PayloadType: 96, SequenceNumber: uint16(seq), SSRC: 1}
+			if _, err := w.Write(&h, []byte{1, 2, 3}, nil); err != nil {
+				t.Fatalf("ID %d: %v", id, err)
+			}
+			var back rtp.Packet
+			if err := back.Unmarshal(wire); err != nil {
+				t.Fatalf("ID %d: the packet written does not parse: %v", id, err)
+			}
+			ext := back.GetExtension(uint8(id))
+			if len(ext) != 2 || binary.BigEndian.Uint16(ext) != uint16(seq) {
+				t.Fatalf("ID %d, packet %d: extension %v on the wire, want transport-wide number %d", id, seq, ext, seq)
+			}
+		}
+	}
+}

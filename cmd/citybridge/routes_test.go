@@ -140,8 +140,9 @@ func routeDocumented(route string, doc []string) bool {
 			return true
 		case wild && strings.HasPrefix(path, prefix):
 			return true
-		case strings.HasSuffix(path, "/") && strings.HasPrefix(dp, path):
-			// "/whip/" registers the subtree the rows under it describe.
+		case path != "/" && strings.HasSuffix(path, "/") && strings.HasPrefix(dp, path):
+			// "/whip/" registers the subtree the rows under it describe
+			// (a catch-all "/" needs a row of its own).
 			return true
 		}
 	}

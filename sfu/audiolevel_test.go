@@ -268,12 +268,7 @@ func TestObserveLevelDoesNotAllocate(t *testing.T) {
 // filter goes.
 func TestActiveSpeaker(t *testing.T) {
 	checkGoroutines(t)
-	s := newTestSFU(t)
-	r, err := s.Router("conf-speaker")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(r.Close)
+	_, r := newTestRouter(t, "conf-speaker", nil)
 
 	var mu sync.Mutex
 	var changes []string

@@ -22,12 +22,7 @@ import (
 func TestConferenceFanOut(t *testing.T) {
 	checkGoroutines(t)
 	const rooms = 24
-	s := newTestSFU(t)
-	r, err := s.Router("conf-fanout")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(r.Close)
+	s, r := newTestRouter(t, "conf-fanout", nil)
 
 	var (
 		mu      sync.Mutex

@@ -16,12 +16,7 @@ import (
 // server's counters are what tell.)
 func TestSubscriberFeedbackAnswered(t *testing.T) {
 	checkGoroutines(t)
-	s := newTestSFU(t)
-	r, err := s.Router("conf-1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(r.Close)
+	s, r := newTestRouter(t, "conf-1", nil)
 
 	sub := newClient(t, r, "room-1")
 	var (

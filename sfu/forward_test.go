@@ -95,12 +95,7 @@ func vp8KeyframeWidth(p []byte) int {
 // picture really changes size at each switch.
 func TestForwardContinuity(t *testing.T) {
 	checkGoroutines(t)
-	s := newTestSFU(t)
-	r, err := s.Router("conf-1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(r.Close)
+	_, r := newTestRouter(t, "conf-1", nil)
 
 	sub := newClient(t, r, "room-1")
 	var rec received
@@ -176,12 +171,7 @@ func TestForwardContinuity(t *testing.T) {
 func TestUnansweredOfferMadeAgain(t *testing.T) {
 	checkGoroutines(t)
 	const timeout = 400 * time.Millisecond
-	s := newTestSFUWith(t, func(c *Config) { c.AnswerTimeout = timeout })
-	r, err := s.Router("conf-1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(r.Close)
+	s, r := newTestRouter(t, "conf-1", func(c *Config) { c.AnswerTimeout = timeout })
 
 	room := newClient(t, r, "room-1")
 	room.dropOffers.Store(1)
@@ -237,12 +227,7 @@ func TestUnansweredOfferMadeAgain(t *testing.T) {
 // at all.)
 func TestICERestartWithOfferOut(t *testing.T) {
 	checkGoroutines(t)
-	s := newTestSFUWith(t, func(c *Config) { c.AnswerTimeout = time.Minute })
-	r, err := s.Router("conf-1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(r.Close)
+	_, r := newTestRouter(t, "conf-1", func(c *Config) { c.AnswerTimeout = time.Minute })
 	room := newClient(t, r, "room-1")
 	room.dropOffers.Store(1)
 	r.OnTrack(func(_ *Peer, tr *Track) {

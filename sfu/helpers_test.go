@@ -255,3 +255,19 @@ func threeLayerHub(t *testing.T, s *SFU, conf string) (*Router, *Track, *sfutest
 	})
 	return r, hubTrack.Load(), pub
 }
+
+// newTestRouter starts an SFU as newTestSFUWith does (edit may be nil) and
+// opens conference on it, closed at the test's end.
+func newTestRouter(t *testing.T, conference string, edit func(*Config)) (*SFU, *Router) {
+	t.Helper()
+	if edit == nil {
+		edit = func(*Config) {}
+	}
+	s := newTestSFUWith(t, edit)
+	r, err := s.Router(conference)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Close)
+	return s, r
+}

@@ -208,12 +208,7 @@ func TestLinkStatsPath(t *testing.T) {
 // RequestKeyframes reaches the room's own camera.
 func TestLinkStatsLive(t *testing.T) {
 	checkGoroutines(t)
-	s := newTestSFU(t)
-	r, err := s.Router("conf-linkstats")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(r.Close)
+	_, r := newTestRouter(t, "conf-linkstats", nil)
 	hub := newClient(t, r, "hub")
 	room := newClient(t, r, "room")
 	room.sub.OnTrack(func(tr *webrtc.TrackRemote, rcv *webrtc.RTPReceiver) {

@@ -7,8 +7,6 @@ import (
 	"io"
 	"maps"
 	"net/http"
-	"os"
-	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -49,15 +47,7 @@ var roleOf = map[string]string{
 // the source; the tests run what it says.
 func docAllowed(t *testing.T) map[string][]string {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join("..", "..", "docs", "SECURITY.md"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	text := string(b)
-	i := strings.Index(text, "### API operations")
-	if i < 0 {
-		t.Fatal(`docs/SECURITY.md has no "### API operations" table`)
-	}
+	section := securitySection(t, "### API operations")
 	// anonymous, room, host, technician, admin: each cell's word, and the
 	// callers it allows.
 	columns := []map[string][]string{
@@ -68,7 +58,7 @@ func docAllowed(t *testing.T) map[string][]string {
 		{"yes": {adminLog}, "403": nil},
 	}
 	out := map[string][]string{}
-	for _, line := range strings.Split(text[i:], "\n")[1:] {
+	for _, line := range strings.Split(section, "\n")[1:] {
 		if strings.HasPrefix(line, "#") {
 			break
 		}
@@ -466,17 +456,9 @@ func diffKeys(a, b map[string]string) string {
 // the chair get ("yes" or an error code).
 func docControlRules(t *testing.T) [][4]string {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join("..", "..", "docs", "SECURITY.md"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	text := string(b)
-	i := strings.Index(text, "### Signaling control actions")
-	if i < 0 {
-		t.Fatal(`docs/SECURITY.md has no "### Signaling control actions" table`)
-	}
+	section := securitySection(t, "### Signaling control actions")
 	var out [][4]string
-	for _, line := range strings.Split(text[i:], "\n")[1:] {
+	for _, line := range strings.Split(section, "\n")[1:] {
 		if strings.HasPrefix(line, "#") {
 			break
 		}

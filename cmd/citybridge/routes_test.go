@@ -58,24 +58,31 @@ func registeredRoutes(t *testing.T) map[string]string {
 	return out
 }
 
+// securitySection returns docs/SECURITY.md from the line heading on, for
+// the tests that take their rules from its tables.
+func securitySection(t *testing.T, heading string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "..", "docs", "SECURITY.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := strings.Index(string(b), "\n"+heading+"\n")
+	if i < 0 {
+		t.Fatalf("docs/SECURITY.md has no %q section", heading)
+	}
+	return string(b)[i+1:]
+}
+
 // docRoutes reads the first column of docs/SECURITY.md's "HTTP routes"
 // table: each backquoted route, as "METHOD /path" or "/path" ("GET /, /host"
 // gives "GET /" and "GET /host"; a path ending in * or … stands for every
 // path under it).
 func docRoutes(t *testing.T) []string {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join("..", "..", "docs", "SECURITY.md"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	text := string(b)
-	i := strings.Index(text, "## HTTP routes")
-	if i < 0 {
-		t.Fatal(`docs/SECURITY.md has no "## HTTP routes" table`)
-	}
+	section := securitySection(t, "## HTTP routes")
 	quoted := regexp.MustCompile("`([^`]+)`")
 	var out []string
-	for _, line := range strings.Split(text[i:], "\n")[1:] {
+	for _, line := range strings.Split(section, "\n")[1:] {
 		if strings.HasPrefix(line, "#") {
 			break
 		}

@@ -188,3 +188,106 @@ func TestEveryRouteHasARule(t *testing.T) {
 		t.Logf("%d registered routes, each with a rule", len(routes))
 	}
 }
+
+// handledMessages returns the wire type names ("Offer") that the signaling
+// session's handle method accepts from a client, read from its source.
+func handledMessages(t *testing.T) []string {
+	t.Helper()
+	f, err := parser.ParseFile(token.NewFileSet(), filepath.Join("..", "..", "signaling", "session.go"), nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	wireType := func(e ast.Expr) {
+		star, ok := e.(*ast.StarExpr)
+		if !ok {
+			return
+		}
+		if sel, ok := star.X.(*ast.SelectorExpr); ok {
+			if pkg, ok := sel.X.(*ast.Ident); ok && pkg.Name == "wire" {
+				out = append(out, sel.Sel.Name)
+			}
+		}
+	}
+	for _, d := range f.Decls {
+		fn, ok := d.(*ast.FuncDecl)
+		if !ok || fn.Name.Name != "handle" {
+			continue
+		}
+		ast.Inspect(fn.Body, func(n ast.Node) bool {
+			switch n := n.(type) {
+			case *ast.TypeAssertExpr:
+				wireType(n.Type)
+			case *ast.CaseClause:
+				for _, e := range n.List {
+					wireType(e)
+				}
+			}
+			return true
+		})
+	}
+	return out
+}
+
+// wireTypeNames maps the wire package's message type constants to their
+// values ("Offer" -> "offer", from TypeOffer = "offer").
+func wireTypeNames(t *testing.T) map[string]string {
+	t.Helper()
+	f, err := parser.ParseFile(token.NewFileSet(), filepath.Join("..", "..", "signaling", "wire", "wire.go"), nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	ast.Inspect(f, func(n ast.Node) bool {
+		vs, ok := n.(*ast.ValueSpec)
+		if !ok || len(vs.Names) != 1 || len(vs.Values) != 1 {
+			return true
+		}
+		lit, ok := vs.Values[0].(*ast.BasicLit)
+		name, isType := strings.CutPrefix(vs.Names[0].Name, "Type")
+		if ok && isType && lit.Kind == token.STRING {
+			out[name], _ = strconv.Unquote(lit.Value)
+		}
+		return true
+	})
+	return out
+}
+
+// TestEverySignalingMessageHasARule: every message type the signaling
+// session accepts from a client has a row in docs/SECURITY.md's
+// "Signaling messages" table, so a new message cannot ship without a
+// rule saying who may send it.
+func TestEverySignalingMessageHasARule(t *testing.T) {
+	handled := handledMessages(t)
+	if len(handled) < 7 {
+		t.Fatalf("found only %d message types in the session's handle: %v", len(handled), handled)
+	}
+	names := wireTypeNames(t)
+	documented := map[string]bool{}
+	quoted := regexp.MustCompile("`([a-z_]+)`")
+	for _, line := range strings.Split(securitySection(t, "## Signaling messages"), "\n")[1:] {
+		if strings.HasPrefix(line, "#") {
+			break
+		}
+		cells := strings.Split(strings.Trim(strings.TrimSpace(line), "|"), "|")
+		if len(cells) < 2 {
+			continue
+		}
+		for _, m := range quoted.FindAllStringSubmatch(cells[0], -1) {
+			documented[m[1]] = true
+		}
+	}
+	for _, h := range handled {
+		typ, ok := names[h]
+		if !ok {
+			t.Errorf("the session handles wire.%s, which has no Type%s constant", h, h)
+			continue
+		}
+		if !documented[typ] {
+			t.Errorf("the session handles %q messages, which have no row in docs/SECURITY.md's Signaling messages table", typ)
+		}
+	}
+	if !t.Failed() {
+		t.Logf("%d message types handled, each with a rule: %v", len(handled), handled)
+	}
+}

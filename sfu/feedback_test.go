@@ -39,14 +39,7 @@ func TestSubscriberFeedbackAnswered(t *testing.T) {
 			mu.Unlock()
 		}
 	})
-	r.OnTrack(func(_ *Peer, tr *Track) {
-		if tr.Kind() != webrtc.RTPCodecTypeVideo {
-			return
-		}
-		if _, err := sub.peer.Subscribe(tr, LayerLow); err != nil {
-			t.Error(err)
-		}
-	})
+	subscribeVideo(t, r, sub, LayerLow)
 	publishSynthetic(t, newClient(t, r, "hub"), "q")
 
 	waitFor(t, 10*time.Second, "30 video packets at the subscriber", func() bool {

@@ -184,14 +184,7 @@ func TestUnansweredOfferMadeAgain(t *testing.T) {
 			packets.Add(1)
 		}
 	})
-	r.OnTrack(func(_ *Peer, tr *Track) {
-		if tr.Kind() != webrtc.RTPCodecTypeVideo {
-			return
-		}
-		if _, err := room.peer.Subscribe(tr, LayerHigh); err != nil {
-			t.Error(err)
-		}
-	})
+	subscribeVideo(t, r, room, LayerHigh)
 	publishSynthetic(t, newClient(t, r, "hub"), "q")
 
 	for deadline := time.Now().Add(15 * time.Second); packets.Load() <= 20; time.Sleep(20 * time.Millisecond) {

@@ -237,11 +237,7 @@ func checkGoroutines(t *testing.T) {
 // once all three layers arrive, and the publisher.
 func threeLayerHub(t *testing.T, s *SFU, conf string) (*Router, *Track, *sfutest.Publisher) {
 	t.Helper()
-	r, err := s.Router(conf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(r.Close)
+	r := openRouter(t, s, conf)
 	var hubTrack atomic.Pointer[Track]
 	r.OnTrack(func(_ *Peer, tr *Track) {
 		if tr.Kind() == webrtc.RTPCodecTypeVideo {
@@ -264,10 +260,29 @@ func newTestRouter(t *testing.T, conference string, edit func(*Config)) (*SFU, *
 		edit = func(*Config) {}
 	}
 	s := newTestSFUWith(t, edit)
+	return s, openRouter(t, s, conference)
+}
+
+// openRouter opens conference on s, closed at the test's end.
+func openRouter(t *testing.T, s *SFU, conference string) *Router {
+	t.Helper()
 	r, err := s.Router(conference)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(r.Close)
-	return s, r
+	return r
+}
+
+// subscribeVideo subscribes c, at layer, to every video track published
+// in r from now on.
+func subscribeVideo(t *testing.T, r *Router, c *client, layer int) {
+	r.OnTrack(func(_ *Peer, tr *Track) {
+		if tr.Kind() != webrtc.RTPCodecTypeVideo {
+			return
+		}
+		if _, err := c.peer.Subscribe(tr, layer); err != nil {
+			t.Error(err)
+		}
+	})
 }

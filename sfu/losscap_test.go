@@ -53,11 +53,7 @@ func clockedPeer(t *testing.T, now *int64) *Peer {
 	t.Helper()
 	s := newTestSFU(t)
 	s.clock = func() int64 { return *now }
-	r, err := s.Router("conf-" + t.Name())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(r.Close)
+	r := openRouter(t, s, "conf-"+t.Name())
 	p, err := r.NewPeer("room", nopListener{})
 	if err != nil {
 		t.Fatal(err)

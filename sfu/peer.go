@@ -10,7 +10,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/pion/interceptor"
 	"github.com/pion/rtcp"
 	"github.com/pion/webrtc/v4"
 )
@@ -478,10 +477,7 @@ func (p *Peer) readSenderRTCP(sender *webrtc.RTPSender, d *DownTrack) {
 		n, attrs, err := sender.Read(buf)
 		var pkts []rtcp.Packet
 		if err == nil {
-			if attrs == nil {
-				attrs = interceptor.Attributes{}
-			}
-			pkts, err = attrs.GetRTCPPackets(buf[:n])
+			pkts, err = attrs.GetRTCPPackets(buf[:n]) // parses when attrs holds no parse (or is nil)
 		}
 		if err != nil {
 			// Closed: done. Otherwise a packet the interceptors refused

@@ -47,7 +47,6 @@ var roleOf = map[string]string{
 // the source; the tests run what it says.
 func docAllowed(t *testing.T) map[string][]string {
 	t.Helper()
-	section := securitySection(t, "### API operations")
 	// anonymous, room, host, technician, admin: each cell's word, and the
 	// callers it allows.
 	columns := []map[string][]string{
@@ -58,21 +57,14 @@ func docAllowed(t *testing.T) map[string][]string {
 		{"yes": {adminLog}, "403": nil},
 	}
 	out := map[string][]string{}
-	for _, line := range strings.Split(section, "\n")[1:] {
-		if strings.HasPrefix(line, "#") {
-			break
-		}
-		cells := strings.Split(strings.Trim(line, "| "), " | ")
-		if len(cells) != 6 || !strings.HasPrefix(cells[0], "`") {
-			continue
-		}
+	for _, cells := range securityTable(t, "### API operations", 6) {
 		op := strings.Trim(cells[0], "`")
 		if _, dup := out[op]; dup {
 			t.Fatalf("docs/SECURITY.md lists %s twice", op)
 		}
 		allowed := []string{}
 		for c, cell := range cells[1:] {
-			callers, ok := columns[c][strings.TrimSpace(cell)]
+			callers, ok := columns[c][cell]
 			if !ok {
 				t.Fatalf("docs/SECURITY.md, %s: %q is not a word of the table", op, cell)
 			}
@@ -456,16 +448,8 @@ func diffKeys(a, b map[string]string) string {
 // the chair get ("yes" or an error code).
 func docControlRules(t *testing.T) [][4]string {
 	t.Helper()
-	section := securitySection(t, "### Signaling control actions")
 	var out [][4]string
-	for _, line := range strings.Split(section, "\n")[1:] {
-		if strings.HasPrefix(line, "#") {
-			break
-		}
-		cells := strings.Split(strings.Trim(line, "| "), " | ")
-		if len(cells) != 4 || !strings.HasPrefix(cells[0], "`") {
-			continue
-		}
+	for _, cells := range securityTable(t, "### Signaling control actions", 4) {
 		out = append(out, [4]string{strings.Trim(cells[0], "`"), cells[1], cells[2], cells[3]})
 	}
 	if len(out) < 10 {

@@ -58,9 +58,12 @@ func registeredRoutes(t *testing.T) map[string]string {
 	return out
 }
 
-// securitySection returns docs/SECURITY.md from the line heading on, for
-// the tests that take their rules from its tables.
-func securitySection(t *testing.T, heading string) string {
+// securityTable returns the rows of the table under heading in
+// docs/SECURITY.md, for the tests that take their rules from it: the
+// trimmed cells of each row whose first cell starts with a backquote (the
+// header and separator rows do not), up to the next heading. Every row
+// must have columns cells.
+func securityTable(t *testing.T, heading string, columns int) [][]string {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join("..", "..", "docs", "SECURITY.md"))
 	if err != nil {
@@ -70,19 +73,8 @@ func securitySection(t *testing.T, heading string) string {
 	if i < 0 {
 		t.Fatalf("docs/SECURITY.md has no %q section", heading)
 	}
-	return string(b)[i+1:]
-}
-
-// docRoutes reads the first column of docs/SECURITY.md's "HTTP routes"
-// table: each backquoted route, as "METHOD /path" or "/path" ("GET /, /host"
-// gives "GET /" and "GET /host"; a path ending in * or … stands for every
-// path under it).
-func docRoutes(t *testing.T) []string {
-	t.Helper()
-	section := securitySection(t, "## HTTP routes")
-	quoted := regexp.MustCompile("`([^`]+)`")
-	var out []string
-	for _, line := range strings.Split(section, "\n")[1:] {
+	var rows [][]string
+	for _, line := range strings.Split(string(b)[i+1:], "\n")[1:] {
 		if strings.HasPrefix(line, "#") {
 			break
 		}
@@ -91,13 +83,30 @@ func docRoutes(t *testing.T) []string {
 			continue
 		}
 		cells := strings.Split(strings.Trim(line, "|"), "|")
-		if len(cells) != 6 {
-			t.Fatalf("docs/SECURITY.md's HTTP routes table: %d cells in %q, want 6", len(cells), line)
+		if len(cells) != columns {
+			t.Fatalf("docs/SECURITY.md, %s: %d cells in %q, want %d", heading, len(cells), line, columns)
 		}
+		for c := range cells {
+			cells[c] = strings.TrimSpace(cells[c])
+		}
+		rows = append(rows, cells)
+	}
+	return rows
+}
+
+// docRoutes reads the first column of docs/SECURITY.md's "HTTP routes"
+// table: each backquoted route, as "METHOD /path" or "/path" ("GET /, /host"
+// gives "GET /" and "GET /host"; a path ending in * or … stands for every
+// path under it).
+func docRoutes(t *testing.T) []string {
+	t.Helper()
+	quoted := regexp.MustCompile("`([^`]+)`")
+	var out []string
+	for _, cells := range securityTable(t, "## HTTP routes", 6) {
 		// "`DELETE`, `PATCH /whip/…`": lone methods go with the next
 		// route; a lone path takes the methods of the route before it.
 		var pending, methods []string
-		for _, m := range quoted.FindAllStringSubmatch(strings.TrimSpace(cells[0]), -1) {
+		for _, m := range quoted.FindAllStringSubmatch(cells[0], -1) {
 			words := strings.Fields(m[1])
 			switch {
 			case len(words) == 2:
@@ -265,14 +274,7 @@ func TestEverySignalingMessageHasARule(t *testing.T) {
 	names := wireTypeNames(t)
 	documented := map[string]bool{}
 	quoted := regexp.MustCompile("`([a-z_]+)`")
-	for _, line := range strings.Split(securitySection(t, "## Signaling messages"), "\n")[1:] {
-		if strings.HasPrefix(line, "#") {
-			break
-		}
-		cells := strings.Split(strings.Trim(strings.TrimSpace(line), "|"), "|")
-		if len(cells) < 2 {
-			continue
-		}
+	for _, cells := range securityTable(t, "## Signaling messages", 4) {
 		for _, m := range quoted.FindAllStringSubmatch(cells[0], -1) {
 			documented[m[1]] = true
 		}

@@ -556,6 +556,7 @@ func (p *Peer) onRemoteTrack(remote *webrtc.TrackRemote, receiver *webrtc.RTPRec
 		id := fmt.Sprintf("%s-%s-%d", remote.Kind(), p.id, p.nextTrack)
 		t = newTrack(id, p.id, remote.Kind(), remote.Codec(), &p.router.sfu.stats, p.router.sfu.clock,
 			p.router.sfu.cfg.KeyframeInterval, p.pub.WriteRTCP)
+		t.fan = p.router.sfu.fan
 		if t.kind == webrtc.RTPCodecTypeAudio {
 			t.levels.extID = audioLevelID(receiver) // before any read loop starts
 		}

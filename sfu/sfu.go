@@ -59,6 +59,11 @@ type Config struct {
 	// transcodes, so a deployment whose terminals decode only H.264 sets
 	// VideoCodecH264.
 	VideoCodec string
+	// FanoutWorkers is how many goroutines help a read loop copy a packet
+	// to a large set of subscribers (64 down tracks or more): 0 is one fewer
+	// than the CPUs Go may use, at most 7 (none on one CPU); negative is
+	// none, every fan-out on its read loop alone.
+	FanoutWorkers int
 	// Logger receives the SFU's logs and pion's (default slog.Default()).
 	Logger *slog.Logger
 }
@@ -75,6 +80,7 @@ type SFU struct {
 	tcpMux ice.TCPMux
 	stats  counters
 	clock  func() int64
+	fan    *fanPool // nil: no fan-out workers
 
 	mu      sync.Mutex
 	routers map[string]*Router
@@ -180,9 +186,7 @@ func New(cfg Config) (*SFU, error) {
 	lf := slogFactory{cfg.Logger}
 	muxes := make([]ice.UDPMux, 0, len(cfg.UDPConns))
 	for _, conn := range cfg.UDPConns {
-		if len(cfg.AllowedNetworks) > 0 {
-			conn = &filterConn{PacketConn: conn, allowed: cfg.AllowedNetworks}
-		}
+		conn = mediaSocket(conn, cfg.AllowedNetworks, cfg.Logger)
 		muxes = append(muxes, webrtc.NewICEUDPMux(lf.NewLogger("udpmux"), conn))
 	}
 	s.mux = ice.NewMultiUDPMuxDefault(muxes...)
@@ -238,6 +242,7 @@ func New(cfg Config) (*SFU, error) {
 	if s.subKit, err = newSubscribeKit(video); err != nil {
 		return nil, err
 	}
+	s.fan = newFanPool(fanWorkers(cfg.FanoutWorkers))
 	return s, nil
 }
 
@@ -384,6 +389,7 @@ func (s *SFU) Close() error {
 	for _, r := range rs {
 		r.Close()
 	}
+	s.fan.close()
 	if s.tcpMux != nil {
 		_ = s.tcpMux.Close()
 	}
@@ -436,6 +442,22 @@ func boundToPublic(conns []net.PacketConn, public []string) bool {
 		want[ip.String()] = true
 	}
 	return maps.Equal(bound, want)
+}
+
+// mediaSocket is conn as the ICE UDP mux gets it: a sendConn where the
+// system has one, else conn kept to the allowed networks.
+func mediaSocket(conn net.PacketConn, allowed []netip.Prefix, log *slog.Logger) net.PacketConn {
+	if uc, ok := conn.(*net.UDPConn); ok {
+		sc, err := newSendConn(uc, allowed)
+		if err == nil {
+			return sc
+		}
+		log.Warn("media socket: writes take the runtime's lock", "addr", uc.LocalAddr().String(), "err", err)
+	}
+	if len(allowed) > 0 {
+		return &filterConn{PacketConn: conn, allowed: allowed}
+	}
+	return conn
 }
 
 // filterConn drops datagrams from, and refuses datagrams to, addresses

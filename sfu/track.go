@@ -57,6 +57,7 @@ type Track struct {
 	pliEvery time.Duration
 
 	writeRTCP func([]rtcp.Packet) error // to the publisher
+	fan       *fanPool                  // the SFU's fan-out workers; nil: the read loop alone
 
 	layers     [MaxLayers]layerState
 	liveLayers atomic.Int32                 // layers whose read loop runs
@@ -78,6 +79,7 @@ type layerState struct {
 	cache      atomic.Pointer[packetCache]
 	sr         atomic.Pointer[senderReport] // the layer's newest RTCP sender report
 	recv       recvStats                    // sequence and jitter accounting, for LinkStats
+	fan        fanDone                      // where the read loop waits for its shards
 
 	// Touched only by the layer's read loop.
 	newestTS  uint32
@@ -218,12 +220,7 @@ func (t *Track) forward(l int, p *rtp.Packet) {
 	now := t.clock()
 	ls := &t.layers[l]
 	ls.lastPacket.Store(now)
-	var n uint64
-	for _, d := range *t.downs.Load() {
-		if d.forward(int32(l), p, now) {
-			n++
-		}
-	}
+	n := t.fan.fan(&ls.fan, *t.downs.Load(), int32(l), p, now)
 	t.stats.forwardLatency.observe(t.clock() - now)
 	if n > 0 {
 		t.stats.packetsForwarded.Add(n)

@@ -61,7 +61,9 @@ type Config struct {
 	MaxViewers int
 	// VideoCodec is "" (VP8 and H.264), "vp8" or "h264" (see
 	// sfu.Config.VideoCodec).
-	VideoCodec         string
+	VideoCodec string
+	// FanoutWorkers: see sfu.Config.FanoutWorkers (0 automatic, -1 none).
+	FanoutWorkers      int
 	AlertLostAfter     time.Duration
 	AlertPoorAfter     time.Duration
 	AlertWebhook       string
@@ -121,6 +123,7 @@ func parseServeFlags(args []string, getenv func(string) string, stderr io.Writer
 	fs.DurationVar(&cfg.TURNTTL, "turn-ttl", cfg.TURNTTL, "how long a page's TURN credential is valid")
 	fs.Var(listValue{&origins}, "allowed-origin", "another origin the pages are served under, e.g. https://bridge.city.example behind a reverse proxy (repeatable)")
 	fs.StringVar(&cfg.VideoCodec, "video-codec", "", "restrict video to one codec: vp8, or h264 for terminals that decode nothing else (default: both; browsers then send VP8)")
+	fs.IntVar(&cfg.FanoutWorkers, "fanout-workers", 0, "goroutines that help copy one packet to many rooms (64 or more): 0 is one fewer than the CPUs, at most 7; -1 is none")
 	fs.IntVar(&cfg.MaxViewers, "max-viewers", cfg.MaxViewers, "most WHEP viewers (viewer links) one conference may have at once")
 	fs.DurationVar(&cfg.AlertLostAfter, "alert-lost-after", cfg.AlertLostAfter, "raise an alert when a bridge has been lost (nothing received for 3 s) this long")
 	fs.DurationVar(&cfg.AlertPoorAfter, "alert-poor-after", cfg.AlertPoorAfter, "raise an alert when a bridge's link has been poor (score below 60) this long")
@@ -222,6 +225,9 @@ func parseServeFlags(args []string, getenv func(string) string, stderr io.Writer
 	}
 	if v := strings.ToLower(cfg.VideoCodec); v != sfu.VideoCodecAny && v != sfu.VideoCodecVP8 && v != sfu.VideoCodecH264 {
 		return cfg, fmt.Errorf("--video-codec %q: want vp8 or h264 (or nothing for both)", cfg.VideoCodec)
+	}
+	if cfg.FanoutWorkers < -1 || cfg.FanoutWorkers > 64 {
+		return cfg, errors.New("--fanout-workers must be -1-64")
 	}
 	if cfg.MaxViewers < 0 || cfg.MaxViewers > 10000 {
 		return cfg, errors.New("--max-viewers must be 0-10000")

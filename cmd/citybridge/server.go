@@ -134,7 +134,8 @@ func start(cfg Config, log *slog.Logger) (_ *server, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("media port: %w", err)
 	}
-	mc := sfu.Config{UDPConns: udp, PublicIPs: cfg.PublicIPs, AllowedNetworks: cfg.MediaAllow, VideoCodec: cfg.VideoCodec, Logger: log}
+	mc := sfu.Config{UDPConns: udp, PublicIPs: cfg.PublicIPs, AllowedNetworks: cfg.MediaAllow, VideoCodec: cfg.VideoCodec,
+		FanoutWorkers: cfg.FanoutWorkers, Logger: log}
 	// Relayed media reaches the SFU from the relay's own address: let it
 	// in even when --media-allow names only the rooms' networks.
 	if relay := cfg.turnAddress(); cfg.TURN && len(cfg.TURNURLs) == 0 && relay != nil && len(cfg.MediaAllow) > 0 {

@@ -1,0 +1,155 @@
+package sfu
+
+import (
+	"runtime"
+	"sync"
+	"sync/atomic"
+
+	"github.com/pion/rtp"
+)
+
+// A large fan-out is spread over a few goroutines: the hub's packet to 168
+// rooms is 168 encryptions and 168 send system calls, and on one goroutine
+// the last room gets each packet ~3 ms after the first. The read loop keeps
+// one shard of the down tracks and hands the others to the pool's workers,
+// then waits for them before it reads the next packet. So the packet buffer
+// is still the read loop's own (no copy), every down track still gets the
+// layer's packets in order, and one down track is only ever written by one
+// goroutine at a time.
+
+// fanShard is the fewest down tracks worth handing to another goroutine:
+// below it, waking a worker costs more than it saves.
+const fanShard = 32
+
+// maxFanWorkers caps the automatic worker count: past a few shards the
+// send system calls contend on the socket more than they overlap.
+const maxFanWorkers = 7
+
+// fanWorkers is how many workers Config.FanoutWorkers asks for: 0 is one
+// fewer than the CPUs Go may use (none on one CPU), at most maxFanWorkers;
+// negative is none.
+func fanWorkers(configured int) int {
+	switch {
+	case configured < 0:
+		return 0
+	case configured > 0:
+		return configured
+	}
+	return min(runtime.GOMAXPROCS(0)-1, maxFanWorkers)
+}
+
+// fanPool is the SFU's fan-out workers, shared by every track. A nil pool
+// forwards on the read loop alone.
+type fanPool struct {
+	workers int
+	jobs    chan fanJob
+	stop    chan struct{}
+	wg      sync.WaitGroup
+
+	// mu is held for reading while a fan-out uses the workers, and for
+	// writing by close: the workers stop only when no read loop is waiting
+	// on them.
+	mu     sync.RWMutex
+	closed bool
+}
+
+// fanJob is one shard of one packet's fan-out. It travels by value: handing
+// it over allocates nothing.
+type fanJob struct {
+	downs []*DownTrack
+	layer int32
+	p     *rtp.Packet
+	now   int64
+	done  *fanDone
+}
+
+// fanDone is where a read loop waits for its shards: one per layer, since
+// each layer has one read loop.
+type fanDone struct {
+	wg sync.WaitGroup
+	n  atomic.Uint64 // copies the workers wrote
+}
+
+// newFanPool starts n workers; nil when n is 0.
+func newFanPool(n int) *fanPool {
+	if n <= 0 {
+		return nil
+	}
+	fp := &fanPool{workers: n, jobs: make(chan fanJob, 4*n), stop: make(chan struct{})}
+	fp.wg.Add(n)
+	for range n {
+		go fp.work()
+	}
+	return fp
+}
+
+func (fp *fanPool) work() {
+	defer fp.wg.Done()
+	for {
+		select {
+		case j := <-fp.jobs:
+			j.done.n.Add(forwardTo(j.downs, j.layer, j.p, j.now))
+			j.done.wg.Done()
+		case <-fp.stop:
+			return
+		}
+	}
+}
+
+// close stops the workers once no fan-out is using them; later fan-outs run
+// on their read loops alone.
+func (fp *fanPool) close() {
+	if fp == nil {
+		return
+	}
+	fp.mu.Lock()
+	if !fp.closed {
+		fp.closed = true
+		close(fp.stop)
+	}
+	fp.mu.Unlock()
+	fp.wg.Wait()
+}
+
+// forwardTo copies p to each of downs and returns how many took it.
+func forwardTo(downs []*DownTrack, l int32, p *rtp.Packet, now int64) uint64 {
+	var n uint64
+	for _, d := range downs {
+		if d.forward(l, p, now) {
+			n++
+		}
+	}
+	return n
+}
+
+// fan copies p to every one of downs and returns how many took it, using
+// the workers when downs is large enough to share. It returns only when
+// every copy is written.
+func (fp *fanPool) fan(done *fanDone, downs []*DownTrack, l int32, p *rtp.Packet, now int64) uint64 {
+	shards := len(downs) / fanShard
+	if fp == nil || shards < 2 {
+		return forwardTo(downs, l, p, now)
+	}
+	fp.mu.RLock()
+	defer fp.mu.RUnlock()
+	if fp.closed {
+		return forwardTo(downs, l, p, now)
+	}
+	shards = min(shards, fp.workers+1)
+	size := (len(downs) + shards - 1) / shards
+	var n uint64
+	for rest := downs[size:]; len(rest) > 0; {
+		k := min(size, len(rest))
+		done.wg.Add(1)
+		select {
+		case fp.jobs <- fanJob{downs: rest[:k], layer: l, p: p, now: now, done: done}:
+		default: // every worker busy with other tracks: this shard stays here
+			done.wg.Done()
+			n += forwardTo(rest[:k], l, p, now)
+		}
+		rest = rest[k:]
+	}
+	n += forwardTo(downs[:size], l, p, now)
+	done.wg.Wait()
+	return n + done.n.Swap(0)
+}

@@ -53,21 +53,41 @@ type fanPool struct {
 	closed bool
 }
 
-// fanJob is one shard of one packet's fan-out. It travels by value: handing
-// it over allocates nothing.
+// fanJob offers one shard of one packet's fan-out to a worker. It travels
+// by value: handing it over allocates nothing.
 type fanJob struct {
-	downs []*DownTrack
+	shard *fanShardState
+	gen   uint64 // the fan-out it belongs to
 	layer int32
 	p     *rtp.Packet
 	now   int64
 	done  *fanDone
 }
 
-// fanDone is where a read loop waits for its shards: one per layer, since
-// each layer has one read loop.
+// fanDone is where a read loop's shards meet: one per layer, since each
+// layer has one read loop, reused for each packet.
 type fanDone struct {
-	wg sync.WaitGroup
-	n  atomic.Uint64 // copies the workers wrote
+	wg     sync.WaitGroup // shards claimed and not yet written
+	n      atomic.Uint64  // copies the workers wrote
+	gen    uint64         // read loop only: the current fan-out
+	shards [maxFanWorkers]fanShardState
+}
+
+// fanShardState is one shard offered to the workers. Whoever claims it
+// first, a worker or the read loop once its own shard is done, writes it:
+// the read loop never waits for a worker that has not started.
+type fanShardState struct {
+	// state is the fan-out's generation shifted left by one, plus 1 once
+	// claimed. A job left in the queue from an earlier packet carries an
+	// older generation, so its claim fails.
+	state atomic.Uint64
+	downs []*DownTrack
+}
+
+// claim takes the shard for fan-out gen; false when someone else has it or
+// it belongs to another fan-out.
+func (s *fanShardState) claim(gen uint64) bool {
+	return s.state.CompareAndSwap(gen<<1, gen<<1|1)
 }
 
 // newFanPool starts n workers; nil when n is 0.
@@ -88,8 +108,10 @@ func (fp *fanPool) work() {
 	for {
 		select {
 		case j := <-fp.jobs:
-			j.done.n.Add(forwardTo(j.downs, j.layer, j.p, j.now))
-			j.done.wg.Done()
+			if j.shard.claim(j.gen) {
+				j.done.n.Add(forwardTo(j.shard.downs, j.layer, j.p, j.now))
+				j.done.wg.Done()
+			}
 		case <-fp.stop:
 			return
 		}
@@ -137,19 +159,30 @@ func (fp *fanPool) fan(done *fanDone, downs []*DownTrack, l int32, p *rtp.Packet
 	}
 	shards = min(shards, fp.workers+1)
 	size := (len(downs) + shards - 1) / shards
+	done.gen++
+	gen := done.gen
 	var n uint64
+	offered := done.shards[:0]
 	for rest := downs[size:]; len(rest) > 0; {
 		k := min(size, len(rest))
+		offered = offered[:len(offered)+1]
+		s := &offered[len(offered)-1]
+		s.downs = rest[:k]
+		s.state.Store(gen << 1)
 		done.wg.Add(1)
 		select {
-		case fp.jobs <- fanJob{downs: rest[:k], layer: l, p: p, now: now, done: done}:
-		default: // every worker busy with other tracks: this shard stays here
-			done.wg.Done()
-			n += forwardTo(rest[:k], l, p, now)
+		case fp.jobs <- fanJob{shard: s, gen: gen, layer: l, p: p, now: now, done: done}:
+		default: // the queue is full: no worker would start it soon
 		}
 		rest = rest[k:]
 	}
 	n += forwardTo(downs[:size], l, p, now)
+	for i := range offered {
+		if s := &offered[i]; s.claim(gen) { // no worker started it: write it here
+			n += forwardTo(s.downs, l, p, now)
+			done.wg.Done()
+		}
+	}
 	done.wg.Wait()
 	return n + done.n.Swap(0)
 }

@@ -114,6 +114,69 @@ func TestFanPoolSharesTheFanOut(t *testing.T) {
 	}
 }
 
+// gateWriter says when its first write begins and holds it until open
+// closes.
+type gateWriter struct {
+	entered chan<- struct{}
+	open    <-chan struct{}
+	once    sync.Once
+}
+
+func (w *gateWriter) WriteRTP(_ *rtp.Header, payload []byte) (int, error) {
+	w.once.Do(func() {
+		w.entered <- struct{}{}
+		<-w.open
+	})
+	return len(payload), nil
+}
+
+func (w *gateWriter) Write(b []byte) (int, error) { return len(b), nil }
+
+// TestFanPoolNeverWaitsForABusyWorker: the pool's one worker is stuck in
+// another track's fan-out; a second track's read loop writes the shard it
+// offered itself and finishes, instead of waiting for that worker.
+func TestFanPoolNeverWaitsForABusyWorker(t *testing.T) {
+	checkGoroutines(t)
+	fp := newFanPool(1)
+	defer fp.close()
+	const rooms = 128
+	entered, open := make(chan struct{}, 2), make(chan struct{})
+	// Track A: a stuck writer in each of its two shards, so its read loop
+	// and the worker both get stuck in it.
+	a, _ := pooledTrack(t, fp, rooms, func(i int) rtpWriter {
+		if i == 0 || i == rooms-1 {
+			return &gateWriter{entered: entered, open: open}
+		}
+		return &discardWriter{}
+	})
+	aDone := make(chan struct{})
+	go func() { a.forward(LayerHigh, pkt(1, 0, vp8Key)); close(aDone) }()
+	for range 2 {
+		select {
+		case <-entered:
+		case <-time.After(5 * time.Second):
+			t.Fatal("track A's two shards did not both start: the worker never took one")
+		}
+	}
+	ws := make([]*discardWriter, rooms)
+	b, _ := pooledTrack(t, fp, rooms, func(i int) rtpWriter { ws[i] = &discardWriter{}; return ws[i] })
+	bDone := make(chan struct{})
+	go func() { b.forward(LayerHigh, pkt(1, 0, vp8Key)); close(bDone) }()
+	select {
+	case <-bDone:
+	case <-time.After(5 * time.Second):
+		close(open)
+		t.Fatal("track B waited for the busy worker")
+	}
+	for i, w := range ws {
+		if w.n != 1 {
+			t.Fatalf("track B room %d got %d packets, want 1", i, w.n)
+		}
+	}
+	close(open)
+	<-aDone
+}
+
 // TestFanPoolDoesNotAllocate: handing shards to the workers and waiting
 // for them allocates nothing per packet.
 func TestFanPoolDoesNotAllocate(t *testing.T) {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"regexp"
 	"runtime"
@@ -145,6 +146,66 @@ func (s *server) getJSON(path string, v any) error {
 // terminalLink issues a room terminal's token (a technician's link).
 func (s *server) terminalLink(bridge string) (string, error) {
 	return s.issueToken("/api/bridges/"+bridge+"/terminal-links", s.techToken)
+}
+
+var bucketLine = regexp.MustCompile(`(?m)^citybridge_forward_latency_seconds_bucket\{le="([^"]+)"\} ([0-9.e+]+)$`)
+
+// fanoutBuckets reads the SFU's histogram of the time from an upstream
+// packet's arrival to its last copy written: cumulative counts by upper
+// bound in seconds, ascending, +Inf last.
+func (s *server) fanoutBuckets() ([]bucket, error) {
+	resp, err := s.http.Get(s.base + "/metrics")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var out []bucket
+	for _, m := range bucketLine.FindAllSubmatch(b, -1) {
+		le, err1 := strconv.ParseFloat(string(m[1]), 64) // "+Inf" parses as +Inf
+		n, err2 := strconv.ParseFloat(string(m[2]), 64)
+		if err1 != nil || err2 != nil {
+			return nil, fmt.Errorf("bad bucket line %q", m[0])
+		}
+		out = append(out, bucket{le, n})
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("no citybridge_forward_latency_seconds buckets in /metrics")
+	}
+	return out, nil
+}
+
+// bucket is one cumulative histogram bucket.
+type bucket struct{ le, count float64 }
+
+// quantileMs is quantile q (0-1) in milliseconds of the observations made
+// between two readings of the same histogram, interpolated linearly within
+// its bucket as Prometheus's histogram_quantile does; 0 when nothing was
+// observed, the last finite bound when q falls beyond it.
+func quantileMs(before, after []bucket, q float64) float64 {
+	if len(before) != len(after) || len(after) == 0 {
+		return 0
+	}
+	total := after[len(after)-1].count - before[len(before)-1].count
+	if total <= 0 {
+		return 0
+	}
+	rank, lo, prev := q*total, 0.0, 0.0
+	for i := range after {
+		c := after[i].count - before[i].count
+		if c >= rank {
+			if math.IsInf(after[i].le, 1) {
+				return lo * 1e3
+			}
+			f := 1.0
+			if c > prev {
+				f = (rank - prev) / (c - prev)
+			}
+			return (lo + (after[i].le-lo)*f) * 1e3
+		}
+		lo, prev = after[i].le, c
+	}
+	return lo * 1e3
 }
 
 var forwardedLine = regexp.MustCompile(`(?m)^citybridge_rtp_packets_forwarded_total ([0-9.e+]+)$`)

@@ -366,14 +366,18 @@ func (b *bench) subscribe() (*subscriber, error) {
 
 // result is one JSON line.
 type result struct {
-	Subscribers      int     `json:"subscribers"`
-	Layers           int     `json:"layers"`
-	WindowS          float64 `json:"window_s"`
-	DeliveredPPS     float64 `json:"delivered_pps"`  // video packets/s summed over subscribers
-	DeliveredMbps    float64 `json:"delivered_mbps"` // video payload
-	Loss             float64 `json:"loss"`           // video packets missing at the subscribers, fraction
-	DelayP50Ms       float64 `json:"delay_p50_ms"`
-	DelayP99Ms       float64 `json:"delay_p99_ms"`
+	Subscribers   int     `json:"subscribers"`
+	Layers        int     `json:"layers"`
+	WindowS       float64 `json:"window_s"`
+	DeliveredPPS  float64 `json:"delivered_pps"`  // video packets/s summed over subscribers
+	DeliveredMbps float64 `json:"delivered_mbps"` // video payload
+	Loss          float64 `json:"loss"`           // video packets missing at the subscribers, fraction
+	DelayP50Ms    float64 `json:"delay_p50_ms"`
+	DelayP99Ms    float64 `json:"delay_p99_ms"`
+	// In the server: an upstream packet's arrival to its last copy
+	// written, over the window (its histogram, interpolated in buckets).
+	FanoutP50Ms      float64 `json:"server_fanout_p50_ms"`
+	FanoutP99Ms      float64 `json:"server_fanout_p99_ms"`
 	ServerCores      float64 `json:"server_cpu_cores"`
 	CoresPer100      float64 `json:"server_cores_per_100_subscribers"`
 	USPerPacket      float64 `json:"server_us_per_forwarded_packet"`
@@ -400,6 +404,10 @@ func (b *bench) measure(window time.Duration, profile, allocs string) (result, e
 		return result{}, err
 	}
 	gen0, _ := cpuSeconds("self")
+	fan0, err := b.srv.fanoutBuckets()
+	if err != nil {
+		return result{}, err
+	}
 	start := time.Now()
 	var profErr error
 	var profs sync.WaitGroup
@@ -419,6 +427,10 @@ func (b *bench) measure(window time.Duration, profile, allocs string) (result, e
 	elapsed := time.Since(start).Seconds()
 	srv1, _ := cpuSeconds(pid)
 	gen1, _ := cpuSeconds("self")
+	fan1, err := b.srv.fanoutBuckets()
+	if err != nil {
+		return result{}, err
+	}
 	var packets, bytes, expected int64
 	var delays []int64
 	for i, s := range b.subs {
@@ -448,6 +460,8 @@ func (b *bench) measure(window time.Duration, profile, allocs string) (result, e
 		DeliveredMbps: round(float64(bytes)*8/elapsed/1e6, 1),
 		DelayP50Ms:    round(q(0.50), 2),
 		DelayP99Ms:    round(q(0.99), 2),
+		FanoutP50Ms:   round(quantileMs(fan0, fan1, 0.50), 3),
+		FanoutP99Ms:   round(quantileMs(fan0, fan1, 0.99), 3),
 		ServerCores:   round((srv1-srv0)/elapsed, 3),
 		ServerRSSMB:   round(float64(b.srv.rss())/1e6, 1),
 		GenCores:      round((gen1-gen0)/elapsed, 3),

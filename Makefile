@@ -19,7 +19,7 @@ bench-all:
 
 # The forwarding loop and the physical floor (SRTP + one UDP send).
 bench-floor:
-	go test -run '^$$' -bench 'BenchmarkForwardPacket|BenchmarkSRTPSendFloor' -benchtime 2s -count 6 ./sfu
+	go test -run '^$$' -bench 'BenchmarkForwardPacket|BenchmarkSRTPSendFloor|BenchmarkFanOutSpread' -benchtime 2s -count 6 ./sfu
 
 # Every fuzz target for FUZZTIME each (CI runs a few thousand inputs).
 FUZZTIME ?= 60s

@@ -21,8 +21,9 @@ import (
 // below it, waking a worker costs more than it saves.
 const fanShard = 32
 
-// maxFanWorkers caps the automatic worker count: past a few shards the
-// send system calls contend on the socket more than they overlap.
+// maxFanWorkers caps the automatic worker count, and the shards one packet
+// is cut into (the read loop's own plus this many): past a few, handing
+// shards over costs more than the sends it spreads.
 const maxFanWorkers = 7
 
 // fanWorkers is how many workers Config.FanoutWorkers asks for: 0 is one
@@ -157,7 +158,9 @@ func (fp *fanPool) fan(done *fanDone, downs []*DownTrack, l int32, p *rtp.Packet
 	if fp.closed {
 		return forwardTo(downs, l, p, now)
 	}
-	shards = min(shards, fp.workers+1)
+	// More workers than shards per packet still help: they take the shards
+	// of other tracks' packets at the same time.
+	shards = min(shards, fp.workers+1, len(done.shards)+1)
 	size := (len(downs) + shards - 1) / shards
 	done.gen++
 	gen := done.gen

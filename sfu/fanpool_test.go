@@ -235,6 +235,24 @@ func TestFanPoolCloseWhileForwarding(t *testing.T) {
 	}
 }
 
+// TestFanPoolManyWorkers: more workers than one packet's shards
+// (--fanout-workers up to 64) still forward every copy.
+func TestFanPoolManyWorkers(t *testing.T) {
+	checkGoroutines(t)
+	fp := newFanPool(20)
+	defer fp.close()
+	const rooms = 32 * 30
+	ws := make([]*discardWriter, rooms)
+	tr, _ := pooledTrack(t, fp, rooms, func(i int) rtpWriter { ws[i] = &discardWriter{}; return ws[i] })
+	tr.forward(LayerHigh, pkt(1, 0, vp8Key))
+	tr.forward(LayerHigh, pkt(2, 3000, vp8Delta))
+	for i, w := range ws {
+		if w.n != 2 {
+			t.Fatalf("room %d got %d packets, want 2", i, w.n)
+		}
+	}
+}
+
 func TestFanWorkers(t *testing.T) {
 	if got := fanWorkers(-1); got != 0 {
 		t.Errorf("fanWorkers(-1) = %d, want 0", got)

@@ -2,6 +2,7 @@ package sfu
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"sync"
@@ -153,7 +154,7 @@ func (c *sendConn) ReadFrom(b []byte) (int, net.Addr, error) {
 func (c *sendConn) WriteTo(b []byte, to net.Addr) (int, error) {
 	ua, ok := to.(*net.UDPAddr)
 	if !ok {
-		return 0, errOutside
+		return 0, fmt.Errorf("sfu: a media socket writes to UDP addresses, not %T", to)
 	}
 	return c.WriteToAddrPort(b, ua.AddrPort())
 }

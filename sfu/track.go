@@ -89,6 +89,7 @@ type layerState struct {
 	// Touched only by the router's loop (updateRates).
 	prevBytes uint64
 	prevAt    int64
+	quietRate int64 // the smoothed rate when the layer last went quiet
 }
 
 // senderReport is what an RTCP sender report says: this RTP timestamp was
@@ -364,9 +365,22 @@ func (t *Track) updateRates(now int64) {
 			old := ls.rate.Load()
 			switch {
 			case active&(1<<i) == 0:
+				if old > 0 {
+					ls.quietRate = old
+				}
 				ls.rate.Store(0)
 			case old == 0:
-				ls.rate.Store(max(inst, 1))
+				// The layer (re)starts, and its first reading holds the
+				// keyframe it starts with: at 1280x720 several times the
+				// layer's rate. Taken as the rate, it held rooms with
+				// megabits to spare at the layer below for seconds. So the
+				// smoothing starts from the rate the layer had when it went
+				// quiet, or its nominal rate.
+				start := ls.quietRate
+				if start == 0 {
+					start = int64(t.nominalRate(i))
+				}
+				ls.rate.Store(max(start+(inst-start)/4, 1))
 			default: // smooth over about two seconds: keyframes make single readings jumpy
 				ls.rate.Store(max(old+(inst-old)/4, 1))
 			}
@@ -386,11 +400,17 @@ func (t *Track) layerRates() [MaxLayers]int {
 		}
 		if r := t.layers[i].rate.Load(); r > 0 {
 			out[i] = int(r)
-		} else if t.kind == webrtc.RTPCodecTypeAudio {
-			out[i] = nominalAudioRate
 		} else {
-			out[i] = nominalRates[i]
+			out[i] = t.nominalRate(i)
 		}
 	}
 	return out
+}
+
+// nominalRate is the bitrate assumed for layer l before it is measured.
+func (t *Track) nominalRate(l int) int {
+	if t.kind == webrtc.RTPCodecTypeAudio {
+		return nominalAudioRate
+	}
+	return nominalRates[l]
 }

@@ -381,6 +381,14 @@ func (t *Track) updateRates(now int64) {
 					start = int64(t.nominalRate(i))
 				}
 				ls.rate.Store(max(start+(inst-start)/4, 1))
+			case inst == 0:
+				// Nothing this tick: a stalled encoder, or a layer going
+				// quiet. Either way it says nothing about the rate the
+				// layer has when it sends, which is what a room's link
+				// must carry; decayed towards 0 over the 1.5 s before the
+				// layer counts as quiet, the rate it comes back with would
+				// read a fifth of the truth, and rooms would be given a
+				// layer their links cannot carry.
 			default: // smooth over about two seconds: keyframes make single readings jumpy
 				ls.rate.Store(max(old+(inst-old)/4, 1))
 			}

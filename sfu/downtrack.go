@@ -398,8 +398,9 @@ func (d *DownTrack) startFromCache(l int32, next uint16, now int64) bool {
 	for seq := first; seq != next; seq++ {
 		n, ts, marker, ok := c.get(seq, buf)
 		if !ok {
-			// Only the layer's read loop, which is running this, puts
-			// packets in its cache, and gop saw them all: not reached.
+			// Only the layer's read loop puts packets in its cache, after
+			// the fan-out this runs in has ended, and gop saw them all:
+			// not reached.
 			return seq != first
 		}
 		var desc vp8Desc

@@ -47,11 +47,10 @@ type fanPool struct {
 	stop    chan struct{}
 	wg      sync.WaitGroup
 
-	// mu is held for reading while a fan-out uses the workers, and for
-	// writing by close: the workers stop only when no read loop is waiting
-	// on them.
-	mu     sync.RWMutex
-	closed bool
+	// closed: later fan-outs run on their read loops alone. One that
+	// offered shards just before needs no worker to finish: its read loop
+	// writes every shard no worker started.
+	closed atomic.Bool
 }
 
 // fanJob offers one shard of one packet's fan-out to a worker. It travels
@@ -119,18 +118,15 @@ func (fp *fanPool) work() {
 	}
 }
 
-// close stops the workers once no fan-out is using them; later fan-outs run
-// on their read loops alone.
+// close stops the workers once each has finished the shard it is writing;
+// later fan-outs run on their read loops alone.
 func (fp *fanPool) close() {
 	if fp == nil {
 		return
 	}
-	fp.mu.Lock()
-	if !fp.closed {
-		fp.closed = true
+	if fp.closed.CompareAndSwap(false, true) {
 		close(fp.stop)
 	}
-	fp.mu.Unlock()
 	fp.wg.Wait()
 }
 
@@ -153,9 +149,7 @@ func (fp *fanPool) fan(done *fanDone, downs []*DownTrack, l int32, p *rtp.Packet
 	if fp == nil || shards < 2 {
 		return forwardTo(downs, l, p, now)
 	}
-	fp.mu.RLock()
-	defer fp.mu.RUnlock()
-	if fp.closed {
+	if fp.closed.Load() {
 		return forwardTo(downs, l, p, now)
 	}
 	// More workers than shards per packet still help: they take the shards

@@ -42,18 +42,26 @@ func TestFanPoolForwardsEveryPacketInOrder(t *testing.T) {
 	const rooms, packets = 200, 100
 	ws := make([]*recordingWriter, rooms)
 	tr, now := pooledTrack(t, fp, rooms, func(i int) rtpWriter { ws[i] = &recordingWriter{}; return ws[i] })
-	tr.forward(LayerHigh, pkt(1, 0, vp8Key))
-	for i := range packets - 1 {
+	// One packet, rewritten in place for each one read, as the read loop
+	// does: a fan-out that returned before its last copy was written would
+	// send some rooms the next packet's header (and -race would see it).
+	p := pkt(1, 0, vp8Key)
+	tr.forward(LayerHigh, p)
+	p.Payload = vp8Delta
+	for range packets - 1 {
 		*now += int64(time.Millisecond)
-		tr.forward(LayerHigh, pkt(uint16(2+i), uint32(3000*(1+i)), vp8Delta))
+		p.SequenceNumber++
+		p.Timestamp += 3000
+		tr.forward(LayerHigh, p)
 	}
 	for i, w := range ws {
 		if len(w.headers) != packets {
 			t.Fatalf("room %d got %d packets, want %d", i, len(w.headers), packets)
 		}
 		for k := 1; k < packets; k++ {
-			if w.headers[k].SequenceNumber != w.headers[k-1].SequenceNumber+1 {
-				t.Fatalf("room %d: packet %d has sequence number %d after %d", i, k, w.headers[k].SequenceNumber, w.headers[k-1].SequenceNumber)
+			if w.headers[k].SequenceNumber != w.headers[k-1].SequenceNumber+1 || w.headers[k].Timestamp != w.headers[k-1].Timestamp+3000 {
+				t.Fatalf("room %d: packet %d is %d/%d after %d/%d (sequence number/timestamp)", i, k,
+					w.headers[k].SequenceNumber, w.headers[k].Timestamp, w.headers[k-1].SequenceNumber, w.headers[k-1].Timestamp)
 			}
 			if w.headers[k].SSRC != uint32(1000+i) {
 				t.Fatalf("room %d: SSRC %d", i, w.headers[k].SSRC)
@@ -196,13 +204,32 @@ func TestFanPoolDoesNotAllocate(t *testing.T) {
 	}
 }
 
-// TestFanPoolCloseWhileForwarding: the pool closes while three read loops
-// are using it; they finish every packet on their own goroutines, nothing
-// hangs and the workers are gone.
+// TestFanPoolCloseWhileForwarding: the pool closes while a fan-out has a
+// shard stuck in a worker and three more read loops are forwarding; every
+// one finishes every packet, close returns once the stuck shard is
+// written, and the workers are gone.
 func TestFanPoolCloseWhileForwarding(t *testing.T) {
 	checkGoroutines(t)
 	fp := newFanPool(2)
 	const rooms, packets = 100, 300
+	// The stuck fan-out: a held writer in each of its shards, so its read
+	// loop and a worker are both inside it when the pool closes.
+	entered, open := make(chan struct{}, 2), make(chan struct{})
+	stuck, _ := pooledTrack(t, fp, 64, func(i int) rtpWriter {
+		if i == 0 || i == 63 {
+			return &gateWriter{entered: entered, open: open}
+		}
+		return &discardWriter{}
+	})
+	stuckDone := make(chan struct{})
+	go func() { stuck.forward(LayerHigh, pkt(1, 0, vp8Key)); close(stuckDone) }()
+	for range 2 {
+		select {
+		case <-entered:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the stuck fan-out's shards did not both start")
+		}
+	}
 	var wg sync.WaitGroup
 	writers := make([][]*discardWriter, 3)
 	for l := range writers {
@@ -217,8 +244,21 @@ func TestFanPoolCloseWhileForwarding(t *testing.T) {
 			}
 		}()
 	}
-	time.Sleep(time.Millisecond)
-	fp.close()
+	closed := make(chan struct{})
+	go func() { fp.close(); close(closed) }()
+	select {
+	case <-closed:
+		t.Fatal("close returned while a worker was still writing a shard")
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(open)
+	for _, c := range []chan struct{}{closed, stuckDone} {
+		select {
+		case <-c:
+		case <-time.After(10 * time.Second):
+			t.Fatal("close or the stuck fan-out did not finish 10 s after the shard was let go")
+		}
+	}
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
 	select {

@@ -1,3 +1,5 @@
+//go:build !386
+
 package sfu
 
 import (
@@ -67,7 +69,7 @@ func (c *sendConn) ok(a netip.Addr) bool {
 	if len(c.allowed) == 0 {
 		return true
 	}
-	a = a.Unmap()
+	a = a.Unmap().WithZone("") // a prefix contains no address with a zone (a link-local peer's)
 	for _, p := range c.allowed {
 		if p.Contains(a) {
 			return true
@@ -104,7 +106,7 @@ func (c *sendConn) WriteToAddrPort(b []byte, to netip.AddrPort) (int, error) {
 // a closed socket), for the runtime's path to do it or say why not.
 func (c *sendConn) send(b []byte, to netip.AddrPort) (n int, sent bool) {
 	a := to.Addr()
-	if len(b) == 0 || a.Zone() != "" {
+	if len(b) == 0 || !a.IsValid() || a.Zone() != "" {
 		return 0, false
 	}
 	c.mu.RLock()

@@ -1,4 +1,4 @@
-//go:build !linux
+//go:build !linux || 386
 
 package sfu
 
@@ -8,10 +8,11 @@ import (
 	"net/netip"
 )
 
-// sendConn exists on Linux only (sendconn_linux.go); elsewhere the media
-// sockets are written the runtime's way.
+// sendConn exists on Linux only (sendconn_linux.go; not on 386, where the
+// syscall package has no sendto number); elsewhere the media sockets are
+// written the runtime's way.
 type sendConn struct{ net.PacketConn }
 
 func newSendConn(*net.UDPConn, []netip.Prefix) (*sendConn, error) {
-	return nil, errors.New("sfu: lock-free media writes need Linux")
+	return nil, errors.New("sfu: lock-free media writes need Linux (not 386)")
 }

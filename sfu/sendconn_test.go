@@ -1,4 +1,4 @@
-//go:build linux
+//go:build linux && !386
 
 package sfu
 
@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -78,6 +79,37 @@ func TestSendConnDelivers(t *testing.T) {
 	}
 }
 
+// TestSendConnDualStack: the socket the server opens without --udp-host
+// on a dual-stack machine is IPv6 ([::]); an IPv4 peer is written to as its
+// IPv4-mapped address and gets the datagram from the socket's port.
+func TestSendConnDualStack(t *testing.T) {
+	tx, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv6unspecified})
+	if err != nil {
+		t.Skipf("no dual-stack socket here: %v", err)
+	}
+	sc, err := newSendConn(tx, []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Close()
+	if sc.family != syscall.AF_INET6 {
+		t.Skipf("the wildcard socket is family %d, not IPv6", sc.family)
+	}
+	rx, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rx.Close()
+	to := rx.LocalAddr().(*net.UDPAddr).AddrPort()
+	if n, sent := sc.send([]byte("mapped"), to); !sent || n != 6 {
+		t.Fatalf("sendto an IPv4 peer from [::]: sent %v, %d bytes", sent, n)
+	}
+	got, from := readOne(t, rx)
+	if string(got) != "mapped" || from.Port() != uint16(sc.LocalAddr().(*net.UDPAddr).Port) {
+		t.Fatalf("received %q from %v", got, from)
+	}
+}
+
 // TestSendConnKeepsToAllowedNetworks: with only 127.0.0.2 allowed, a write
 // to 127.0.0.1 is refused (nothing sent), and of two datagrams arriving
 // only the one from 127.0.0.2 is read.
@@ -115,6 +147,21 @@ func TestSendConnKeepsToAllowedNetworks(t *testing.T) {
 	}
 }
 
+// TestSendConnAllowsLinkLocalPeers: the runtime names the interface (the
+// zone) of a link-local sender, and a prefix contains no address with a
+// zone; an allowed link-local network still lets its peers in.
+func TestSendConnAllowsLinkLocalPeers(t *testing.T) {
+	c := &sendConn{allowed: []netip.Prefix{netip.MustParsePrefix("fe80::/10")}}
+	for _, a := range []string{"fe80::1%eth0", "fe80::1"} {
+		if !c.ok(netip.MustParseAddr(a)) {
+			t.Errorf("%s refused with fe80::/10 allowed", a)
+		}
+	}
+	if c.ok(netip.MustParseAddr("fd00::1")) {
+		t.Error("fd00::1 allowed with only fe80::/10")
+	}
+}
+
 // TestSendConnDoesNotAllocate: a packet sent costs no allocation, as the
 // runtime's own WriteToUDPAddrPort.
 func TestSendConnDoesNotAllocate(t *testing.T) {
@@ -131,9 +178,9 @@ func TestSendConnDoesNotAllocate(t *testing.T) {
 }
 
 // TestSendConnCloseWhileWriting: writers on four goroutines while the
-// socket closes: no write after the close reaches the duplicate (it would
-// be a descriptor reused by something else), every write ends, and the
-// later ones report the closed socket.
+// socket closes: every write ends, the later ones report the closed socket,
+// and (under -race) the duplicate descriptor is never read while Close
+// takes it away.
 func TestSendConnCloseWhileWriting(t *testing.T) {
 	sc, rx := loopbackPair(t, "udp4", net.IPv4(127, 0, 0, 1), nil)
 	to := rx.LocalAddr().(*net.UDPAddr).AddrPort()
@@ -154,7 +201,13 @@ func TestSendConnCloseWhileWriting(t *testing.T) {
 	if err := sc.Close(); err != nil {
 		t.Fatal(err)
 	}
-	wg.Wait()
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("writes still running 10 s after the socket closed")
+	}
 	if _, err := sc.WriteToAddrPort([]byte("late"), to); !errors.Is(err, net.ErrClosed) {
 		t.Fatalf("write after close: %v, want net.ErrClosed", err)
 	}

@@ -176,8 +176,24 @@ func New(cfg Config) (*SFU, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	// What can fail on the configuration fails before the sockets are
+	// wrapped and handed to the ICE muxes.
+	video, ok := videoCodecsFor(cfg.VideoCodec)
+	if !ok {
+		return nil, fmt.Errorf("sfu: unknown video codec %q (want %q, %q or none for both)", cfg.VideoCodec, VideoCodecVP8, VideoCodecH264)
+	}
+	pubKit, err := newPublishKit(video)
+	if err != nil {
+		return nil, err
+	}
+	subKit, err := newSubscribeKit(video)
+	if err != nil {
+		return nil, err
+	}
 	start := time.Now()
 	s := &SFU{
+		pubKit:  pubKit,
+		subKit:  subKit,
 		cfg:     cfg,
 		log:     cfg.Logger,
 		clock:   func() int64 { return int64(time.Since(start)) },
@@ -227,21 +243,14 @@ func New(cfg Config) (*SFU, error) {
 			AsCandidateType: webrtc.ICECandidateTypeHost,
 			Mode:            webrtc.ICEAddressRewriteReplace,
 		}); err != nil {
+			_ = s.mux.Close() // and the sockets, with their duplicates (sendConn)
+			if s.tcpMux != nil {
+				_ = s.tcpMux.Close()
+			}
 			return nil, err
 		}
 	}
 	s.se = se
-	video, ok := videoCodecsFor(cfg.VideoCodec)
-	if !ok {
-		return nil, fmt.Errorf("sfu: unknown video codec %q (want %q, %q or none for both)", cfg.VideoCodec, VideoCodecVP8, VideoCodecH264)
-	}
-	var err error
-	if s.pubKit, err = newPublishKit(video); err != nil {
-		return nil, err
-	}
-	if s.subKit, err = newSubscribeKit(video); err != nil {
-		return nil, err
-	}
 	s.fan = newFanPool(fanWorkers(cfg.FanoutWorkers))
 	return s, nil
 }
@@ -452,7 +461,7 @@ func mediaSocket(conn net.PacketConn, allowed []netip.Prefix, log *slog.Logger) 
 		if err == nil {
 			return sc
 		}
-		log.Warn("media socket: writes take the runtime's lock", "addr", uc.LocalAddr().String(), "err", err)
+		log.Debug("media socket: writes take the runtime's lock", "addr", uc.LocalAddr().String(), "err", err)
 	}
 	if len(allowed) > 0 {
 		return &filterConn{PacketConn: conn, allowed: allowed}

@@ -11,6 +11,8 @@ import (
 // second, which kept rooms with megabits to spare off the layer for
 // seconds, nor as what it had decayed to during the silence, which gave a
 // 600 kbit room the 2 Mbit/s layer; it starts from the 2 Mbit/s it had.
+// A layer that sends every other quarter second reads its average rate:
+// a gap is not a restart.
 func TestLayerRateRestartsFromItsRate(t *testing.T) {
 	now := int64(0)
 	tr := newBareTrack(&now)
@@ -55,5 +57,18 @@ func TestLayerRateRestartsFromItsRate(t *testing.T) {
 	}
 	if r := tr.layerRates()[LayerHigh]; r < 1_900_000 || r > 2_200_000 {
 		t.Errorf("rate %d three seconds later, want about 2 Mbit/s", r)
+	}
+
+	// Every other quarter second (a starved encoder at a few frames a
+	// second): the average, 1 Mbit/s, not the 2 of the readings with data.
+	for k := range 40 {
+		if k%2 == 0 {
+			step(perTick)
+		} else {
+			step(0)
+		}
+	}
+	if r := tr.layerRates()[LayerHigh]; r < 700_000 || r > 1_400_000 {
+		t.Errorf("rate %d for a layer sending 2 Mbit/s half the time, want about 1 Mbit/s", r)
 	}
 }

@@ -87,9 +87,10 @@ type layerState struct {
 	lateDrops uint64
 
 	// Touched only by the router's loop (updateRates).
-	prevBytes uint64
-	prevAt    int64
-	quietRate int64 // the smoothed rate when the layer last went quiet
+	prevBytes   uint64
+	prevAt      int64
+	sendingRate int64 // the smoothed rate after the last reading with packets
+	quietRate   int64 // sendingRate when the layer last went quiet
 }
 
 // senderReport is what an RTCP sender report says: this RTP timestamp was
@@ -363,34 +364,31 @@ func (t *Track) updateRates(now int64) {
 		if ls.prevAt != 0 && now > ls.prevAt {
 			inst := int64(float64(b-ls.prevBytes) * 8 * 1e9 / float64(now-ls.prevAt))
 			old := ls.rate.Load()
+			var r int64 // 0: not sent
 			switch {
 			case active&(1<<i) == 0:
-				if old > 0 {
-					ls.quietRate = old
-				}
-				ls.rate.Store(0)
+				ls.quietRate = ls.sendingRate
 			case old == 0:
 				// The layer (re)starts, and its first reading holds the
 				// keyframe it starts with: at 1280x720 several times the
 				// layer's rate. Taken as the rate, it held rooms with
 				// megabits to spare at the layer below for seconds. So the
-				// smoothing starts from the rate the layer had when it went
-				// quiet, or its nominal rate.
+				// smoothing starts from the rate the layer had before it
+				// went quiet (not what that decayed to over the 1.5 s of
+				// silence before it counted as quiet, a fifth of it, which
+				// gave rooms a layer their links could not carry), or its
+				// nominal rate.
 				start := ls.quietRate
 				if start == 0 {
 					start = int64(t.nominalRate(i))
 				}
-				ls.rate.Store(max(start+(inst-start)/4, 1))
-			case inst == 0:
-				// Nothing this tick: a stalled encoder, or a layer going
-				// quiet. Either way it says nothing about the rate the
-				// layer has when it sends, which is what a room's link
-				// must carry; decayed towards 0 over the 1.5 s before the
-				// layer counts as quiet, the rate it comes back with would
-				// read a fifth of the truth, and rooms would be given a
-				// layer their links cannot carry.
+				r = max(start+(inst-start)/4, 1)
 			default: // smooth over about two seconds: keyframes make single readings jumpy
-				ls.rate.Store(max(old+(inst-old)/4, 1))
+				r = max(old+(inst-old)/4, 1)
+			}
+			ls.rate.Store(r)
+			if r > 0 && inst > 0 {
+				ls.sendingRate = r
 			}
 		}
 		ls.prevBytes, ls.prevAt = b, now

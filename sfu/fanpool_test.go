@@ -160,11 +160,7 @@ func TestFanPoolNeverWaitsForABusyWorker(t *testing.T) {
 	aDone := make(chan struct{})
 	go func() { a.forward(LayerHigh, pkt(1, 0, vp8Key)); close(aDone) }()
 	for range 2 {
-		select {
-		case <-entered:
-		case <-time.After(5 * time.Second):
-			t.Fatal("track A's two shards did not both start: the worker never took one")
-		}
+		within(t, entered, 5*time.Second, "track A's two shards did not both start: the worker never took one")
 	}
 	ws := make([]*discardWriter, rooms)
 	b, _ := pooledTrack(t, fp, rooms, func(i int) rtpWriter { ws[i] = &discardWriter{}; return ws[i] })
@@ -183,6 +179,23 @@ func TestFanPoolNeverWaitsForABusyWorker(t *testing.T) {
 	}
 	close(open)
 	<-aDone
+}
+
+// within fails the test unless c yields (or is closed) within d.
+func within(t *testing.T, c <-chan struct{}, d time.Duration, failure string) {
+	t.Helper()
+	select {
+	case <-c:
+	case <-time.After(d):
+		t.Fatal(failure)
+	}
+}
+
+// waited is closed once wg's count is back to zero.
+func waited(wg *sync.WaitGroup) <-chan struct{} {
+	c := make(chan struct{})
+	go func() { wg.Wait(); close(c) }()
+	return c
 }
 
 // TestFanPoolDoesNotAllocate: handing shards to the workers and waiting
@@ -224,11 +237,7 @@ func TestFanPoolCloseWhileForwarding(t *testing.T) {
 	stuckDone := make(chan struct{})
 	go func() { stuck.forward(LayerHigh, pkt(1, 0, vp8Key)); close(stuckDone) }()
 	for range 2 {
-		select {
-		case <-entered:
-		case <-time.After(5 * time.Second):
-			t.Fatal("the stuck fan-out's shards did not both start")
-		}
+		within(t, entered, 5*time.Second, "the stuck fan-out's shards did not both start")
 	}
 	var wg sync.WaitGroup
 	writers := make([][]*discardWriter, 3)
@@ -253,19 +262,9 @@ func TestFanPoolCloseWhileForwarding(t *testing.T) {
 	}
 	close(open)
 	for _, c := range []chan struct{}{closed, stuckDone} {
-		select {
-		case <-c:
-		case <-time.After(10 * time.Second):
-			t.Fatal("close or the stuck fan-out did not finish 10 s after the shard was let go")
-		}
+		within(t, c, 10*time.Second, "close or the stuck fan-out did not finish 10 s after the shard was let go")
 	}
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("read loops still forwarding 10 s after the pool closed")
-	}
+	within(t, waited(&wg), 10*time.Second, "read loops still forwarding 10 s after the pool closed")
 	for l := range writers {
 		for i, w := range writers[l] {
 			if w.n != packets {

@@ -201,13 +201,7 @@ func TestSendConnCloseWhileWriting(t *testing.T) {
 	if err := sc.Close(); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("writes still running 10 s after the socket closed")
-	}
+	within(t, waited(&wg), 10*time.Second, "writes still running 10 s after the socket closed")
 	if _, err := sc.WriteToAddrPort([]byte("late"), to); !errors.Is(err, net.ErrClosed) {
 		t.Fatalf("write after close: %v, want net.ErrClosed", err)
 	}

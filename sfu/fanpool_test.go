@@ -73,55 +73,6 @@ func TestFanPoolForwardsEveryPacketInOrder(t *testing.T) {
 	}
 }
 
-// rendezvousWriter blocks its first write until the other side's first
-// write has begun: it passes only if the two down tracks are written at the
-// same time, by two goroutines.
-type rendezvousWriter struct {
-	mine, theirs chan struct{}
-	once         sync.Once
-	met          bool
-}
-
-func (w *rendezvousWriter) WriteRTP(_ *rtp.Header, payload []byte) (int, error) {
-	w.once.Do(func() {
-		close(w.mine)
-		select {
-		case <-w.theirs:
-			w.met = true
-		case <-time.After(5 * time.Second):
-		}
-	})
-	return len(payload), nil
-}
-
-func (w *rendezvousWriter) Write(b []byte) (int, error) { return len(b), nil }
-
-// TestFanPoolSharesTheFanOut: the first and the last of 128 down tracks are
-// written at the same time, so the fan-out really runs on two goroutines;
-// on the read loop alone the first would wait for the last in vain.
-func TestFanPoolSharesTheFanOut(t *testing.T) {
-	checkGoroutines(t)
-	fp := newFanPool(1)
-	defer fp.close()
-	a, b := make(chan struct{}), make(chan struct{})
-	first := &rendezvousWriter{mine: a, theirs: b}
-	last := &rendezvousWriter{mine: b, theirs: a}
-	const rooms = 128
-	tr, _ := pooledTrack(t, fp, rooms, func(i int) rtpWriter {
-		switch i {
-		case 0:
-			return first
-		case rooms - 1:
-			return last
-		}
-		return &discardWriter{}
-	})
-	tr.forward(LayerHigh, pkt(1, 0, vp8Key))
-	if !first.met || !last.met {
-		t.Fatalf("the first and last down tracks were not written at the same time (first met %v, last met %v)", first.met, last.met)
-	}
-}
-
 // gateWriter says when its first write begins and holds it until open
 // closes.
 type gateWriter struct {
@@ -139,6 +90,29 @@ func (w *gateWriter) WriteRTP(_ *rtp.Header, payload []byte) (int, error) {
 }
 
 func (w *gateWriter) Write(b []byte) (int, error) { return len(b), nil }
+
+// TestFanPoolSharesTheFanOut: the first and the last of 128 down tracks are
+// written at the same time, so the fan-out really runs on two goroutines:
+// both writes begin while neither has returned. On the read loop alone the
+// first would hold the loop, and the last would never begin.
+func TestFanPoolSharesTheFanOut(t *testing.T) {
+	checkGoroutines(t)
+	fp := newFanPool(1)
+	defer fp.close()
+	entered, open := make(chan struct{}, 2), make(chan struct{})
+	defer close(open) // before the pool closes: lets a stuck fan-out end
+	const rooms = 128
+	tr, _ := pooledTrack(t, fp, rooms, func(i int) rtpWriter {
+		if i == 0 || i == rooms-1 {
+			return &gateWriter{entered: entered, open: open}
+		}
+		return &discardWriter{}
+	})
+	go tr.forward(LayerHigh, pkt(1, 0, vp8Key))
+	for range 2 {
+		within(t, entered, 5*time.Second, "the first and last down tracks were not written at the same time")
+	}
+}
 
 // TestFanPoolNeverWaitsForABusyWorker: the pool's one worker is stuck in
 // another track's fan-out; a second track's read loop writes the shard it

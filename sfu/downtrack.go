@@ -45,6 +45,7 @@ type DownTrack struct {
 	maxLayer atomic.Int32 // highest layer this subscriber may get
 	target   atomic.Int32 // layer we want to forward (switch pending if != current)
 	current  atomic.Int32 // layer being forwarded now
+	askedAt  atomic.Int64 // when target last changed (monotonic ns): a switch's wait is logged from it
 
 	packets atomic.Uint64
 	bytes   atomic.Uint64
@@ -239,6 +240,7 @@ func (d *DownTrack) setTarget(l int) bool {
 	if d.target.Swap(int32(l)) == int32(l) {
 		return false
 	}
+	d.askedAt.Store(d.track.clock())
 	if d.kind == webrtc.RTPCodecTypeVideo && int32(l) != d.current.Load() && d.bound.Load() {
 		d.askKeyframe(l)
 	}
@@ -446,6 +448,10 @@ func (d *DownTrack) switchTo(l int32, seq uint16, ts uint32, now int64) {
 	d.floorActive = true
 	d.switchAt = now
 	d.current.Store(l)
+	if d.sub != nil && d.kind == webrtc.RTPCodecTypeVideo {
+		d.sub.log.Debug("layer switched at keyframe", "track", d.id, "layer", l,
+			"waited", time.Duration(now-d.askedAt.Load()).Round(time.Millisecond))
+	}
 }
 
 // seqAfter32 reports whether timestamp a comes after b, modulo 2^32.

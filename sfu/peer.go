@@ -503,6 +503,7 @@ func (p *Peer) readSenderRTCP(sender *webrtc.RTPSender, d *DownTrack) {
 			p.as.outageEnd.Store(now + int64(outageReports))
 			p.log.Info("subscriber feedback back after a silence", "silent", time.Duration(now-prev).Round(time.Millisecond))
 		}
+		heavy := false
 		for _, pkt := range pkts {
 			switch pkt := pkt.(type) {
 			case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
@@ -524,7 +525,7 @@ func (p *Peer) readSenderRTCP(sender *webrtc.RTPSender, d *DownTrack) {
 			case *rtcp.ReceiverReport:
 				for _, r := range pkt.Reports {
 					if r.SSRC == d.ssrc32() {
-						p.onReceiverReport(float64(r.FractionLost) / 256)
+						heavy = p.onReceiverReport(float64(r.FractionLost)/256) || heavy
 						p.link.onReport(d, r, now, time.Now())
 					}
 				}
@@ -532,6 +533,9 @@ func (p *Peer) readSenderRTCP(sender *webrtc.RTPSender, d *DownTrack) {
 				p.as.remb.Store(int64(pkt.Bitrate))
 				p.as.rembAt.Store(now)
 			}
+		}
+		if heavy {
+			p.allocate() // heavy loss is congestion: see setEstimator
 		}
 	}
 }

@@ -129,18 +129,22 @@ func (p *Peer) rawEstimate(now int64) int {
 
 // setEstimator takes the subscriber connection's GCC and listens to its
 // target changes: a fall GCC decided on overuse (its rate controller in
-// "decrease", or its detector saying "overuse") is congestion.
+// "decrease", or its detector saying "overuse") is congestion, and the
+// layers are re-allocated at once rather than at the router's next tick:
+// every quarter second a link that overflows keeps the layer it cannot
+// carry is a quarter second more of the room's picture frozen.
 func (p *Peer) setEstimator(e cc.BandwidthEstimator) {
 	p.as.bwe.Store(&e)
 	prev := atomic.Int64{}
 	prev.Store(int64(p.start))
-	e.OnTargetBitrateChange(func(rate int) {
+	e.OnTargetBitrateChange(func(rate int) { // GCC calls it on a goroutine of its own
 		if int64(rate) >= prev.Swap(int64(rate)) {
 			return
 		}
 		st := e.GetStats()
 		if st["state"] == "decrease" || st["usage"] == "overuse" {
 			p.as.congestedAt.Store(p.router.sfu.clock())
+			p.allocate()
 		}
 	})
 }
@@ -201,15 +205,16 @@ func (p *Peer) usingREMB(now int64) bool {
 // (RFC 3550 fraction lost, per media stream): over 10% lost caps the
 // estimate below what is being sent, as GCC's loss controller would; 2% or
 // more holds the cap where it is. relaxLossCap lifts it once reports stop
-// saying so.
-func (p *Peer) onReceiverReport(fraction float64) {
+// saying so. It reports whether the loss was heavy: the caller then
+// re-allocates at once, as for GCC's overuse.
+func (p *Peer) onReceiverReport(fraction float64) bool {
 	as := &p.as
 	if fraction < 0.02 || p.router.sfu.clock() < as.outageEnd.Load() {
-		return // little loss; or the loss of a line that was down, now back
+		return false // little loss; or the loss of a line that was down, now back
 	}
 	as.lossAt.Store(p.router.sfu.clock())
 	if fraction <= 0.10 {
-		return
+		return false
 	}
 	as.heavyLossAt.Store(p.router.sfu.clock())
 	c := int(as.lossCap.Load())
@@ -218,6 +223,7 @@ func (p *Peer) onReceiverReport(fraction float64) {
 	if c == 0 || next < c {
 		as.lossCap.Store(int64(max(next, minEstimate)))
 	}
+	return true
 }
 
 // relaxLossCap raises the loss cap 25% per second (GCC's loss controller:

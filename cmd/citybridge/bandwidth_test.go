@@ -66,6 +66,110 @@ func (tl *timeline) add(v inboundStat, l layerInfo) {
 		v.FramesPerSecond, v.FreezeCount, v.TotalFreezesDuration))
 }
 
+// freeWatch records, from when it is started, what a room on an unlimited
+// link receives at every sample: how long the server held it below the top
+// layer for its link (reason "bandwidth" or "paused"), how long it decoded
+// less than 1280x720 while the server sent it the top layer, and how long
+// the hub's Chromium itself sent no top layer (reason "best" on a lower
+// one: a starved browser drops its 720p layer, and no room can have it).
+type freeWatch struct {
+	mu                   sync.Mutex
+	on                   bool
+	samples, small, best int
+	heldBack             int            // samples held below the top layer by the server
+	held                 map[string]int // samples below the top layer, by the server's layer and reason
+	heldRun, smallRun    run
+	lastSample           time.Time
+	gap                  time.Duration // the longest time between two samples: the test's own starvation
+}
+
+// run measures the longest stretch of consecutive samples with a property.
+type run struct {
+	since   time.Time
+	longest time.Duration
+}
+
+func (r *run) add(yes bool, now time.Time) {
+	switch {
+	case !yes:
+		r.since = time.Time{}
+	case r.since.IsZero():
+		r.since = now
+	default:
+		r.longest = max(r.longest, now.Sub(r.since))
+	}
+}
+
+func (w *freeWatch) start() {
+	w.mu.Lock()
+	w.on, w.held = true, map[string]int{}
+	w.mu.Unlock()
+}
+
+func (w *freeWatch) add(v inboundStat, l layerInfo) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.on {
+		return
+	}
+	now := time.Now()
+	if !w.lastSample.IsZero() {
+		w.gap = max(w.gap, now.Sub(w.lastSample))
+	}
+	w.lastSample = now
+	w.samples++
+	top := l.Layer == "f"
+	if v.FrameWidth != 1280 {
+		w.small++
+	}
+	if !top {
+		w.held[l.Layer+" "+l.Reason]++
+	}
+	if !top && l.Reason == "best" {
+		w.best++
+	}
+	if !top && l.Reason != "best" {
+		w.heldBack++
+	}
+	w.heldRun.add(!top && l.Reason != "best", now)
+	w.smallRun.add(top && v.FrameWidth != 1280, now)
+}
+
+func (w *freeWatch) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return fmt.Sprintf("%d samples (at most %.1f s apart), decoding less than 1280x720 in %d, below the top layer %v; "+
+		"held back by the server in %d (%.1f s at most in one stretch), below 1280x720 while sent the top layer for %.1f s at most",
+		w.samples, w.gap.Seconds(), w.small, w.held, w.heldBack, w.heldRun.longest.Seconds(), w.smallRun.longest.Seconds())
+}
+
+// check fails t when the server held the room below the top layer for its
+// link, or the room decoded less than 1280x720 for over a second while
+// being sent the top layer. A hold-back is only logged when the test's own
+// sampling stalled for over a second: a machine that starved sees its
+// browsers' packets late, and the server cannot tell that delay from a
+// congested link's (GCC reads it as overuse).
+func (w *freeWatch) check(t *testing.T, id string) {
+	t.Helper()
+	w.mu.Lock()
+	heldBack, held, small, gap, samples := w.heldBack, w.heldRun, w.smallRun, w.gap, w.samples
+	w.mu.Unlock()
+	if samples < 20 {
+		t.Errorf("room %s on an unlimited link: %d samples, too few to tell", id, samples)
+	}
+	switch {
+	case heldBack == 0:
+	case gap > time.Second:
+		t.Logf("room %s on an unlimited link was held back by the server for %.1f s, on a machine that starved this test for %.1f s: not counted",
+			id, held.longest.Seconds(), gap.Seconds())
+	default:
+		t.Errorf("room %s on an unlimited link was held below the top layer by the server (%v)", id, w)
+	}
+	if small.longest > time.Second {
+		t.Errorf("room %s on an unlimited link decoded less than 1280x720 for %.1f s while sent the top layer (%v)", id, small.longest.Seconds(), w)
+	}
+}
+
 func (tl *timeline) longestFreeze(phase string) float64 {
 	tl.mu.Lock()
 	defer tl.mu.Unlock()
@@ -87,13 +191,13 @@ func (tl *timeline) String() string {
 
 // TestBrowserLayerFollowsBandwidth: the hub's Chromium sends 720p in three
 // layers; one room's Chromium sits behind a veth in its own namespace whose
-// downlink the test limits with tbf, two other rooms are on unlimited
-// links. The limited room follows its link: 1280x720 with no limit, a
+// downlink the test limits with tbf, another room is on an unlimited
+// link. The limited room follows its link: 1280x720 with no limit, a
 // smaller layer within 10 s of a 600 kbit limit without freezing for more
 // than a second, video paused (audio flowing) at 150 kbit, and back to
-// 1280x720 within 30 s of the limit being lifted. The other rooms stay at
-// 1280x720 throughout. The timeline goes to the test log (and
-// test-artifacts/layer-timeline.md).
+// 1280x720 within 30 s of the limit being lifted. The other room stays at
+// 1280x720 throughout, sampled four times a second (see freeWatch.check).
+// The timeline goes to the test log (and test-artifacts/layer-timeline.md).
 func TestBrowserLayerFollowsBandwidth(t *testing.T) {
 	requireMediaPass(t) // not parallel: it needs the machine's CPU to itself
 	link := newNetLink(t)
@@ -118,6 +222,10 @@ func TestBrowserLayerFollowsBandwidth(t *testing.T) {
 	saveScreenshotsOnFailure(t, tabs...)
 
 	tl := &timeline{start: time.Now(), phase: "unlimited", maxFreeze: map[string]float64{}, paused: map[string]bool{}}
+	watch := map[string]*freeWatch{}
+	for _, id := range free {
+		watch[id] = &freeWatch{}
+	}
 	stop := make(chan struct{})
 	var sampler sync.WaitGroup
 	sampler.Add(1)
@@ -136,6 +244,14 @@ func TestBrowserLayerFollowsBandwidth(t *testing.T) {
 					v, _ := find(stats, "hub", "video")
 					tl.add(v, l)
 				}
+				for id, tb := range freeTabs {
+					stats, err1 := inbound(tb)
+					l, err2 := hubLayer(tb)
+					if err1 == nil && err2 == nil {
+						v, _ := find(stats, "hub", "video")
+						watch[id].add(v, l)
+					}
+				}
 			}
 		}
 	}()
@@ -143,6 +259,9 @@ func TestBrowserLayerFollowsBandwidth(t *testing.T) {
 		close(stop)
 		sampler.Wait()
 		t.Logf("layer timeline of %s:\n%s", limited, tl)
+		for id, w := range watch {
+			t.Logf("room %s on an unlimited link, from the first 1280x720 on: %s", id, w)
+		}
 		writeArtifact(t, "layer-timeline.md", tl.String())
 	})
 
@@ -154,29 +273,6 @@ func TestBrowserLayerFollowsBandwidth(t *testing.T) {
 		v, _ := find(stats, "hub", "video")
 		return v, fmt.Sprintf("%+v", v)
 	}
-	freeAt720 := func(when string) {
-		t.Helper()
-		for id, tb := range freeTabs {
-			// Issue 3 wants 1280x720 here throughout. Not met reliably yet:
-			// on this 2-core machine a busy Chromium's jitter sometimes
-			// reads as congestion and the room spends a while at 640x360.
-			// The bound below guards what holds: never below the middle.
-			v, seen := roomVideo(tb)
-			if v.FrameWidth != 1280 {
-				// The server's reason tells the bridge from the browsers:
-				// "best" means the hub's Chromium is not sending 1280x720
-				// (it drops its top layer when the machine starves it),
-				// "bandwidth" that the server holds the room back.
-				l, _ := hubLayer(tb)
-				t.Logf("%s: room %s on an unlimited link decodes %dx%d (the issue's target is 1280x720); the server sends it layer %q for %q",
-					when, id, v.FrameWidth, v.FrameHeight, l.Layer, l.Reason)
-			}
-			if v.FrameWidth < 640 {
-				t.Errorf("%s: room %s on an unlimited link decodes %dx%d, want at least 640x360 (%s)", when, id, v.FrameWidth, v.FrameHeight, seen)
-			}
-		}
-	}
-
 	// No limit: every room at 1280x720.
 	for _, tb := range append([]*tab{room}, freeTabs[free[0]]) {
 		waitUntil(t, 90*time.Second, tb.name+" decoding the hub at 1280x720", func() (bool, string) {
@@ -184,10 +280,14 @@ func TestBrowserLayerFollowsBandwidth(t *testing.T) {
 			return v.FrameWidth == 1280 && v.FramesDecoded > 0, seen
 		})
 	}
+	for _, w := range watch {
+		w.start()
+	}
 	// 600 kbit: a smaller layer within 10 s, no freeze over a second.
 	tl.setPhase("tbf 600 kbit")
 	before, _ := roomVideo(room)
 	link.SetRate(t, 600)
+	t.Logf("600 kbit limit from %s", time.Now().UTC().Format("15:04:05.000"))
 	waitUntil(t, 10*time.Second, limited+" at 320x180 or 640x360 after the 600 kbit limit", func() (bool, string) {
 		v, seen := roomVideo(room)
 		return (v.FrameWidth == 320 || v.FrameWidth == 640) && v.FramesDecoded > before.FramesDecoded, seen
@@ -225,7 +325,6 @@ func TestBrowserLayerFollowsBandwidth(t *testing.T) {
 		v, seen := roomVideo(room)
 		return v.FramesDecoded > after.FramesDecoded+5, seen
 	})
-	freeAt720("at 600 kbit")
 
 	// 150 kbit: video paused, audio goes on, and the page says why.
 	tl.setPhase("tbf 150 kbit")
@@ -257,7 +356,6 @@ func TestBrowserLayerFollowsBandwidth(t *testing.T) {
 	if notice == "" {
 		t.Error("the room page shows nothing about the paused video")
 	}
-	freeAt720("at 150 kbit")
 
 	// Lifted: back to 1280x720 within 30 s (13-17 s in every run since the
 	// estimate falls only on a congestion signal; see bench/RESULTS.md).
@@ -269,7 +367,11 @@ func TestBrowserLayerFollowsBandwidth(t *testing.T) {
 		return v.FrameWidth == 1280, seen
 	})
 	t.Logf("back at 1280x720 %.1f s after the limit was lifted", time.Since(lifted).Seconds())
-	freeAt720("after the limit")
+	// The other rooms, throughout: at 1280x720 unless the hub's Chromium
+	// itself stopped sending it.
+	for id, w := range watch {
+		w.check(t, id)
+	}
 	for _, tb := range tabs {
 		if errs, err := eval[[]map[string]any](tb, `citybridge.errors`); err != nil || len(errs) != 0 {
 			t.Errorf("%s reported errors %v (%v)", tb.name, errs, err)

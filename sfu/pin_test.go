@@ -97,3 +97,22 @@ func roomOnFullLayer(t *testing.T, conf string) (*Peer, *DownTrack, *fakeBWE, *T
 	})
 	return room, d, gcc, hub
 }
+
+// TestCongestionMovesDownAtOnce: GCC lowering its target on overuse moves
+// the room down there and then, not at the router's next tick; a dip
+// without overuse moves nothing.
+func TestCongestionMovesDownAtOnce(t *testing.T) {
+	room, d, gcc, hub := roomOnFullLayer(t, "conf-atonce")
+	low := hub.layerRates()[LayerLow]
+	gcc.set(low*2, "increase") // a dip: not congestion
+	if got := d.target.Load(); got != LayerHigh {
+		t.Fatalf("a dip without overuse moved the room to layer %d", got)
+	}
+	gcc.set(low*3/2, "decrease") // fakeBWE tells the peer synchronously, as GCC does on a goroutine
+	if got := d.target.Load(); got >= LayerHigh {
+		t.Errorf("GCC lowered its target on overuse and the room still has layer %d: it waits for the router's tick", got)
+	}
+	if !room.onReceiverReport(0.2) || room.onReceiverReport(0.05) {
+		t.Error("onReceiverReport should report heavy loss (over 10%) as such, and only that")
+	}
+}

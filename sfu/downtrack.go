@@ -63,6 +63,8 @@ type DownTrack struct {
 	pausedAt    int64  // when the allocator last paused this track
 	movedAt     int64  // when the allocator last changed this track's layer
 	pinnedFrom  int    // the layer a technician's pin took away; noLayer = none
+	goneFrom    int    // the layer the publisher stopped sending under this track; noLayer = none
+	goneAt      int64  // when it stopped
 	pinnedAt    int64  // when it did
 
 	mu          sync.Mutex
@@ -128,7 +130,7 @@ func newDownTrack(t *Track, sub *Peer, id string, maxLayer int) *DownTrack {
 	d.target.Store(noLayer)
 	d.current.Store(noLayer)
 	d.allocLayer = noLayer
-	d.pinnedFrom = noLayer
+	d.pinnedFrom, d.goneFrom = noLayer, noLayer
 	if t.kind == webrtc.RTPCodecTypeVideo {
 		d.sent = new([sentHistory]sentEntry)
 	}

@@ -474,6 +474,21 @@ func (p *Peer) allocateLocked(now int64) []LayerEvent {
 				d.pinnedFrom = noLayer
 			}
 		}
+		// Likewise a layer the publisher stopped sending: a starved
+		// browser drops its top layer for a few seconds and resumes it.
+		// The link carried it until then; if it has shown no congestion
+		// since, the layer is given back when it returns, as far as the
+		// estimate covers it, instead of after allocHold and a probe
+		// (about 5 s of 640x360 for rooms on fast links).
+		if t.cur != noLayer && t.rates[t.cur] == 0 && d.goneFrom == noLayer && !first {
+			d.goneFrom, d.goneAt = t.cur, now
+		}
+		if g := d.goneFrom; g != noLayer && t.rates[g] > 0 {
+			if g > t.cur && t.cur != noLayer && g <= t.cap() && as.lastDecrease < d.goneAt && now-d.goneAt <= int64(pinMemory) {
+				want = max(want, min(g, as.plan[i]))
+			}
+			d.goneFrom = noLayer
+		}
 		if stepOK && i < len(as.probeStep) && as.probeStep[i] > want {
 			if l := as.probeStep[i]; l <= t.cap() && t.rates[l] > 0 {
 				want = l

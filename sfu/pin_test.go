@@ -3,6 +3,8 @@ package sfu
 import (
 	"testing"
 	"time"
+
+	"citybridge/sfu/sfutest"
 )
 
 // TestPinLiftedRestoresLayer: a technician pins a room on the full layer
@@ -11,7 +13,7 @@ import (
 // when its link showed congestion while pinned, it climbs back by probes
 // as any room does.
 func TestPinLiftedRestoresLayer(t *testing.T) {
-	room, d, gcc, hub := roomOnFullLayer(t, "conf-pin")
+	room, d, gcc, hub, _ := roomOnFullLayer(t, "conf-pin")
 	target := func() int { return int(d.target.Load()) }
 
 	// The link now carries the full layer with less than the headroom a
@@ -55,7 +57,7 @@ func TestPinLiftedRestoresLayer(t *testing.T) {
 // it reports heavy loss, the layer must fit whole. (Seen: 640x360 kept for
 // 8 s on a 600 kbit link, losing 23-50% of it.)
 func TestHeavyLossWithdrawsKeep(t *testing.T) {
-	room, d, gcc, hub := roomOnFullLayer(t, "conf-lossy")
+	room, d, gcc, hub, _ := roomOnFullLayer(t, "conf-lossy")
 	full := hub.layerRates()[LayerHigh]
 	gcc.set(full*8/10, "decrease")
 	room.allocate()
@@ -74,9 +76,9 @@ func TestHeavyLossWithdrawsKeep(t *testing.T) {
 // and a room subscribed to it, whose estimate a test sets through gcc
 // (20 Mbit/s to begin with), and waits until the room receives the full
 // layer and that layer's rate is measured.
-func roomOnFullLayer(t *testing.T, conf string) (*Peer, *DownTrack, *fakeBWE, *Track) {
+func roomOnFullLayer(t *testing.T, conf string) (*Peer, *DownTrack, *fakeBWE, *Track, *sfutest.Publisher) {
 	t.Helper()
-	r, hub, _ := threeLayerHub(t, newTestSFU(t), conf)
+	r, hub, pub := threeLayerHub(t, newTestSFU(t), conf)
 	room, err := r.NewPeer("room", nopListener{})
 	if err != nil {
 		t.Fatal(err)
@@ -95,14 +97,14 @@ func roomOnFullLayer(t *testing.T, conf string) (*Peer, *DownTrack, *fakeBWE, *T
 		room.allocate()
 		return d.Layer() == LayerHigh && hub.layerRates()[LayerHigh] > 0
 	})
-	return room, d, gcc, hub
+	return room, d, gcc, hub, pub
 }
 
 // TestCongestionMovesDownAtOnce: GCC lowering its target on overuse moves
 // the room down there and then, not at the router's next tick; a dip
 // without overuse moves nothing.
 func TestCongestionMovesDownAtOnce(t *testing.T) {
-	room, d, gcc, hub := roomOnFullLayer(t, "conf-atonce")
+	room, d, gcc, hub, _ := roomOnFullLayer(t, "conf-atonce")
 	low := hub.layerRates()[LayerLow]
 	gcc.set(low*2, "increase") // a dip: not congestion
 	if got := d.target.Load(); got != LayerHigh {
@@ -114,5 +116,37 @@ func TestCongestionMovesDownAtOnce(t *testing.T) {
 	}
 	if !room.onReceiverReport(0.2) || room.onReceiverReport(0.05) {
 		t.Error("onReceiverReport should report heavy loss (over 10%) as such, and only that")
+	}
+}
+
+// TestLayerBackWhenThePublisherResumesIt: the hub's starved Chromium
+// stops sending its top layer for a while. A room on a fast link follows
+// it down to the middle layer and, when the top layer comes back, gets it
+// back at once (not after allocHold and a probe); unless its link showed
+// congestion in between, when it climbs back as any room does.
+func TestLayerBackWhenThePublisherResumesIt(t *testing.T) {
+	room, d, gcc, _, pub := roomOnFullLayer(t, "conf-resume")
+	gcc.set(gcc.rate, "increase") // the estimator's listener hears of the rate it starts from
+	for _, congested := range []bool{false, true} {
+		pub.Hold("f", true)
+		waitFor(t, 10*time.Second, "the room moved to the middle layer", func() bool { return d.target.Load() == LayerMid })
+		if congested {
+			gcc.set(12_000_000, "decrease") // still ample, but a congestion signal
+		}
+		pub.Hold("f", false)
+		resumed := time.Now()
+		back := func() bool { return d.target.Load() == LayerHigh }
+		if !congested {
+			waitFor(t, 2*time.Second, "the room back on the full layer when the hub resumed it", back)
+			t.Logf("back on the full layer %v after the hub resumed it", time.Since(resumed).Round(time.Millisecond))
+			continue
+		}
+		for time.Since(resumed) < 1500*time.Millisecond {
+			if back() {
+				t.Fatalf("the link showed congestion while the layer was gone, yet the room got it back after %v without a probe", time.Since(resumed))
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		room.allocate()
 	}
 }

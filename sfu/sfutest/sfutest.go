@@ -218,6 +218,19 @@ func (p *Publisher) watchRTCP(rid string, pl *player) {
 	}
 }
 
+// Hold stops sending simulcast layer rid (a starved browser drops its top
+// layer), or with on false resumes it, from the clip's first keyframe.
+func (p *Publisher) Hold(rid string, on bool) {
+	pl := p.video[rid]
+	if pl == nil {
+		return
+	}
+	pl.mu.Lock()
+	pl.held = on
+	pl.again = pl.again || !on
+	pl.mu.Unlock()
+}
+
 // Stop ends playback and waits for the players (close the peer connection
 // first so the RTCP readers return).
 func (p *Publisher) Stop() {
@@ -240,6 +253,13 @@ type player struct {
 
 	mu    sync.Mutex
 	again bool
+	held  bool // sends nothing (Hold)
+}
+
+func (pl *player) isHeld() bool {
+	pl.mu.Lock()
+	defer pl.mu.Unlock()
+	return pl.held
 }
 
 func (pl *player) restart() {
@@ -286,6 +306,9 @@ func (pl *player) playOnce(ctx context.Context) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-tick.C:
+		}
+		if pl.isHeld() {
+			continue
 		}
 		if pl.takeRestart() {
 			return errRestart

@@ -24,6 +24,8 @@ type cityResult struct {
 	ReceivingRooms   int     `json:"rooms_receiving_the_hub"`
 	ServerCores      float64 `json:"server_cpu_cores"`
 	USPerPacket      float64 `json:"server_us_per_forwarded_packet"`
+	FanoutP50Ms      float64 `json:"server_fanout_p50_ms"` // a packet's arrival to its last copy written, every upstream layer
+	FanoutP99Ms      float64 `json:"server_fanout_p99_ms"`
 	ServerRSSMB      float64 `json:"server_rss_mb"`
 	GenCores         float64 `json:"generator_cpu_cores"`
 	GenCPUs          int     `json:"generator_cpus"`
@@ -72,6 +74,10 @@ func citySession(s *server, rooms int, warmup, window time.Duration, profile str
 	}
 	srv0, _ := cpuSeconds(pid)
 	gen0, _ := cpuSeconds("self")
+	fan0, err := s.fanoutBuckets()
+	if err != nil {
+		return cityResult{}, err
+	}
 	start := time.Now()
 	done := make(chan error, 1)
 	if profile != "" {
@@ -84,6 +90,10 @@ func citySession(s *server, rooms int, warmup, window time.Duration, profile str
 	srv1, _ := cpuSeconds(pid)
 	gen1, _ := cpuSeconds("self")
 	fwd1, err := s.forwarded()
+	if err != nil {
+		return cityResult{}, err
+	}
+	fan1, err := s.fanoutBuckets()
 	if err != nil {
 		return cityResult{}, err
 	}
@@ -100,6 +110,8 @@ func citySession(s *server, rooms int, warmup, window time.Duration, profile str
 		ServerRSSMB:    round(float64(s.rss())/1e6, 1),
 		GenCores:       round((gen1-gen0)/elapsed, 3),
 		GenCPUs:        runtime.GOMAXPROCS(0),
+		FanoutP50Ms:    round(quantileMs(fan0, fan1, 0.50), 3),
+		FanoutP99Ms:    round(quantileMs(fan0, fan1, 0.99), 3),
 	}
 	if fwd1 > fwd0 {
 		r.USPerPacket = round((srv1-srv0)*1e6/float64(fwd1-fwd0), 2)

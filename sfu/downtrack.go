@@ -63,9 +63,9 @@ type DownTrack struct {
 	pausedAt    int64  // when the allocator last paused this track
 	movedAt     int64  // when the allocator last changed this track's layer
 	pinnedFrom  int    // the layer a technician's pin took away; noLayer = none
+	pinnedAt    int64  // when it did
 	goneFrom    int    // the layer the publisher stopped sending under this track; noLayer = none
 	goneAt      int64  // when it stopped
-	pinnedAt    int64  // when it did
 
 	mu          sync.Mutex
 	writer      webrtc.TrackLocalWriter

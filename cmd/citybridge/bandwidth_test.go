@@ -73,14 +73,14 @@ func (tl *timeline) add(v inboundStat, l layerInfo) {
 // the hub's Chromium itself sent no top layer (reason "best" on a lower
 // one: a starved browser drops its 720p layer, and no room can have it).
 type freeWatch struct {
-	mu                   sync.Mutex
-	on                   bool
-	samples, small, best int
-	heldBack             int            // samples held below the top layer by the server
-	held                 map[string]int // samples below the top layer, by the server's layer and reason
-	heldRun, smallRun    run
-	lastSample           time.Time
-	gap                  time.Duration // the longest time between two samples: the test's own starvation
+	mu                sync.Mutex
+	on                bool
+	samples, small    int            // samples, and those decoding less than 1280x720
+	heldBack          int            // samples held below the top layer by the server
+	held              map[string]int // samples below the top layer, by the server's layer and reason
+	heldRun, smallRun run
+	lastSample        time.Time
+	gap               time.Duration // the longest time between two samples: the test's own starvation
 }
 
 // run measures the longest stretch of consecutive samples with a property.
@@ -124,9 +124,6 @@ func (w *freeWatch) add(v inboundStat, l layerInfo) {
 	}
 	if !top {
 		w.held[l.Layer+" "+l.Reason]++
-	}
-	if !top && l.Reason == "best" {
-		w.best++
 	}
 	if !top && l.Reason != "best" {
 		w.heldBack++

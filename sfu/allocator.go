@@ -62,10 +62,11 @@ const (
 	probeGrace      = 600 * time.Millisecond // feedback still arriving after a probe
 	minProbeBackoff = 2 * time.Second
 	maxProbeBackoff = 8 * time.Second
-	// pinMemory: a pin lifted within this long of lowering a track gives
-	// the track back the layer it took, without a probe, when the link has
-	// shown no congestion since. After longer, the link is probed again.
-	pinMemory        = time.Minute
+	// restoreMemory: a layer a pin or the publisher took away, and that
+	// can be had again within this long, is given back without a probe
+	// when the link has shown no congestion since. After longer, the link
+	// is probed again.
+	restoreMemory    = time.Minute
 	nominalAudioRate = 48_000 // bits per second counted for audio before it is measured
 )
 

@@ -62,10 +62,8 @@ type DownTrack struct {
 	belowSince  int64  // since when the estimate has not covered the lowest layer; 0 = it does
 	pausedAt    int64  // when the allocator last paused this track
 	movedAt     int64  // when the allocator last changed this track's layer
-	pinnedFrom  int    // the layer a technician's pin took away; noLayer = none
-	pinnedAt    int64  // when it did
-	goneFrom    int    // the layer the publisher stopped sending under this track; noLayer = none
-	goneAt      int64  // when it stopped
+	takenFrom   int    // the layer a technician's pin or the publisher took away; noLayer = none
+	takenAt     int64  // when
 
 	mu          sync.Mutex
 	writer      webrtc.TrackLocalWriter
@@ -130,7 +128,7 @@ func newDownTrack(t *Track, sub *Peer, id string, maxLayer int) *DownTrack {
 	d.target.Store(noLayer)
 	d.current.Store(noLayer)
 	d.allocLayer = noLayer
-	d.pinnedFrom, d.goneFrom = noLayer, noLayer
+	d.takenFrom = noLayer
 	if t.kind == webrtc.RTPCodecTypeVideo {
 		d.sent = new([sentHistory]sentEntry)
 	}

@@ -362,12 +362,12 @@ func (p *Peer) allocateLocked(now int64) []LayerEvent {
 	}
 	as.plan = grow(as.plan, n)
 	as.step = grow(as.step, n)
-	// A track whose pin was just lifted is planned as if it still had the
-	// layer the pin took away (see mayRestore): keeping a layer costs less
-	// of the estimate than moving up to it.
+	// A track that may have back a layer a pin or its publisher took away
+	// is planned as if it still had it (see mayRestore): keeping a layer
+	// costs less of the estimate than moving up to it.
 	for i, d := range as.downs {
 		if p.mayRestore(d, &as.tracks[i], now) {
-			as.tracks[i].cur = d.pinnedFrom
+			as.tracks[i].cur = d.takenFrom
 		}
 	}
 	plan(max(budget, 0), as.tracks, as.plan)
@@ -459,35 +459,24 @@ func (p *Peer) allocateLocked(now int64) []LayerEvent {
 		if want > t.cur && !first {
 			want = t.cur
 		}
-		// A technician's pin that lowers a track remembers the layer it
-		// took away; lifted, it gives it back (mayRestore) as far as the
-		// estimate still covers, instead of a probe per layer (about 9 s
-		// from q to f).
-		if t.cur != noLayer && t.cur > t.pin && t.cur <= t.policy && d.pinnedFrom == noLayer {
-			d.pinnedFrom, d.pinnedAt = t.cur, now
+		// A layer taken away by a technician's pin, or by the publisher
+		// (a starved browser stops its top layer for a few seconds), not
+		// by the link, is remembered. When it can be had again, the pin
+		// lifted (at least partly) or the layer back, it is given back
+		// as far as the estimate covers it (mayRestore), instead of by a
+		// probe per layer after allocHold: about 9 s from q to f after a
+		// pin, 5 s of 640x360 for a room on a fast link after the hub's
+		// 720p layer came back.
+		if t.cur != noLayer && d.takenFrom == noLayer && !first && (t.cur > t.pin && t.cur <= t.policy || t.rates[t.cur] == 0) {
+			d.takenFrom, d.takenAt = t.cur, now
 		}
-		if d.pinnedFrom != noLayer && t.cap() > t.cur {
+		if l := d.takenFrom; l != noLayer {
 			if p.mayRestore(d, t, now) {
-				want = max(want, min(d.pinnedFrom, as.plan[i]))
+				want = max(want, min(l, as.plan[i]))
 			}
-			if t.cap() >= d.pinnedFrom {
-				d.pinnedFrom = noLayer
+			if t.cap() >= l && t.rates[l] > 0 || now-d.takenAt > int64(restoreMemory) {
+				d.takenFrom = noLayer
 			}
-		}
-		// Likewise a layer the publisher stopped sending: a starved
-		// browser drops its top layer for a few seconds and resumes it.
-		// The link carried it until then; if it has shown no congestion
-		// since, the layer is given back when it returns, as far as the
-		// estimate covers it, instead of after allocHold and a probe
-		// (about 5 s of 640x360 for rooms on fast links).
-		if t.cur != noLayer && t.rates[t.cur] == 0 && d.goneFrom == noLayer && !first {
-			d.goneFrom, d.goneAt = t.cur, now
-		}
-		if g := d.goneFrom; g != noLayer && t.rates[g] > 0 {
-			if g > t.cur && t.cur != noLayer && g <= t.cap() && as.lastDecrease < d.goneAt && now-d.goneAt <= int64(pinMemory) {
-				want = max(want, min(g, as.plan[i]))
-			}
-			d.goneFrom = noLayer
 		}
 		if stepOK && i < len(as.probeStep) && as.probeStep[i] > want {
 			if l := as.probeStep[i]; l <= t.cap() && t.rates[l] > 0 {
@@ -562,14 +551,22 @@ func (p *Peer) lossOf(d *DownTrack, now int64) bool {
 	return at != 0 && now-at <= int64(lossMemory) && at-d.movedAt >= int64(lossSettle)
 }
 
-// mayRestore says whether d, lowered by a technician's pin that is now
-// lifted (at least partly), may go back to the layer the pin took away
-// without a probe: the link carried that layer when the pin came, and has
-// shown no congestion since. Only for pinMemory: after longer, the link
-// is probed again as for any step up.
+// mayRestore says whether d, lowered by a technician's pin or by its
+// publisher, may go back towards the layer taken away without a probe: a
+// layer above the present one, up to that, can be had again (the pin
+// lifted, the layer sent again), the link carried the layer taken away
+// until then, and it has shown no congestion since. Only for
+// restoreMemory: after longer, the link is probed as for any step up.
 func (p *Peer) mayRestore(d *DownTrack, t *allocTrack, now int64) bool {
-	return d.pinnedFrom > t.cur && t.cur != noLayer && t.cap() > t.cur &&
-		p.as.lastDecrease < d.pinnedAt && now-d.pinnedAt <= int64(pinMemory)
+	if d.takenFrom <= t.cur || t.cur == noLayer || p.as.lastDecrease >= d.takenAt || now-d.takenAt > int64(restoreMemory) {
+		return false
+	}
+	for l := t.cur + 1; l <= min(d.takenFrom, t.cap()); l++ {
+		if t.rates[l] > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // applyLayer moves d to layer l, or pauses it. With drop, the layer being

@@ -122,20 +122,9 @@ func TestFanPoolNeverWaitsForABusyWorker(t *testing.T) {
 	fp := newFanPool(1)
 	defer fp.close()
 	const rooms = 128
-	entered, open := make(chan struct{}, 2), make(chan struct{})
 	// Track A: a stuck writer in each of its two shards, so its read loop
 	// and the worker both get stuck in it.
-	a, _ := pooledTrack(t, fp, rooms, func(i int) rtpWriter {
-		if i == 0 || i == rooms-1 {
-			return &gateWriter{entered: entered, open: open}
-		}
-		return &discardWriter{}
-	})
-	aDone := make(chan struct{})
-	go func() { a.forward(LayerHigh, pkt(1, 0, vp8Key)); close(aDone) }()
-	for range 2 {
-		within(t, entered, 5*time.Second, "track A's two shards did not both start: the worker never took one")
-	}
+	open, aDone := stuckFanOut(t, fp, rooms, "track A's two shards did not both start: the worker never took one")
 	ws := make([]*discardWriter, rooms)
 	b, _ := pooledTrack(t, fp, rooms, func(i int) rtpWriter { ws[i] = &discardWriter{}; return ws[i] })
 	bDone := make(chan struct{})
@@ -153,6 +142,27 @@ func TestFanPoolNeverWaitsForABusyWorker(t *testing.T) {
 	}
 	close(open)
 	<-aDone
+}
+
+// stuckFanOut forwards one packet on a pooled track of n down tracks whose
+// first and last writers (one in the read loop's shard, one in a worker's)
+// hold until open is closed, and waits until both are being written; done
+// is closed when the fan-out returns.
+func stuckFanOut(t *testing.T, fp *fanPool, n int, failure string) (open, done chan struct{}) {
+	t.Helper()
+	entered := make(chan struct{}, 2)
+	open, done = make(chan struct{}), make(chan struct{})
+	tr, _ := pooledTrack(t, fp, n, func(i int) rtpWriter {
+		if i == 0 || i == n-1 {
+			return &gateWriter{entered: entered, open: open}
+		}
+		return &discardWriter{}
+	})
+	go func() { tr.forward(LayerHigh, pkt(1, 0, vp8Key)); close(done) }()
+	for range 2 {
+		within(t, entered, 5*time.Second, failure)
+	}
+	return open, done
 }
 
 // within fails the test unless c yields (or is closed) within d.
@@ -201,18 +211,7 @@ func TestFanPoolCloseWhileForwarding(t *testing.T) {
 	const rooms, packets = 100, 300
 	// The stuck fan-out: a held writer in each of its shards, so its read
 	// loop and a worker are both inside it when the pool closes.
-	entered, open := make(chan struct{}, 2), make(chan struct{})
-	stuck, _ := pooledTrack(t, fp, 64, func(i int) rtpWriter {
-		if i == 0 || i == 63 {
-			return &gateWriter{entered: entered, open: open}
-		}
-		return &discardWriter{}
-	})
-	stuckDone := make(chan struct{})
-	go func() { stuck.forward(LayerHigh, pkt(1, 0, vp8Key)); close(stuckDone) }()
-	for range 2 {
-		within(t, entered, 5*time.Second, "the stuck fan-out's shards did not both start")
-	}
+	open, stuckDone := stuckFanOut(t, fp, 64, "the stuck fan-out's shards did not both start")
 	var wg sync.WaitGroup
 	writers := make([][]*discardWriter, 3)
 	for l := range writers {

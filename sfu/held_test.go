@@ -1,6 +1,7 @@
 package sfu
 
 import (
+	"sync"
 	"testing"
 	"time"
 
@@ -8,8 +9,10 @@ import (
 	"github.com/pion/rtcp"
 )
 
-// fakeBWE is a congestion controller whose target and state the test sets.
+// fakeBWE is a congestion controller whose target and state the test sets
+// while the router's loop reads them.
 type fakeBWE struct {
+	mu    sync.Mutex
 	rate  int
 	state string
 	cb    func(int)
@@ -19,10 +22,18 @@ func (f *fakeBWE) AddStream(_ *interceptor.StreamInfo, w interceptor.RTPWriter) 
 	return w
 }
 func (f *fakeBWE) WriteRTCP([]rtcp.Packet, interceptor.Attributes) error { return nil }
-func (f *fakeBWE) GetTargetBitrate() int                                 { return f.rate }
 func (f *fakeBWE) OnTargetBitrateChange(cb func(int))                    { f.cb = cb }
 func (f *fakeBWE) Close() error                                          { return nil }
+
+func (f *fakeBWE) GetTargetBitrate() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.rate
+}
+
 func (f *fakeBWE) GetStats() map[string]any {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	usage := "normal"
 	if f.state == "decrease" {
 		usage = "overuse"
@@ -30,9 +41,12 @@ func (f *fakeBWE) GetStats() map[string]any {
 	return map[string]any{"delayTargetBitrate": f.rate, "state": f.state, "usage": usage}
 }
 
-// set moves the target as GCC would, telling the listener.
+// set moves the target as GCC would, telling the listener (outside the
+// lock: the listener reads the target back).
 func (f *fakeBWE) set(rate int, state string) {
+	f.mu.Lock()
 	f.rate, f.state = rate, state
+	f.mu.Unlock()
 	f.cb(rate)
 }
 

@@ -126,7 +126,7 @@ func TestCongestionMovesDownAtOnce(t *testing.T) {
 // congestion in between, when it climbs back as any room does.
 func TestLayerBackWhenThePublisherResumesIt(t *testing.T) {
 	room, d, gcc, _, pub := roomOnFullLayer(t, "conf-resume")
-	gcc.set(gcc.rate, "increase") // the estimator's listener hears of the rate it starts from
+	gcc.set(gcc.GetTargetBitrate(), "increase") // the estimator's listener hears of the rate it starts from
 	for _, congested := range []bool{false, true} {
 		pub.Hold("f", true)
 		waitFor(t, 10*time.Second, "the room moved to the middle layer", func() bool { return d.target.Load() == LayerMid })

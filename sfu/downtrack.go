@@ -50,6 +50,9 @@ type DownTrack struct {
 	packets atomic.Uint64
 	bytes   atomic.Uint64
 	rtxSent atomic.Uint64 // packets retransmitted on NACK
+	// freshNACKs counts the packets of the picture being shown that the
+	// subscriber asked for again, each once (see nackLoss).
+	freshNACKs atomic.Uint64
 	link    downLink      // what the subscriber's receiver reports say
 	paused  atomic.Bool
 
@@ -112,6 +115,7 @@ type sentEntry struct {
 	at       int64  // when it was written (monotonic ns)
 	rtxAt    int64  // when it was last retransmitted
 	rtxDone  bool   // retransmitted at least once
+	nacked   bool   // asked for again at least once
 }
 
 func newDownTrack(t *Track, sub *Peer, id string, maxLayer int) *DownTrack {
@@ -497,6 +501,10 @@ func (d *DownTrack) retransmit(seq uint16, now int64, twice bool) bool {
 	if d.stale(e) {
 		d.track.stats.staleNACKs.Add(1)
 		return false
+	}
+	if !e.nacked {
+		e.nacked = true
+		d.freshNACKs.Add(1)
 	}
 	bits := 8 * (rtxOverhead + int(e.size))
 	if d.sub != nil && !d.sub.spendOnRetransmission(bits, now) {

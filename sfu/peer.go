@@ -473,6 +473,7 @@ func (p *Peer) readSenderRTCP(sender *webrtc.RTPSender, d *DownTrack) {
 	// kept in the attributes the interceptors return.
 	buf := make([]byte, receiveMTU)
 	failures := 0
+	var nl nackLoss
 	for {
 		n, attrs, err := sender.Read(buf)
 		var pkts []rtcp.Packet
@@ -533,6 +534,9 @@ func (p *Peer) readSenderRTCP(sender *webrtc.RTPSender, d *DownTrack) {
 				p.as.remb.Store(int64(pkt.Bitrate))
 				p.as.rembAt.Store(now)
 			}
+		}
+		if share, ok := nl.add(now, d.packets.Load(), d.freshNACKs.Load()); ok {
+			heavy = p.onNACKLoss(d, share) || heavy
 		}
 		if heavy {
 			p.allocate() // heavy loss is congestion: see setEstimator

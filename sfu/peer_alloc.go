@@ -376,11 +376,11 @@ func (p *Peer) allocateLocked(now int64) []LayerEvent {
 	}
 	if as.lastDecrease == now {
 		// Congestion: the estimate lags a queue that is still full, so
-		// anything that has to move down moves to what fits in 80% of it,
-		// in one switch rather than one layer at a time (each switch costs
-		// the room a keyframe wait).
+		// anything that has to move down moves to what fits in
+		// drainFraction of it, in one switch rather than one layer at a
+		// time (each switch costs the room a keyframe wait).
 		as.step = grow(as.step, n)
-		plan(max(budget-est/5, 0), as.tracks, as.step)
+		plan(max(budget-int(float64(est)*(1-drainFraction)), 0), as.tracks, as.step)
 		for i := range as.plan {
 			if as.plan[i] < as.tracks[i].cur && as.step[i] < as.plan[i] && as.step[i] != noLayer {
 				as.plan[i] = as.step[i]

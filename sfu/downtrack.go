@@ -53,8 +53,8 @@ type DownTrack struct {
 	// freshNACKs counts the packets of the picture being shown that the
 	// subscriber asked for again, each once (see nackLoss).
 	freshNACKs atomic.Uint64
-	link    downLink      // what the subscriber's receiver reports say
-	paused  atomic.Bool
+	link       downLink // what the subscriber's receiver reports say
+	paused     atomic.Bool
 
 	// The allocator's view, touched only by the subscriber's allocation
 	// (under Peer.allocMu).

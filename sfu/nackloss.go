@@ -89,14 +89,11 @@ func (p *Peer) onNACKLoss(d *DownTrack, share float64) bool {
 		return false
 	}
 	first := now-as.heavyLossAt.Load() > int64(congestionWindow)
+	delivered := int(float64(as.sentBits.Load()) * (1 - share))
 	as.lossAt.Store(now)
-	as.heavyLossAt.Store(now)
-	next := max(int(float64(as.sentBits.Load())*(1-share)), minEstimate)
-	if c := int(as.lossCap.Load()); c == 0 || next < c {
-		as.lossCap.Store(int64(next))
-	}
+	p.heavyLoss(now, delivered)
 	if first {
-		p.log.Info("heavy loss from NACKs", "track", d.id, "share", share, "cap", next)
+		p.log.Info("heavy loss from NACKs", "track", d.id, "share", share, "cap", max(delivered, minEstimate))
 	}
 	return true
 }

@@ -216,14 +216,19 @@ func (p *Peer) onReceiverReport(fraction float64) bool {
 	if fraction <= 0.10 {
 		return false
 	}
-	as.heavyLossAt.Store(p.router.sfu.clock())
-	c := int(as.lossCap.Load())
 	sent := int(as.sentBits.Load())
-	next := int(float64(max(sent, minEstimate)) * (1 - 0.5*fraction))
-	if c == 0 || next < c {
-		as.lossCap.Store(int64(max(next, minEstimate)))
-	}
+	p.heavyLoss(p.router.sfu.clock(), int(float64(max(sent, minEstimate))*(1-0.5*fraction)))
 	return true
+}
+
+// heavyLoss records heavy loss at now, a congestion signal (see
+// heldEstimate), and lowers the loss cap to capBits if that is lower.
+func (p *Peer) heavyLoss(now int64, capBits int) {
+	as := &p.as
+	as.heavyLossAt.Store(now)
+	if c := int(as.lossCap.Load()); c == 0 || capBits < c {
+		as.lossCap.Store(int64(max(capBits, minEstimate)))
+	}
 }
 
 // relaxLossCap raises the loss cap 25% per second (GCC's loss controller:

@@ -300,7 +300,7 @@ func TestBrowserLayerFollowsBandwidth(t *testing.T) {
 	}
 	// Issue 3's bound: no freeze over 1 s. Longest freezes measured with the
 	// NACK loss signal and the one-switch drain (session 15): 0.00-0.75 s
-	// in 28 runs, 6 of them beside two busy loops; before them, 0.00-1.05 s
+	// in 42 runs, 12 of them beside busy loops; before them, 0.00-1.05 s
 	// with one run in 31 over 1 s (GCC's detection taking up to a second,
 	// or two switches on the way down). See bench/RESULTS.md.
 	const freezeBound = 1.0

@@ -90,7 +90,6 @@ func (p *Peer) onNACKLoss(d *DownTrack, share float64) bool {
 	}
 	first := now-as.heavyLossAt.Load() > int64(congestionWindow)
 	delivered := int(float64(as.sentBits.Load()) * (1 - share))
-	as.lossAt.Store(now)
 	p.heavyLoss(now, delivered)
 	if first {
 		p.log.Info("heavy loss from NACKs", "track", d.id, "share", share, "cap", max(delivered, minEstimate))

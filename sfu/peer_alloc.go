@@ -222,9 +222,11 @@ func (p *Peer) onReceiverReport(fraction float64) bool {
 }
 
 // heavyLoss records heavy loss at now, a congestion signal (see
-// heldEstimate), and lowers the loss cap to capBits if that is lower.
+// heldEstimate) and loss like any other (lossAt), and lowers the loss cap
+// to capBits if that is lower.
 func (p *Peer) heavyLoss(now int64, capBits int) {
 	as := &p.as
+	as.lossAt.Store(now)
 	as.heavyLossAt.Store(now)
 	if c := int(as.lossCap.Load()); c == 0 || capBits < c {
 		as.lossCap.Store(int64(max(capBits, minEstimate)))

@@ -302,6 +302,12 @@ type LiveState struct {
 	Hands   []string `json:"hands,omitempty"`
 }
 
+// Equal says whether two live states are the same (Unmuted sorted).
+func (st LiveState) Equal(o LiveState) bool {
+	return st.Holder == o.Holder && st.Locked == o.Locked &&
+		slices.Equal(st.Unmuted, o.Unmuted) && slices.Equal(st.Hands, o.Hands)
+}
+
 // SaveLiveState stores a conference's live state.
 func (s *Store) SaveLiveState(conferenceID string, st LiveState) error {
 	return s.db.Update(func(tx *bolt.Tx) error { return put(tx, bucketLive, conferenceID, st) })

@@ -46,11 +46,68 @@ type TURNConfig struct {
 
 // TURNServer is the embedded relay.
 type TURNServer struct {
-	srv *turn.Server
-	log *slog.Logger
+	srv   *turn.Server
+	log   *slog.Logger
+	quota *relayQuota
+}
 
-	mu    sync.Mutex
-	users map[string]int // live allocations per credential user
+// relayQuota counts each credential's relays. The check and the count
+// are one step (reserve): a burst of allocations over many connections at
+// once cannot all pass the check before the first is counted. A
+// reservation becomes a relay when pion reports the allocation created,
+// and lapses after reserveFor if the allocation failed after the check.
+type relayQuota struct {
+	max int
+
+	mu      sync.Mutex
+	live    map[string]int         // created relays per credential user
+	pending map[string][]time.Time // reservations not yet created
+}
+
+const reserveFor = 5 * time.Second
+
+func newRelayQuota(max int) *relayQuota {
+	return &relayQuota{max: max, live: map[string]int{}, pending: map[string][]time.Time{}}
+}
+
+// reserve takes one of user's relays, if it has one left.
+func (q *relayQuota) reserve(user string, now time.Time) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	p := slices.DeleteFunc(q.pending[user], func(t time.Time) bool { return now.Sub(t) >= reserveFor })
+	if q.live[user]+len(p) >= q.max {
+		q.setPending(user, p)
+		return false
+	}
+	q.setPending(user, append(p, now))
+	return true
+}
+
+func (q *relayQuota) setPending(user string, p []time.Time) {
+	if len(p) == 0 {
+		delete(q.pending, user)
+	} else {
+		q.pending[user] = p
+	}
+}
+
+// created turns the oldest of user's reservations into a relay.
+func (q *relayQuota) created(user string) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.live[user]++
+	if p := q.pending[user]; len(p) > 0 {
+		q.setPending(user, p[1:])
+	}
+}
+
+// deleted counts one of user's relays gone.
+func (q *relayQuota) deleted(user string) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.live[user]--; q.live[user] <= 0 {
+		delete(q.live, user)
+	}
 }
 
 // NewTURN starts a TURN server on the given sockets. It owns them from
@@ -75,7 +132,7 @@ func NewTURN(cfg TURNConfig) (*TURNServer, error) {
 	if peers == nil {
 		peers = func(net.IP) bool { return false }
 	}
-	t := &TURNServer{log: cfg.Logger, users: map[string]int{}}
+	t := &TURNServer{log: cfg.Logger, quota: newRelayQuota(cfg.MaxAllocationsPerUser)}
 	lf := slogFactory{cfg.Logger}
 	bind := "0.0.0.0"
 	if cfg.RelayIP.To4() == nil {
@@ -99,23 +156,15 @@ func NewTURN(cfg TURNConfig) (*TURNServer, error) {
 		Realm:         cfg.Realm,
 		AuthHandler:   turn.LongTermTURNRESTAuthHandler(cfg.Secret, lf.NewLogger("turn")),
 		QuotaHandler: func(username, _ string, _ net.Addr) bool {
-			t.mu.Lock()
-			defer t.mu.Unlock()
-			return t.users[username] < cfg.MaxAllocationsPerUser
+			return t.quota.reserve(username, time.Now())
 		},
 		EventHandler: turn.EventHandler{
 			OnAllocationCreated: func(src, _ net.Addr, proto, user, _ string, relayAddr net.Addr, _ int) {
-				t.mu.Lock()
-				t.users[user]++
-				t.mu.Unlock()
+				t.quota.created(user)
 				cfg.Logger.Debug("turn: allocation", "client", src.String(), "protocol", proto, "user", user, "relay", relayAddr.String())
 			},
 			OnAllocationDeleted: func(src, _ net.Addr, proto, user, _ string) {
-				t.mu.Lock()
-				if t.users[user]--; t.users[user] <= 0 {
-					delete(t.users, user)
-				}
-				t.mu.Unlock()
+				t.quota.deleted(user)
 				cfg.Logger.Debug("turn: allocation ended", "client", src.String(), "protocol", proto, "user", user)
 			},
 		},

@@ -1,6 +1,7 @@
 package signaling
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"sort"
@@ -133,8 +134,15 @@ func newConference(s *Server, c controlplane.Conference) (*conference, error) {
 func (c *conference) admit(ss *session, resume string) (m *member, resumed bool, err error) {
 	c.joinMu.Lock()
 	defer c.joinMu.Unlock()
-	id := ss.adm.Bridge.ID
 	c.mu.Lock()
+	// The admission limits are checked here, under joinMu, where the
+	// member is also taken: two joins at once cannot both pass a check
+	// that only one of them may.
+	if err := c.placeLocked(ss); err != nil {
+		c.mu.Unlock()
+		return nil, false, err
+	}
+	id := ss.adm.Bridge.ID
 	if c.locked && ss.adm.Role == controlplane.RoleRoom {
 		// A locked conference keeps the bridges it has: one that was in
 		// it may come back, a new one may not.
@@ -211,6 +219,36 @@ func (c *conference) admit(ss *session, resume string) (m *member, resumed bool,
 	c.event(id, controlplane.EventJoin, string(ss.adm.Role), "from "+ss.remote)
 	c.setState(ss.adm.Bridge, wire.StateConnecting)
 	return m, false, nil
+}
+
+// errViewersFull: the conference has its most viewers.
+var errViewersFull = errors.New("signaling: the conference has all the viewers it may have")
+
+// placeLocked applies the admission limits that depend on who else is in
+// the conference (c.mu held, under joinMu): a console joining while a WHIP
+// encoder is the hub chairs beside it as HubConsole; an encoder cannot
+// take the hub's place from a console publishing the camera; a conference
+// takes at most Config.MaxViewers viewers.
+func (c *conference) placeLocked(ss *session) error {
+	hub := c.members[controlplane.HubBridge.ID]
+	switch {
+	case ss.adm.Role == controlplane.RoleHost && ss.headless == "" && hub != nil && hub.ss.headless == headlessWHIP:
+		ss.adm.Bridge = HubConsole
+		ss.log = ss.log.With("console", true)
+	case ss.headless == headlessWHIP && hub != nil && hub.ss.headless == "":
+		return refuse(wire.CodeBadState, "the host console is publishing the hub's camera: close it, or join it after the encoder")
+	case ss.adm.Role == controlplane.RoleViewer:
+		n := 0
+		for _, m := range c.members {
+			if m.ss.adm.Role == controlplane.RoleViewer {
+				n++
+			}
+		}
+		if n >= c.srv.maxViewers() {
+			return errViewersFull
+		}
+	}
+	return nil
 }
 
 // leave takes ss out of the conference, if it is still the member for its

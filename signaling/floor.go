@@ -48,112 +48,75 @@ func refuse(code, msg string) error { return &ControlError{Code: code, Message: 
 
 // control applies one action for who, or refuses it. It is the one place
 // the floor rules live; the signaling message and the REST API both come
-// here.
-func (c *conference) control(who actor, ctl wire.Control) error {
+// here. Who may send what, on whom, is the role table's (roles.go).
+func (c *conference) control(who actor, ctl wire.Control) (changed bool, err error) {
+	target, err := permit(who, ctl)
+	if err != nil {
+		return false, err
+	}
 	host := who.role == controlplane.RoleHost
-	target := ctl.Bridge
-	if target == "" && who.role == controlplane.RoleRoom {
-		target = who.bridge
-	}
-	if who.role == controlplane.RoleRoom && target != who.bridge {
-		return refuse(wire.CodeForbidden, "a room may only act on itself")
-	}
 	c.mu.Lock()
 	ended := c.state == controlplane.StateEnded
 	c.mu.Unlock()
 	if ended {
-		return refuse(wire.CodeConferenceEnded, "the conference has ended")
+		return false, refuse(wire.CodeConferenceEnded, "the conference has ended")
 	}
-	needsBridge := func() error {
-		if !c.invited(target) {
-			return refuse(wire.CodeUnknownBridge, "no such bridge in this conference: "+target)
-		}
-		return nil
+	if controlRules[who.role][ctl.Action] != whole && !c.invited(target) {
+		return false, refuse(wire.CodeUnknownBridge, "no such bridge in this conference: "+target)
 	}
+	var change func()
 	switch ctl.Action {
 	case wire.ActionGiveFloor:
-		if !host {
-			return refuse(wire.CodeForbidden, "only the host gives the floor")
-		}
-		if err := needsBridge(); err != nil {
-			return err
-		}
-		c.update(func() {
+		change = func() {
 			if c.holder != "" && c.holder != target {
 				delete(c.unmuted, c.holder)
 			}
 			c.holder = target
 			c.unmuted[target] = true
 			c.hands = slices.DeleteFunc(c.hands, func(b string) bool { return b == target })
-		})
-	case wire.ActionTakeFloor:
-		if !host {
-			return refuse(wire.CodeForbidden, "only the host takes the floor back")
 		}
-		c.update(func() {
+	case wire.ActionTakeFloor:
+		change = func() {
 			if c.holder != "" {
 				delete(c.unmuted, c.holder)
 			}
 			c.holder = ""
-		})
+		}
 	case wire.ActionMute:
-		if err := needsBridge(); err != nil {
-			return err
-		}
-		c.update(func() { delete(c.unmuted, target) })
+		change = func() { delete(c.unmuted, target) }
 	case wire.ActionUnmute:
-		if err := needsBridge(); err != nil {
-			return err
-		}
 		c.mu.Lock()
 		holds := c.holder == target
 		c.mu.Unlock()
 		if !host && !holds {
-			return refuse(wire.CodeNoFloor, "a room may unmute itself only while it holds the floor")
+			return false, refuse(wire.CodeNoFloor, "a room may unmute itself only while it holds the floor")
 		}
-		c.update(func() { c.unmuted[target] = true })
+		change = func() { c.unmuted[target] = true }
 	case wire.ActionMuteAll:
-		if !host {
-			return refuse(wire.CodeForbidden, "only the host mutes everyone")
-		}
-		c.update(func() { clear(c.unmuted) })
+		change = func() { clear(c.unmuted) }
 	case wire.ActionLock, wire.ActionUnlock:
-		if !host {
-			return refuse(wire.CodeForbidden, "only the host locks the conference")
-		}
-		c.update(func() { c.locked = ctl.Action == wire.ActionLock })
+		change = func() { c.locked = ctl.Action == wire.ActionLock }
 	case wire.ActionRaiseHand:
-		if who.role != controlplane.RoleRoom {
-			return refuse(wire.CodeForbidden, "only rooms raise hands")
-		}
-		c.update(func() {
+		change = func() {
 			if !slices.Contains(c.hands, target) && c.holder != target {
 				c.hands = append(c.hands, target)
 			}
-		})
+		}
 	case wire.ActionLowerHand:
-		if err := needsBridge(); err != nil {
-			return err
-		}
-		c.update(func() { c.hands = slices.DeleteFunc(c.hands, func(b string) bool { return b == target }) })
+		change = func() { c.hands = slices.DeleteFunc(c.hands, func(b string) bool { return b == target }) }
 	case wire.ActionShareScreen:
-		if !host {
-			return refuse(wire.CodeForbidden, "only the host shares a screen")
-		}
 		if len(ctl.Track) > 128 {
-			return refuse(wire.CodeBadMessage, "track ID too long")
+			return false, refuse(wire.CodeBadMessage, "track ID too long")
 		}
-		c.update(func() { c.screen = ctl.Track })
+		change = func() { c.screen = ctl.Track }
 	case wire.ActionStart, wire.ActionEnd:
-		if !host {
-			return refuse(wire.CodeForbidden, "only the host starts and ends the conference")
-		}
 		return c.setConferenceState(ctl.Action)
-	default:
-		return refuse(wire.CodeBadMessage, "unknown action "+ctl.Action)
+	}
+	if !c.update(change) {
+		return false, nil
 	}
 	c.log.Info("floor control", "action", ctl.Action, "target", target, "by", who.bridge, "role", string(who.role))
-	return nil
+	return true, nil
 }
 
 // invited reports whether bridge is on the conference's roster.
@@ -164,15 +127,22 @@ func (c *conference) invited(bridge string) bool {
 	return ok
 }
 
-// update changes the floor state under the lock, stores it, re-applies
-// who receives what and tells everyone.
-func (c *conference) update(change func()) {
+// update changes the floor state under the lock; if that changed
+// anything, it stores it, re-applies who receives what and tells everyone.
+// An action that changes nothing (a second raised hand, muting a muted
+// room) costs no write and no broadcast.
+func (c *conference) update(change func()) (changed bool) {
 	c.policyMu.Lock()
 	defer c.policyMu.Unlock()
 	c.mu.Lock()
+	before, screen := c.liveLocked(), c.screen
 	change()
 	live := c.liveLocked()
+	changed = !live.Equal(before) || c.screen != screen
 	c.mu.Unlock()
+	if !changed {
+		return false
+	}
 	if err := c.srv.cfg.Store.SaveLiveState(c.id, live); err != nil {
 		c.log.Error("store the floor state", "err", err)
 	}
@@ -180,6 +150,7 @@ func (c *conference) update(change func()) {
 		c.reconcileLocked(m)
 	}
 	c.broadcastFloor()
+	return true
 }
 
 func (c *conference) liveLocked() controlplane.LiveState {
@@ -312,28 +283,27 @@ func (c *conference) restoreLive() {
 }
 
 // setConferenceState moves the conference live (start) or ends it.
-func (c *conference) setConferenceState(action string) error {
+func (c *conference) setConferenceState(action string) (changed bool, err error) {
 	to := controlplane.StateLive
 	if action == wire.ActionEnd {
 		to = controlplane.StateEnded
 	}
 	conf, err := c.srv.cfg.Store.SetConferenceState(c.id, to)
 	if err != nil {
-		return refuse(wire.CodeBadState, err.Error())
+		return false, refuse(wire.CodeBadState, err.Error())
 	}
-	c.conferenceChanged(conf)
-	return nil
+	return c.conferenceChanged(conf), nil
 }
 
 // conferenceChanged follows a conference's stored state: everyone hears
 // of it; when it ends every participant is sent away.
-func (c *conference) conferenceChanged(conf controlplane.Conference) {
+func (c *conference) conferenceChanged(conf controlplane.Conference) (changed bool) {
 	c.mu.Lock()
-	changed := c.state != conf.State
+	changed = c.state != conf.State
 	c.state = conf.State
 	c.mu.Unlock()
 	if !changed {
-		return
+		return false
 	}
 	c.log.Info("conference state", "state", string(conf.State))
 	c.broadcastFloor()
@@ -342,6 +312,7 @@ func (c *conference) conferenceChanged(conf controlplane.Conference) {
 			ss.end(wire.ByeEnded)
 		}
 	}
+	return true
 }
 
 // WireCode is the signaling error code of a refused action.
@@ -354,7 +325,8 @@ func (s *Server) Control(conferenceID string, ctl wire.Control) error {
 	if err != nil {
 		return err
 	}
-	return conf.control(actor{role: controlplane.RoleHost, bridge: controlplane.HubBridge.ID}, ctl)
+	_, err = conf.control(actor{role: controlplane.RoleHost, bridge: controlplane.HubBridge.ID}, ctl)
+	return err
 }
 
 // Floor returns a conference's floor state.

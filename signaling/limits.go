@@ -29,7 +29,41 @@ const (
 	offerBurst       = 10
 	offerRate        = 5
 	maxRefusedInARow = 50
+
+	// A joined client may send controlBurst control actions at once, then
+	// controlRate a second: a chair clicking through the wall, or a room's
+	// hand, never comes near it, while each accepted action is a stored
+	// state, an audit entry and a broadcast to every participant.
+	controlBurst = 20
+	controlRate  = 4
+
+	// Any message at all: messageBurst at once (a page's ICE candidates
+	// after a restart), then messageRate a second.
+	messageBurst = 400
+	messageRate  = 100
 )
+
+// allowance is one kind of request's rate limit on one connection, with
+// the refusals in a row (the connection's reader goroutine only).
+type allowance struct {
+	l       *rate.Limiter
+	refused int
+}
+
+func newAllowance(r rate.Limit, burst int) allowance {
+	return allowance{l: rate.NewLimiter(r, burst)}
+}
+
+// take spends one request: ok if allowed; drop when the client kept going
+// over the limit for maxRefusedInARow requests and is to be disconnected.
+func (a *allowance) take() (ok, drop bool) {
+	if a.l.Allow() {
+		a.refused = 0
+		return true, false
+	}
+	a.refused++
+	return false, a.refused >= maxRefusedInARow
+}
 
 // failedJoins remembers, per address, how many joins failed lately, and
 // how many joins from an address that has failed before are still

@@ -15,7 +15,6 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/pion/webrtc/v4"
-	"golang.org/x/time/rate"
 )
 
 // session is one WebSocket connection. Its reader runs on the HTTP
@@ -54,10 +53,9 @@ type session struct {
 	// who names the caller in the audit log (set by join).
 	who string
 
-	// offers limits how often the client may offer; refused counts the
-	// refusals in a row (reader goroutine only).
-	offers  *rate.Limiter
-	refused int
+	// How often the client may send messages at all, offers and control
+	// actions (limits.go; reader goroutine only).
+	messages, offers, controls allowance
 
 	closeOnce sync.Once
 	done      chan struct{} // closed when the session ends
@@ -66,13 +64,15 @@ type session struct {
 
 func newSession(s *Server, conn *websocket.Conn, remote string) *session {
 	return &session{
-		srv:    s,
-		conn:   conn,
-		remote: remote,
-		log:    s.log.With("remote", remote),
-		out:    make(chan []byte, sendQueue),
-		done:   make(chan struct{}),
-		offers: rate.NewLimiter(offerRate, offerBurst),
+		srv:      s,
+		conn:     conn,
+		remote:   remote,
+		log:      s.log.With("remote", remote),
+		out:      make(chan []byte, sendQueue),
+		done:     make(chan struct{}),
+		messages: newAllowance(messageRate, messageBurst),
+		offers:   newAllowance(offerRate, offerBurst),
+		controls: newAllowance(controlRate, controlBurst),
 	}
 }
 
@@ -107,6 +107,18 @@ func (ss *session) readLoop() {
 		}
 		if typ != websocket.TextMessage {
 			ss.sendError(wire.CodeBadMessage, "binary messages are not part of the protocol", "")
+			if ss.peer == nil {
+				return // a connection that cannot even join properly goes away
+			}
+			continue
+		}
+		if ok, drop := ss.messages.take(); !ok {
+			if drop {
+				ss.log.Warn("disconnected: kept sending over the message limit")
+				ss.sendError(wire.CodeRateLimited, "too many messages; disconnected", "")
+				return
+			}
+			ss.sendError(wire.CodeRateLimited, "too many messages; wait", "")
 			continue
 		}
 		m, err := wire.Decode(b)
@@ -142,18 +154,15 @@ func (ss *session) handle(m wire.Message) bool {
 	}
 	switch m := m.(type) {
 	case *wire.Offer:
-		if !ss.offers.Allow() {
-			if ss.refused++; ss.refused >= maxRefusedInARow {
-				ss.log.Warn("disconnected: kept offering over the limit", "refused", ss.refused)
-				ss.sendError(wire.CodeRateLimited, "too many offers; disconnected", wire.TypeOffer)
-				return false
-			}
-			ss.sendError(wire.CodeRateLimited, "too many offers; wait", wire.TypeOffer)
-			return true
+		if ok, drop := ss.offers.take(); !ok {
+			return ss.rateLimited(drop, wire.TypeOffer)
 		}
-		ss.refused = 0
 		if m.PC != wire.PCPublish {
 			ss.sendError(wire.CodeBadMessage, `clients offer on "pub" only`, wire.TypeOffer)
+			return true
+		}
+		if !mayPublish(ss.adm.Role) {
+			ss.sendError(wire.CodeForbidden, "your role does not publish", wire.TypeOffer)
 			return true
 		}
 		answer, err := ss.peer.AcceptOffer(m.SDP)
@@ -206,31 +215,69 @@ func (ss *session) handle(m wire.Message) bool {
 		}
 		ss.noteReport(m)
 	case *wire.Control:
-		err := ss.conf.control(actor{role: ss.adm.Role, bridge: ss.adm.Bridge.ID}, *m)
-		var ce *ControlError
-		if errors.As(err, &ce) {
-			ss.sendError(ce.Code, ce.Message, wire.TypeControl)
-		} else if err != nil {
-			ss.log.Error("control", "action", m.Action, "err", err)
-			ss.sendError(wire.CodeInternal, "could not do that", wire.TypeControl)
-		} else if ss.adm.Role == controlplane.RoleHost {
-			// The chair's actions go in the audit log; a room's own hand
-			// and microphone do not.
-			target := m.Bridge
-			if target == "" {
-				target = m.Track
-			}
-			if err := ss.srv.cfg.Store.Audit(controlplane.AuditEntry{
-				Who: ss.who, Role: ss.adm.Role, Action: "control " + m.Action,
-				Target: ss.adm.Conference.ID + "/" + target, Result: "ok", Remote: remoteIP(ss.remote).String(),
-			}); err != nil {
-				ss.log.Error("audit log write failed", "err", err)
-			}
+		if ok, drop := ss.controls.take(); !ok {
+			return ss.rateLimited(drop, wire.TypeControl)
 		}
+		ss.control(*m)
 	default:
 		ss.sendError(wire.CodeBadMessage, "clients do not send "+m.MessageType(), m.MessageType())
 	}
 	return true
+}
+
+// rateLimited answers a request over its kind's limit, and says whether
+// the session goes on (not when the client kept going: drop).
+func (ss *session) rateLimited(drop bool, request string) bool {
+	if drop {
+		ss.log.Warn("disconnected: kept sending "+request+" over the limit", "refused", maxRefusedInARow)
+		ss.sendError(wire.CodeRateLimited, "too many "+request+" requests; disconnected", request)
+		return false
+	}
+	ss.sendError(wire.CodeRateLimited, "too many "+request+" requests; wait", request)
+	return true
+}
+
+// control carries out a control action (or refuses it) and puts it in
+// the audit log, whoever sent it and whatever the outcome. An action that
+// changed nothing is answered with the floor state to its sender alone.
+func (ss *session) control(m wire.Control) {
+	changed, err := ss.conf.control(actor{role: ss.adm.Role, bridge: ss.adm.Bridge.ID}, m)
+	result := "ok"
+	var ce *ControlError
+	switch {
+	case errors.As(err, &ce):
+		result = ce.Code
+		ss.sendError(ce.Code, ce.Message, wire.TypeControl)
+	case err != nil:
+		result = wire.CodeInternal
+		ss.log.Error("control", "action", m.Action, "err", err)
+		ss.sendError(wire.CodeInternal, "could not do that", wire.TypeControl)
+	case !changed:
+		result = "unchanged"
+		ss.send(ss.conf.floorMessage())
+	}
+	target := m.Bridge
+	if target == "" {
+		target = m.Track
+	}
+	if len(target) > 128 {
+		target = target[:128] + "…"
+	}
+	if err := ss.srv.cfg.Store.Audit(controlplane.AuditEntry{
+		Who: ss.who, Role: ss.adm.Role, Action: "control " + auditAction(m.Action),
+		Target: ss.adm.Conference.ID + "/" + target, Result: result, Remote: remoteIP(ss.remote).String(),
+	}); err != nil {
+		ss.log.Error("audit log write failed", "err", err)
+	}
+}
+
+// auditAction is the action as the audit log names it: a known one, or
+// "unknown" (a client's made-up word does not go in the log).
+func auditAction(a string) string {
+	if knownActions[a] {
+		return a
+	}
+	return "unknown"
 }
 
 // join admits the session or refuses it with a typed error; a refused
@@ -259,6 +306,9 @@ func (ss *session) join(j *wire.Join) bool {
 	} else {
 		adm, err = ss.srv.cfg.Store.Admit(j.Token, j.Conference)
 	}
+	if err == nil && !mayJoin(adm.Role) {
+		err = controlplane.ErrRoleCannotJoin // a viewer link is for WHEP
+	}
 	if err != nil {
 		code, msg := admissionError(err)
 		ss.settleJoin(code != wire.CodeConferenceClosed && code != wire.CodeInternal)
@@ -277,14 +327,9 @@ func (ss *session) join(j *wire.Join) bool {
 		ss.sendError(wire.CodeInternal, err.Error(), wire.TypeJoin)
 		return false
 	}
-	if adm.Role == controlplane.RoleHost && conf.encoderIsHub() {
-		// A WHIP encoder is the hub's camera: this console chairs beside it.
-		adm.Bridge = HubConsole
-		ss.adm = adm
-		ss.log = ss.log.With("console", true)
-	}
 	ss.conf = conf
 	m, resumed, err := conf.admit(ss, j.Resume)
+	adm = ss.adm // admit names a console beside a WHIP encoder HubConsole
 	var ce *ControlError
 	if errors.As(err, &ce) {
 		ss.log.Info("join refused", "code", ce.Code)

@@ -232,18 +232,13 @@ func (s *Server) mediaPost(kind string, w http.ResponseWriter, r *http.Request) 
 		adm.Bridge.ID = "viewer-" + id[:10]
 	}
 	ss := newHeadlessSession(s, kind, r.RemoteAddr, adm, conf)
-	if kind == headlessWHIP && conf.consoleIsHub() {
-		writeProblem(w, http.StatusConflict, "the host console is publishing the hub's camera: close it, or join it after the encoder")
-		return
-	}
-	if adm.Role == controlplane.RoleViewer && conf.viewers() >= s.maxViewers() {
+	m, _, err := conf.admit(ss, "")
+	var ce *ControlError
+	if errors.Is(err, errViewersFull) {
 		w.Header().Set("Retry-After", "30")
 		writeProblem(w, http.StatusServiceUnavailable, fmt.Sprintf("the conference has its %d viewers", s.maxViewers()))
 		return
-	}
-	m, _, err := conf.admit(ss, "")
-	var ce *ControlError
-	if errors.As(err, &ce) {
+	} else if errors.As(err, &ce) {
 		writeProblem(w, http.StatusConflict, ce.Message)
 		return
 	} else if err != nil {
@@ -359,34 +354,4 @@ func (s *Server) maxViewers() int {
 		return s.cfg.MaxViewers
 	}
 	return DefaultMaxViewers
-}
-
-// consoleIsHub reports whether a host console (not an encoder) holds the
-// hub's place.
-func (c *conference) consoleIsHub() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	m := c.members[controlplane.HubBridge.ID]
-	return m != nil && m.ss.headless == ""
-}
-
-// encoderIsHub reports whether a WHIP encoder holds the hub's place.
-func (c *conference) encoderIsHub() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	m := c.members[controlplane.HubBridge.ID]
-	return m != nil && m.ss.headless == headlessWHIP
-}
-
-// viewers counts the conference's WHEP viewers.
-func (c *conference) viewers() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	n := 0
-	for _, m := range c.members {
-		if m.ss.adm.Role == controlplane.RoleViewer {
-			n++
-		}
-	}
-	return n
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strings"
 	"time"
@@ -51,9 +52,8 @@ type API struct {
 	// readiness runs the pre-conference checks (api_readiness.go).
 	readiness *Readiness
 	log       *slog.Logger
-	origins   *Origins     // pages that may use a login cookie
-	limiter   loginLimiter // failed logins per address
-	accounts  loginLimiter // failed logins per account name
+	origins   *Origins    // pages that may use a login cookie
+	guard     *loginGuard // failed logins per address and name
 	// changed is told of a conference changed through the API (its state:
 	// the live side sends everyone away when it ends).
 	changed func(Conference)
@@ -73,19 +73,18 @@ func (a *API) SetMedia(m MediaControl) { a.media = m }
 // failed logins of the audit log's last accountWindow, so a restart does
 // not give a guesser a fresh count.
 func NewAPI(store *Store, presence PresenceFunc, log *slog.Logger) *API {
-	a := &API{
-		store: store, presence: presence, log: log,
-		limiter:  newLoginLimiter(loginFailures, loginWindow),
-		accounts: newLoginLimiter(accountFailures, accountWindow),
-	}
-	failed, err := store.FailedLogins(time.Now().Add(-accountWindow))
+	a := &API{store: store, presence: presence, log: log, guard: newLoginGuard()}
+	failed, err := store.FailedLogins(time.Now().Add(-pairWindow))
 	if err != nil {
 		log.Error("failed logins not read back from the audit log: login limits start from zero", "err", err)
 	}
 	for i := len(failed) - 1; i >= 0; i-- { // oldest first, as they happened
 		e := failed[i]
-		a.accounts.fail(e.Who, e.At)
-		a.limiter.fail(e.Remote, e.At)
+		addr, err := netip.ParseAddr(e.Remote)
+		if err != nil {
+			continue
+		}
+		a.guard.fail(addr, e.Who, e.At)
 	}
 	return a
 }
@@ -265,9 +264,10 @@ func (a *API) conferenceBridges(w http.ResponseWriter, r *http.Request) {
 }
 
 type terminalLink struct {
-	Bridge string `json:"bridge"`
-	Token  string `json:"token"`
-	Path   string `json:"path"`
+	Bridge  string    `json:"bridge"`
+	Token   string    `json:"token"`
+	Path    string    `json:"path"`
+	Expires time.Time `json:"expires,omitzero"`
 }
 
 // newTerminalLink provisions a room terminal: a new token bound to one
@@ -290,8 +290,12 @@ func (a *API) newTerminalLink(w http.ResponseWriter, r *http.Request) {
 		a.internal(w, err)
 		return
 	}
-	a.issueLink(w, Grant{Role: RoleRoom, Bridge: b.ID}, func(tok string) any {
-		return terminalLink{Bridge: b.ID, Token: tok, Path: "/room#t=" + url.QueryEscape(tok)}
+	req, exp, ok := a.readLinkRequest(w, r, 0)
+	if !ok || !noName(w, req) {
+		return
+	}
+	a.issueLink(w, Grant{Role: RoleRoom, Bridge: b.ID, Expires: exp}, func(tok string) any {
+		return terminalLink{Bridge: b.ID, Token: tok, Path: "/room#t=" + url.QueryEscape(tok), Expires: exp}
 	}, "terminal link issued", "bridge", b.ID)
 }
 

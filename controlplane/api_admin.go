@@ -361,9 +361,18 @@ func (a *API) setUserPassword(w http.ResponseWriter, r *http.Request) {
 	}
 	var body struct {
 		Password string `json:"password"`
+		// Current is the caller's own password, required to change it:
+		// a session left open on a desk must not be enough to take the
+		// login over.
+		Current string `json:"current,omitempty"`
 	}
-	if !decodeBody(w, r, &body, `body must be {"password": "..."}`) {
+	if !decodeBody(w, r, &body, `body must be {"password": "...", "current": "..."} (current: your own password, to change it)`) {
 		return
+	}
+	if g.User == name {
+		if !a.checkCurrentPassword(w, r, name, body.Current) {
+			return
+		}
 	}
 	if err := a.store.SetPassword(name, body.Password); err != nil {
 		if errors.Is(err, ErrNotFound) {

@@ -3,6 +3,7 @@ package controlplane
 import (
 	"net/http"
 	"net/url"
+	"time"
 )
 
 // Viewer links: listen-only viewers of one conference, over WHEP
@@ -13,7 +14,8 @@ type viewerLink struct {
 	Conference string `json:"conference"`
 	Token      string `json:"token"`
 	// WHEP is the endpoint a WHEP player is given with the token.
-	WHEP string `json:"whep"`
+	WHEP    string    `json:"whep"`
+	Expires time.Time `json:"expires"`
 }
 
 func (a *API) registerViewers(mux auditMux) {
@@ -28,8 +30,12 @@ func (a *API) newViewerLink(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	a.issueLink(w, Grant{Role: RoleViewer, Conference: c.ID}, func(tok string) any {
-		return viewerLink{Conference: c.ID, Token: tok, WHEP: "/whep/" + url.PathEscape(c.ID)}
+	req, exp, ok := a.readLinkRequest(w, r, DefaultViewerLinkTTL)
+	if !ok || !noName(w, req) {
+		return
+	}
+	a.issueLink(w, Grant{Role: RoleViewer, Conference: c.ID, Expires: exp}, func(tok string) any {
+		return viewerLink{Conference: c.ID, Token: tok, WHEP: "/whep/" + url.PathEscape(c.ID), Expires: exp}
 	}, "viewer link issued", "conference", c.ID)
 }
 

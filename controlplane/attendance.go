@@ -30,6 +30,7 @@ const (
 	EndLeft          = "left"           // the terminal said goodbye
 	EndDropped       = "dropped"        // lost without a goodbye
 	EndEnded         = "ended"          // the conference ended
+	EndRevoked       = "revoked"        // its link or login was revoked or expired
 	EndServerStopped = "server_stopped" // the server stopped (or was killed) while the bridge was in
 )
 

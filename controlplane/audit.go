@@ -87,20 +87,34 @@ func (s *Store) Audit(e AuditEntry) error {
 // bound), oldest first.
 func (s *Store) AuditLog(from, to time.Time) ([]AuditEntry, error) {
 	var out []AuditEntry
-	err := s.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketAudit).ForEach(func(_, v []byte) error {
+	err := s.EachAudit(from, to, 0, func(e AuditEntry) bool {
+		out = append(out, e)
+		return true
+	})
+	return out, err
+}
+
+// EachAudit calls f with each entry with from <= At < to (zero times: no
+// bound) and a sequence number above after, oldest first, until f returns
+// false. It reads in one transaction, an entry at a time: a CSV of the
+// whole log never sits in memory.
+func (s *Store) EachAudit(from, to time.Time, after uint64, f func(AuditEntry) bool) error {
+	return s.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketAudit).Cursor()
+		for k, v := c.Seek(binary.BigEndian.AppendUint64(nil, after+1)); k != nil; k, v = c.Next() {
 			var e AuditEntry
 			if err := json.Unmarshal(v, &e); err != nil {
 				return err
 			}
 			if (!from.IsZero() && e.At.Before(from)) || (!to.IsZero() && !e.At.Before(to)) {
+				continue
+			}
+			if !f(e) {
 				return nil
 			}
-			out = append(out, e)
-			return nil
-		})
+		}
+		return nil
 	})
-	return out, err
 }
 
 // FailedLogins returns the failed login attempts (result bad_login) the
@@ -127,15 +141,25 @@ func (s *Store) FailedLogins(since time.Time) ([]AuditEntry, error) {
 	return out, err
 }
 
-// auditLog serves GET /api/audit[?from=RFC3339][&to=RFC3339][&format=csv]
-// to administrators.
+// Audit log pages: GET /api/audit answers at most auditPageMax entries
+// at a time (auditPage unless limit= says fewer or more), with a Link to
+// the next page while there is one.
+const (
+	auditPage    = 1000
+	auditPageMax = 10_000
+)
+
+// auditLog serves GET /api/audit[?from=RFC3339][&to=RFC3339][&after=SEQ]
+// [&limit=N][&format=csv] to administrators: JSON a page at a time, or
+// the whole selection as CSV, streamed.
 func (a *API) auditLog(w http.ResponseWriter, r *http.Request) {
 	if _, ok := a.allow(w, r, RoleAdmin); !ok {
 		return
 	}
+	q := r.URL.Query()
 	var from, to time.Time
 	for name, t := range map[string]*time.Time{"from": &from, "to": &to} {
-		if v := r.URL.Query().Get(name); v != "" {
+		if v := q.Get(name); v != "" {
 			p, err := time.Parse(time.RFC3339, v)
 			if err != nil {
 				writeError(w, http.StatusBadRequest, "bad_request", name+" must be an RFC 3339 time, e.g. 2026-12-01T08:00:00+07:00")
@@ -144,31 +168,76 @@ func (a *API) auditLog(w http.ResponseWriter, r *http.Request) {
 			*t = p
 		}
 	}
-	entries, err := a.store.AuditLog(from, to)
+	var after uint64
+	limit := auditPage
+	if v := q.Get("after"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, "bad_request", "after must be an entry's seq")
+			return
+		}
+		after = n
+	}
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > auditPageMax {
+			writeError(w, http.StatusBadRequest, "bad_request", "limit must be 1 to "+strconv.Itoa(auditPageMax))
+			return
+		}
+		limit = n
+	}
+	if q.Get("format") == "csv" {
+		a.auditCSV(w, from, to, after)
+		return
+	}
+	entries := []AuditEntry{}
+	more := false
+	err := a.store.EachAudit(from, to, after, func(e AuditEntry) bool {
+		if len(entries) == limit {
+			more = true
+			return false
+		}
+		entries = append(entries, e)
+		return true
+	})
 	if err != nil {
 		a.internal(w, err)
 		return
 	}
-	if entries == nil {
-		entries = []AuditEntry{}
+	if more {
+		next := r.URL.Query()
+		next.Set("after", strconv.FormatUint(entries[len(entries)-1].Seq, 10))
+		next.Set("limit", strconv.Itoa(limit))
+		w.Header().Set("Link", "</api/audit?"+next.Encode()+`>; rel="next"`)
 	}
-	if r.URL.Query().Get("format") != "csv" {
-		writeJSON(w, http.StatusOK, entries)
-		return
+	writeJSON(w, http.StatusOK, entries)
+}
+
+// auditCSV streams the selected entries as a CSV download.
+func (a *API) auditCSV(w http.ResponseWriter, from, to time.Time, after uint64) {
+	csvHeaders(w, "citybridge-audit.csv")
+	cw := csv.NewWriter(w)
+	_ = cw.Write([]string{"seq", "at", "who", "role", "action", "target", "result", "remote"})
+	err := a.store.EachAudit(from, to, after, func(e AuditEntry) bool {
+		return cw.Write([]string{strconv.FormatUint(e.Seq, 10), e.At.Format(time.RFC3339Nano), e.Who, string(e.Role), e.Action, e.Target, e.Result, e.Remote}) == nil
+	})
+	cw.Flush()
+	if err != nil {
+		a.log.Error("audit CSV", "err", err) // the header is out: the download ends short
 	}
-	rows := [][]string{{"seq", "at", "who", "role", "action", "target", "result", "remote"}}
-	for _, e := range entries {
-		rows = append(rows, []string{strconv.FormatUint(e.Seq, 10), e.At.Format(time.RFC3339Nano), e.Who, string(e.Role), e.Action, e.Target, e.Result, e.Remote})
-	}
-	writeCSV(w, "citybridge-audit.csv", rows)
 }
 
 // writeCSV answers with rows (the header first) as a CSV download.
 func writeCSV(w http.ResponseWriter, filename string, rows [][]string) {
+	csvHeaders(w, filename)
+	_ = csv.NewWriter(w).WriteAll(rows)
+}
+
+// csvHeaders are a CSV download's headers.
+func csvHeaders(w http.ResponseWriter, filename string) {
 	w.Header().Set("Content-Type", "text/csv; charset=utf-8")
 	w.Header().Set("Content-Disposition", `attachment; filename="`+filename+`"`)
 	w.Header().Set("Cache-Control", "no-store")
-	_ = csv.NewWriter(w).WriteAll(rows)
 }
 
 // statusRecorder remembers the status a handler answered.

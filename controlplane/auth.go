@@ -5,7 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
-	"sync"
+	"net/netip"
 	"time"
 )
 
@@ -34,64 +34,6 @@ func unsafeMethod(m string) bool {
 	return m != http.MethodGet && m != http.MethodHead && m != http.MethodOptions
 }
 
-// loginLimiter counts failed logins per key (a remote address, or an
-// account name) within a window.
-type loginLimiter struct {
-	limit  int
-	window time.Duration
-
-	mu       sync.Mutex
-	failures map[string][]time.Time
-}
-
-const (
-	// From one address: 10 failures a minute, then 429 for the minute.
-	loginFailures = 10
-	loginWindow   = time.Minute
-	// For one account, from anywhere: 20 failures in 15 minutes lock it
-	// for the rest of the 15 minutes, even with the right password (a
-	// guesser spread over many addresses). Unknown names are counted the
-	// same way, so the answer tells nothing about which names exist.
-	accountFailures = 20
-	accountWindow   = 15 * time.Minute
-	// maxLimiterKeys bounds each table; beyond it new keys are not
-	// tracked (the per-address limit still holds).
-	maxLimiterKeys = 100_000
-)
-
-func newLoginLimiter(limit int, window time.Duration) loginLimiter {
-	return loginLimiter{limit: limit, window: window}
-}
-
-func (l *loginLimiter) blocked(key string, now time.Time) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	recent := l.failures[key][:0]
-	for _, t := range l.failures[key] {
-		if now.Sub(t) < l.window {
-			recent = append(recent, t)
-		}
-	}
-	if len(recent) == 0 {
-		delete(l.failures, key)
-	} else {
-		l.failures[key] = recent
-	}
-	return len(recent) >= l.limit
-}
-
-func (l *loginLimiter) fail(key string, now time.Time) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.failures == nil {
-		l.failures = map[string][]time.Time{}
-	}
-	if _, ok := l.failures[key]; !ok && len(l.failures) >= maxLimiterKeys {
-		return
-	}
-	l.failures[key] = append(l.failures[key], now)
-}
-
 func remoteIP(r *http.Request) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
@@ -112,39 +54,28 @@ type me struct {
 	Bridge     string `json:"bridge,omitempty"`
 }
 
-// login checks a name and password and sets the session cookie.
+// login checks a name and password and sets the session cookie. Nothing
+// is written, counted or logged for a request that cannot be a login (a
+// name no login can have, a password no login can have, another site's
+// page); an address or a name refused by the login guard is answered 429
+// before bcrypt runs, and only a real attempt (the password checked) goes
+// in the audit log, which the guard thus bounds per address.
 func (a *API) login(w http.ResponseWriter, r *http.Request) {
-	ip := remoteIP(r)
-	now := time.Now()
-	if a.limiter.blocked(ip, now) {
-		a.log.Warn("login refused: too many failures", "remote", ip)
-		writeError(w, http.StatusTooManyRequests, "too_many_attempts", "too many failed logins; wait a minute")
+	var body loginBody
+	if !decodeBodyLimit(w, r, &body, 4096, `body must be {"name": "...", "password": "..."}`) {
+		return
+	}
+	if !userName.MatchString(body.Name) || len(body.Password) > MaxPassword {
+		writeError(w, http.StatusBadRequest, "bad_request", "no login has that name or that password")
 		return
 	}
 	if !a.origins.FromOwnPage(r) {
 		writeError(w, http.StatusForbidden, "csrf", "log in from citybridge's own page")
 		return
 	}
-	var body loginBody
-	if !decodeBody(w, r, &body, `body must be {"name": "...", "password": "..."}`) {
-		return
-	}
-	if a.accounts.blocked(body.Name, now) {
-		a.log.Warn("login refused: account locked after failed logins", "user", body.Name, "remote", ip)
-		a.audit(r, Grant{User: body.Name}, "login", "", "account_locked")
-		writeError(w, http.StatusTooManyRequests, "account_locked", "too many failed logins for this account; wait 15 minutes or ask an administrator")
-		return
-	}
-	u, err := a.store.CheckPassword(body.Name, body.Password)
-	if errors.Is(err, ErrBadLogin) {
-		a.limiter.fail(ip, now)
-		a.accounts.fail(body.Name, now)
-		a.log.Warn("login failed", "user", body.Name, "remote", ip)
-		a.audit(r, Grant{User: body.Name}, "login", "", "bad_login")
-		writeError(w, http.StatusUnauthorized, "bad_login", err.Error())
-		return
-	} else if err != nil {
-		a.internal(w, err)
+	ip := remoteAddr(r)
+	u, ok := a.checkPassword(w, r, ip, body.Name, body.Password)
+	if !ok {
 		return
 	}
 	tok, exp, err := a.store.NewSession(u)
@@ -156,7 +87,7 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) {
 		Name: SessionCookie, Value: tok, Path: "/", Expires: exp,
 		HttpOnly: true, Secure: true, SameSite: http.SameSiteStrictMode,
 	})
-	a.log.Info("logged in", "user", u.Name, "role", string(u.Role), "remote", ip)
+	a.log.Info("logged in", "user", u.Name, "role", string(u.Role), "remote", ip.String())
 	a.audit(r, Grant{User: u.Name, Role: u.Role}, "login", "", "ok")
 	writeJSON(w, http.StatusOK, me{Role: u.Role, User: u.Name})
 }
@@ -187,9 +118,67 @@ func (a *API) whoami(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, me{Role: g.Role, User: g.User, Conference: g.Conference, Bridge: g.Bridge})
 }
 
+// checkPassword checks name's password through the login guard: 429 when
+// the guard refuses (nothing written, one warning per refused streak), else
+// bcrypt, and a failure is counted, logged and audited. It answers the
+// errors itself.
+func (a *API) checkPassword(w http.ResponseWriter, r *http.Request, ip netip.Addr, name, password string) (User, bool) {
+	now := time.Now()
+	attempt, refusal := a.guard.take(ip, name, now)
+	switch refusal {
+	case refusedAddress:
+		a.log.Debug("login refused: too many failures from this address", "remote", ip.String())
+		w.Header().Set("Retry-After", "60")
+		writeError(w, http.StatusTooManyRequests, string(refusal), "too many failed logins from this address; wait a minute")
+		return User{}, false
+	case refusedPair:
+		a.log.Debug("login refused: too many failures for this name from this address", "user", name, "remote", ip.String())
+		w.Header().Set("Retry-After", "900")
+		writeError(w, http.StatusTooManyRequests, string(refusal), "too many failed logins for this name from this address; wait 15 minutes, or log in from your usual machine")
+		return User{}, false
+	}
+	u, err := a.store.CheckPassword(name, password)
+	a.guard.settle(attempt, errors.Is(err, ErrBadLogin), time.Now())
+	if errors.Is(err, ErrBadLogin) {
+		a.log.Warn("login failed", "user", name, "remote", ip.String())
+		a.audit(r, Grant{User: name}, "login", "", "bad_login")
+		writeError(w, http.StatusUnauthorized, "bad_login", err.Error())
+		return User{}, false
+	} else if err != nil {
+		a.internal(w, err)
+		return User{}, false
+	}
+	return u, true
+}
+
+// checkCurrentPassword checks a logged-in caller's own password before it
+// is changed, through the login guard (a wrong one is a failed login).
+func (a *API) checkCurrentPassword(w http.ResponseWriter, r *http.Request, name, current string) bool {
+	if current == "" || len(current) > MaxPassword {
+		writeError(w, http.StatusBadRequest, "bad_request", `changing your own password needs your current one: {"password": "new", "current": "old"}`)
+		return false
+	}
+	_, ok := a.checkPassword(w, r, remoteAddr(r), name, current)
+	return ok
+}
+
+// remoteAddr is the request's remote address (unspecified if unreadable).
+func remoteAddr(r *http.Request) netip.Addr {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return netip.IPv6Unspecified()
+	}
+	return ap.Addr().Unmap()
+}
+
 // decodeBody reads a small JSON body strictly, answering 400 itself.
 func decodeBody(w http.ResponseWriter, r *http.Request, v any, usage string) bool {
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10))
+	return decodeBodyLimit(w, r, v, 64<<10, usage)
+}
+
+// decodeBodyLimit is decodeBody with a size of its own.
+func decodeBodyLimit(w http.ResponseWriter, r *http.Request, v any, limit int64, usage string) bool {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		writeError(w, http.StatusBadRequest, "bad_request", usage)

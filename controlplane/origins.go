@@ -31,13 +31,16 @@ func NewOrigins(list []string) (*Origins, error) {
 }
 
 // allowed says whether origin (an Origin or Referer header's value) is
-// the request's own host or a listed origin.
+// the request's own origin or a listed one. citybridge serves its pages
+// over HTTPS only (the front door closes anything else), so its own
+// origin is https://HOST: a page at http://HOST (a name served otherwise,
+// or a downgraded proxy) is another origin and is refused, unless listed.
 func (o *Origins) allowed(r *http.Request, origin string) bool {
 	u, err := url.Parse(origin)
 	if err != nil || u.Host == "" {
 		return false
 	}
-	if strings.EqualFold(u.Host, r.Host) {
+	if strings.EqualFold(u.Scheme, "https") && strings.EqualFold(u.Host, r.Host) {
 		return true
 	}
 	return o != nil && o.extra[strings.ToLower(u.Scheme+"://"+u.Host)]

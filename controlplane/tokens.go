@@ -35,6 +35,9 @@ type Grant struct {
 	Bridge     string    `json:"bridge,omitempty"`     // room tokens: the one bridge they are
 	Name       string    `json:"name,omitempty"`       // technician tokens: whose link it is
 	Issued     time.Time `json:"issued,omitzero"`
+	// Expires, if set, is when the token stops working (and any session
+	// it opened ends).
+	Expires time.Time `json:"expires,omitzero"`
 	// User is the person behind a login session (not stored with tokens).
 	User string `json:"user,omitempty"`
 }
@@ -45,6 +48,8 @@ var (
 	ErrTokenRequired = errors.New("a token is required")
 	// ErrTokenInvalid: the token is unknown or revoked.
 	ErrTokenInvalid = errors.New("the token is not valid")
+	// ErrTokenExpired: the token's time is up. It is an ErrTokenInvalid.
+	ErrTokenExpired = fmt.Errorf("%w: it has expired", ErrTokenInvalid)
 	// ErrWrongConference: the token belongs to another conference.
 	ErrWrongConference = errors.New("the token is for another conference")
 	// ErrNotInvited: the bridge is not invited to the conference.
@@ -88,9 +93,31 @@ func (s *Store) IssueToken(g Grant) (string, error) {
 		return "", fmt.Errorf("unknown role %q", g.Role)
 	}
 	g.Issued = s.now().UTC()
+	if !g.Expires.IsZero() {
+		if !g.Expires.After(g.Issued) {
+			return "", errors.New("the expiry must be in the future")
+		}
+		g.Expires = g.Expires.UTC()
+	}
 	tok := NewToken()
-	err := s.db.Update(func(tx *bolt.Tx) error { return put(tx, bucketTokens, tokenKey(tok), g) })
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		if err := pruneTokens(tx, g.Issued); err != nil {
+			return err
+		}
+		return put(tx, bucketTokens, tokenKey(tok), g)
+	})
 	return tok, err
+}
+
+// expired says whether g's time is up at now.
+func (g Grant) expired(now time.Time) bool {
+	return !g.Expires.IsZero() && !now.Before(g.Expires)
+}
+
+// pruneTokens drops the expired tokens (viewer links expire daily: the
+// bucket would otherwise grow with every meeting).
+func pruneTokens(tx *bolt.Tx, now time.Time) error {
+	return deleteMatching(tx.Bucket(bucketTokens), func(g Grant) bool { return g.expired(now) }, nil)
 }
 
 // Authenticate returns what a token grants.
@@ -100,8 +127,11 @@ func (s *Store) Authenticate(token string) (Grant, error) {
 	}
 	var g Grant
 	err := s.db.View(func(tx *bolt.Tx) error { return get(tx, bucketTokens, tokenKey(token), &g) })
-	if errors.Is(err, ErrNotFound) {
+	switch {
+	case errors.Is(err, ErrNotFound):
 		return Grant{}, ErrTokenInvalid
+	case err == nil && g.expired(s.now()):
+		return Grant{}, ErrTokenExpired
 	}
 	return g, err
 }
@@ -246,28 +276,35 @@ func (s *Store) RevokeTechnicianLinks(name string) (int, error) {
 func (s *Store) revokeTokens(match func(Grant) bool) (int, error) {
 	n := 0
 	err := s.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketTokens)
-		var dead [][]byte
-		err := b.ForEach(func(k, v []byte) error {
-			var g Grant
-			if err := jsonUnmarshal(v, &g); err != nil {
-				return err
-			}
-			if match(g) {
-				dead = append(dead, slices.Clone(k))
-			}
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		for _, k := range dead {
-			if err := b.Delete(k); err != nil {
-				return err
-			}
-		}
-		n = len(dead)
-		return nil
+		return deleteMatching(tx.Bucket(bucketTokens), match, &n)
 	})
 	return n, err
+}
+
+// deleteMatching deletes the grants of b that match, counting them in n
+// (if not nil).
+func deleteMatching(b *bolt.Bucket, match func(Grant) bool, n *int) error {
+	var dead [][]byte
+	err := b.ForEach(func(k, v []byte) error {
+		var g Grant
+		if err := jsonUnmarshal(v, &g); err != nil {
+			return err
+		}
+		if match(g) {
+			dead = append(dead, slices.Clone(k))
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, k := range dead {
+		if err := b.Delete(k); err != nil {
+			return err
+		}
+	}
+	if n != nil {
+		*n = len(dead)
+	}
+	return nil
 }

@@ -287,6 +287,8 @@ func (c *conference) leave(ss *session) {
 		cause = controlplane.EndServerStopped
 	case wire.ByeEnded:
 		cause, state = controlplane.EndEnded, wire.StateLeft
+	case wire.ByeRevoked:
+		cause, state = controlplane.EndRevoked, wire.StateLeft
 	}
 	if ss.adm.Bridge.Kind != controlplane.KindViewer {
 		if err := c.srv.cfg.Store.AttendanceLeave(c.id, id, cause, time.Now()); err != nil {

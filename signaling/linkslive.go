@@ -37,10 +37,12 @@ func (s *Server) LinksLive(view func() (any, error)) http.Handler {
 		defer s.wg.Done()
 
 		var g controlplane.Grant
+		var cred controlplane.Credential
 		var authed bool
 		if c, err := r.Cookie(controlplane.SessionCookie); err == nil {
 			if g, err = s.cfg.Store.SessionGrant(c.Value); err == nil {
 				authed = true
+				cred = controlplane.SessionCredential(c.Value, g.Role)
 			}
 		}
 		conn, err := s.upgrader.Upgrade(w, r, nil)
@@ -66,6 +68,7 @@ func (s *Server) LinksLive(view func() (any, error)) http.Handler {
 				refuse("token refused")
 				return
 			}
+			cred = controlplane.TokenCredential(a.Token)
 		}
 		if g.Role != controlplane.RoleTechnician && g.Role != controlplane.RoleAdmin {
 			s.log.Info("live links feed refused", "remote", r.RemoteAddr, "role", string(g.Role))
@@ -94,6 +97,13 @@ func (s *Server) LinksLive(view func() (any, error)) http.Handler {
 		}
 		for {
 			next := s.observedRound()
+			// The credential is checked again before every view: a revoked
+			// or expired link ends the feed within a round.
+			if ok, err := s.cfg.Store.StillValid([]controlplane.Credential{cred}); err != nil || !ok[0] {
+				s.log.Info("live links feed ended: credential revoked or expired", "remote", r.RemoteAddr)
+				refuse("credential revoked or expired")
+				return
+			}
 			v, err := view()
 			if err != nil {
 				s.log.Error("live links view", "err", err)

@@ -126,6 +126,8 @@ func New(cfg Config) *Server {
 		s.observing.Add(1)
 		go s.observeLoop()
 	}
+	s.observing.Add(1)
+	go s.credentialLoop()
 	return s
 }
 

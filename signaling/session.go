@@ -50,8 +50,10 @@ type session struct {
 	// for this session (rank in linkStates).
 	worstLink atomic.Int32
 
-	// who names the caller in the audit log (set by join).
-	who string
+	// who names the caller in the audit log, and cred is what admitted
+	// it: checked again while it lasts (revoke.go). Both set by join.
+	who  string
+	cred controlplane.Credential
 
 	// How often the client may send messages at all, offers and control
 	// actions (limits.go; reader goroutine only).
@@ -299,11 +301,13 @@ func (ss *session) join(j *wire.Join) bool {
 		var g controlplane.Grant
 		if g, err = ss.srv.cfg.Store.SessionGrant(ss.cookie); err == nil {
 			ss.who = controlplane.WhoOf(g)
+			ss.cred = controlplane.SessionCredential(ss.cookie, g.Role)
 			adm, err = ss.srv.cfg.Store.AdmitGrant(g, j.Conference)
 		} else {
 			err = controlplane.ErrTokenInvalid
 		}
 	} else {
+		ss.cred = controlplane.TokenCredential(j.Token)
 		adm, err = ss.srv.cfg.Store.Admit(j.Token, j.Conference)
 	}
 	if err == nil && !mayJoin(adm.Role) {

@@ -232,6 +232,7 @@ func (s *Server) mediaPost(kind string, w http.ResponseWriter, r *http.Request) 
 		adm.Bridge.ID = "viewer-" + id[:10]
 	}
 	ss := newHeadlessSession(s, kind, r.RemoteAddr, adm, conf)
+	ss.cred = controlplane.TokenCredential(tok)
 	m, _, err := conf.admit(ss, "")
 	var ce *ControlError
 	if errors.Is(err, errViewersFull) {

@@ -303,7 +303,8 @@ func TestMalformedSignaling(t *testing.T) {
 // TestAllowedOrigins: a page from another site cannot open the signaling
 // WebSocket nor use an administrator's cookie; an origin named by
 // --allowed-origin (a reverse proxy's name) can; clients that send no
-// Origin reach the join; a bad --allowed-origin is refused at start.
+// Origin reach the join; the server's own host under http:// is another
+// origin; a bad --allowed-origin is refused at start.
 func TestAllowedOrigins(t *testing.T) {
 	const proxy = "https://bridge.city.example"
 	ts := startTestServerWith(t, func(c *Config) { c.AllowedOrigins = []string{proxy} })
@@ -345,12 +346,14 @@ func TestAllowedOrigins(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode
 	}
-	for origin, want := range map[string]int{ts.base: 101, proxy: 101, "https://evil.example": 403, "": 101, "https://bridge.city.example.evil.example": 403} {
+	// The server's own host under another scheme is another origin.
+	plain := "http" + strings.TrimPrefix(ts.base, "https")
+	for origin, want := range map[string]int{ts.base: 101, proxy: 101, "https://evil.example": 403, "": 101, "https://bridge.city.example.evil.example": 403, plain: 403} {
 		if got := upgrade(origin); got != want {
 			t.Errorf("WebSocket upgrade from %q: %d, want %d", origin, got, want)
 		}
 	}
-	for origin, want := range map[string]int{ts.base: 201, proxy: 201, "https://evil.example": 403, "http://bridge.city.example": 403} {
+	for origin, want := range map[string]int{ts.base: 201, proxy: 201, "https://evil.example": 403, "http://bridge.city.example": 403, plain: 403} {
 		if got := post(origin); got != want {
 			t.Errorf("cookie POST from %q: %d, want %d", origin, got, want)
 		}

@@ -317,6 +317,7 @@ const (
 	ByeLeft           = "left"            // the client asked to leave
 	ByeEnded          = "ended"           // the host ended the conference
 	ByeKicked         = "kicked"          // a technician sent the bridge away
+	ByeRevoked        = "revoked"         // the link or login it joined with was revoked or expired
 )
 
 // MessageType implementations.

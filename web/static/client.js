@@ -41,7 +41,7 @@ const RECONNECT_MIN_MS = 250;
 const RECONNECT_MAX_MS = 1500;
 const CONNECT_TIMEOUT_MS = 2500;
 const STALL_MS = 2000;
-const FINAL_BYES = new Set(["ended", "replaced", "left", "kicked"]);
+const FINAL_BYES = new Set(["ended", "replaced", "left", "kicked", "revoked"]);
 const FINAL_ERRORS = new Set(["token_required", "token_invalid", "wrong_conference", "not_invited", "role_cannot_join"]);
 
 // How often the terminal reports its side of the link to the server: the

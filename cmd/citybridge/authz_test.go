@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -15,9 +14,6 @@ import (
 	"time"
 
 	"citybridge/controlplane"
-	"citybridge/signaling/wire"
-
-	"github.com/gorilla/websocket"
 )
 
 // callers of the API, by how they present themselves.
@@ -30,15 +26,16 @@ const (
 	hostLog   = "host login"
 	techLog   = "technician login"
 	revTok    = "revoked token"
+	hostTok2  = "host token of another conference"
 	expLog    = "expired login"
 	adminPass = "admin-password-1"
 )
 
-var allCallers = []string{anon, roomTok, techTok, hostTok, adminLog, hostLog, techLog, revTok, expLog}
+var allCallers = []string{anon, roomTok, techTok, hostTok, hostTok2, adminLog, hostLog, techLog, revTok, expLog}
 
 // roleOf is the OpenAPI x-roles name of a caller.
 var roleOf = map[string]string{
-	anon: "anonymous", roomTok: "room", techTok: "technician", hostTok: "host",
+	anon: "anonymous", roomTok: "room", techTok: "technician", hostTok: "host", hostTok2: "host",
 	adminLog: "admin", hostLog: "host", techLog: "technician", revTok: "anonymous", expLog: "anonymous",
 }
 
@@ -52,7 +49,8 @@ func docAllowed(t *testing.T) map[string][]string {
 	columns := []map[string][]string{
 		{"yes": {anon, revTok, expLog}, "401": nil},
 		{"yes": {roomTok}, "403": nil},
-		{"yes": {hostTok, hostLog}, "chair": {hostTok, hostLog}, "login": {hostLog}, "own": nil, "403": nil},
+		// A chair's operation names c1: the host link of c2 is refused it.
+		{"yes": {hostTok, hostTok2, hostLog}, "chair": {hostTok, hostLog}, "login": {hostLog}, "own": nil, "403": nil},
 		{"yes": {techTok, techLog}, "own": nil, "403": nil},
 		{"yes": {adminLog}, "403": nil},
 	}
@@ -237,6 +235,14 @@ func runAuthzMatrix(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	c2, err := st.CreateConference(controlplane.Conference{Title: "Elsewhere", State: controlplane.StateOpen, AllBridges: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	host2, err := st.IssueToken(controlplane.Grant{Role: controlplane.RoleHost, Conference: c2.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := st.RevokeToken(revoked); err != nil {
 		t.Fatal(err)
 	}
@@ -268,6 +274,8 @@ func runAuthzMatrix(t *testing.T) {
 			return bearer(ts.demo.TechnicianToken)
 		case hostTok:
 			return bearer(ts.demo.HostToken)
+		case hostTok2:
+			return bearer(host2)
 		case adminLog:
 			return login("boss")
 		case hostLog:
@@ -370,6 +378,48 @@ func runAuthzMatrix(t *testing.T) {
 		}
 	})
 
+	// The "own" rule: a login changes its own password, with its current
+	// one; without it, or with a wrong one, nothing changes. A link has no
+	// password of its own.
+	t.Run("own password", func(t *testing.T) {
+		for _, who := range []string{"boss", "chair", "fixer"} {
+			path := "/api/users/" + who + "/password"
+			for _, tc := range []struct {
+				body string
+				want int
+			}{
+				{`{"password":"another-long-1"}`, http.StatusBadRequest},
+				{`{"password":"another-long-1","current":"not-the-one-1"}`, http.StatusUnauthorized},
+				{`{"password":"another-long-1","current":"long-enough-1"}`, http.StatusNoContent},
+			} {
+				before, _ := st.Snapshot()
+				code, answer := call(t, "PUT", path, tc.body, credential(t, map[string]string{"boss": adminLog, "chair": hostLog, "fixer": techLog}[who]), ts.base)
+				if code != tc.want {
+					t.Errorf("%s changing their own password with %s: %d %s, want %d", who, tc.body, code, answer, tc.want)
+				}
+				if tc.want != http.StatusNoContent {
+					after, _ := st.Snapshot()
+					for k := range after {
+						if before[k] != after[k] && !strings.HasPrefix(k, "audit/") && !strings.HasPrefix(k, "sessions/") {
+							t.Errorf("%s: a refused change of password changed %s", who, k)
+						}
+					}
+				}
+			}
+			if _, err := st.CheckPassword(who, "another-long-1"); err != nil {
+				t.Errorf("%s's password was not changed: %v", who, err)
+			}
+			if err := st.SetPassword(who, "long-enough-1"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, caller := range []string{hostTok, techTok} {
+			if code, answer := call(t, "PUT", "/api/users/chair/password", `{"password":"another-long-1","current":"long-enough-1"}`, credential(t, caller), ts.base); code != http.StatusForbidden {
+				t.Errorf("a %s changing a login's password: %d %s, want 403", caller, code, answer)
+			}
+		}
+	})
+
 	// The table and the OpenAPI document describe the same API.
 	code, specText := call(t, "GET", "/api/openapi.json", "", func(*http.Request) {}, ts.base)
 	if code != 200 {
@@ -443,145 +493,12 @@ func diffKeys(a, b map[string]string) string {
 	return strings.Join(out, ", ")
 }
 
-// docControlRules reads docs/SECURITY.md's "Signaling control actions"
-// table: per action, what a room on itself, a room on another bridge and
-// the chair get ("yes" or an error code).
-func docControlRules(t *testing.T) [][4]string {
-	t.Helper()
-	var out [][4]string
-	for _, cells := range securityTable(t, "### Signaling control actions", 4) {
-		out = append(out, [4]string{strings.Trim(cells[0], "`"), cells[1], cells[2], cells[3]})
-	}
-	if len(out) < 10 {
-		t.Fatalf("read only %d control actions from docs/SECURITY.md", len(out))
-	}
-	return out
-}
-
-// TestAuthzTable: docs/SECURITY.md's tables are the rules. Every API
-// operation of its "API operations" table is called as every caller it
-// names, plus a revoked token and an administrator's expired session
-// (runAuthzMatrix); every control action of its "Signaling control
-// actions" table is sent by a room on itself, by a room on another bridge
-// and by the chair, with exactly the outcome the table gives; before a
-// join every message type is refused and the connection closed; a revoked
-// terminal link cannot join. Refused actions change nothing in the store.
+// TestAuthzTable: docs/SECURITY.md's "API operations" table is the rule.
+// Every operation is called as every caller it names, plus a revoked
+// token, an administrator's expired session and the host link of another
+// conference (runAuthzMatrix), and each login changes its own password.
+// The signaling tables are TestSignalingRoleTable's.
 func TestAuthzTable(t *testing.T) {
 	t.Parallel()
-	t.Run("api", runAuthzMatrix)
-	ts := startTestServer(t)
-	room, _ := joinRoom(t, ts, "ward-001")
-	host, _ := joinWith(t, ts, ts.demo.HostToken)
-	// outcome sends m, then a message that is always refused, and returns
-	// "yes" if no error came before that one's, else the first error code.
-	outcome := func(c *websocket.Conn, m wire.Control) string {
-		t.Helper()
-		_ = wsSend(c, m)
-		_ = c.WriteMessage(websocket.TextMessage, []byte(`{"type":"sentinel"}`))
-		got := "yes"
-		for {
-			msg, err := wsNext(c, 5*time.Second, wire.TypeError, wire.TypeBye)
-			var ce *websocket.CloseError
-			if m.Action == wire.ActionEnd && (errors.As(err, &ce) || (err == nil && msg.MessageType() == wire.TypeBye)) {
-				return got // the end sends everyone away, the chair too
-			}
-			if err != nil {
-				t.Fatalf("%+v: %v", m, err)
-			}
-			e, ok := msg.(*wire.Error)
-			if !ok {
-				t.Fatalf("%+v: the connection was sent away (%+v)", m, msg)
-			}
-			if e.Code == wire.CodeUnknownType {
-				return got
-			}
-			if got == "yes" {
-				got = e.Code
-			}
-		}
-	}
-	rules := docControlRules(t)
-	before, err := ts.store.Snapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, r := range rules {
-		action, onItself, onOther := r[0], r[1], r[2]
-		if got := outcome(room, wire.Control{Action: action}); got != onItself {
-			t.Errorf("room ward-001 %s on itself: %s, docs/SECURITY.md says %s", action, got, onItself)
-		}
-		if got := outcome(room, wire.Control{Action: action, Bridge: "ward-002"}); got != onOther {
-			t.Errorf("room ward-001 %s on ward-002: %s, docs/SECURITY.md says %s", action, got, onOther)
-		}
-	}
-	// The room's own allowed actions (a hand, its microphone) change the
-	// live floor state, which is stored; its refused ones must not have.
-	after, err := ts.store.Snapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for k, v := range after {
-		if before[k] != v && !strings.HasPrefix(k, "live/") {
-			t.Errorf("a room's actions changed %s", k)
-		}
-	}
-	// The chair, "end" last: it sends everyone away.
-	slices.SortStableFunc(rules, func(a, b [4]string) int {
-		return cmpBool(a[0] == wire.ActionEnd, b[0] == wire.ActionEnd)
-	})
-	for _, r := range rules {
-		if got := outcome(host, wire.Control{Action: r[0], Bridge: "ward-002"}); got != r[3] {
-			t.Errorf("the chair's %s on ward-002: %s, docs/SECURITY.md says %s", r[0], got, r[3])
-		}
-	}
-
-	// Before join: every message type is refused and the connection closed.
-	for _, raw := range []string{
-		`{"type":"offer","pc":"pub","sdp":"v=0"}`, `{"type":"answer","pc":"sub","sdp":"v=0"}`,
-		`{"type":"candidate","pc":"pub","candidate":{"candidate":""}}`, `{"type":"leave"}`,
-		`{"type":"restart","pc":"sub"}`, `{"type":"control","action":"mute_all"}`, `{"type":"report","path":"udp"}`,
-	} {
-		c, _, err := wsDial(t.Context(), ts, "", nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_ = c.WriteMessage(websocket.TextMessage, []byte(raw))
-		msg, err := wsNext(c, 5*time.Second, wire.TypeError)
-		if err != nil || msg.(*wire.Error).Code != wire.CodeNotJoined {
-			t.Errorf("%s before join: %v %v, want not_joined", raw, msg, err)
-		}
-		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
-		if _, _, err := c.ReadMessage(); err == nil {
-			t.Errorf("%s before join: the connection stayed open", raw)
-		}
-		c.Close()
-	}
-
-	// A revoked terminal link cannot join.
-	tok, err := ts.store.IssueToken(controlplane.Grant{Role: controlplane.RoleRoom, Bridge: "ward-003"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := ts.store.RevokeToken(tok); err != nil {
-		t.Fatal(err)
-	}
-	c2, _, err := wsDial(t.Context(), ts, "", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c2.Close()
-	_ = wsSend(c2, wire.Join{Token: tok})
-	if got, err := wsNext(c2, 5*time.Second, wire.TypeError, wire.TypeJoined); err != nil || got.MessageType() != wire.TypeError || got.(*wire.Error).Code != wire.CodeTokenInvalid {
-		t.Errorf("a revoked token joining: %v %v, want token_invalid", got, err)
-	}
-}
-
-func cmpBool(a, b bool) int {
-	switch {
-	case a == b:
-		return 0
-	case a:
-		return 1
-	}
-	return -1
+	runAuthzMatrix(t)
 }

@@ -180,8 +180,11 @@ func start(cfg Config, log *slog.Logger) (_ *server, err error) {
 		IdleTimeout: 2 * time.Minute,
 		ErrorLog:    slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
+	// Every listener is taken before the front door serves: it closes
+	// the connections of a protocol nobody took.
+	web := s.front.Web()
 	go func() {
-		if err := s.http.Serve(s.front.Web()); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := s.http.Serve(web); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("https server", "err", err)
 		}
 	}()

@@ -47,6 +47,14 @@ type HistogramFigures struct {
 	Sum    float64
 }
 
+// ShedFigures counts the connections the shared TCP port closed before
+// they reached a server, to keep itself open to everyone else.
+type ShedFigures struct {
+	Full    uint64 // every classification place was taken
+	Source  uint64 // the sender's address had all its places
+	Timeout uint64 // silent past the first-byte deadline, or not through within the classification deadline
+}
+
 // SessionFigures counts signaling sessions by role.
 type SessionFigures map[Role]int
 
@@ -58,6 +66,7 @@ type RegistryOptions struct {
 	Links        func() []BridgeLink // Monitor.Links
 	AlertsActive func() int          // alerts raised and not cleared
 	Reconnects   func() uint64       // participants back within their reconnection grace
+	Shed         func() ShedFigures  // the shared TCP port's closed connections
 }
 
 // NewRegistry builds the server's own Prometheus registry: Go runtime and
@@ -140,6 +149,8 @@ var (
 		"Link alerts (lost, poor) raised and not yet cleared.")
 	descReconnects = newDesc("citybridge_reconnects_total",
 		"Participants that came back within their reconnection grace period.")
+	descShed = newDesc("citybridge_frontdoor_shed_connections_total",
+		"Connections the shared TCP port closed before they reached a server: reason=full when every classification place was taken, reason=source when the sender's address had all its places, reason=timeout when one sent nothing within the first-byte deadline or was not through within the classification deadline.", "reason")
 
 	// Per bridge, from the link monitor's latest sample.
 	descLinkScore = newDesc("citybridge_bridge_link_score",
@@ -172,7 +183,7 @@ func (c *figuresCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descPeers, descTracks, descDownTracks, descReceived,
 		descForwarded, descBytes, descKeyframes, descCachedKeyframes, descOffersRepeated, descMalformed, descSessions, descRetransmitted, descRetransmittedTwice, descNACKsDeclined,
 		descRtxReceived, descRtxLate, descProbes, descFailedProbes, descLayerChanges, descForwardLatency,
-		descAlertsActive, descReconnects, descLinkScore, descLinkState, descRTT, descLoss, descJitter,
+		descAlertsActive, descReconnects, descShed, descLinkScore, descLinkState, descRTT, descLoss, descJitter,
 		descRate, descEstimate, descLayer} {
 		ch <- d
 	}
@@ -219,6 +230,12 @@ func (c *figuresCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	if c.o.Reconnects != nil {
 		counter(descReconnects, c.o.Reconnects())
+	}
+	if c.o.Shed != nil {
+		s := c.o.Shed()
+		counter(descShed, s.Full, "full")
+		counter(descShed, s.Source, "source")
+		counter(descShed, s.Timeout, "timeout")
 	}
 	if c.o.Links == nil {
 		return

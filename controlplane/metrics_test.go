@@ -30,6 +30,7 @@ func fakeRegistry() RegistryOptions {
 		},
 		AlertsActive: func() int { return 1 },
 		Reconnects:   func() uint64 { return 4 },
+		Shed:         func() ShedFigures { return ShedFigures{Full: 1, Source: 936, Timeout: 64} },
 	}
 }
 
@@ -59,6 +60,11 @@ citybridge_alerts_active 1
 # HELP citybridge_reconnects_total Participants that came back within their reconnection grace period.
 # TYPE citybridge_reconnects_total counter
 citybridge_reconnects_total 4
+# HELP citybridge_frontdoor_shed_connections_total Connections the shared TCP port closed before they reached a server: reason=full when every classification place was taken, reason=source when the sender's address had all its places, reason=timeout when one sent nothing within the first-byte deadline or was not through within the classification deadline.
+# TYPE citybridge_frontdoor_shed_connections_total counter
+citybridge_frontdoor_shed_connections_total{reason="full"} 1
+citybridge_frontdoor_shed_connections_total{reason="source"} 936
+citybridge_frontdoor_shed_connections_total{reason="timeout"} 64
 # HELP citybridge_forward_latency_seconds Time from an upstream RTP packet entering the forwarding loop to its last copy written to a subscriber.
 # TYPE citybridge_forward_latency_seconds histogram
 citybridge_forward_latency_seconds_bucket{le="1e-05"} 5
@@ -69,7 +75,8 @@ citybridge_forward_latency_seconds_count 9
 `
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want),
 		"citybridge_peers", "citybridge_rtp_packets_forwarded_total", "citybridge_signaling_sessions",
-		"citybridge_alerts_active", "citybridge_reconnects_total", "citybridge_forward_latency_seconds"); err != nil {
+		"citybridge_alerts_active", "citybridge_reconnects_total", "citybridge_frontdoor_shed_connections_total",
+		"citybridge_forward_latency_seconds"); err != nil {
 		t.Fatal(err)
 	}
 	n, err := testutil.GatherAndCount(reg, "go_goroutines")

@@ -9,11 +9,14 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/binary"
+	"errors"
+	"fmt"
 	"io"
 	"math/big"
 	"net"
 	"net/http"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -42,15 +45,77 @@ func testCert(t *testing.T) tls.Certificate {
 
 func startFrontDoor(t *testing.T) *FrontDoor {
 	t.Helper()
+	return startFrontDoorWith(t, func(f *FrontDoor) { f.ClassifyTimeout = 2 * time.Second })
+}
+
+// startFrontDoorWith starts a front door on loopback after letting edit
+// set its limits.
+func startFrontDoorWith(t *testing.T, edit func(*FrontDoor)) *FrontDoor {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	f := NewFrontDoor(ln, &tls.Config{Certificates: []tls.Certificate{testCert(t)}}, nil)
-	f.ClassifyTimeout = 2 * time.Second
-	go func() { _ = f.Serve() }()
-	t.Cleanup(func() { _ = f.Close() })
+	edit(f)
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		_ = f.Serve()
+	}()
+	t.Cleanup(func() {
+		_ = f.Close()
+		<-served
+	})
 	return f
+}
+
+// dialFrom connects to f from the loopback address src; the connection
+// is closed when the test ends.
+func dialFrom(t *testing.T, f *FrontDoor, src string) net.Conn {
+	t.Helper()
+	d := net.Dialer{Timeout: 2 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+	c, err := d.Dial("tcp", f.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// shedAtOnce reports whether a connection from src is closed (or reset)
+// within d; the reset may even beat the dial's return.
+func shedAtOnce(t *testing.T, f *FrontDoor, src string, d time.Duration) bool {
+	t.Helper()
+	dl := net.Dialer{Timeout: 2 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+	c, err := dl.Dial("tcp", f.Addr().String())
+	if errors.Is(err, syscall.ECONNRESET) {
+		return true
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	return closedWithin(c, d)
+}
+
+// closedWithin reports whether the other side closed or reset c within d.
+func closedWithin(c net.Conn, d time.Duration) bool {
+	_ = c.SetReadDeadline(time.Now().Add(d))
+	_, err := c.Read(make([]byte, 1))
+	return err != nil && !isTimeout(err)
+}
+
+// pendingNow is how many connections are being classified.
+func (f *FrontDoor) pendingNow() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.pending
+}
+
+// iceFrame frames a STUN message as ICE-TCP does (RFC 4571).
+func iceFrame(msg []byte) []byte {
+	return append(binary.BigEndian.AppendUint16(nil, uint16(len(msg))), msg...)
 }
 
 // bindingRequest is a STUN binding request's bytes.
@@ -85,6 +150,7 @@ func accepted(t *testing.T, ln net.Listener, d time.Duration) net.Conn {
 
 func TestFrontDoorRoutesByFirstBytes(t *testing.T) {
 	f := startFrontDoor(t)
+	web, ice, turnLn := f.Web(), f.ICE(), f.TURN()
 	addr := f.Addr().String()
 	stunMsg := bindingRequest(t)
 
@@ -94,12 +160,11 @@ func TestFrontDoorRoutesByFirstBytes(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer c.Close()
-		frame := binary.BigEndian.AppendUint16(nil, uint16(len(stunMsg)))
-		frame = append(frame, stunMsg...)
+		frame := iceFrame(stunMsg)
 		if _, err := c.Write(frame); err != nil {
 			t.Fatal(err)
 		}
-		got := accepted(t, f.ICE(), 2*time.Second)
+		got := accepted(t, ice, 2*time.Second)
 		buf := make([]byte, len(frame))
 		if _, err := io.ReadFull(got, buf); err != nil || !bytes.Equal(buf, frame) {
 			t.Fatalf("ICE side read %x, %v; want the frame as sent", buf, err)
@@ -114,7 +179,7 @@ func TestFrontDoorRoutesByFirstBytes(t *testing.T) {
 		if _, err := c.Write(stunMsg); err != nil {
 			t.Fatal(err)
 		}
-		got := accepted(t, f.TURN(), 2*time.Second)
+		got := accepted(t, turnLn, 2*time.Second)
 		buf := make([]byte, len(stunMsg))
 		if _, err := io.ReadFull(got, buf); err != nil || !bytes.Equal(buf, stunMsg) {
 			t.Fatalf("TURN side read %x, %v", buf, err)
@@ -130,7 +195,7 @@ func TestFrontDoorRoutesByFirstBytes(t *testing.T) {
 			if _, err := c.Write(stunMsg); err != nil {
 				t.Fatal(err)
 			}
-			got := accepted(t, f.TURN(), 2*time.Second)
+			got := accepted(t, turnLn, 2*time.Second)
 			buf := make([]byte, len(stunMsg))
 			if _, err := io.ReadFull(got, buf); err != nil || !bytes.Equal(buf, stunMsg) {
 				t.Fatalf("TURN side read %x, %v", buf, err)
@@ -141,7 +206,7 @@ func TestFrontDoorRoutesByFirstBytes(t *testing.T) {
 		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			_, _ = io.WriteString(w, "hello "+r.URL.Path)
 		})}
-		go func() { _ = srv.Serve(f.Web()) }()
+		go func() { _ = srv.Serve(web) }()
 		defer srv.Close()
 		for _, alpn := range [][]string{{"h2", "http/1.1"}, nil} {
 			tr := &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true, NextProtos: alpn}}
@@ -172,6 +237,149 @@ func TestFrontDoorRoutesByFirstBytes(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestFrontDoorPerSourceLimit: one address gets MaxPendingPerSource
+// places; its next connections are closed at once, while another address
+// still gets through.
+func TestFrontDoorPerSourceLimit(t *testing.T) {
+	checkGoroutines(t)
+	f := startFrontDoorWith(t, func(f *FrontDoor) { f.MaxPendingPerSource = 4 })
+	ice := f.ICE()
+	var held []net.Conn
+	for range 4 {
+		held = append(held, dialFrom(t, f, "127.0.0.2"))
+	}
+	for i := range 3 {
+		if !shedAtOnce(t, f, "127.0.0.2", time.Second) {
+			t.Errorf("connection %d from the address was not closed at once", 5+i)
+		}
+	}
+	for i, c := range held {
+		if closedWithin(c, 50*time.Millisecond) {
+			t.Errorf("silent connection %d within the share was closed before its deadline", i)
+		}
+	}
+	c := dialFrom(t, f, "127.0.0.3")
+	if _, err := c.Write(iceFrame(bindingRequest(t))); err != nil {
+		t.Fatal(err)
+	}
+	accepted(t, ice, time.Second)
+	if st := f.Stats(); st.ShedSource != 3 || st.ShedFull != 0 {
+		t.Errorf("stats %+v, want 3 shed for their source", st)
+	}
+}
+
+// TestFrontDoorSource: limits count an IPv4 address (also written as
+// IPv6) alone, and an IPv6 address with the rest of its /64.
+func TestFrontDoorSource(t *testing.T) {
+	for _, c := range []struct{ a, b string }{
+		{"192.0.2.1", "::ffff:192.0.2.1"},
+		{"2001:db8:1:2::1", "2001:db8:1:2:ffff::7"},
+	} {
+		if sa, sb := source(&net.TCPAddr{IP: net.ParseIP(c.a)}), source(&net.TCPAddr{IP: net.ParseIP(c.b)}); sa != sb {
+			t.Errorf("%s counts as %v, %s as %v: want the same source", c.a, sa, c.b, sb)
+		}
+	}
+	for _, c := range []struct{ a, b string }{
+		{"192.0.2.1", "192.0.2.2"},
+		{"2001:db8:1:2::1", "2001:db8:1:3::1"},
+	} {
+		if sa, sb := source(&net.TCPAddr{IP: net.ParseIP(c.a)}), source(&net.TCPAddr{IP: net.ParseIP(c.b)}); sa == sb {
+			t.Errorf("%s and %s both count as %v: want different sources", c.a, c.b, sa)
+		}
+	}
+}
+
+// TestFrontDoorDeadlines: a silent connection is closed at
+// FirstByteTimeout; one that starts and stalls (a byte of a TLS record,
+// half a STUN header) at ClassifyTimeout. Each counts as timed out and
+// gives its place back.
+func TestFrontDoorDeadlines(t *testing.T) {
+	checkGoroutines(t)
+	f := startFrontDoorWith(t, func(f *FrontDoor) {
+		f.FirstByteTimeout, f.ClassifyTimeout = 200*time.Millisecond, time.Second
+	})
+	for _, c := range []struct {
+		name     string
+		send     []byte
+		min, max time.Duration
+	}{
+		{"silent", nil, 150 * time.Millisecond, 700 * time.Millisecond},
+		{"one byte of a TLS record", []byte{0x16}, 900 * time.Millisecond, 1600 * time.Millisecond},
+		{"half a STUN header", bindingRequest(t)[:6], 900 * time.Millisecond, 1600 * time.Millisecond},
+	} {
+		began := time.Now()
+		conn := dialFrom(t, f, "127.0.0.1")
+		if _, err := conn.Write(c.send); err != nil {
+			t.Fatal(err)
+		}
+		closed := closedWithin(conn, 3*time.Second)
+		if took := time.Since(began); !closed || took < c.min || took > c.max {
+			t.Errorf("%s: closed %v after %v, want closed after %v to %v", c.name, closed, took, c.min, c.max)
+		}
+	}
+	if st := f.Stats(); st.TimedOut != 3 {
+		t.Errorf("stats %+v, want 3 timed out", st)
+	}
+	waitFor(t, time.Second, "the places given back", func() bool { return f.pendingNow() == 0 })
+}
+
+// TestFrontDoorShedsWhenFull: with every place taken by silent
+// connections, a new one is closed at once instead of waiting behind
+// them, and once their deadline frees the places the door serves again.
+func TestFrontDoorShedsWhenFull(t *testing.T) {
+	checkGoroutines(t)
+	f := startFrontDoorWith(t, func(f *FrontDoor) {
+		f.MaxPending, f.FirstByteTimeout = 8, 500*time.Millisecond
+	})
+	ice := f.ICE()
+	for i := range 8 {
+		dialFrom(t, f, fmt.Sprintf("127.0.0.%d", 10+i))
+	}
+	began := time.Now()
+	if !shedAtOnce(t, f, "127.0.0.99", 300*time.Millisecond) {
+		t.Fatalf("a connection beyond MaxPending was not closed at once")
+	}
+	t.Logf("shed after %v", time.Since(began))
+	if st := f.Stats(); st.ShedFull != 1 || st.ShedSource != 0 {
+		t.Errorf("stats %+v, want 1 shed for a full door", st)
+	}
+	waitFor(t, 2*time.Second, "the silent connections' places freed", func() bool { return f.pendingNow() == 0 })
+	c := dialFrom(t, f, "127.0.0.99")
+	if _, err := c.Write(iceFrame(bindingRequest(t))); err != nil {
+		t.Fatal(err)
+	}
+	accepted(t, ice, time.Second)
+}
+
+// TestFrontDoorHandOver: a protocol nobody serves is closed at once; a
+// server that does not accept in time does not keep the place.
+func TestFrontDoorHandOver(t *testing.T) {
+	checkGoroutines(t)
+	f := startFrontDoorWith(t, func(f *FrontDoor) { f.ClassifyTimeout = 500 * time.Millisecond })
+	stunMsg := bindingRequest(t)
+	c := dialFrom(t, f, "127.0.0.1")
+	if _, err := c.Write(iceFrame(stunMsg)); err != nil {
+		t.Fatal(err)
+	}
+	if !closedWithin(c, 300*time.Millisecond) {
+		t.Error("ICE-TCP with no ICE listener taken: not closed at once")
+	}
+	_ = f.TURN() // taken, never accepted from
+	began := time.Now()
+	c = dialFrom(t, f, "127.0.0.1")
+	if _, err := c.Write(stunMsg); err != nil {
+		t.Fatal(err)
+	}
+	closed := closedWithin(c, 2*time.Second)
+	if took := time.Since(began); !closed || took < 400*time.Millisecond {
+		t.Errorf("TURN with nobody accepting: closed %v after %v, want closed at the classification deadline", closed, took)
+	}
+	if st := f.Stats(); st.TimedOut != 1 {
+		t.Errorf("stats %+v, want 1 timed out", st)
+	}
+	waitFor(t, time.Second, "the places given back", func() bool { return f.pendingNow() == 0 })
 }
 
 func isTimeout(err error) bool {

@@ -180,8 +180,11 @@ func start(cfg Config, log *slog.Logger) (_ *server, err error) {
 		IdleTimeout: 2 * time.Minute,
 		ErrorLog:    slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
+	// Every listener is taken before the front door serves: it closes
+	// the connections of a protocol nobody took.
+	web := s.front.Web()
 	go func() {
-		if err := s.http.Serve(s.front.Web()); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := s.http.Serve(web); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("https server", "err", err)
 		}
 	}()
@@ -217,7 +220,7 @@ func (s *server) routes() http.Handler {
 	mux.HandleFunc("GET /healthz", s.healthz)
 	reg := controlplane.NewRegistry(controlplane.RegistryOptions{
 		Media: s.mediaFigures, Sessions: s.sig.Sessions, Links: s.links, AlertsActive: s.alertsActive,
-		Reconnects: s.sig.Reconnects,
+		Reconnects: s.sig.Reconnects, Shed: s.shedFigures,
 	})
 	// The metrics name every bridge and conference and how their links
 	// fare: for Prometheus with a technician token, or from this machine.
@@ -254,6 +257,12 @@ func (s *server) mediaFigures() controlplane.MediaFigures {
 
 		ForwardLatency: latencyFigures(st.ForwardLatency),
 	}
+}
+
+// shedFigures are the front door's closed connections.
+func (s *server) shedFigures() controlplane.ShedFigures {
+	st := s.front.Stats()
+	return controlplane.ShedFigures{Full: st.ShedFull, Source: st.ShedSource, Timeout: st.TimedOut}
 }
 
 // links are the monitor's bridge links, none without a monitor.

@@ -264,7 +264,7 @@ func wireTypeNames(t *testing.T) map[string]string {
 
 // TestEverySignalingMessageHasARule: every message type the signaling
 // session accepts from a client has a row in docs/SECURITY.md's
-// "Signaling messages" table, so a new message cannot ship without a
+// signaling "Messages" table, so a new message cannot ship without a
 // rule saying who may send it.
 func TestEverySignalingMessageHasARule(t *testing.T) {
 	handled := handledMessages(t)
@@ -274,7 +274,7 @@ func TestEverySignalingMessageHasARule(t *testing.T) {
 	names := wireTypeNames(t)
 	documented := map[string]bool{}
 	quoted := regexp.MustCompile("`([a-z_]+)`")
-	for _, cells := range securityTable(t, "## Signaling messages", 4) {
+	for _, cells := range securityTable(t, "### Messages", 4) {
 		for _, m := range quoted.FindAllStringSubmatch(cells[0], -1) {
 			documented[m[1]] = true
 		}

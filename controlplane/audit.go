@@ -2,7 +2,6 @@ package controlplane
 
 import (
 	"encoding/binary"
-	"encoding/csv"
 	"encoding/json"
 	"net/http"
 	"strconv"
@@ -168,7 +167,7 @@ func writeCSV(w http.ResponseWriter, filename string, rows [][]string) {
 	w.Header().Set("Content-Type", "text/csv; charset=utf-8")
 	w.Header().Set("Content-Disposition", `attachment; filename="`+filename+`"`)
 	w.Header().Set("Cache-Control", "no-store")
-	_ = csv.NewWriter(w).WriteAll(rows)
+	_ = NewCSVWriter(w).WriteAll(rows)
 }
 
 // statusRecorder remembers the status a handler answered.

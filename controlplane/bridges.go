@@ -47,6 +47,8 @@ func (b Bridge) Validate() error {
 	switch {
 	case !bridgeID.MatchString(b.ID):
 		return fmt.Errorf("id %q: want 1-32 of a-z, 0-9 and -, starting with a letter or digit", b.ID)
+	case ReservedBridgeID(b.ID):
+		return checkNotReserved(b.ID)
 	case strings.TrimSpace(b.Name) == "":
 		return errors.New("name is empty")
 	case len(b.Name) > 120:

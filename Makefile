@@ -29,4 +29,6 @@ fuzz:
 	go test -run '^$$' -fuzz '^FuzzSDPOffer$$' -fuzztime $(FUZZTIME) ./sfu
 	go test -run '^$$' -fuzz '^FuzzSignalingMessage$$' -fuzztime $(FUZZTIME) ./signaling/wire
 	go test -run '^$$' -fuzz '^FuzzBridgeCSV$$' -fuzztime $(FUZZTIME) ./controlplane
+	go test -run '^$$' -fuzz '^FuzzBridgeExportImport$$' -fuzztime $(FUZZTIME) ./controlplane
+	go test -run '^$$' -fuzz '^FuzzCSVCell$$' -fuzztime $(FUZZTIME) ./controlplane
 	go test -run '^$$' -fuzz '^FuzzAPIBody$$' -fuzztime $(FUZZTIME) ./controlplane

@@ -282,6 +282,10 @@ func (a *API) newTerminalLink(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := r.PathValue("id")
+	if err := checkNotReserved(id); err != nil { // a registry from before IDs were reserved
+		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
+		return
+	}
 	b, err := a.store.Bridge(id)
 	if errors.Is(err, ErrNotFound) || (err == nil && b.Kind == KindHub) {
 		writeError(w, http.StatusNotFound, "not_found", "no such bridge")

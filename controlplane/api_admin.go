@@ -161,6 +161,7 @@ func (a *API) createBridge(w http.ResponseWriter, r *http.Request) {
 	if !decodeBody(w, r, &b, `body must be {"id", "name", "kind", "area"?, "contact"?}`) {
 		return
 	}
+	b = b.Trimmed()
 	if err := b.Validate(); err != nil {
 		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
 		return
@@ -187,6 +188,7 @@ func (a *API) updateBridge(w http.ResponseWriter, r *http.Request) {
 	if !decodeBody(w, r, &b, `body must be {"id", "name", "kind", "area"?, "contact"?}`) {
 		return
 	}
+	b = b.Trimmed()
 	if b.ID == "" {
 		b.ID = id
 	}

@@ -2,7 +2,6 @@ package controlplane
 
 import (
 	"encoding/binary"
-	"encoding/csv"
 	"fmt"
 	"io"
 	"slices"
@@ -270,7 +269,7 @@ func (s *Store) Attendance(conferenceID string) ([]BridgeAttendance, error) {
 // WriteAttendanceCSV writes the record as CSV: one row per interval (a
 // bridge that never joined has one row with no times).
 func WriteAttendanceCSV(w io.Writer, rec []BridgeAttendance) error {
-	cw := csv.NewWriter(w)
+	cw := NewCSVWriter(w)
 	_ = cw.Write([]string{"bridge", "name", "join", "leave", "cause", "worst", "bridge_connected_seconds", "bridge_drops"})
 	ts := func(t time.Time) string {
 		if t.IsZero() {

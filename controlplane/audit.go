@@ -2,7 +2,6 @@ package controlplane
 
 import (
 	"encoding/binary"
-	"encoding/csv"
 	"encoding/json"
 	"net/http"
 	"strconv"
@@ -216,7 +215,7 @@ func (a *API) auditLog(w http.ResponseWriter, r *http.Request) {
 // auditCSV streams the selected entries as a CSV download.
 func (a *API) auditCSV(w http.ResponseWriter, from, to time.Time, after uint64) {
 	csvHeaders(w, "citybridge-audit.csv")
-	cw := csv.NewWriter(w)
+	cw := NewCSVWriter(w)
 	_ = cw.Write([]string{"seq", "at", "who", "role", "action", "target", "result", "remote"})
 	err := a.store.EachAudit(from, to, after, func(e AuditEntry) bool {
 		return cw.Write([]string{strconv.FormatUint(e.Seq, 10), e.At.Format(time.RFC3339Nano), e.Who, string(e.Role), e.Action, e.Target, e.Result, e.Remote}) == nil
@@ -230,7 +229,7 @@ func (a *API) auditCSV(w http.ResponseWriter, from, to time.Time, after uint64) 
 // writeCSV answers with rows (the header first) as a CSV download.
 func writeCSV(w http.ResponseWriter, filename string, rows [][]string) {
 	csvHeaders(w, filename)
-	_ = csv.NewWriter(w).WriteAll(rows)
+	_ = NewCSVWriter(w).WriteAll(rows)
 }
 
 // csvHeaders are a CSV download's headers.

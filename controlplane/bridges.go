@@ -10,6 +10,8 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -45,10 +47,17 @@ func (b Bridge) Validate() error {
 	switch {
 	case !bridgeID.MatchString(b.ID):
 		return fmt.Errorf("id %q: want 1-32 of a-z, 0-9 and -, starting with a letter or digit", b.ID)
+	case ReservedBridgeID(b.ID):
+		return checkNotReserved(b.ID)
 	case strings.TrimSpace(b.Name) == "":
 		return errors.New("name is empty")
 	case len(b.Name) > 120:
 		return errors.New("name is longer than 120 characters")
+	}
+	for _, f := range [...]struct{ field, v string }{{"name", b.Name}, {"area", b.Area}, {"contact", b.Contact}} {
+		if err := checkText(f.field, f.v); err != nil {
+			return err
+		}
 	}
 	switch b.Kind {
 	case KindCommune, KindWard, KindSpecialZone, KindHub:
@@ -56,6 +65,29 @@ func (b Bridge) Validate() error {
 		return fmt.Errorf("kind %q: want commune, ward, special_zone or hub", b.Kind)
 	}
 	return nil
+}
+
+// checkText refuses what a registry field cannot hold: text that is not
+// UTF-8, white space at either end (the import trims it, so it would not
+// survive an export and import) and control characters (tabs, line
+// breaks).
+func checkText(field, v string) error {
+	switch {
+	case !utf8.ValidString(v):
+		return fmt.Errorf("%s is not valid UTF-8", field)
+	case strings.TrimSpace(v) != v:
+		return fmt.Errorf("%s starts or ends with white space", field)
+	case strings.IndexFunc(v, unicode.IsControl) >= 0:
+		return fmt.Errorf("%s holds a control character (a tab or a line break)", field)
+	}
+	return nil
+}
+
+// Trimmed is b with white space trimmed from its fields, as the import
+// reads them.
+func (b Bridge) Trimmed() Bridge {
+	return Bridge{ID: strings.TrimSpace(b.ID), Name: strings.TrimSpace(b.Name), Kind: Kind(strings.TrimSpace(string(b.Kind))),
+		Area: strings.TrimSpace(b.Area), Contact: strings.TrimSpace(b.Contact)}
 }
 
 // RowError is one rejected row of a CSV import.
@@ -68,7 +100,9 @@ var csvHeader = []string{"id", "name", "kind", "area", "contact"}
 
 // ParseBridgesCSV reads a registry in CSV form (header: id,name,kind,area,
 // contact). Good rows are returned; each bad row is reported with its line
-// number and does not stop the others.
+// number and does not stop the others. Cells are trimmed, then the quote
+// our export puts before a formula-like cell is taken off
+// (RestoreCSVCell).
 func ParseBridgesCSV(r io.Reader) ([]Bridge, []RowError, error) {
 	cr := csv.NewReader(r)
 	cr.FieldsPerRecord = -1
@@ -107,10 +141,10 @@ func ParseBridgesCSV(r io.Reader) ([]Bridge, []RowError, error) {
 			bad = append(bad, RowError{Line: line, Err: fmt.Sprintf("%d fields, want %d", len(rec), len(csvHeader))})
 			continue
 		}
-		b := Bridge{
-			ID: strings.TrimSpace(rec[0]), Name: strings.TrimSpace(rec[1]), Kind: Kind(strings.TrimSpace(rec[2])),
-			Area: strings.TrimSpace(rec[3]), Contact: strings.TrimSpace(rec[4]),
+		for i := range rec {
+			rec[i] = RestoreCSVCell(strings.TrimSpace(rec[i])) // our export's quote, if any
 		}
+		b := Bridge{ID: rec[0], Name: rec[1], Kind: Kind(rec[2]), Area: rec[3], Contact: rec[4]}
 		if err := b.Validate(); err != nil {
 			bad = append(bad, RowError{Line: line, Err: err.Error()})
 			continue
@@ -210,9 +244,11 @@ func (s *Store) ImportBridgesCSV(r io.Reader, partial bool) (res ImportResult, o
 	return res, err == nil, err
 }
 
-// WriteBridgesCSV writes the registry in the form ParseBridgesCSV reads.
+// WriteBridgesCSV writes the registry in the form ParseBridgesCSV reads,
+// cells neutralised against formula injection (CSVWriter), which the
+// import undoes: the values read back are the values written.
 func WriteBridgesCSV(w io.Writer, bs []Bridge) error {
-	cw := csv.NewWriter(w)
+	cw := NewCSVWriter(w)
 	_ = cw.Write(csvHeader)
 	for _, b := range bs {
 		if b.Kind == KindHub {

@@ -115,6 +115,9 @@ func (s *Store) checkConference(c Conference) error {
 	}
 	seen := map[string]bool{}
 	for _, id := range c.Bridges {
+		if err := checkNotReserved(id); err != nil {
+			return err
+		}
 		b, err := s.Bridge(id)
 		if err != nil || b.Kind == KindHub {
 			return fmt.Errorf("no bridge %q in the registry", id)

@@ -184,8 +184,8 @@ func (s *Store) AdmitGrant(g Grant, conferenceID string) (Admission, error) {
 		return Admission{Role: RoleHost, Conference: c, Bridge: HubBridge}, nil
 	case RoleRoom:
 		b, err := s.Bridge(g.Bridge)
-		if err != nil {
-			return Admission{}, ErrTokenInvalid // the bridge was removed from the registry
+		if err != nil || ReservedBridgeID(b.ID) {
+			return Admission{}, ErrTokenInvalid // the bridge was removed from the registry, or is the server's own
 		}
 		c, err := s.roomConference(b.ID, conferenceID)
 		if err != nil {

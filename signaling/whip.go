@@ -229,7 +229,7 @@ func (s *Server) mediaPost(kind string, w http.ResponseWriter, r *http.Request) 
 	}
 	id := controlplane.NewToken()
 	if adm.Role == controlplane.RoleViewer {
-		adm.Bridge.ID = "viewer-" + id[:10]
+		adm.Bridge.ID = controlplane.ViewerIDPrefix + id[:10]
 	}
 	ss := newHeadlessSession(s, kind, r.RemoteAddr, adm, conf)
 	ss.cred = controlplane.TokenCredential(tok)

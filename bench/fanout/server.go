@@ -4,7 +4,6 @@ package main
 // measured from /proc, called over HTTPS, profiled, stopped.
 
 import (
-	"bufio"
 	"crypto/tls"
 	"encoding/json"
 	"errors"
@@ -86,11 +85,7 @@ func startServer(bin, cpus string, verbose bool) (*server, error) {
 		name = "taskset"
 	}
 	cmd := exec.Command(name, args...)
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	cmd.Stderr = io.Discard
+	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
 	if verbose {
 		cmd.Stderr = os.Stderr
 	}
@@ -102,25 +97,20 @@ func startServer(bin, cpus string, verbose bool) (*server, error) {
 			TLSClientConfig:     &tls.Config{InsecureSkipVerify: true}, // the server's own self-signed certificate
 			MaxIdleConnsPerHost: 64,
 		}}}
-	found := make(chan [2]string, 1)
-	go func() {
-		sc := bufio.NewScanner(out)
-		var host string
-		for sc.Scan() {
-			if m := hostLink.FindStringSubmatch(sc.Text()); m != nil {
-				host = m[1]
-			}
-			if m := techLink.FindStringSubmatch(sc.Text()); m != nil {
-				found <- [2]string{host, m[1]}
-			}
+	// Standard output is no terminal: the first start writes its links
+	// to the data directory.
+	first := filepath.Join(dir, "data", "first-start.txt")
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		text, _ := os.ReadFile(first)
+		host, tech := hostLink.FindSubmatch(text), techLink.FindSubmatch(text)
+		if host != nil && tech != nil {
+			s.hostToken, s.techToken = string(host[1]), string(tech[1])
+			break
 		}
-	}()
-	select {
-	case toks := <-found:
-		s.hostToken, s.techToken = toks[0], toks[1]
-	case <-time.After(30 * time.Second):
-		s.stop()
-		return nil, errors.New("the server did not print its host link within 30 s")
+		if time.Now().After(deadline) {
+			s.stop()
+			return nil, errors.New("the server wrote no links to " + first + " within 30 s")
+		}
 	}
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 		resp, err := s.http.Get(s.base + "/healthz")

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
@@ -42,8 +41,7 @@ var binary = sync.OnceValues(func() (string, error) {
 type process struct {
 	cmd    *exec.Cmd
 	base   string
-	mu     sync.Mutex
-	stdout strings.Builder
+	data   string
 	client *http.Client
 }
 
@@ -78,30 +76,18 @@ func startBinaryOn(t *testing.T, data, addr string, udpPort int, extra ...string
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &process{base: "https://" + addr, client: &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+	p := &process{base: "https://" + addr, data: data, client: &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
 		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, // its own self-signed certificate
 	}}}
 	p.cmd = exec.Command(bin, "serve", "--listen", addr, "--data", data, "--udp-host", "127.0.0.1",
 		"--udp-port", strconv.Itoa(udpPort), "--media-allow", "127.0.0.0/8", "--reconnect-grace", "1s",
 		"--turn=false")
 	p.cmd.Args = append(p.cmd.Args, extra...)
-	out, err := p.cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.cmd.Stderr = io.Discard
+	p.cmd.Stdout, p.cmd.Stderr = io.Discard, io.Discard
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = p.cmd.Process.Kill(); _ = p.cmd.Wait() })
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			p.mu.Lock()
-			p.stdout.WriteString(sc.Text() + "\n")
-			p.mu.Unlock()
-		}
-	}()
 	waitFor(t, 20*time.Second, "a healthy /healthz", func() bool {
 		resp, err := p.client.Get(p.base + "/healthz")
 		if err != nil {
@@ -113,20 +99,25 @@ func startBinaryOn(t *testing.T, data, addr string, udpPort int, extra ...string
 	return p
 }
 
-// link returns the token of a link the first start printed ("/host#t=").
+// firstStart returns what the first start wrote to the data directory's
+// first-start.txt (standard output is no terminal here).
+func (p *process) firstStart(t *testing.T, what string, re *regexp.Regexp) string {
+	t.Helper()
+	var found string
+	waitFor(t, 5*time.Second, what+" in "+firstStartFile, func() bool {
+		text, _ := os.ReadFile(filepath.Join(p.data, firstStartFile))
+		if m := re.FindSubmatch(text); m != nil {
+			found = string(m[1])
+		}
+		return found != ""
+	})
+	return found
+}
+
+// link returns the token of a link the first start gave ("/host#t=").
 func (p *process) link(t *testing.T, path string) string {
 	t.Helper()
-	re := regexp.MustCompile(regexp.QuoteMeta(path) + `#t=([A-Za-z0-9_-]+)`)
-	var tok string
-	waitFor(t, 5*time.Second, "the "+path+" link on stdout", func() bool {
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		if m := re.FindStringSubmatch(p.stdout.String()); m != nil {
-			tok = m[1]
-		}
-		return tok != ""
-	})
-	return tok
+	return p.firstStart(t, "the "+path+" link", regexp.MustCompile(regexp.QuoteMeta(path)+`#t=([A-Za-z0-9_-]+)`))
 }
 
 // api calls the JSON API with a bearer token and decodes the answer.

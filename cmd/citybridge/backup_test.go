@@ -8,7 +8,6 @@ import (
 	"regexp"
 	"strings"
 	"testing"
-	"time"
 
 	"citybridge/controlplane"
 )
@@ -30,15 +29,7 @@ func TestBackupRestore(t *testing.T) {
 	ln.Close()
 	p := startBinaryOn(t, data, addr, 0)
 	tech := p.link(t, "/rooms")
-	var pass string
-	waitFor(t, 5*time.Second, "the admin password on stdout", func() bool {
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		if m := regexp.MustCompile(`password (\S+)\)`).FindStringSubmatch(p.stdout.String()); m != nil {
-			pass = m[1]
-		}
-		return pass != ""
-	})
+	pass := p.firstStart(t, "the admin password", regexp.MustCompile(`password (\S+)\)`))
 	bin, err := binary()
 	if err != nil {
 		t.Fatal(err)

@@ -103,18 +103,7 @@ func serve(ctx context.Context, cfg Config, stdout, stderr io.Writer) error {
 		return err
 	}
 	if s.demo != nil {
-		base := s.baseURL()
-		fmt.Fprintf(stdout, `
-citybridge is ready. First start: a demo conference with %d bridge points was created.
-These links carry secret tokens and are shown only this once; keep them.
-
-  Host console:            %s/host#t=%s
-  Room terminals (index):  %s/rooms#t=%s
-  Administration:          %s/admin  (login "admin", password %s)
-
-The certificate is self-signed: the browser will ask you to accept it once.
-
-`, s.demo.Bridges, base, s.demo.HostToken, base, s.demo.TechnicianToken, base, s.demo.AdminPassword)
+		showFirstStart(stdout, isTerminal(stdout), cfg.Data, s.baseURL(), *s.demo, log)
 	}
 	// SIGHUP reloads the certificate (systemctl reload); media goes on.
 	hup := make(chan os.Signal, 1)

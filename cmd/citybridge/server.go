@@ -101,6 +101,16 @@ func start(cfg Config, log *slog.Logger) (_ *server, err error) {
 		s.demo = &demo
 		log.Info("seeded an empty store with the demo", "conference", demo.Conference.ID, "bridges", demo.Bridges)
 	}
+	// A registry from before bridge IDs were reserved: such a bridge no
+	// longer joins (its room links are refused); say so once per start.
+	if bs, err := s.store.Bridges(); err == nil {
+		for _, b := range bs {
+			if controlplane.ReservedBridgeID(b.ID) {
+				log.Warn("a bridge has a reserved id and cannot join: remove it and add it under another id",
+					"bridge", b.ID, "err", controlplane.ErrReservedBridgeID)
+			}
+		}
+	}
 	// Bridges that were in when the server last stopped (or was killed)
 	// get their intervals closed at its last heartbeat.
 	if n, err := s.store.RecoverOpen(); err != nil {

@@ -178,17 +178,20 @@ func TestAPIRoles(t *testing.T) {
 	}
 }
 
-// TestServeSeedsOnce runs the serve command twice on one data directory:
-// the first start seeds the demo and prints the links, the second finds
-// the store and prints none; each run shuts down when told to.
+// TestServeSeedsOnce runs the serve command twice on one data directory,
+// its standard output not a terminal (as under systemd): the first start
+// seeds the demo and writes the links and the administrator's password to
+// DATA/first-start.txt, mode 0600, printing and logging nothing secret;
+// the second finds the store and writes none; each run shuts down when
+// told to.
 func TestServeSeedsOnce(t *testing.T) {
 	t.Parallel()
 	data := t.TempDir()
 	cfg := Config{
 		Listen: "127.0.0.1:0", Data: data, UDPHost: "127.0.0.1",
-		MediaAllow: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}, LogLevel: slog.LevelWarn,
+		MediaAllow: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}, LogLevel: slog.LevelInfo,
 	}
-	run := func() string {
+	run := func() (stdout, log string) {
 		ctx, cancel := context.WithCancel(context.Background())
 		var out, logs bytes.Buffer
 		done := make(chan error, 1)
@@ -204,14 +207,33 @@ func TestServeSeedsOnce(t *testing.T) {
 		case <-time.After(15 * time.Second):
 			t.Fatal("serve did not stop after its context ended")
 		}
-		return out.String()
+		return out.String(), logs.String()
 	}
-	first := run()
-	if !strings.Contains(first, "/host#t=") || !strings.Contains(first, "/rooms#t=") {
-		t.Fatalf("first start printed no links:\n%s", first)
+	file := filepath.Join(data, "first-start.txt")
+	out, log := run()
+	text, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatalf("first start: %v\nstdout:\n%s", err, out)
 	}
-	if second := run(); strings.Contains(second, "#t=") {
-		t.Fatalf("second start printed links again:\n%s", second)
+	if fi, err := os.Stat(file); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("%s: mode %v, %v; want 0600", file, fi.Mode(), err)
+	}
+	secrets := regexp.MustCompile(`/(?:host|rooms)#t=([A-Za-z0-9_-]+)|password ([A-Za-z0-9_-]+)\)`).FindAllStringSubmatch(string(text), -1)
+	if len(secrets) != 3 || !strings.Contains(string(text), `login "admin"`) {
+		t.Fatalf("%s holds %d of the host link, the technicians' link and the password:\n%s", file, len(secrets), text)
+	}
+	for _, m := range secrets {
+		secret := m[1] + m[2]
+		if strings.Contains(out, secret) || strings.Contains(log, secret) {
+			t.Errorf("a secret of the first start (%.6s…) is on standard output or in the log:\n%s\n%s", secret, out, log)
+		}
+	}
+	if !strings.Contains(log, file) {
+		t.Errorf("the log does not say where the first start's links are:\n%s", log)
+	}
+	out, log = run()
+	if again, _ := os.ReadFile(file); string(again) != string(text) || strings.Contains(out+log, "#t=") || strings.Contains(log, "first-start") {
+		t.Fatalf("the second start wrote links again:\n%s\n%s", out, log)
 	}
 }
 

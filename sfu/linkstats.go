@@ -376,10 +376,10 @@ func (p *Peer) LinkStats() LinkStats {
 		s.RTT = time.Duration(p.link.rtt.Load())
 	} else if st, ok := iceTransport(p.sub).selectedPairStats(); ok {
 		s.RTT = time.Duration(st.CurrentRoundTripTime * float64(time.Second))
-	} else if st, ok := iceTransport(p.pub).selectedPairStats(); ok {
+	} else if st, ok := iceTransport(p.pubPC()).selectedPairStats(); ok {
 		s.RTT = time.Duration(st.CurrentRoundTripTime * float64(time.Second))
 	}
-	s.Path = iceTransport(p.pub).path()
+	s.Path = iceTransport(p.pubPC()).path()
 	if s.Path == "" {
 		s.Path = iceTransport(p.sub).path()
 	}

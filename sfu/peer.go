@@ -66,8 +66,12 @@ type Peer struct {
 	router *Router
 	log    *slog.Logger
 	l      PeerListener
-	pub    *webrtc.PeerConnection
-	sub    *webrtc.PeerConnection
+	// pub is the publishing connection. It is replaced, once, only when the
+	// participant's first offer is refused (see AcceptOffer): a refused
+	// offer leaves pion's connection half-applied.
+	pub     atomic.Pointer[webrtc.PeerConnection]
+	sub     *webrtc.PeerConnection
+	offerMu sync.Mutex // one offer at a time on the publishing connection
 
 	mu        sync.Mutex
 	tracks    map[string]*Track // published, by the publisher's track ID
@@ -124,32 +128,48 @@ func newPeer(r *Router, id string, l PeerListener, opts PeerOptions) (*Peer, err
 	if err != nil {
 		return nil, err
 	}
-	if p.pub, err = r.sfu.pubKit.api(se, nil).NewPeerConnection(webrtc.Configuration{}); err != nil {
+	pub, err := p.newPub()
+	if err != nil {
 		return nil, err
 	}
+	p.pub.Store(pub)
 	if p.sub, err = r.sfu.subKit.api(se, subIR).NewPeerConnection(webrtc.Configuration{}); err != nil {
-		_ = p.pub.Close()
+		_ = pub.Close()
 		return nil, err
 	}
-	for _, x := range []struct {
-		kind PC
-		pc   *webrtc.PeerConnection
-	}{{Publish, p.pub}, {Subscribe, p.sub}} {
-		kind := x.kind
-		x.pc.OnICECandidate(func(c *webrtc.ICECandidate) {
-			if c != nil {
-				l.OnCandidate(kind, c.ToJSON())
-			}
-		})
-		x.pc.OnConnectionStateChange(func(s webrtc.PeerConnectionState) {
-			p.log.Debug("connection state", "pc", kind.String(), "state", s.String())
-			l.OnConnectionState(kind, s)
-		})
-	}
-	p.pub.OnTrack(p.onRemoteTrack)
+	p.listen(Subscribe, p.sub)
 	r.sfu.stats.peers.Add(1)
 	return p, nil
 }
+
+// newPub makes a publishing connection that reports to the peer.
+func (p *Peer) newPub() (*webrtc.PeerConnection, error) {
+	se := p.router.sfu.se
+	se.LoggerFactory = slogFactory{p.log}
+	pc, err := p.router.sfu.pubKit.api(se, nil).NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		return nil, err
+	}
+	p.listen(Publish, pc)
+	pc.OnTrack(p.onRemoteTrack)
+	return pc, nil
+}
+
+// listen passes pc's candidates and states to the peer's listener.
+func (p *Peer) listen(kind PC, pc *webrtc.PeerConnection) {
+	pc.OnICECandidate(func(c *webrtc.ICECandidate) {
+		if c != nil {
+			p.l.OnCandidate(kind, c.ToJSON())
+		}
+	})
+	pc.OnConnectionStateChange(func(s webrtc.PeerConnectionState) {
+		p.log.Debug("connection state", "pc", kind.String(), "state", s.String())
+		p.l.OnConnectionState(kind, s)
+	})
+}
+
+// pubPC is the publishing connection.
+func (p *Peer) pubPC() *webrtc.PeerConnection { return p.pub.Load() }
 
 // ID is the peer's identifier in its router.
 func (p *Peer) ID() string { return p.id }
@@ -181,7 +201,7 @@ func (p *Peer) ConnectionState(pc PC) webrtc.PeerConnectionState {
 	if pc == Subscribe {
 		return p.sub.ConnectionState()
 	}
-	return p.pub.ConnectionState()
+	return p.pubPC().ConnectionState()
 }
 
 // Limits on what a participant may publish in one offer. Chromium's offer
@@ -209,21 +229,66 @@ func checkOffer(sdp string) error {
 
 // AcceptOffer applies the participant's offer for the publishing connection
 // and returns the SFU's answer. Candidates follow through OnCandidate.
+//
+// A refused first offer leaves the peer able to take the next one. pion
+// applies an offer in steps (signaling state, codecs, transceivers, ICE
+// candidates) and keeps those it made before the one that failed, so the
+// next offer would meet a connection waiting for an answer to the bad one.
+// Nothing is negotiated yet, so the connection is replaced by a fresh one.
+// A refused re-offer keeps the connection as pion leaves it: replacing it
+// would drop the media it carries.
 func (p *Peer) AcceptOffer(sdp string) (string, error) {
 	if err := checkOffer(sdp); err != nil {
 		return "", err
 	}
-	if err := p.pub.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: sdp}); err != nil {
+	p.offerMu.Lock()
+	defer p.offerMu.Unlock()
+	pc := p.pubPC()
+	first := pc.CurrentRemoteDescription() == nil
+	answer, err := acceptOffer(pc, sdp)
+	if err != nil && first {
+		p.replacePub(pc)
+	}
+	return answer, err
+}
+
+func acceptOffer(pc *webrtc.PeerConnection, sdp string) (string, error) {
+	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: sdp}); err != nil {
 		return "", fmt.Errorf("%w: %v", ErrNotOffer, err)
 	}
-	answer, err := p.pub.CreateAnswer(nil)
+	answer, err := pc.CreateAnswer(nil)
 	if err != nil {
 		return "", err
 	}
-	if err := p.pub.SetLocalDescription(answer); err != nil {
+	if err := pc.SetLocalDescription(answer); err != nil {
 		return "", err
 	}
-	return p.pub.LocalDescription().SDP, nil
+	return pc.LocalDescription().SDP, nil
+}
+
+// replacePub puts a fresh publishing connection in old's place after a
+// refused first offer. old is closed quietly: its states and candidates
+// are no longer the peer's. Failing to make one, the peer keeps old.
+func (p *Peer) replacePub(old *webrtc.PeerConnection) {
+	pc, err := p.newPub()
+	if err != nil {
+		p.log.Warn("publishing connection not renewed after a refused offer", "err", err)
+		return
+	}
+	p.mu.Lock()
+	if p.closed { // Close has closed, or will close, old
+		p.mu.Unlock()
+		_ = pc.Close()
+		return
+	}
+	p.pub.Store(pc)
+	p.mu.Unlock()
+	old.OnICECandidate(func(*webrtc.ICECandidate) {})
+	old.OnConnectionStateChange(func(webrtc.PeerConnectionState) {})
+	old.OnTrack(func(*webrtc.TrackRemote, *webrtc.RTPReceiver) {})
+	if err := old.Close(); err != nil {
+		p.log.Debug("close refused publishing connection", "err", err)
+	}
 }
 
 // AcceptAnswer applies the participant's answer to the SFU's last offer on
@@ -255,7 +320,7 @@ func (p *Peer) AddCandidate(pc PC, c webrtc.ICECandidateInit) error {
 	if pc == Subscribe {
 		return p.sub.AddICECandidate(c)
 	}
-	return p.pub.AddICECandidate(c)
+	return p.pubPC().AddICECandidate(c)
 }
 
 // Subscribe sends track t to this peer, at most at layer maxLayer. It is a
@@ -563,7 +628,7 @@ func (p *Peer) onRemoteTrack(remote *webrtc.TrackRemote, receiver *webrtc.RTPRec
 		p.nextTrack++
 		id := fmt.Sprintf("%s-%s-%d", remote.Kind(), p.id, p.nextTrack)
 		t = newTrack(id, p.id, remote.Kind(), remote.Codec(), &p.router.sfu.stats, p.router.sfu.clock,
-			p.router.sfu.cfg.KeyframeInterval, p.pub.WriteRTCP)
+			p.router.sfu.cfg.KeyframeInterval, p.pubPC().WriteRTCP)
 		t.fan = p.router.sfu.fan
 		if t.kind == webrtc.RTPCodecTypeAudio {
 			t.levels.extID = audioLevelID(receiver) // before any read loop starts
@@ -667,7 +732,7 @@ func (p *Peer) Close() {
 	for d := range downs {
 		d.track.removeDown(d)
 	}
-	if err := p.pub.Close(); err != nil {
+	if err := p.pubPC().Close(); err != nil {
 		p.log.Debug("close publishing connection", "err", err)
 	}
 	if err := p.sub.Close(); err != nil {

@@ -10,6 +10,9 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
+
+	"github.com/pion/webrtc/v4"
 )
 
 // chromiumOffer is the shape of a room terminal's publishing offer
@@ -48,9 +51,38 @@ func TestOfferLimits(t *testing.T) {
 	}
 }
 
+// TestRefusedOfferThenPublish: offers pion refuses part-way through
+// applying them (no ICE credentials, a media section without a mid, no
+// fingerprint) leave the peer able to publish: the participant's next,
+// good offer is answered and its media reaches the SFU.
+func TestRefusedOfferThenPublish(t *testing.T) {
+	checkGoroutines(t)
+	s := newTestSFU(t)
+	r, err := s.Router("c1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newClient(t, r, "ward-001")
+	for name, sdp := range map[string]string{
+		"no ICE credentials": "v=0\r\n",
+		"no mid":             strings.Replace(chromiumOffer, "a=mid:1\r\n", "", 1),
+		"no fingerprint":     strings.ReplaceAll(chromiumOffer, "a=fingerprint:", "a=x-fingerprint:"),
+	} {
+		if _, err := c.peer.AcceptOffer(sdp); err == nil {
+			t.Fatalf("%s: accepted", name)
+		}
+	}
+	publishSynthetic(t, c, "q")
+	waitFor(t, 10*time.Second, "the published track at the SFU", func() bool { return len(c.peer.Tracks()) > 0 })
+	if st := c.peer.ConnectionState(Publish); st != webrtc.PeerConnectionStateConnected {
+		t.Errorf("publishing connection %s after the good offer", st)
+	}
+}
+
 // FuzzSDPOffer: whatever a client offers, the peer answers or refuses it
 // with an error; it never panics, and a refused offer leaves the peer
-// able to take the next one.
+// able to take the next one: after each refusal, the same peer accepts a
+// terminal's offer (chromiumOffer).
 func FuzzSDPOffer(f *testing.F) {
 	f.Add(chromiumOffer)
 	f.Add("v=0\r\n")
@@ -80,7 +112,15 @@ func FuzzSDPOffer(f *testing.F) {
 			t.Fatal(err)
 		}
 		defer p.Close()
+		if _, err := p.AcceptOffer(sdp); err != nil {
+			if _, err2 := p.AcceptOffer(chromiumOffer); err2 != nil {
+				t.Fatalf("a terminal's offer after a refused one (%v): %v", err, err2)
+			}
+			return
+		}
+		// Accepted: offered again, as a re-negotiation. Refused, the peer
+		// keeps what it negotiated, so the good offer is not retried here:
+		// it may rightly be refused as a re-offer of different sections.
 		_, _ = p.AcceptOffer(sdp)
-		_, _ = p.AcceptOffer(sdp) // a second, re-negotiating offer
 	})
 }

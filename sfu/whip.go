@@ -45,11 +45,12 @@ func ValidateOffer(offer string) error {
 // AcceptOfferGathered is AcceptOffer for a WHIP client: the answer carries
 // the SFU's candidates.
 func (p *Peer) AcceptOfferGathered(offer string) (string, error) {
-	done := webrtc.GatheringCompletePromise(p.pub)
+	pc := p.pubPC()
+	done := webrtc.GatheringCompletePromise(pc)
 	if _, err := p.AcceptOffer(offer); err != nil {
 		return "", err
 	}
-	return waitGathered(p.pub, done)
+	return waitGathered(pc, done)
 }
 
 // AnswerSubscriber answers a WHEP client's offer on the subscribing
@@ -95,7 +96,7 @@ func waitGathered(pc *webrtc.PeerConnection, done <-chan struct{}) (string, erro
 // credentials, and the SFU's new credentials and candidates come back as a
 // fragment. pc is the connection the client negotiated.
 func (p *Peer) RestartClientICE(pc PC, frag string) (string, error) {
-	conn := p.pub
+	conn := p.pubPC()
 	if pc == Subscribe {
 		conn = p.sub
 	}

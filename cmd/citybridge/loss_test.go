@@ -13,8 +13,11 @@ import (
 // TestLossRecovery: the room's downlink drops 5% of packets at random
 // (nftables on its veth). The room's Chromium NACKs what it misses, the
 // server answers from its packet cache (each retransmission sent twice, see
-// sfu.DownTrack.sendAgain), and the picture keeps its frame rate: above 25
-// frames a second over ten seconds.
+// sfu.DownTrack.sendAgain), and the picture keeps its frame rate and its
+// size: above 25 frames a second over ten seconds, and 1280x720 in at
+// least 90% of the samples taken four times a second from the loss on (an
+// unlimited link carries the hub's full layer; loss alone must not cost
+// the room its picture's size).
 func TestLossRecovery(t *testing.T) {
 	requireMediaPass(t) // not parallel: it needs the machine's CPU to itself
 	link := newNetLink(t)
@@ -47,21 +50,34 @@ func TestLossRecovery(t *testing.T) {
 	waitSettledAtFull(t, ts, id)
 
 	link.SetLoss(t, 5)
+	lossAt := time.Now()
+	// What the room decodes, four times a second from the loss on: the
+	// picture must keep its frame rate at the size the link carries, and
+	// an unlimited link carries the hub's full layer.
+	var share sizeShare
+	sample := func() inboundStat {
+		v, _ := video()
+		l, _ := hubLayer(room)
+		share.add(time.Since(lossAt), v, l)
+		return v
+	}
 	st0 := ts.media.Stats()
 	rtx0, twice0 := st0.Retransmitted, st0.RetransmittedTwice
 	// Let the loss bite, then measure ten seconds of it.
-	start := time.Now()
 	waitUntil(t, 15*time.Second, "a NACK answered under loss", func() (bool, string) {
+		sample()
 		st := ts.media.Stats()
-		return st.Retransmitted > rtx0 && time.Since(start) > 3*time.Second, fmt.Sprintf("%d retransmitted", st.Retransmitted-rtx0)
+		return st.Retransmitted > rtx0 && time.Since(lossAt) > 3*time.Second, fmt.Sprintf("%d retransmitted", st.Retransmitted-rtx0)
 	})
 	e0 := hubEncoded(t, host)
-	v0, _ := video()
+	v0 := sample()
 	t0 := time.Now()
 	waitUntil(t, 15*time.Second, "ten seconds under 5% loss", func() (bool, string) {
+		sample()
 		return time.Since(t0) >= 10*time.Second, ""
 	})
-	v1, seen := video()
+	v1 := sample()
+	_, seen := video()
 	took := time.Since(t0).Seconds()
 	fps := float64(v1.FramesDecoded-v0.FramesDecoded) / took
 	sent := float64(hubEncoded(t, host)-e0) / took
@@ -78,8 +94,17 @@ func TestLossRecovery(t *testing.T) {
 		v1.FramesDecoded-v0.FramesDecoded, v1.FramesDropped-v0.FramesDropped,
 		v1.KeyFramesDecoded-v0.KeyFramesDecoded, v1.PLICount-v0.PLICount, jitterMs(v0, v1),
 		v1.Retransmitted-v0.Retransmitted, v1.PacketsDiscarded-v0.PacketsDiscarded)
+	t.Logf("the room's picture from the loss on: %v", &share)
 	if fps <= 25 {
 		t.Errorf("decoded %.1f frames/s under 5%% loss, want above 25; the hub encoded %.1f a second (%s)", fps, sent, seen)
+	}
+	// Measured: every sample at 1280x720 in 11 runs (bench/RESULTS.md). The
+	// bound leaves a second or so of the ~13 s for a machine that starves
+	// the room's decoder, and fails a server that serves a lower layer for
+	// longer than that (checked with a pin to the middle layer).
+	const fullShare = 0.9
+	if got := share.fullShare(); got < fullShare {
+		t.Errorf("under 5%% loss the room decoded 1280x720 in %.0f%% of the samples, want at least %.0f%%: %v", 100*got, 100*fullShare, &share)
 	}
 	if v1.NackCount <= v0.NackCount {
 		t.Errorf("the room sent no NACKs under 5%% loss: the loss is not on its link (%s)", seen)
@@ -94,13 +119,7 @@ func TestLossRecovery(t *testing.T) {
 // full simulcast layer: what a room could decode at most.
 func hubEncoded(t *testing.T, host *tab) int {
 	t.Helper()
-	n, err := eval[int](host, `(async () => {
-		let n = 0;
-		(await citybridge.session.pcs.pub.getStats()).forEach((s) => {
-			if (s.type === "outbound-rtp" && s.kind === "video" && s.rid === "f") n = s.framesEncoded || 0;
-		});
-		return n;
-	})()`)
+	n, err := hubFullFrames(host)
 	if err != nil {
 		t.Fatalf("the hub's encoded frames: %v", err)
 	}
@@ -172,4 +191,41 @@ func waitSettledAtFull(t *testing.T, ts *testServer, id string) {
 		}
 		return now.Sub(since) >= settleFor, seen
 	})
+}
+
+// sizeShare counts, over a measurement's samples, those in which the room
+// decoded the hub at 1280x720, and the frames decoded between two such
+// samples.
+type sizeShare struct {
+	samples, full      int
+	frames, fullFrames int
+	last               inboundStat
+	others             []string // what the first samples below 1280x720 saw
+}
+
+func (s *sizeShare) add(at time.Duration, v inboundStat, l layerInfo) {
+	if s.samples > 0 {
+		n := v.FramesDecoded - s.last.FramesDecoded
+		s.frames += n
+		if v.FrameWidth == 1280 && s.last.FrameWidth == 1280 {
+			s.fullFrames += n
+		}
+	}
+	s.last = v
+	s.samples++
+	if v.FrameWidth == 1280 {
+		s.full++
+	} else if len(s.others) < 12 {
+		s.others = append(s.others, fmt.Sprintf("%.2f s %dx%d (layer %q for %q)", at.Seconds(), v.FrameWidth, v.FrameHeight, l.Layer, l.Reason))
+	}
+}
+
+func (s *sizeShare) fullShare() float64 {
+	return float64(s.full) / float64(max(s.samples, 1))
+}
+
+func (s *sizeShare) String() string {
+	return fmt.Sprintf("%d of %d samples at 1280x720 (%.0f%%), %d of %d frames between two such samples (%.0f%%); below it: %v",
+		s.full, s.samples, 100*s.fullShare(),
+		s.fullFrames, s.frames, 100*float64(s.fullFrames)/float64(max(s.frames, 1)), s.others)
 }

@@ -5,25 +5,17 @@ import (
 	"errors"
 	"net/http"
 	"strings"
-
-	"citybridge/signaling/wire"
 )
 
 // FloorControl is what the API may ask of the live conferences: the same
 // floor actions the host console sends over signaling, checked by the same
 // rules (signaling/floor.go).
 type FloorControl interface {
-	// Control applies a host's action to a conference (see wire.Control).
-	Control(conferenceID string, c wire.Control) error
+	// Control applies a host's request to a conference. A refused one
+	// returns a *FloorRefusal.
+	Control(conferenceID string, req FloorRequest) error
 	// Floor returns a conference's floor state.
-	Floor(conferenceID string) (wire.Floor, error)
-}
-
-// ControlRefusal is implemented by the errors Control returns for a
-// refused action: WireCode is the signaling error code.
-type ControlRefusal interface {
-	error
-	WireCode() string
+	Floor(conferenceID string) (FloorState, error)
 }
 
 // SetFloor connects the API to the live conferences (floor control).
@@ -31,14 +23,14 @@ func (a *API) SetFloor(f FloorControl) { a.floor = f }
 
 func (a *API) registerFloor(mux auditMux) {
 	mux.HandleFunc("GET /api/conferences/{id}/floor", a.getFloor)
-	mux.HandleFunc("POST /api/conferences/{id}/floor", a.floorAction(wire.ActionGiveFloor))
-	mux.HandleFunc("DELETE /api/conferences/{id}/floor", a.floorAction(wire.ActionTakeFloor))
-	mux.HandleFunc("POST /api/conferences/{id}/bridges/{bridge}/mute", a.floorAction(wire.ActionMute))
-	mux.HandleFunc("DELETE /api/conferences/{id}/bridges/{bridge}/mute", a.floorAction(wire.ActionUnmute))
-	mux.HandleFunc("POST /api/conferences/{id}/mute-all", a.floorAction(wire.ActionMuteAll))
-	mux.HandleFunc("POST /api/conferences/{id}/lock", a.floorAction(wire.ActionLock))
-	mux.HandleFunc("DELETE /api/conferences/{id}/lock", a.floorAction(wire.ActionUnlock))
-	mux.HandleFunc("DELETE /api/conferences/{id}/hands/{bridge}", a.floorAction(wire.ActionLowerHand))
+	mux.HandleFunc("POST /api/conferences/{id}/floor", a.floorAction(ActionGiveFloor))
+	mux.HandleFunc("DELETE /api/conferences/{id}/floor", a.floorAction(ActionTakeFloor))
+	mux.HandleFunc("POST /api/conferences/{id}/bridges/{bridge}/mute", a.floorAction(ActionMute))
+	mux.HandleFunc("DELETE /api/conferences/{id}/bridges/{bridge}/mute", a.floorAction(ActionUnmute))
+	mux.HandleFunc("POST /api/conferences/{id}/mute-all", a.floorAction(ActionMuteAll))
+	mux.HandleFunc("POST /api/conferences/{id}/lock", a.floorAction(ActionLock))
+	mux.HandleFunc("DELETE /api/conferences/{id}/lock", a.floorAction(ActionUnlock))
+	mux.HandleFunc("DELETE /api/conferences/{id}/hands/{bridge}", a.floorAction(ActionLowerHand))
 	mux.HandleFunc("GET /api/conferences/{id}/attendance", a.attendance)
 }
 
@@ -106,14 +98,14 @@ type giveFloor struct {
 
 // floorAction answers one of the host's floor actions with the new floor
 // state.
-func (a *API) floorAction(action string) http.HandlerFunc {
+func (a *API) floorAction(action FloorAction) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		c, ok := a.conferenceFor(w, r, chairs)
 		if !ok {
 			return
 		}
-		ctl := wire.Control{Action: action, Bridge: r.PathValue("bridge")}
-		if action == wire.ActionGiveFloor {
+		req := FloorRequest{Action: action, Bridge: r.PathValue("bridge")}
+		if action == ActionGiveFloor {
 			var body giveFloor
 			dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1024))
 			dec.DisallowUnknownFields()
@@ -121,24 +113,15 @@ func (a *API) floorAction(action string) http.HandlerFunc {
 				writeError(w, http.StatusBadRequest, "bad_request", `body must be {"bridge": "<bridge id>"}`)
 				return
 			}
-			ctl.Bridge = body.Bridge
+			req.Bridge = body.Bridge
 		}
-		if err := a.floor.Control(c.ID, ctl); err != nil {
-			var refusal ControlRefusal
+		if err := a.floor.Control(c.ID, req); err != nil {
+			var refusal *FloorRefusal
 			if !errors.As(err, &refusal) {
 				a.internal(w, err)
 				return
 			}
-			status := http.StatusConflict
-			switch refusal.WireCode() {
-			case wire.CodeUnknownBridge:
-				status = http.StatusNotFound
-			case wire.CodeBadMessage:
-				status = http.StatusBadRequest
-			case wire.CodeForbidden:
-				status = http.StatusForbidden
-			}
-			writeError(w, status, refusal.WireCode(), refusal.Error())
+			writeError(w, refusalStatus(refusal.Reason), string(refusal.Reason), refusal.Message)
 			return
 		}
 		f, err := a.floor.Floor(c.ID)
@@ -148,6 +131,20 @@ func (a *API) floorAction(action string) http.HandlerFunc {
 		}
 		writeJSON(w, http.StatusOK, f)
 	}
+}
+
+// refusalStatus is the HTTP status of a refused floor action: the
+// conference's state is in the way unless the request itself is wrong.
+func refusalStatus(r RefusalReason) int {
+	switch r {
+	case RefusedUnknownBridge:
+		return http.StatusNotFound
+	case RefusedBadAction:
+		return http.StatusBadRequest
+	case RefusedForbidden:
+		return http.StatusForbidden
+	}
+	return http.StatusConflict
 }
 
 // attendance answers the record as JSON, or as CSV with ?format=csv or

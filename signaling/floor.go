@@ -36,7 +36,9 @@ type actor struct {
 	bridge string
 }
 
-// ControlError is a refused control action, with the wire error code.
+// ControlError is a refused join (the conference locked or over, the
+// hub's place taken), with the wire error code. A refused floor action is
+// a *controlplane.FloorRefusal.
 type ControlError struct {
 	Code    string
 	Message string
@@ -46,11 +48,36 @@ func (e *ControlError) Error() string { return e.Message }
 
 func refuse(code, msg string) error { return &ControlError{Code: code, Message: msg} }
 
+// refuseAction refuses a floor action, saying why in the control plane's
+// words.
+func refuseAction(why controlplane.RefusalReason, msg string) error {
+	return &controlplane.FloorRefusal{Reason: why, Message: msg}
+}
+
+// refusalCode is the wire's error code for a refused floor action.
+func refusalCode(why controlplane.RefusalReason) string {
+	switch why {
+	case controlplane.RefusedBadAction:
+		return wire.CodeBadMessage
+	case controlplane.RefusedForbidden:
+		return wire.CodeForbidden
+	case controlplane.RefusedUnknownBridge:
+		return wire.CodeUnknownBridge
+	case controlplane.RefusedNoFloor:
+		return wire.CodeNoFloor
+	case controlplane.RefusedEnded:
+		return wire.CodeConferenceEnded
+	case controlplane.RefusedBadState:
+		return wire.CodeBadState
+	}
+	return wire.CodeInternal
+}
+
 // control applies one action for who, or refuses it. It is the one place
 // the floor rules live; the signaling message and the REST API both come
 // here. Who may send what, on whom, is the role table's (roles.go).
-func (c *conference) control(who actor, ctl wire.Control) (changed bool, err error) {
-	target, err := permit(who, ctl)
+func (c *conference) control(who actor, req controlplane.FloorRequest) (changed bool, err error) {
+	target, err := permit(who, req)
 	if err != nil {
 		return false, err
 	}
@@ -59,14 +86,14 @@ func (c *conference) control(who actor, ctl wire.Control) (changed bool, err err
 	ended := c.state == controlplane.StateEnded
 	c.mu.Unlock()
 	if ended {
-		return false, refuse(wire.CodeConferenceEnded, "the conference has ended")
+		return false, refuseAction(controlplane.RefusedEnded, "the conference has ended")
 	}
-	if controlRules[who.role][ctl.Action] != whole && !c.invited(target) {
-		return false, refuse(wire.CodeUnknownBridge, "no such bridge in this conference: "+target)
+	if controlRules[who.role][req.Action] != whole && !c.invited(target) {
+		return false, refuseAction(controlplane.RefusedUnknownBridge, "no such bridge in this conference: "+target)
 	}
 	var change func()
-	switch ctl.Action {
-	case wire.ActionGiveFloor:
+	switch req.Action {
+	case controlplane.ActionGiveFloor:
 		change = func() {
 			if c.holder != "" && c.holder != target {
 				delete(c.unmuted, c.holder)
@@ -75,47 +102,47 @@ func (c *conference) control(who actor, ctl wire.Control) (changed bool, err err
 			c.unmuted[target] = true
 			c.hands = slices.DeleteFunc(c.hands, func(b string) bool { return b == target })
 		}
-	case wire.ActionTakeFloor:
+	case controlplane.ActionTakeFloor:
 		change = func() {
 			if c.holder != "" {
 				delete(c.unmuted, c.holder)
 			}
 			c.holder = ""
 		}
-	case wire.ActionMute:
+	case controlplane.ActionMute:
 		change = func() { delete(c.unmuted, target) }
-	case wire.ActionUnmute:
+	case controlplane.ActionUnmute:
 		c.mu.Lock()
 		holds := c.holder == target
 		c.mu.Unlock()
 		if !host && !holds {
-			return false, refuse(wire.CodeNoFloor, "a room may unmute itself only while it holds the floor")
+			return false, refuseAction(controlplane.RefusedNoFloor, "a room may unmute itself only while it holds the floor")
 		}
 		change = func() { c.unmuted[target] = true }
-	case wire.ActionMuteAll:
+	case controlplane.ActionMuteAll:
 		change = func() { clear(c.unmuted) }
-	case wire.ActionLock, wire.ActionUnlock:
-		change = func() { c.locked = ctl.Action == wire.ActionLock }
-	case wire.ActionRaiseHand:
+	case controlplane.ActionLock, controlplane.ActionUnlock:
+		change = func() { c.locked = req.Action == controlplane.ActionLock }
+	case controlplane.ActionRaiseHand:
 		change = func() {
 			if !slices.Contains(c.hands, target) && c.holder != target {
 				c.hands = append(c.hands, target)
 			}
 		}
-	case wire.ActionLowerHand:
+	case controlplane.ActionLowerHand:
 		change = func() { c.hands = slices.DeleteFunc(c.hands, func(b string) bool { return b == target }) }
-	case wire.ActionShareScreen:
-		if len(ctl.Track) > 128 {
-			return false, refuse(wire.CodeBadMessage, "track ID too long")
+	case controlplane.ActionShareScreen:
+		if len(req.Track) > 128 {
+			return false, refuseAction(controlplane.RefusedBadAction, "track ID too long")
 		}
-		change = func() { c.screen = ctl.Track }
-	case wire.ActionStart, wire.ActionEnd:
-		return c.setConferenceState(ctl.Action)
+		change = func() { c.screen = req.Track }
+	case controlplane.ActionStart, controlplane.ActionEnd:
+		return c.setConferenceState(req.Action)
 	}
 	if !c.update(change) {
 		return false, nil
 	}
-	c.log.Info("floor control", "action", ctl.Action, "target", target, "by", who.bridge, "role", string(who.role))
+	c.log.Info("floor control", "action", string(req.Action), "target", target, "by", who.bridge, "role", string(who.role))
 	return true, nil
 }
 
@@ -162,13 +189,13 @@ func (c *conference) liveLocked() controlplane.LiveState {
 	return st
 }
 
-// floorMessage is the floor state as the pages see it.
-func (c *conference) floorMessage() wire.Floor {
+// floorState is the floor state as the API returns it.
+func (c *conference) floorState() controlplane.FloorState {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	live := c.liveLocked()
-	f := wire.Floor{
-		State: string(c.state), Holder: live.Holder, Unmuted: live.Unmuted, Locked: live.Locked,
+	f := controlplane.FloorState{
+		State: c.state, Holder: live.Holder, Unmuted: live.Unmuted, Locked: live.Locked,
 		Hands: live.Hands, Speaker: c.speaker,
 	}
 	if e := c.roll[live.Holder]; e != nil {
@@ -189,6 +216,20 @@ func (c *conference) floorMessage() wire.Floor {
 		f.Hands = []string{}
 	}
 	return f
+}
+
+// floorMessage is the floor state as the pages see it.
+func (c *conference) floorMessage() wire.Floor {
+	return floorToWire(c.floorState())
+}
+
+// floorToWire maps the control plane's floor state onto the signaling
+// floor message.
+func floorToWire(f controlplane.FloorState) wire.Floor {
+	return wire.Floor{
+		State: string(f.State), Holder: f.Holder, HolderName: f.HolderName, Unmuted: f.Unmuted,
+		Locked: f.Locked, Hands: f.Hands, Screen: f.Screen, Speaker: f.Speaker,
+	}
 }
 
 func (c *conference) broadcastFloor() {
@@ -283,14 +324,14 @@ func (c *conference) restoreLive() {
 }
 
 // setConferenceState moves the conference live (start) or ends it.
-func (c *conference) setConferenceState(action string) (changed bool, err error) {
+func (c *conference) setConferenceState(action controlplane.FloorAction) (changed bool, err error) {
 	to := controlplane.StateLive
-	if action == wire.ActionEnd {
+	if action == controlplane.ActionEnd {
 		to = controlplane.StateEnded
 	}
 	conf, err := c.srv.cfg.Store.SetConferenceState(c.id, to)
 	if err != nil {
-		return false, refuse(wire.CodeBadState, err.Error())
+		return false, refuseAction(controlplane.RefusedBadState, err.Error())
 	}
 	return c.conferenceChanged(conf), nil
 }
@@ -315,27 +356,24 @@ func (c *conference) conferenceChanged(conf controlplane.Conference) (changed bo
 	return true
 }
 
-// WireCode is the signaling error code of a refused action.
-func (e *ControlError) WireCode() string { return e.Code }
-
 // Control applies a host's floor action to a conference on behalf of the
 // API (the same rules as the host console's control messages).
-func (s *Server) Control(conferenceID string, ctl wire.Control) error {
+func (s *Server) Control(conferenceID string, req controlplane.FloorRequest) error {
 	conf, err := s.liveConference(conferenceID)
 	if err != nil {
 		return err
 	}
-	_, err = conf.control(actor{role: controlplane.RoleHost, bridge: controlplane.HubBridge.ID}, ctl)
+	_, err = conf.control(actor{role: controlplane.RoleHost, bridge: controlplane.HubBridge.ID}, req)
 	return err
 }
 
 // Floor returns a conference's floor state.
-func (s *Server) Floor(conferenceID string) (wire.Floor, error) {
+func (s *Server) Floor(conferenceID string) (controlplane.FloorState, error) {
 	conf, err := s.liveConference(conferenceID)
 	if err != nil {
-		return wire.Floor{}, err
+		return controlplane.FloorState{}, err
 	}
-	return conf.floorMessage(), nil
+	return conf.floorState(), nil
 }
 
 // ConferenceChanged follows a change to a stored conference (its state set

@@ -60,9 +60,9 @@ func (ff *floorFixture) join(t *testing.T, token string) *wsClient {
 // control sends an action and returns the error code, or "" and the first
 // floor state that done accepts (floor states other participants caused
 // are skipped; nil done accepts none, for actions that must be refused).
-func (c *wsClient) control(t *testing.T, action, bridge string, done func(wire.Floor) bool) (string, wire.Floor) {
+func (c *wsClient) control(t *testing.T, action controlplane.FloorAction, bridge string, done func(wire.Floor) bool) (string, wire.Floor) {
 	t.Helper()
-	c.send(&wire.Control{Action: action, Bridge: bridge})
+	c.send(&wire.Control{Action: string(action), Bridge: bridge})
 	for {
 		switch m := c.nextAny().(type) {
 		case *wire.Error:
@@ -89,20 +89,21 @@ func TestFloorRules(t *testing.T) {
 		t.Fatalf("room A's first message after joined %#v: want the floor state, everyone muted", f)
 	}
 	for _, tc := range []struct {
-		who            *wsClient
-		name           string
-		action, bridge string
-		code           string
+		who    *wsClient
+		name   string
+		action controlplane.FloorAction
+		bridge string
+		code   string
 	}{
-		{a, "room unmutes itself without the floor", wire.ActionUnmute, "", wire.CodeNoFloor},
-		{a, "room gives itself the floor", wire.ActionGiveFloor, "room-a", wire.CodeForbidden},
-		{a, "room mutes another room", wire.ActionMute, "room-b", wire.CodeForbidden},
-		{a, "room mutes everyone", wire.ActionMuteAll, "", wire.CodeForbidden},
-		{a, "room locks", wire.ActionLock, "", wire.CodeForbidden},
-		{a, "room ends the conference", wire.ActionEnd, "", wire.CodeForbidden},
-		{a, "room shares a screen", wire.ActionShareScreen, "", wire.CodeForbidden},
-		{host, "host raises a hand", wire.ActionRaiseHand, "", wire.CodeForbidden},
-		{host, "host gives the floor to a stranger", wire.ActionGiveFloor, "room-zz", wire.CodeUnknownBridge},
+		{a, "room unmutes itself without the floor", controlplane.ActionUnmute, "", wire.CodeNoFloor},
+		{a, "room gives itself the floor", controlplane.ActionGiveFloor, "room-a", wire.CodeForbidden},
+		{a, "room mutes another room", controlplane.ActionMute, "room-b", wire.CodeForbidden},
+		{a, "room mutes everyone", controlplane.ActionMuteAll, "", wire.CodeForbidden},
+		{a, "room locks", controlplane.ActionLock, "", wire.CodeForbidden},
+		{a, "room ends the conference", controlplane.ActionEnd, "", wire.CodeForbidden},
+		{a, "room shares a screen", controlplane.ActionShareScreen, "", wire.CodeForbidden},
+		{host, "host raises a hand", controlplane.ActionRaiseHand, "", wire.CodeForbidden},
+		{host, "host gives the floor to a stranger", controlplane.ActionGiveFloor, "room-zz", wire.CodeUnknownBridge},
 		{host, "unknown action", "dance", "", wire.CodeBadMessage},
 	} {
 		if code, _ := tc.who.control(t, tc.action, tc.bridge, nil); code != tc.code {
@@ -114,28 +115,28 @@ func TestFloorRules(t *testing.T) {
 	}
 
 	// Hands: A raises, the host sees the queue and grants it.
-	if code, f := a.control(t, wire.ActionRaiseHand, "", func(f wire.Floor) bool { return len(f.Hands) > 0 }); code != "" || !slices.Equal(f.Hands, []string{"room-a"}) {
+	if code, f := a.control(t, controlplane.ActionRaiseHand, "", func(f wire.Floor) bool { return len(f.Hands) > 0 }); code != "" || !slices.Equal(f.Hands, []string{"room-a"}) {
 		t.Fatalf("raise hand: %q %+v", code, f)
 	}
-	code, f := host.control(t, wire.ActionGiveFloor, "room-a", func(f wire.Floor) bool { return f.Holder == "room-a" })
+	code, f := host.control(t, controlplane.ActionGiveFloor, "room-a", func(f wire.Floor) bool { return f.Holder == "room-a" })
 	if code != "" || f.Holder != "room-a" || !slices.Equal(f.Unmuted, []string{"room-a"}) || len(f.Hands) != 0 {
 		t.Fatalf("give floor: %q %+v", code, f)
 	}
 	// With the floor, A may mute and unmute itself; B still may not.
-	if code, f := a.control(t, wire.ActionMute, "", func(f wire.Floor) bool { return len(f.Unmuted) == 0 }); code != "" || len(f.Unmuted) != 0 {
+	if code, f := a.control(t, controlplane.ActionMute, "", func(f wire.Floor) bool { return len(f.Unmuted) == 0 }); code != "" || len(f.Unmuted) != 0 {
 		t.Fatalf("holder mutes itself: %q %+v", code, f)
 	}
-	if code, f := a.control(t, wire.ActionUnmute, "", func(f wire.Floor) bool { return len(f.Unmuted) > 0 }); code != "" || !slices.Equal(f.Unmuted, []string{"room-a"}) {
+	if code, f := a.control(t, controlplane.ActionUnmute, "", func(f wire.Floor) bool { return len(f.Unmuted) > 0 }); code != "" || !slices.Equal(f.Unmuted, []string{"room-a"}) {
 		t.Fatalf("holder unmutes itself: %q %+v", code, f)
 	}
-	if code, _ := b.control(t, wire.ActionUnmute, "", nil); code != wire.CodeNoFloor {
+	if code, _ := b.control(t, controlplane.ActionUnmute, "", nil); code != wire.CodeNoFloor {
 		t.Fatalf("room B unmutes without the floor: %q", code)
 	}
 	// Passing the floor mutes the previous holder.
-	if code, f := host.control(t, wire.ActionGiveFloor, "room-b", func(f wire.Floor) bool { return f.Holder == "room-b" }); code != "" || f.Holder != "room-b" || !slices.Equal(f.Unmuted, []string{"room-b"}) {
+	if code, f := host.control(t, controlplane.ActionGiveFloor, "room-b", func(f wire.Floor) bool { return f.Holder == "room-b" }); code != "" || f.Holder != "room-b" || !slices.Equal(f.Unmuted, []string{"room-b"}) {
 		t.Fatalf("floor to B: %q %+v", code, f)
 	}
-	if code, f := host.control(t, wire.ActionLock, "", func(f wire.Floor) bool { return f.Locked }); code != "" || !f.Locked {
+	if code, f := host.control(t, controlplane.ActionLock, "", func(f wire.Floor) bool { return f.Locked }); code != "" || !f.Locked {
 		t.Fatalf("lock: %q %+v", code, f)
 	}
 	// Locked: C (never joined) is refused; A, who was in, may come back.
@@ -162,7 +163,7 @@ func TestFloorRules(t *testing.T) {
 	}
 
 	// The host ends the conference: everyone is sent away, no one joins.
-	if code, _ := host.control(t, wire.ActionEnd, "", func(f wire.Floor) bool { return f.State == "ended" }); code != "" {
+	if code, _ := host.control(t, controlplane.ActionEnd, "", func(f wire.Floor) bool { return f.State == "ended" }); code != "" {
 		t.Fatalf("end: %q", code)
 	}
 	for {

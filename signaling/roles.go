@@ -1,9 +1,6 @@
 package signaling
 
-import (
-	"citybridge/controlplane"
-	"citybridge/signaling/wire"
-)
+import "citybridge/controlplane"
 
 // The signaling role table: who may join /signal at all, who may publish,
 // and which control actions each role may send, on whom. It is the one
@@ -41,52 +38,44 @@ const (
 
 // controlRules is, per role, what each control action may act on. A role
 // or an action absent here is refused.
-var controlRules = map[controlplane.Role]map[string]reach{
+var controlRules = map[controlplane.Role]map[controlplane.FloorAction]reach{
 	controlplane.RoleHost: {
-		wire.ActionGiveFloor:   anyBridge,
-		wire.ActionTakeFloor:   whole,
-		wire.ActionMute:        anyBridge,
-		wire.ActionUnmute:      anyBridge,
-		wire.ActionMuteAll:     whole,
-		wire.ActionLock:        whole,
-		wire.ActionUnlock:      whole,
-		wire.ActionLowerHand:   anyBridge,
-		wire.ActionShareScreen: whole,
-		wire.ActionStart:       whole,
-		wire.ActionEnd:         whole,
+		controlplane.ActionGiveFloor:   anyBridge,
+		controlplane.ActionTakeFloor:   whole,
+		controlplane.ActionMute:        anyBridge,
+		controlplane.ActionUnmute:      anyBridge,
+		controlplane.ActionMuteAll:     whole,
+		controlplane.ActionLock:        whole,
+		controlplane.ActionUnlock:      whole,
+		controlplane.ActionLowerHand:   anyBridge,
+		controlplane.ActionShareScreen: whole,
+		controlplane.ActionStart:       whole,
+		controlplane.ActionEnd:         whole,
 	},
 	controlplane.RoleRoom: {
-		wire.ActionMute:      itself,
-		wire.ActionUnmute:    itself, // and only while it holds the floor (floor.go)
-		wire.ActionRaiseHand: itself,
-		wire.ActionLowerHand: itself,
+		controlplane.ActionMute:      itself,
+		controlplane.ActionUnmute:    itself, // and only while it holds the floor (floor.go)
+		controlplane.ActionRaiseHand: itself,
+		controlplane.ActionLowerHand: itself,
 	},
-}
-
-// knownActions are the control actions of the protocol; anything else is
-// a bad message whoever sends it.
-var knownActions = map[string]bool{
-	wire.ActionGiveFloor: true, wire.ActionTakeFloor: true, wire.ActionMute: true, wire.ActionUnmute: true,
-	wire.ActionMuteAll: true, wire.ActionLock: true, wire.ActionUnlock: true, wire.ActionRaiseHand: true,
-	wire.ActionLowerHand: true, wire.ActionShareScreen: true, wire.ActionStart: true, wire.ActionEnd: true,
 }
 
 // permit checks a control action against the table and returns the
 // bridge it acts on ("" for the whole conference), or the refusal.
-func permit(who actor, ctl wire.Control) (target string, err error) {
-	if !knownActions[ctl.Action] {
-		return "", refuse(wire.CodeBadMessage, "unknown action "+ctl.Action)
+func permit(who actor, req controlplane.FloorRequest) (target string, err error) {
+	if !req.Action.Known() {
+		return "", refuseAction(controlplane.RefusedBadAction, "unknown action "+string(req.Action))
 	}
-	switch controlRules[who.role][ctl.Action] {
+	switch controlRules[who.role][req.Action] {
 	case itself:
-		if ctl.Bridge != "" && ctl.Bridge != who.bridge {
-			return "", refuse(wire.CodeForbidden, "a room may only act on itself")
+		if req.Bridge != "" && req.Bridge != who.bridge {
+			return "", refuseAction(controlplane.RefusedForbidden, "a room may only act on itself")
 		}
 		return who.bridge, nil
 	case anyBridge:
-		return ctl.Bridge, nil
+		return req.Bridge, nil
 	case whole:
 		return "", nil
 	}
-	return "", refuse(wire.CodeForbidden, "your role may not "+ctl.Action)
+	return "", refuseAction(controlplane.RefusedForbidden, "your role may not "+string(req.Action))
 }

@@ -243,13 +243,14 @@ func (ss *session) rateLimited(drop bool, request string) bool {
 // the audit log, whoever sent it and whatever the outcome. An action that
 // changed nothing is answered with the floor state to its sender alone.
 func (ss *session) control(m wire.Control) {
-	changed, err := ss.conf.control(actor{role: ss.adm.Role, bridge: ss.adm.Bridge.ID}, m)
+	req := controlplane.FloorRequest{Action: controlplane.FloorAction(m.Action), Bridge: m.Bridge, Track: m.Track}
+	changed, err := ss.conf.control(actor{role: ss.adm.Role, bridge: ss.adm.Bridge.ID}, req)
 	result := "ok"
-	var ce *ControlError
+	var refusal *controlplane.FloorRefusal
 	switch {
-	case errors.As(err, &ce):
-		result = ce.Code
-		ss.sendError(ce.Code, ce.Message, wire.TypeControl)
+	case errors.As(err, &refusal):
+		result = refusalCode(refusal.Reason)
+		ss.sendError(result, refusal.Message, wire.TypeControl)
 	case err != nil:
 		result = wire.CodeInternal
 		ss.log.Error("control", "action", m.Action, "err", err)
@@ -266,7 +267,7 @@ func (ss *session) control(m wire.Control) {
 		target = target[:128] + "…"
 	}
 	if err := ss.srv.cfg.Store.Audit(controlplane.AuditEntry{
-		Who: ss.who, Role: ss.adm.Role, Action: "control " + auditAction(m.Action),
+		Who: ss.who, Role: ss.adm.Role, Action: "control " + auditAction(req.Action),
 		Target: ss.adm.Conference.ID + "/" + target, Result: result, Remote: remoteIP(ss.remote).String(),
 	}); err != nil {
 		ss.log.Error("audit log write failed", "err", err)
@@ -275,9 +276,9 @@ func (ss *session) control(m wire.Control) {
 
 // auditAction is the action as the audit log names it: a known one, or
 // "unknown" (a client's made-up word does not go in the log).
-func auditAction(a string) string {
-	if knownActions[a] {
-		return a
+func auditAction(a controlplane.FloorAction) string {
+	if a.Known() {
+		return string(a)
 	}
 	return "unknown"
 }

@@ -60,7 +60,7 @@ func TestAuditLog(t *testing.T) {
 	}
 	// The chair over signaling.
 	hostConn, _ := joinWith(t, ts, ts.demo.HostToken)
-	_ = wsSend(hostConn, wire.Control{Action: wire.ActionMuteAll})
+	_ = wsSend(hostConn, wire.Control{Action: string(controlplane.ActionMuteAll)})
 	waitFor(t, 5*time.Second, "the chair's mute-all in the log", func() bool {
 		es, _ := ts.store.AuditLog(time.Time{}, time.Time{})
 		for _, e := range es {

@@ -367,11 +367,11 @@ func TestControlRateLimited(t *testing.T) {
 		}
 	}()
 	for i := range 2000 {
-		action := wire.ActionRaiseHand
+		action := controlplane.ActionRaiseHand
 		if i%2 == 1 {
-			action = wire.ActionLowerHand
+			action = controlplane.ActionLowerHand
 		}
-		if wsSend(room, wire.Control{Action: action}) != nil {
+		if wsSend(room, wire.Control{Action: string(action)}) != nil {
 			break
 		}
 		sent++
@@ -399,16 +399,16 @@ func TestControlRateLimited(t *testing.T) {
 	}
 	// The chair carries on.
 	before := floors.Load()
-	if err := wsSend(host, wire.Control{Action: wire.ActionGiveFloor, Bridge: "ward-002"}); err != nil {
+	if err := wsSend(host, wire.Control{Action: string(controlplane.ActionGiveFloor), Bridge: "ward-002"}); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, 5*time.Second, "the chair's action broadcast", func() bool { return floors.Load() > before })
 	// A second room raising its hand twice: one broadcast.
 	other, _ := joinRoom(t, ts, "ward-003")
 	before = floors.Load()
-	_ = wsSend(other, wire.Control{Action: wire.ActionRaiseHand})
+	_ = wsSend(other, wire.Control{Action: string(controlplane.ActionRaiseHand)})
 	waitFor(t, 5*time.Second, "the raised hand broadcast", func() bool { return floors.Load() > before })
-	_ = wsSend(other, wire.Control{Action: wire.ActionRaiseHand})
+	_ = wsSend(other, wire.Control{Action: string(controlplane.ActionRaiseHand)})
 	if _, err := wsNext(other, 5*time.Second, wire.TypeFloor); err != nil {
 		t.Fatal(err) // the first raise's broadcast
 	}

@@ -397,7 +397,7 @@ func TestSignalingRoleTable(t *testing.T) {
 				if got != want {
 					t.Errorf("%s: %s %s, docs/SECURITY.md says %s", column.name, action, got, want)
 				}
-				if bye && action != wire.ActionEnd {
+				if bye && action != string(controlplane.ActionEnd) {
 					t.Errorf("%s: %s sent the session away", column.name, action)
 				}
 				if got == "yes" {
@@ -422,7 +422,7 @@ func TestSignalingRoleTable(t *testing.T) {
 func withoutEnd(rows [][]string) [][]string {
 	var out [][]string
 	for _, r := range rows {
-		if r[0] != "`"+wire.ActionEnd+"`" {
+		if r[0] != "`"+string(controlplane.ActionEnd)+"`" {
 			out = append(out, r)
 		}
 	}
@@ -431,7 +431,7 @@ func withoutEnd(rows [][]string) [][]string {
 
 func endRow(rows [][]string) []string {
 	for _, r := range rows {
-		if r[0] == "`"+wire.ActionEnd+"`" {
+		if r[0] == "`"+string(controlplane.ActionEnd)+"`" {
 			return r
 		}
 	}

@@ -240,7 +240,10 @@ const (
 // lower its hand, mute itself, and unmute itself only while it holds the
 // floor. Refusals answer an Error with Request "control".
 type Control struct {
-	Action string `json:"action"` // one of the Action constants
+	// Action is a floor action ("give_floor", "mute", ...). The words are
+	// the control plane's (controlplane.FloorAction), spelled on the wire
+	// as they are there; PROTOCOL.md lists them.
+	Action string `json:"action"`
 	// Bridge is the bridge acted on (give_floor, mute, unmute); rooms may
 	// leave it empty for themselves.
 	Bridge string `json:"bridge,omitempty"`
@@ -248,24 +251,9 @@ type Control struct {
 	Track string `json:"track,omitempty"`
 }
 
-// Control actions.
-const (
-	ActionGiveFloor   = "give_floor"   // host: bridge gets the floor (its video and audio go to every room)
-	ActionTakeFloor   = "take_floor"   // host: nobody holds the floor
-	ActionMute        = "mute"         // host: any bridge; room: itself
-	ActionUnmute      = "unmute"       // host: any bridge; room: itself, only with the floor
-	ActionMuteAll     = "mute_all"     // host
-	ActionLock        = "lock"         // host: no bridge that is not in the conference yet may join
-	ActionUnlock      = "unlock"       // host
-	ActionRaiseHand   = "raise_hand"   // room
-	ActionLowerHand   = "lower_hand"   // room: its own hand; host: bridge's hand
-	ActionStart       = "start"        // host: the conference goes live
-	ActionEnd         = "end"          // host: the conference ends; everyone is sent away
-	ActionShareScreen = "share_screen" // host: Track is the screen being shared ("" stops)
-)
-
 // Floor is the conference's floor state, sent to every participant when it
-// changes (server to client).
+// changes (server to client): the control plane's FloorState as the pages
+// see it.
 type Floor struct {
 	State      string   `json:"state"`                // the conference's state: open, live, ended
 	Holder     string   `json:"holder"`               // the bridge holding the floor, "" for none

@@ -1,6 +1,7 @@
 package signaling
 
 import (
+	"encoding/json"
 	"slices"
 	"testing"
 	"time"
@@ -290,5 +291,39 @@ func TestResumeKeepsPlace(t *testing.T) {
 	}
 	if router.Peer("room-a") != nil {
 		t.Fatal("the media session outlived the grace period")
+	}
+}
+
+// TestFloorWords: signaling maps the control plane's floor words onto its
+// messages without changing them: the pages' floor message is the JSON
+// the API returns for the same state, and a refused floor action carries
+// the same code on the wire as in the API.
+func TestFloorWords(t *testing.T) {
+	for _, f := range []controlplane.FloorState{
+		{
+			State: controlplane.StateLive, Holder: "room-a", HolderName: "Phường A", Unmuted: []string{"room-a", "room-b"},
+			Locked: true, Hands: []string{"room-c"}, Screen: "screen", Speaker: "room-b",
+		},
+		{State: controlplane.StateOpen, Unmuted: []string{}, Hands: []string{}}, // as floorState builds it
+	} {
+		api, err := json.Marshal(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		page, err := json.Marshal(floorToWire(f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(page) != string(api) {
+			t.Errorf("floor message %s, API %s", page, api)
+		}
+	}
+	for _, why := range []controlplane.RefusalReason{
+		controlplane.RefusedBadAction, controlplane.RefusedForbidden, controlplane.RefusedUnknownBridge,
+		controlplane.RefusedNoFloor, controlplane.RefusedEnded, controlplane.RefusedBadState,
+	} {
+		if code := refusalCode(why); code != string(why) {
+			t.Errorf("refused %s: wire code %s", why, code)
+		}
 	}
 }

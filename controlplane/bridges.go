@@ -219,6 +219,7 @@ func (s *Store) ImportBridgesCSV(r io.Reader, partial bool) (res ImportResult, o
 	}
 	err = s.db.Update(func(tx kvTx) error {
 		b := tx.Bucket(bucketBridges)
+		res.Added, res.Updated, res.Unchanged = 0, 0, 0 // a transaction may run again
 		for _, br := range bridges {
 			next, err := json.Marshal(br)
 			if err != nil {

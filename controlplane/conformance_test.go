@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"citybridge/controlplane/etcdtest"
 )
 
 // backend opens stores of one kind: a fresh one, and the same one again
@@ -73,7 +75,7 @@ func backends() []backend {
 		name: "etcd",
 		fresh: func(t *testing.T) *Store {
 			_ = etcdEndpoints(t)
-			return openEtcd(t, EtcdOptions{Endpoints: etcdEndpoints(t), Prefix: fmt.Sprintf("/conformance-%d/", prefixes.Add(1))})
+			return openEtcd(t, EtcdOptions{Endpoints: etcdEndpoints(t), Prefix: etcdtest.Prefix("conformance")})
 		},
 		reopen: func(t *testing.T, s *Store) *Store {
 			mu.Lock()

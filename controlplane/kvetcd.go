@@ -68,32 +68,13 @@ type EtcdOptions struct {
 // the prefix is empty; a prefix holding something else is refused with
 // ErrForeignFile.
 func OpenEtcd(o EtcdOptions) (*Store, error) {
-	if len(o.Endpoints) == 0 {
-		return nil, errors.New("etcd: no endpoints")
-	}
-	if o.Prefix == "" {
-		o.Prefix = "/citybridge/"
-	}
-	if !strings.HasSuffix(o.Prefix, "/") {
-		o.Prefix += "/"
-	}
-	if o.Timeout <= 0 {
-		o.Timeout = 5 * time.Second
-	}
-	cli, err := clientv3.New(clientv3.Config{
-		Endpoints: o.Endpoints, DialTimeout: o.Timeout, TLS: o.TLS,
-		Username: o.Username, Password: o.Password,
-		// Requests go to a member that answers; a dead one is skipped.
-		AutoSyncInterval: time.Minute,
-		Logger:           nil,
-	})
+	e, err := OpenEtcdRaw(o)
 	if err != nil {
-		return nil, fmt.Errorf("etcd: %w", err)
+		return nil, err
 	}
-	s := &Store{db: &etcdKV{cli: cli, prefix: o.Prefix, timeout: o.Timeout,
-		where: "etcd " + strings.Join(o.Endpoints, ",") + " " + o.Prefix}, now: time.Now}
+	s := &Store{db: e, now: time.Now}
 	if err := s.db.Update(s.init); err != nil {
-		_ = cli.Close()
+		_ = e.Close()
 		return nil, err
 	}
 	return s, nil
@@ -656,4 +637,173 @@ func (c *etcdCursor) Delete() error {
 		return errors.New("controlplane: cursor on no key")
 	}
 	return c.b.tx.put(c.cur, nil)
+}
+
+// migrateBatch is how many records one transaction of a migration writes.
+const migrateBatch = 500
+
+// MigrateToEtcd copies the store src (a bbolt file, its server stopped)
+// into an empty prefix of an etcd cluster, a batch of records per
+// transaction, the meta bucket (the schema) last: until it is there, a
+// half-copied prefix is refused by OpenEtcd as not a store, and a new
+// migration into it by this function. progress, if set, is told of each
+// bucket copied and its count. It returns the records copied.
+func MigrateToEtcd(src *Store, o EtcdOptions, progress func(bucket string, n int)) (int, error) {
+	dst, err := OpenEtcdRaw(o)
+	if err != nil {
+		return 0, err
+	}
+	defer dst.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), dst.timeout)
+	resp, err := dst.cli.Get(ctx, dst.prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
+	cancel()
+	if err != nil {
+		return 0, fmt.Errorf("etcd: %w", err)
+	}
+	if resp.Count > 0 {
+		return 0, fmt.Errorf("etcd: %s already holds %d keys: migrate into an empty prefix", dst.prefix, resp.Count)
+	}
+	total := 0
+	var names [][]byte
+	err = src.db.View(func(tx kvTx) error {
+		return tx.ForEachBucket(func(name []byte, _ kvBucket) error {
+			names = append(names, slices.Clone(name))
+			return nil
+		})
+	})
+	if err != nil {
+		return 0, err
+	}
+	// The meta bucket last.
+	slices.SortStableFunc(names, func(a, b []byte) int {
+		return cmpBool(bytes.Equal(a, bucketMeta), bytes.Equal(b, bucketMeta))
+	})
+	for _, name := range names {
+		n, err := migrateBucket(src.db, dst, [][]byte{name})
+		if err != nil {
+			return total, fmt.Errorf("bucket %s: %w", name, err)
+		}
+		total += n
+		if progress != nil {
+			progress(string(name), n)
+		}
+	}
+	return total, nil
+}
+
+func cmpBool(a, b bool) int {
+	switch {
+	case a == b:
+		return 0
+	case a:
+		return 1
+	}
+	return -1
+}
+
+// migrateBucket copies one bucket (its nested buckets too) in batches.
+func migrateBucket(src kv, dst *etcdKV, path [][]byte) (int, error) {
+	open := func(tx kvTx) kvBucket {
+		b := tx.Bucket(path[0])
+		for _, n := range path[1:] {
+			if b == nil {
+				return nil
+			}
+			b = b.Bucket(n)
+		}
+		return b
+	}
+	create := func(tx kvTx) (kvBucket, error) {
+		b, err := tx.CreateBucketIfNotExists(path[0])
+		for _, n := range path[1:] {
+			if err != nil {
+				return nil, err
+			}
+			b, err = b.CreateBucketIfNotExists(n)
+		}
+		return b, err
+	}
+	var nested [][]byte
+	var batch [][2][]byte
+	var seq uint64
+	flush := func(last bool) error {
+		err := dst.Update(func(tx kvTx) error {
+			b, err := create(tx)
+			if err != nil {
+				return err
+			}
+			for _, kv := range batch {
+				if err := b.Put(kv[0], kv[1]); err != nil {
+					return err
+				}
+			}
+			if last && seq > 0 {
+				return setSequence(b, seq)
+			}
+			return nil
+		})
+		batch = batch[:0]
+		return err
+	}
+	n := 0
+	err := src.View(func(tx kvTx) error {
+		b := open(tx)
+		if b == nil {
+			return nil
+		}
+		seq, _ = sequenceOf(b)
+		err := b.ForEach(func(k, v []byte) error {
+			if v == nil && b.Bucket(k) != nil {
+				nested = append(nested, slices.Clone(k))
+				return nil
+			}
+			batch = append(batch, [2][]byte{slices.Clone(k), slices.Clone(v)})
+			n++
+			if len(batch) == migrateBatch {
+				return flush(false)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		return flush(true)
+	})
+	if err != nil {
+		return n, err
+	}
+	for _, name := range nested {
+		m, err := migrateBucket(src, dst, append(slices.Clone(path), name))
+		if err != nil {
+			return n, err
+		}
+		n += m
+	}
+	return n, nil
+}
+
+// OpenEtcdRaw connects to the cluster without opening a store there.
+func OpenEtcdRaw(o EtcdOptions) (*etcdKV, error) {
+	if len(o.Endpoints) == 0 {
+		return nil, errors.New("etcd: no endpoints")
+	}
+	if o.Prefix == "" {
+		o.Prefix = "/citybridge/"
+	}
+	if !strings.HasSuffix(o.Prefix, "/") {
+		o.Prefix += "/"
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = 5 * time.Second
+	}
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints: o.Endpoints, DialTimeout: o.Timeout, TLS: o.TLS,
+		Username: o.Username, Password: o.Password,
+		AutoSyncInterval: time.Minute,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("etcd: %w", err)
+	}
+	return &etcdKV{cli: cli, prefix: o.Prefix, timeout: o.Timeout,
+		where: "etcd " + strings.Join(o.Endpoints, ",") + " " + o.Prefix}, nil
 }

@@ -7,8 +7,6 @@ import (
 	"slices"
 	"strconv"
 	"time"
-
-	bolt "go.etcd.io/bbolt"
 )
 
 // The attendance record: for every bridge of a conference, the intervals it
@@ -85,7 +83,7 @@ func attendancePrefix(conference string) []byte {
 }
 
 // openInterval finds the bridge's open interval, if any.
-func openInterval(b *bolt.Bucket, conference, bridge string) (key []byte, rec intervalRecord, ok bool) {
+func openInterval(b kvBucket, conference, bridge string) (key []byte, rec intervalRecord, ok bool) {
 	prefix := attendanceKey(conference, bridge, 0)
 	prefix = prefix[:len(prefix)-8]
 	c := b.Cursor()
@@ -107,7 +105,7 @@ func openInterval(b *bolt.Bucket, conference, bridge string) (key []byte, rec in
 // reconnection grace period, never left.
 func (s *Store) AttendanceJoin(conference, bridge string) error {
 	now := s.now().UTC()
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.db.Update(func(tx kvTx) error {
 		b := tx.Bucket(bucketAttendance)
 		if _, _, ok := openInterval(b, conference, bridge); ok {
 			return nil
@@ -126,7 +124,7 @@ func (s *Store) AttendanceJoin(conference, bridge string) error {
 // (for a bridge lost and not back within the grace period, when it was
 // lost), with cause.
 func (s *Store) AttendanceLeave(conference, bridge, cause string, at time.Time) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.db.Update(func(tx kvTx) error {
 		b := tx.Bucket(bucketAttendance)
 		k, rec, ok := openInterval(b, conference, bridge)
 		if !ok {
@@ -146,7 +144,7 @@ func (s *Store) AttendanceLink(conference, bridge, state string) error {
 	if _, known := linkRank[state]; !known {
 		return fmt.Errorf("unknown link state %q", state)
 	}
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.db.Update(func(tx kvTx) error {
 		b := tx.Bucket(bucketAttendance)
 		k, rec, ok := openInterval(b, conference, bridge)
 		if !ok || linkRank[state] <= linkRank[rec.Worst] {
@@ -160,7 +158,7 @@ func (s *Store) AttendanceLink(conference, bridge, state string) error {
 // Heartbeat records that the server is alive now; RecoverOpen closes the
 // intervals a killed server left open at the last heartbeat.
 func (s *Store) Heartbeat() error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.db.Update(func(tx kvTx) error {
 		return tx.Bucket(bucketMeta).Put(keyAlive, []byte(s.now().UTC().Format(time.RFC3339Nano)))
 	})
 }
@@ -171,7 +169,7 @@ func (s *Store) Heartbeat() error {
 // anyone can join. It returns how many it closed.
 func (s *Store) RecoverOpen() (int, error) {
 	n := 0
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.db.Update(func(tx kvTx) error {
 		alive, _ := time.Parse(time.RFC3339Nano, string(tx.Bucket(bucketMeta).Get(keyAlive)))
 		b := tx.Bucket(bucketAttendance)
 		type fix struct {
@@ -226,7 +224,7 @@ func (s *Store) Attendance(conferenceID string) ([]BridgeAttendance, error) {
 		byBridge[b.ID] = a
 		out = append(out, a)
 	}
-	err = s.db.View(func(tx *bolt.Tx) error {
+	err = s.db.View(func(tx kvTx) error {
 		prefix := attendancePrefix(conferenceID)
 		c := tx.Bucket(bucketAttendance).Cursor()
 		for k, v := c.Seek(prefix); k != nil && string(k[:min(len(k), len(prefix))]) == string(prefix); k, v = c.Next() {
@@ -310,13 +308,13 @@ func (st LiveState) Equal(o LiveState) bool {
 
 // SaveLiveState stores a conference's live state.
 func (s *Store) SaveLiveState(conferenceID string, st LiveState) error {
-	return s.db.Update(func(tx *bolt.Tx) error { return put(tx, bucketLive, conferenceID, st) })
+	return s.db.Update(func(tx kvTx) error { return put(tx, bucketLive, conferenceID, st) })
 }
 
 // LiveState returns a conference's stored live state (zero if none).
 func (s *Store) LiveState(conferenceID string) (LiveState, error) {
 	var st LiveState
-	err := s.db.View(func(tx *bolt.Tx) error { return get(tx, bucketLive, conferenceID, &st) })
+	err := s.db.View(func(tx kvTx) error { return get(tx, bucketLive, conferenceID, &st) })
 	if err == ErrNotFound {
 		err = nil
 	}
@@ -334,7 +332,7 @@ var conferenceMoves = map[State][]State{
 // (scheduled → open → live → ended; ended is final).
 func (s *Store) SetConferenceState(id string, to State) (Conference, error) {
 	var c Conference
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.db.Update(func(tx kvTx) error {
 		if err := get(tx, bucketConferences, id, &c); err != nil {
 			return err
 		}

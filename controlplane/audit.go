@@ -6,8 +6,6 @@ import (
 	"net/http"
 	"strconv"
 	"time"
-
-	bolt "go.etcd.io/bbolt"
 )
 
 // The audit log: every change made through the API or by a chair's floor
@@ -55,7 +53,7 @@ func (s *Store) Audit(e AuditEntry) error {
 	if e.At.IsZero() {
 		e.At = s.now()
 	}
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.db.Update(func(tx kvTx) error {
 		b := tx.Bucket(bucketAudit)
 		seq, err := b.NextSequence()
 		if err != nil {
@@ -98,7 +96,7 @@ func (s *Store) AuditLog(from, to time.Time) ([]AuditEntry, error) {
 // false. It reads in one transaction, an entry at a time: a CSV of the
 // whole log never sits in memory.
 func (s *Store) EachAudit(from, to time.Time, after uint64, f func(AuditEntry) bool) error {
-	return s.db.View(func(tx *bolt.Tx) error {
+	return s.db.View(func(tx kvTx) error {
 		c := tx.Bucket(bucketAudit).Cursor()
 		for k, v := c.Seek(binary.BigEndian.AppendUint64(nil, after+1)); k != nil; k, v = c.Next() {
 			var e AuditEntry
@@ -121,7 +119,7 @@ func (s *Store) EachAudit(from, to time.Time, after uint64, f func(AuditEntry) b
 // and stops at the first older entry.
 func (s *Store) FailedLogins(since time.Time) ([]AuditEntry, error) {
 	var out []AuditEntry
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.db.View(func(tx kvTx) error {
 		c := tx.Bucket(bucketAudit).Cursor()
 		for k, v := c.Last(); k != nil; k, v = c.Prev() {
 			var e AuditEntry

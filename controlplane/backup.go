@@ -15,15 +15,7 @@ import (
 // Backup writes a consistent copy of the whole store to w from one read
 // transaction (bbolt's Tx.WriteTo): the server goes on reading and
 // writing meanwhile, and the copy is the store as of the moment it began.
-func (s *Store) Backup(w io.Writer) (int64, error) {
-	var n int64
-	err := s.db.View(func(tx *bolt.Tx) error {
-		var err error
-		n, err = tx.WriteTo(w)
-		return err
-	})
-	return n, err
-}
+func (s *Store) Backup(w io.Writer) (int64, error) { return s.db.Backup(w) }
 
 // CheckFile opens the file at path read-only and checks that it is a
 // citybridge store (a bbolt file with citybridge's schema), changing

@@ -12,8 +12,6 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
-
-	bolt "go.etcd.io/bbolt"
 )
 
 // Kind is what sort of place a bridge point is.
@@ -166,7 +164,7 @@ func (s *Store) PutBridges(bs []Bridge) error {
 			return fmt.Errorf("bridge %q: %w", b.ID, err)
 		}
 	}
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.db.Update(func(tx kvTx) error {
 		for _, b := range bs {
 			if err := put(tx, bucketBridges, b.ID, b); err != nil {
 				return err
@@ -179,14 +177,14 @@ func (s *Store) PutBridges(bs []Bridge) error {
 // Bridge returns one bridge.
 func (s *Store) Bridge(id string) (Bridge, error) {
 	var b Bridge
-	err := s.db.View(func(tx *bolt.Tx) error { return get(tx, bucketBridges, id, &b) })
+	err := s.db.View(func(tx kvTx) error { return get(tx, bucketBridges, id, &b) })
 	return b, err
 }
 
 // Bridges returns the registry, ordered by ID.
 func (s *Store) Bridges() ([]Bridge, error) {
 	var out []Bridge
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.db.View(func(tx kvTx) error {
 		var err error
 		out, err = all[Bridge](tx, bucketBridges)
 		return err
@@ -219,8 +217,9 @@ func (s *Store) ImportBridgesCSV(r io.Reader, partial bool) (res ImportResult, o
 	if len(bad) > 0 && !partial {
 		return res, false, nil
 	}
-	err = s.db.Update(func(tx *bolt.Tx) error {
+	err = s.db.Update(func(tx kvTx) error {
 		b := tx.Bucket(bucketBridges)
+		res.Added, res.Updated, res.Unchanged = 0, 0, 0 // a transaction may run again
 		for _, br := range bridges {
 			next, err := json.Marshal(br)
 			if err != nil {
@@ -266,7 +265,7 @@ func (s *Store) DeleteBridge(id string) error {
 	if _, err := s.RevokeTerminalLinks(id); err != nil {
 		return err
 	}
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.db.Update(func(tx kvTx) error {
 		if tx.Bucket(bucketBridges).Get([]byte(id)) == nil {
 			return ErrNotFound
 		}

@@ -6,8 +6,6 @@ import (
 	"slices"
 	"strings"
 	"time"
-
-	bolt "go.etcd.io/bbolt"
 )
 
 // State is where a conference is in its life.
@@ -54,7 +52,7 @@ func (s *Store) CreateConference(c Conference) (Conference, error) {
 		c.State = StateScheduled
 	}
 	c.Created = s.now().UTC()
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.db.Update(func(tx kvTx) error {
 		seq, err := tx.Bucket(bucketConferences).NextSequence()
 		if err != nil {
 			return err
@@ -68,14 +66,14 @@ func (s *Store) CreateConference(c Conference) (Conference, error) {
 // Conference returns one conference.
 func (s *Store) Conference(id string) (Conference, error) {
 	var c Conference
-	err := s.db.View(func(tx *bolt.Tx) error { return get(tx, bucketConferences, id, &c) })
+	err := s.db.View(func(tx kvTx) error { return get(tx, bucketConferences, id, &c) })
 	return c, err
 }
 
 // Conferences returns every conference.
 func (s *Store) Conferences() ([]Conference, error) {
 	var out []Conference
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.db.View(func(tx kvTx) error {
 		var err error
 		out, err = all[Conference](tx, bucketConferences)
 		return err
@@ -137,7 +135,7 @@ func (s *Store) UpdateConference(c Conference) (Conference, error) {
 		return c, err
 	}
 	var out Conference
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.db.Update(func(tx kvTx) error {
 		if err := get(tx, bucketConferences, c.ID, &out); err != nil {
 			return err
 		}

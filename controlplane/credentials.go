@@ -2,8 +2,6 @@ package controlplane
 
 import (
 	"errors"
-
-	bolt "go.etcd.io/bbolt"
 )
 
 // Credential names what admitted a session (a signaling participant, a
@@ -30,7 +28,7 @@ func SessionCredential(cookie string, role Role) Credential {
 func (s *Store) StillValid(creds []Credential) ([]bool, error) {
 	out := make([]bool, len(creds))
 	now := s.now()
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.db.View(func(tx kvTx) error {
 		for i, c := range creds {
 			if !c.login {
 				var g Grant

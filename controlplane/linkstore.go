@@ -6,8 +6,6 @@ import (
 	"encoding/json"
 	"math"
 	"time"
-
-	bolt "go.etcd.io/bbolt"
 )
 
 // The link-quality record: events (state changes, joins, leaves, drops,
@@ -63,7 +61,7 @@ func (s *Store) AddEvents(evs ...Event) error {
 		return nil
 	}
 	now := s.now()
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.db.Update(func(tx kvTx) error {
 		b := tx.Bucket(bucketEvents)
 		counted := false
 		for _, e := range evs {
@@ -86,7 +84,7 @@ func (s *Store) AddEvents(evs ...Event) error {
 		cutoff := eventKey(now.Add(-EventsKeep), 0)
 		excess := 0
 		if counted { // counting walks the bucket: only now and then
-			excess = b.Stats().KeyN - maxEvents
+			excess = b.KeyCount() - maxEvents
 		}
 		c := b.Cursor()
 		for k, _ := c.First(); k != nil && (bytes.Compare(k, cutoff) < 0 || excess > 0); k, _ = c.First() {
@@ -104,7 +102,7 @@ func (s *Store) AddEvents(evs ...Event) error {
 // at most limit (0: no limit; the newest are kept).
 func (s *Store) Events(conference, bridge string, from, to time.Time, limit int) ([]Event, error) {
 	var out []Event
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.db.View(func(tx kvTx) error {
 		c := tx.Bucket(bucketEvents).Cursor()
 		var k, v []byte
 		if from.IsZero() {
@@ -202,7 +200,7 @@ func (s *Store) AddHistory(points map[string]HistoryPoint) error {
 	}
 	now := s.now()
 	cutoff := binary.BigEndian.AppendUint64(nil, uint64(now.Add(-HistoryKeep).UnixNano()))
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.db.Update(func(tx kvTx) error {
 		root := tx.Bucket(bucketHistory)
 		for bridge, p := range points {
 			b, err := root.CreateBucketIfNotExists([]byte(bridge))
@@ -230,7 +228,7 @@ func (s *Store) AddHistory(points map[string]HistoryPoint) error {
 // bound), oldest first.
 func (s *Store) History(bridge string, from, to time.Time) ([]HistoryPoint, error) {
 	var out []HistoryPoint
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.db.View(func(tx kvTx) error {
 		b := tx.Bucket(bucketHistory).Bucket([]byte(bridge))
 		if b == nil {
 			return nil

@@ -10,8 +10,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	bolt "go.etcd.io/bbolt"
 )
 
 // The readiness check before a conference: for ten seconds every invited
@@ -280,13 +278,13 @@ func (s *Store) putReadiness(rep ReadinessReport) error {
 	if err != nil {
 		return err
 	}
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.db.Update(func(tx kvTx) error {
 		return tx.Bucket(bucketReadiness).Put([]byte(rep.Conference), v)
 	})
 }
 
 func (s *Store) readiness(conferenceID string) (rep ReadinessReport, ok bool, err error) {
-	err = s.db.View(func(tx *bolt.Tx) error {
+	err = s.db.View(func(tx kvTx) error {
 		v := tx.Bucket(bucketReadiness).Get([]byte(conferenceID))
 		if v == nil {
 			return nil

@@ -3,8 +3,6 @@ package controlplane
 import (
 	"bytes"
 	"fmt"
-
-	bolt "go.etcd.io/bbolt"
 )
 
 // Demo is what the first start on an empty store created: the tokens are
@@ -25,7 +23,7 @@ type Demo struct {
 // before.
 func (s *Store) SeedDemo(registryCSV []byte, title string) (demo Demo, ok bool, err error) {
 	var seeded bool
-	if err := s.db.View(func(tx *bolt.Tx) error {
+	if err := s.db.View(func(tx kvTx) error {
 		seeded = tx.Bucket(bucketMeta).Get(keySeeded) != nil
 		return nil
 	}); err != nil || seeded {
@@ -57,7 +55,7 @@ func (s *Store) SeedDemo(registryCSV []byte, title string) (demo Demo, ok bool, 
 	if _, err := s.AddUser("admin", RoleAdmin, "Administrator", adminPassword); err != nil {
 		return Demo{}, false, err
 	}
-	err = s.db.Update(func(tx *bolt.Tx) error {
+	err = s.db.Update(func(tx kvTx) error {
 		return tx.Bucket(bucketMeta).Put(keySeeded, []byte(s.now().UTC().Format("2006-01-02T15:04:05Z")))
 	})
 	return Demo{Conference: c, Bridges: len(bridges), HostToken: host, TechnicianToken: tech, AdminPassword: adminPassword}, true, err

@@ -36,7 +36,7 @@ var (
 
 // Store is the control plane's persistent state in one bbolt file.
 type Store struct {
-	db  *bolt.DB
+	db  kv
 	now func() time.Time
 }
 
@@ -47,24 +47,24 @@ func Open(path string) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
-	s := &Store{db: db, now: time.Now}
-	if err := db.Update(s.init); err != nil {
+	s := &Store{db: boltKV{db}, now: time.Now}
+	if err := s.db.Update(s.init); err != nil {
 		_ = db.Close()
 		return nil, err
 	}
 	return s, nil
 }
 
-func (s *Store) init(tx *bolt.Tx) error {
+func (s *Store) init(tx kvTx) error {
 	meta := tx.Bucket(bucketMeta)
 	if meta == nil {
 		empty := true
-		_ = tx.ForEach(func([]byte, *bolt.Bucket) error { empty = false; return nil })
+		_ = tx.ForEachBucket(func([]byte, kvBucket) error { empty = false; return nil })
 		if !empty {
 			return ErrForeignFile
 		}
 		var err error
-		if meta, err = tx.CreateBucket(bucketMeta); err != nil {
+		if meta, err = tx.CreateBucketIfNotExists(bucketMeta); err != nil {
 			return err
 		}
 		if err := meta.Put(keySchema, []byte(schema)); err != nil {
@@ -86,9 +86,9 @@ func (s *Store) init(tx *bolt.Tx) error {
 func (s *Store) Close() error { return s.db.Close() }
 
 // Path is the file the store lives in.
-func (s *Store) Path() string { return s.db.Path() }
+func (s *Store) Path() string { return s.db.Where() }
 
-func put(tx *bolt.Tx, bucket []byte, key string, v any) error {
+func put(tx kvTx, bucket []byte, key string, v any) error {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return err
@@ -96,7 +96,7 @@ func put(tx *bolt.Tx, bucket []byte, key string, v any) error {
 	return tx.Bucket(bucket).Put([]byte(key), b)
 }
 
-func get(tx *bolt.Tx, bucket []byte, key string, v any) error {
+func get(tx kvTx, bucket []byte, key string, v any) error {
 	b := tx.Bucket(bucket).Get([]byte(key))
 	if b == nil {
 		return ErrNotFound
@@ -104,7 +104,7 @@ func get(tx *bolt.Tx, bucket []byte, key string, v any) error {
 	return json.Unmarshal(b, v) // Unmarshal copies: nothing outlives the transaction
 }
 
-func all[T any](tx *bolt.Tx, bucket []byte) ([]T, error) {
+func all[T any](tx kvTx, bucket []byte) ([]T, error) {
 	var out []T
 	err := tx.Bucket(bucket).ForEach(func(_, b []byte) error {
 		var v T
@@ -117,7 +117,7 @@ func all[T any](tx *bolt.Tx, bucket []byte) ([]T, error) {
 	return out, err
 }
 
-func putRaw(b *bolt.Bucket, key []byte, v any) error {
+func putRaw(b kvBucket, key []byte, v any) error {
 	buf, err := json.Marshal(v)
 	if err != nil {
 		return err
@@ -127,21 +127,29 @@ func putRaw(b *bolt.Bucket, key []byte, v any) error {
 
 func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
 
-// Snapshot returns every record of the store as bucket/key → value, for
-// tests that prove a refused request changed nothing (and diagnostics).
-// The heartbeat, which changes every few seconds by itself, is left out.
+// Snapshot returns every record of the store as bucket/key → value (a
+// nested bucket's records as bucket/nested/key), for tests that prove a
+// refused request changed nothing (and diagnostics). The heartbeat, which
+// changes every few seconds by itself, is left out.
 func (s *Store) Snapshot() (map[string]string, error) {
 	out := map[string]string{}
-	err := s.db.View(func(tx *bolt.Tx) error {
-		return tx.ForEach(func(name []byte, b *bolt.Bucket) error {
-			return b.ForEach(func(k, v []byte) error {
-				if string(name) == string(bucketMeta) && string(k) == string(keyAlive) {
-					return nil
+	var walk func(path string, b kvBucket) error
+	walk = func(path string, b kvBucket) error {
+		return b.ForEach(func(k, v []byte) error {
+			if v == nil {
+				if nested := b.Bucket(k); nested != nil {
+					return walk(path+string(k)+"/", nested)
 				}
-				out[string(name)+"/"+string(k)] = string(v)
+			}
+			if path == string(bucketMeta)+"/" && string(k) == string(keyAlive) {
 				return nil
-			})
+			}
+			out[path+string(k)] = string(v)
+			return nil
 		})
+	}
+	err := s.db.View(func(tx kvTx) error {
+		return tx.ForEachBucket(func(name []byte, b kvBucket) error { return walk(string(name)+"/", b) })
 	})
 	return out, err
 }

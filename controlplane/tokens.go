@@ -9,8 +9,6 @@ import (
 	"fmt"
 	"slices"
 	"time"
-
-	bolt "go.etcd.io/bbolt"
 )
 
 // Role is what a token holder may do.
@@ -100,7 +98,7 @@ func (s *Store) IssueToken(g Grant) (string, error) {
 		g.Expires = g.Expires.UTC()
 	}
 	tok := NewToken()
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.db.Update(func(tx kvTx) error {
 		if err := pruneTokens(tx, g.Issued); err != nil {
 			return err
 		}
@@ -116,7 +114,7 @@ func (g Grant) expired(now time.Time) bool {
 
 // pruneTokens drops the expired tokens (viewer links expire daily: the
 // bucket would otherwise grow with every meeting).
-func pruneTokens(tx *bolt.Tx, now time.Time) error {
+func pruneTokens(tx kvTx, now time.Time) error {
 	return deleteMatching(tx.Bucket(bucketTokens), func(g Grant) bool { return g.expired(now) }, nil)
 }
 
@@ -126,7 +124,7 @@ func (s *Store) Authenticate(token string) (Grant, error) {
 		return Grant{}, ErrTokenRequired
 	}
 	var g Grant
-	err := s.db.View(func(tx *bolt.Tx) error { return get(tx, bucketTokens, tokenKey(token), &g) })
+	err := s.db.View(func(tx kvTx) error { return get(tx, bucketTokens, tokenKey(token), &g) })
 	switch {
 	case errors.Is(err, ErrNotFound):
 		return Grant{}, ErrTokenInvalid
@@ -138,7 +136,7 @@ func (s *Store) Authenticate(token string) (Grant, error) {
 
 // RevokeToken makes a token unusable.
 func (s *Store) RevokeToken(token string) error {
-	return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketTokens).Delete([]byte(tokenKey(token))) })
+	return s.db.Update(func(tx kvTx) error { return tx.Bucket(bucketTokens).Delete([]byte(tokenKey(token))) })
 }
 
 // Admission is a granted join.
@@ -275,7 +273,7 @@ func (s *Store) RevokeTechnicianLinks(name string) (int, error) {
 // revokeTokens deletes the tokens whose grant matches.
 func (s *Store) revokeTokens(match func(Grant) bool) (int, error) {
 	n := 0
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.db.Update(func(tx kvTx) error {
 		return deleteMatching(tx.Bucket(bucketTokens), match, &n)
 	})
 	return n, err
@@ -283,7 +281,7 @@ func (s *Store) revokeTokens(match func(Grant) bool) (int, error) {
 
 // deleteMatching deletes the grants of b that match, counting them in n
 // (if not nil).
-func deleteMatching(b *bolt.Bucket, match func(Grant) bool, n *int) error {
+func deleteMatching(b kvBucket, match func(Grant) bool, n *int) error {
 	var dead [][]byte
 	err := b.ForEach(func(k, v []byte) error {
 		var g Grant

@@ -9,7 +9,6 @@ import (
 	"sync"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
 	"golang.org/x/crypto/bcrypt"
 )
 
@@ -98,7 +97,7 @@ func (s *Store) AddUser(name string, role Role, display, password string) (User,
 		return User{}, err
 	}
 	u := User{Name: name, Role: role, Display: strings.TrimSpace(display), Hash: hash, Created: s.now().UTC()}
-	err = s.db.Update(func(tx *bolt.Tx) error {
+	err = s.db.Update(func(tx kvTx) error {
 		if tx.Bucket(bucketUsers).Get([]byte(name)) != nil {
 			return ErrUserExists
 		}
@@ -117,7 +116,7 @@ func (s *Store) SetPassword(name, password string) error {
 	if err != nil {
 		return err
 	}
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.db.Update(func(tx kvTx) error {
 		var u User
 		if err := get(tx, bucketUsers, name, &u); err != nil {
 			return err
@@ -132,7 +131,7 @@ func (s *Store) SetPassword(name, password string) error {
 
 // DeleteUser removes a login and ends its sessions.
 func (s *Store) DeleteUser(name string) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.db.Update(func(tx kvTx) error {
 		if tx.Bucket(bucketUsers).Get([]byte(name)) == nil {
 			return ErrNotFound
 		}
@@ -146,7 +145,7 @@ func (s *Store) DeleteUser(name string) error {
 // SetDisabled disables (or enables again) a login; disabling ends its
 // sessions.
 func (s *Store) SetDisabled(name string, disabled bool) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.db.Update(func(tx kvTx) error {
 		var u User
 		if err := get(tx, bucketUsers, name, &u); err != nil {
 			return err
@@ -165,7 +164,7 @@ func (s *Store) SetDisabled(name string, disabled bool) error {
 // Users lists the logins (without their hashes), by name.
 func (s *Store) Users() ([]User, error) {
 	var out []User
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.db.View(func(tx kvTx) error {
 		var err error
 		out, err = all[User](tx, bucketUsers)
 		return err
@@ -187,7 +186,7 @@ var dummyHash = sync.OnceValue(func() []byte {
 // is enabled; ErrBadLogin otherwise, whatever the reason.
 func (s *Store) CheckPassword(name, password string) (User, error) {
 	var u User
-	err := s.db.View(func(tx *bolt.Tx) error { return get(tx, bucketUsers, name, &u) })
+	err := s.db.View(func(tx kvTx) error { return get(tx, bucketUsers, name, &u) })
 	if err != nil {
 		_ = bcrypt.CompareHashAndPassword(dummyHash(), []byte(password))
 		if errors.Is(err, ErrNotFound) {
@@ -220,7 +219,7 @@ func (s *Store) NewSession(u User) (string, time.Time, error) {
 func (s *Store) NewSessionFor(u User, ttl time.Duration) (string, time.Time, error) {
 	tok := NewToken()
 	exp := s.now().Add(ttl).UTC()
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.db.Update(func(tx kvTx) error {
 		pruneSessions(tx, s.now())
 		return put(tx, bucketSessions, tokenKey(tok), session{User: u.Name, Role: u.Role, Expires: exp})
 	})
@@ -234,7 +233,7 @@ func (s *Store) SessionGrant(cookie string) (Grant, error) {
 		return Grant{}, ErrSessionInvalid
 	}
 	var g Grant
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.db.View(func(tx kvTx) error {
 		var ses session
 		if err := get(tx, bucketSessions, tokenKey(cookie), &ses); err != nil {
 			return ErrSessionInvalid
@@ -254,10 +253,10 @@ func (s *Store) SessionGrant(cookie string) (Grant, error) {
 
 // EndSession logs a session out.
 func (s *Store) EndSession(cookie string) error {
-	return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketSessions).Delete([]byte(tokenKey(cookie))) })
+	return s.db.Update(func(tx kvTx) error { return tx.Bucket(bucketSessions).Delete([]byte(tokenKey(cookie))) })
 }
 
-func endSessions(tx *bolt.Tx, user string) error {
+func endSessions(tx kvTx, user string) error {
 	b := tx.Bucket(bucketSessions)
 	var dead [][]byte
 	_ = b.ForEach(func(k, v []byte) error {
@@ -277,7 +276,7 @@ func endSessions(tx *bolt.Tx, user string) error {
 
 // pruneSessions drops expired sessions (the bucket stays small: a city
 // has tens of people with logins).
-func pruneSessions(tx *bolt.Tx, now time.Time) {
+func pruneSessions(tx kvTx, now time.Time) {
 	b := tx.Bucket(bucketSessions)
 	var dead [][]byte
 	_ = b.ForEach(func(k, v []byte) error {

@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"citybridge/controlplane/etcdtest"
+
 	cdpruntime "github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 )
@@ -42,6 +44,7 @@ func TestMain(m *testing.M) {
 	if testMedia.dir != "" {
 		_ = os.RemoveAll(testMedia.dir)
 	}
+	etcdtest.StopShared()
 	os.Exit(code)
 }
 

@@ -56,6 +56,8 @@ func cli(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		return backupCommand(args[1:], getenv, os.Stdin, stdout, stderr)
 	case "restore":
 		return restoreCommand(args[1:], getenv, stdout, stderr)
+	case "migrate":
+		return migrateCommand(args[1:], getenv, stdout, stderr)
 	case "drill":
 		return drill.Main("citybridge drill", args[1:], stdout, stderr)
 	case "version":
@@ -86,6 +88,9 @@ func usage(w io.Writer) {
                              administrator's login), or from the data directory when it is stopped
   citybridge restore [--data DIR] FILE
                              put a backup in place (server stopped; the old file is kept)
+  citybridge migrate [--data DIR] --to-etcd http://HOST:2379,... [--etcd-prefix /citybridge/]
+                             [--etcd-cacert F --etcd-cert F --etcd-key F] [--etcd-user U --etcd-password-file F]
+                             copy a stopped server's store into an empty prefix of an etcd cluster
   citybridge drill --url URL --token TECH_TOKEN --conference ID --scenario NAME [--hub-token T]
                              rehearse failures with synthetic terminals (flap, bridges-drop,
                              hub-drop) and report each bridge's detection and recovery

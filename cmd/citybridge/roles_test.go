@@ -405,7 +405,10 @@ func TestSignalingRoleTable(t *testing.T) {
 				}
 				after, _ := st.Snapshot()
 				for k := range after {
-					if before[k] != after[k] && !strings.HasPrefix(k, "audit/") {
+					// The audit log has the refusal; link events and
+					// history are the monitor's, written every second
+					// whatever the rooms send.
+					if before[k] != after[k] && !strings.HasPrefix(k, "audit/") && !strings.HasPrefix(k, "events/") && !strings.HasPrefix(k, "history/") {
 						t.Errorf("%s: the refused %s changed %s", column.name, action, k)
 					}
 				}

@@ -1,0 +1,403 @@
+package controlplane
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// A cluster's nodes share the store through etcd. Each registers itself
+// under a lease it renews (Node), and a conference is served by exactly
+// one node at a time: the one holding the conference's ownership key,
+// created under that node's lease. A key made under a lease goes when the
+// lease does, so a dead node's conferences are free again within the
+// lease's TTL, and its fencing revision (the key's creation) tells any
+// later owner's writes from its. Nothing per media packet goes through
+// etcd: a node asks once per conference, and renews its lease once a third
+// of the TTL.
+//
+// Keys, under the store's prefix: nodes/NAME (the node's NodeInfo, under
+// its lease) and owners/CONFERENCE (the owner's NodeInfo, under its lease).
+
+// NodeInfo is what a node says of itself.
+type NodeInfo struct {
+	Name      string    `json:"name"`
+	Advertise string    `json:"advertise"` // https://ADDR:PORT terminals are sent to
+	Version   string    `json:"version,omitempty"`
+	Capacity  int       `json:"capacity,omitempty"` // bridges it is sized for
+	Load      int       `json:"load"`               // bridges it serves now
+	Started   time.Time `json:"started"`
+}
+
+// Ownership errors.
+var (
+	// ErrNotOwner: another node serves the conference (Owner says which).
+	ErrNotOwner = errors.New("controlplane: another node serves this conference")
+	// ErrLeaseLost: this node's lease has expired or cannot be renewed; it
+	// serves nothing until it has a new one.
+	ErrLeaseLost = errors.New("controlplane: this node lost its lease")
+	// ErrNoCluster: the store is not in etcd.
+	ErrNoCluster = errors.New("controlplane: the store is not in an etcd cluster")
+)
+
+// Node is this server's membership of the cluster.
+type Node struct {
+	kv   *etcdKV
+	info NodeInfo
+	ttl  time.Duration
+	log  *slog.Logger
+
+	mu       sync.Mutex
+	lease    clientv3.LeaseID
+	deadline time.Time        // until when the lease surely holds (local clock)
+	owned    map[string]int64 // conference → fencing revision
+	onLost   func(conferences []string)
+
+	stop     chan struct{}
+	stopOnce sync.Once
+	done     chan struct{}
+}
+
+// DefaultLeaseTTL is a node's lease: how long its conferences stay its own
+// after it stops answering.
+const DefaultLeaseTTL = 5 * time.Second
+
+// JoinCluster registers this node in the cluster the store lives in, and
+// keeps its lease until Leave. onLost is told of the conferences it stops
+// serving when its lease is lost (etcd unreachable for the TTL, the
+// process paused past it): their sessions must end at once.
+func (s *Store) JoinCluster(info NodeInfo, ttl time.Duration, log *slog.Logger, onLost func([]string)) (*Node, error) {
+	e, ok := s.db.(*etcdKV)
+	if !ok {
+		return nil, ErrNoCluster
+	}
+	if ttl <= 0 {
+		ttl = DefaultLeaseTTL
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	if info.Started.IsZero() {
+		info.Started = time.Now().UTC()
+	}
+	n := &Node{kv: e, info: info, ttl: ttl, log: log.With("node", info.Name), owned: map[string]int64{},
+		onLost: onLost, stop: make(chan struct{}), done: make(chan struct{})}
+	if err := n.renewLease(); err != nil {
+		return nil, err
+	}
+	go n.keepAlive()
+	return n, nil
+}
+
+// Info is what this node says of itself.
+func (n *Node) Info() NodeInfo {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.info
+}
+
+func (n *Node) ctx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), n.kv.timeout)
+}
+
+// renewLease grants a new lease and registers the node under it (after a
+// loss, or at the start).
+func (n *Node) renewLease() error {
+	ctx, cancel := n.ctx()
+	defer cancel()
+	sent := time.Now()
+	g, err := n.kv.cli.Grant(ctx, int64(n.ttl/time.Second))
+	if err != nil {
+		return fmt.Errorf("etcd: lease: %w", err)
+	}
+	n.mu.Lock()
+	info := n.info
+	n.mu.Unlock()
+	v, _ := json.Marshal(info)
+	if _, err := n.kv.cli.Put(ctx, n.kv.prefix+"nodes/"+info.Name, string(v), clientv3.WithLease(g.ID)); err != nil {
+		return fmt.Errorf("etcd: register node: %w", err)
+	}
+	n.mu.Lock()
+	n.lease, n.deadline = g.ID, sent.Add(time.Duration(g.TTL)*time.Second)
+	n.mu.Unlock()
+	return nil
+}
+
+// keepAlive renews the lease a third of the TTL at a time. The lease
+// surely holds until the TTL after a renewal was sent (the cluster counts
+// from when it received it, later); past that, with no renewal answered,
+// the node serves nothing.
+func (n *Node) keepAlive() {
+	defer close(n.done)
+	tick := time.NewTicker(n.ttl / 3)
+	defer tick.Stop()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-tick.C:
+		}
+		n.mu.Lock()
+		lease, lost := n.lease, n.lease == 0
+		n.mu.Unlock()
+		if lost {
+			if err := n.renewLease(); err != nil {
+				n.log.Warn("cluster: no lease yet", "err", err)
+			} else {
+				n.log.Info("cluster: new lease")
+			}
+			continue
+		}
+		ctx, cancel := n.ctx()
+		sent := time.Now()
+		resp, err := n.kv.cli.KeepAliveOnce(ctx, lease)
+		cancel()
+		switch {
+		case err == nil && resp.TTL > 0:
+			n.mu.Lock()
+			if n.lease == lease {
+				n.deadline = sent.Add(time.Duration(resp.TTL) * time.Second)
+			}
+			n.mu.Unlock()
+		default:
+			n.log.Warn("cluster: lease not renewed", "err", err)
+			n.checkLease(time.Now())
+		}
+	}
+}
+
+// stopRenewing ends the renewal loop (Leave; tests pause a node with it).
+func (n *Node) stopRenewing() {
+	n.stopOnce.Do(func() { close(n.stop) })
+	<-n.done
+}
+
+// checkLease gives up everything once the lease may have expired.
+func (n *Node) checkLease(now time.Time) bool {
+	n.mu.Lock()
+	if n.lease != 0 && now.Before(n.deadline) {
+		n.mu.Unlock()
+		return true
+	}
+	var lost []string
+	if n.lease != 0 {
+		for c := range n.owned {
+			lost = append(lost, c)
+		}
+		clear(n.owned)
+		n.lease = 0
+	}
+	onLost := n.onLost
+	n.mu.Unlock()
+	if len(lost) > 0 {
+		slices.Sort(lost)
+		n.log.Error("cluster: lease lost; stopped serving", "conferences", lost)
+		if onLost != nil {
+			onLost(lost)
+		}
+	}
+	return false
+}
+
+// Serves says whether this node serves the conference now: it holds the
+// conference's key and its lease surely holds.
+func (n *Node) Serves(conference string) bool {
+	if !n.checkLease(time.Now()) {
+		return false
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	_, ok := n.owned[conference]
+	return ok
+}
+
+// Fence returns the fencing revision of the conference as this node holds
+// it (0 if it does not): each owner's is higher than the one before.
+func (n *Node) Fence(conference string) int64 {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.owned[conference]
+}
+
+// Acquire makes this node the conference's owner if nobody is, and says
+// who the owner is now (this node, or the one that was). It answers
+// ErrLeaseLost while the node has no lease.
+func (n *Node) Acquire(conference string) (NodeInfo, bool, error) {
+	if !n.checkLease(time.Now()) {
+		return NodeInfo{}, false, ErrLeaseLost
+	}
+	n.mu.Lock()
+	lease, info := n.lease, n.info
+	_, mine := n.owned[conference]
+	n.mu.Unlock()
+	if mine {
+		return info, true, nil
+	}
+	key := n.kv.prefix + "owners/" + conference
+	v, _ := json.Marshal(info)
+	ctx, cancel := n.ctx()
+	defer cancel()
+	resp, err := n.kv.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+		Then(clientv3.OpPut(key, string(v), clientv3.WithLease(lease))).
+		Else(clientv3.OpGet(key)).Commit()
+	if err != nil {
+		return NodeInfo{}, false, fmt.Errorf("etcd: %w", err)
+	}
+	if resp.Succeeded {
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		if n.lease != lease { // lost meanwhile: the key goes with the old lease
+			return NodeInfo{}, false, ErrLeaseLost
+		}
+		n.owned[conference] = resp.Header.Revision
+		n.log.Info("cluster: serving", "conference", conference, "fence", resp.Header.Revision)
+		return info, true, nil
+	}
+	kvs := resp.Responses[0].GetResponseRange().Kvs
+	if len(kvs) == 0 { // released between the two: try again
+		return n.Acquire(conference)
+	}
+	var owner NodeInfo
+	if err := json.Unmarshal(kvs[0].Value, &owner); err != nil {
+		return NodeInfo{}, false, err
+	}
+	if owner.Name == info.Name && kvs[0].Lease == int64(lease) {
+		n.mu.Lock()
+		n.owned[conference] = kvs[0].CreateRevision
+		n.mu.Unlock()
+		return info, true, nil
+	}
+	return owner, false, nil
+}
+
+// Owner returns the conference's owner, if any.
+func (n *Node) Owner(conference string) (NodeInfo, bool, error) {
+	ctx, cancel := n.ctx()
+	defer cancel()
+	resp, err := n.kv.cli.Get(ctx, n.kv.prefix+"owners/"+conference)
+	if err != nil || len(resp.Kvs) == 0 {
+		return NodeInfo{}, false, err
+	}
+	var owner NodeInfo
+	err = json.Unmarshal(resp.Kvs[0].Value, &owner)
+	return owner, err == nil, err
+}
+
+// Nodes returns the live nodes, by name.
+func (n *Node) Nodes() ([]NodeInfo, error) {
+	ctx, cancel := n.ctx()
+	defer cancel()
+	resp, err := n.kv.cli.Get(ctx, n.kv.prefix+"nodes/", clientv3.WithPrefix())
+	if err != nil {
+		return nil, fmt.Errorf("etcd: %w", err)
+	}
+	var out []NodeInfo
+	for _, kv := range resp.Kvs {
+		var ni NodeInfo
+		if json.Unmarshal(kv.Value, &ni) == nil {
+			out = append(out, ni)
+		}
+	}
+	return out, nil
+}
+
+// Place says which node should serve a conference: its owner if it has
+// one, else the live node with the lowest load for its capacity (ties by
+// name), which may be this one.
+func (n *Node) Place(conference string) (NodeInfo, error) {
+	if owner, ok, err := n.Owner(conference); err != nil || ok {
+		return owner, err
+	}
+	nodes, err := n.Nodes()
+	if err != nil {
+		return NodeInfo{}, err
+	}
+	if len(nodes) == 0 {
+		return n.Info(), nil
+	}
+	share := func(ni NodeInfo) float64 {
+		if ni.Capacity <= 0 {
+			return float64(ni.Load)
+		}
+		return float64(ni.Load) / float64(ni.Capacity)
+	}
+	best := nodes[0]
+	for _, ni := range nodes[1:] {
+		if share(ni) < share(best) || (share(ni) == share(best) && ni.Name < best.Name) {
+			best = ni
+		}
+	}
+	return best, nil
+}
+
+// SetLoad updates the load this node reports (at most once a few seconds
+// is plenty: placement only compares).
+func (n *Node) SetLoad(load int) error {
+	n.mu.Lock()
+	if n.info.Load == load {
+		n.mu.Unlock()
+		return nil
+	}
+	n.info.Load = load
+	info, lease := n.info, n.lease
+	n.mu.Unlock()
+	if lease == 0 {
+		return ErrLeaseLost
+	}
+	v, _ := json.Marshal(info)
+	ctx, cancel := n.ctx()
+	defer cancel()
+	_, err := n.kv.cli.Put(ctx, n.kv.prefix+"nodes/"+info.Name, string(v), clientv3.WithLease(lease))
+	return err
+}
+
+// Release gives a conference up (a graceful hand-over): its key is
+// deleted if it is still this node's, so that another node takes it at
+// once.
+func (n *Node) Release(conference string) error {
+	n.mu.Lock()
+	fence, ok := n.owned[conference]
+	delete(n.owned, conference)
+	n.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	key := n.kv.prefix + "owners/" + conference
+	ctx, cancel := n.ctx()
+	defer cancel()
+	_, err := n.kv.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", fence)).
+		Then(clientv3.OpDelete(key)).Commit()
+	n.log.Info("cluster: released", "conference", conference)
+	return err
+}
+
+// Leave releases every conference, revokes the lease (the node's entry
+// goes at once) and stops renewing it.
+func (n *Node) Leave() error {
+	n.stopRenewing()
+	n.mu.Lock()
+	owned := make([]string, 0, len(n.owned))
+	for c := range n.owned {
+		owned = append(owned, c)
+	}
+	lease := n.lease
+	n.mu.Unlock()
+	for _, c := range owned {
+		_ = n.Release(c)
+	}
+	if lease == 0 {
+		return nil
+	}
+	ctx, cancel := n.ctx()
+	defer cancel()
+	_, err := n.kv.cli.Revoke(ctx, lease)
+	return err
+}

@@ -13,7 +13,14 @@ import (
 // under ("https://bridge.city.example").
 type Origins struct {
 	extra map[string]bool // "https://host[:port]", lower case
+	// also, if set, allows more origins that change while the server runs
+	// (a cluster's other nodes, whose pages send terminals here).
+	also func(origin string) bool
 }
+
+// Also adds a check of origins that change while the server runs (a
+// cluster's live nodes).
+func (o *Origins) Also(f func(origin string) bool) { o.also = f }
 
 // NewOrigins checks and normalises a list of origins
 // (scheme://host[:port], nothing after).
@@ -43,7 +50,11 @@ func (o *Origins) allowed(r *http.Request, origin string) bool {
 	if strings.EqualFold(u.Scheme, "https") && strings.EqualFold(u.Host, r.Host) {
 		return true
 	}
-	return o != nil && o.extra[strings.ToLower(u.Scheme+"://"+u.Host)]
+	if o == nil {
+		return false
+	}
+	norm := strings.ToLower(u.Scheme + "://" + u.Host)
+	return o.extra[norm] || (o.also != nil && o.also(norm))
 }
 
 // FromOwnPage says whether a request comes from a page citybridge served

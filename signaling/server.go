@@ -42,6 +42,8 @@ type Config struct {
 	// MaxViewers bounds the WHEP viewers of one conference (default
 	// DefaultMaxViewers).
 	MaxViewers int
+	// Cluster, when set, decides which conferences this node serves.
+	Cluster Cluster
 	// ReconnectGrace is how long a participant whose connection was lost
 	// keeps its place (media, floor, attendance interval) for a resume.
 	// Zero means the default, 30 s; negative means none.

@@ -327,6 +327,16 @@ func (ss *session) join(j *wire.Join) bool {
 		ss.who = controlplane.WhoOf(controlplane.Grant{Role: adm.Role, Conference: adm.Conference.ID, Bridge: adm.Bridge.ID})
 	}
 	ss.log = ss.srv.log.With("conference", adm.Conference.ID, "bridge", adm.Bridge.ID, "role", string(adm.Role), "remote", ss.remote)
+	switch serve, to, err := ss.srv.claim(adm.Conference.ID); {
+	case err != nil:
+		ss.log.Warn("join refused: the cluster cannot be asked who serves the conference", "err", err)
+		ss.sendError(wire.CodeClusterUnavailable, "this node cannot reach the cluster just now; try another node", wire.TypeJoin)
+		return false
+	case !serve:
+		ss.log.Info("join sent to the node serving the conference", "node", to)
+		ss.send(wire.Redirect{URL: to})
+		return false
+	}
 	conf, err := ss.srv.conference(adm.Conference)
 	if err != nil {
 		ss.sendError(wire.CodeInternal, err.Error(), wire.TypeJoin)

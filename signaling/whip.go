@@ -214,6 +214,17 @@ func (s *Server) mediaPost(kind string, w http.ResponseWriter, r *http.Request) 
 		writeProblem(w, http.StatusForbidden, "WHEP takes a room's link or a viewer link")
 		return
 	}
+	switch serve, to, err := s.claim(adm.Conference.ID); {
+	case err != nil:
+		w.Header().Set("Retry-After", "2")
+		writeProblem(w, http.StatusServiceUnavailable, "this node cannot reach the cluster just now; try another node")
+		return
+	case !serve:
+		// The node that serves the conference takes the same request.
+		w.Header().Set("Location", to+r.URL.RequestURI())
+		writeProblem(w, http.StatusTemporaryRedirect, "the conference is served by "+to)
+		return
+	}
 	offer, ok := readBody(w, r, "application/sdp", sfu.MaxOfferBytes)
 	if !ok {
 		return

@@ -59,6 +59,12 @@ type Config struct {
 	// AlertWebhookSecret) when set.
 	// MaxViewers bounds the WHEP viewers of one conference.
 	MaxViewers int
+	// Cluster (docs/CLUSTER.md): the store in etcd, this node's name, the
+	// address terminals are sent to, and its lease.
+	Etcd      etcdFlags
+	Node      string
+	Advertise string
+	LeaseTTL  time.Duration
 	// VideoCodec is "" (VP8 and H.264), "vp8" or "h264" (see
 	// sfu.Config.VideoCodec).
 	VideoCodec string
@@ -129,6 +135,10 @@ func parseServeFlags(args []string, getenv func(string) string, stderr io.Writer
 	fs.DurationVar(&cfg.AlertPoorAfter, "alert-poor-after", cfg.AlertPoorAfter, "raise an alert when a bridge's link has been poor (score below 60) this long")
 	fs.StringVar(&cfg.AlertWebhook, "alert-webhook", "", "URL that receives every alert raised and cleared as a signed JSON POST (see docs/QUALITY.md)")
 	fs.StringVar(&cfg.AlertWebhookSecret, "alert-webhook-secret", "", "HMAC-SHA256 key of the webhook's X-Citybridge-Signature header (required with --alert-webhook)")
+	cfg.Etcd.register(fs, "etcd", func(string) string { return "" }) // the environment is read below, as for every flag
+	fs.StringVar(&cfg.Node, "node", "", "this node's name in the cluster (with --etcd; default: the host name)")
+	fs.StringVar(&cfg.Advertise, "advertise", "", "with --etcd: https://HOST:PORT where terminals reach this node")
+	fs.DurationVar(&cfg.LeaseTTL, "lease-ttl", controlplane.DefaultLeaseTTL, "with --etcd: how long this node's conferences stay its own after it stops answering")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "text or json")
 	lists := []*[]string{&publicIPs, &mediaAllow, &turnURLs, &origins}
@@ -246,6 +256,9 @@ func parseServeFlags(args []string, getenv func(string) string, stderr io.Writer
 	}
 	if cfg.LogFormat != "text" && cfg.LogFormat != "json" {
 		return cfg, fmt.Errorf("--log-format %q: want text or json", cfg.LogFormat)
+	}
+	if err := cfg.checkCluster(); err != nil {
+		return cfg, err
 	}
 	return cfg, nil
 }

@@ -53,6 +53,11 @@ type server struct {
 	ready      atomic.Bool
 	// demo is set when this start seeded an empty store.
 	demo *controlplane.Demo
+	// node is this server's part in a cluster (nil on one machine);
+	// sigReady passes its lost conferences to the signaling server.
+	node        *controlplane.Node
+	sigReady    sigPointer
+	nodeOrigins atomic.Pointer[map[string]bool] // the live nodes' origins
 
 	stop     chan struct{} // closed by Close: background loops end
 	stopOnce sync.Once
@@ -90,10 +95,19 @@ func start(cfg Config, log *slog.Logger) (_ *server, err error) {
 	if err := os.MkdirAll(cfg.Data, 0o700); err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
-	if s.store, err = controlplane.Open(filepath.Join(cfg.Data, "citybridge.db")); err != nil {
+	if cfg.Etcd.endpoints != "" {
+		if err := s.joinCluster(); err != nil {
+			return nil, fmt.Errorf("cluster: %w", err)
+		}
+	} else if s.store, err = controlplane.Open(filepath.Join(cfg.Data, "citybridge.db")); err != nil {
 		return nil, err
 	}
-	demo, seeded, err := s.store.SeedDemo(deploy.SampleBridges, demoTitle)
+	var demo controlplane.Demo
+	var seeded bool
+	err = s.seedOnce(func() (err error) {
+		demo, seeded, err = s.store.SeedDemo(deploy.SampleBridges, demoTitle)
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("seed demo: %w", err)
 	}
@@ -111,19 +125,22 @@ func start(cfg Config, log *slog.Logger) (_ *server, err error) {
 			}
 		}
 	}
-	// Bridges that were in when the server last stopped (or was killed)
-	// get their intervals closed at its last heartbeat.
-	if n, err := s.store.RecoverOpen(); err != nil {
-		return nil, fmt.Errorf("attendance: %w", err)
-	} else if n > 0 {
-		log.Info("attendance intervals closed at the last heartbeat", "intervals", n)
-	}
-	if err := s.store.Heartbeat(); err != nil {
-		return nil, fmt.Errorf("heartbeat: %w", err)
-	}
 	s.stop = make(chan struct{})
-	s.wg.Add(1)
-	go s.heartbeat()
+	// Bridges that were in when the server last stopped (or was killed)
+	// get their intervals closed at its last heartbeat. A cluster's
+	// other nodes go on serving theirs: no node closes them at its start.
+	if s.node == nil {
+		if n, err := s.store.RecoverOpen(); err != nil {
+			return nil, fmt.Errorf("attendance: %w", err)
+		} else if n > 0 {
+			log.Info("attendance intervals closed at the last heartbeat", "intervals", n)
+		}
+		if err := s.store.Heartbeat(); err != nil {
+			return nil, fmt.Errorf("heartbeat: %w", err)
+		}
+		s.wg.Add(1)
+		go s.heartbeat()
+	}
 	certs, generated, err := newCertStore(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("TLS certificate: %w", err)
@@ -170,15 +187,28 @@ func start(cfg Config, log *slog.Logger) (_ *server, err error) {
 	if s.origins, err = controlplane.NewOrigins(cfg.AllowedOrigins); err != nil {
 		return nil, err
 	}
+	if s.node != nil {
+		s.refreshNodes()
+		s.origins.Also(s.nodeOrigin)
+	}
 	s.mon = controlplane.NewMonitor(s.store, controlplane.MonitorConfig{
 		LostAlertAfter: cfg.AlertLostAfter, PoorAlertAfter: cfg.AlertPoorAfter,
 		WebhookURL: cfg.AlertWebhook, WebhookSecret: cfg.AlertWebhookSecret, Log: log,
 	})
-	s.sig = signaling.New(signaling.Config{
+	sc := signaling.Config{
 		Store: s.store, SFU: s.media, Logger: log, ReconnectGrace: cfg.ReconnectGrace,
 		ICEServers: s.iceServers, CheckOrigin: s.origins.WebSocket, Monitor: s.mon,
 		MaxViewers: cfg.MaxViewers,
-	})
+	}
+	if s.node != nil {
+		sc.Cluster = nodeCluster{s.node}
+	}
+	s.sig = signaling.New(sc)
+	s.sigReady.Store(s.sig)
+	if s.node != nil {
+		s.wg.Add(1)
+		go s.reportLoad()
+	}
 	s.http = &http.Server{
 		Handler:           securityHeaders(s.routes()),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -370,6 +400,13 @@ func (s *server) Close(ctx context.Context) {
 	if s.stop != nil {
 		s.stopOnce.Do(func() { close(s.stop) })
 		s.wg.Wait()
+	}
+	// A node hands its conferences over first: their keys go, so the
+	// terminals the shutdown sends away find another node taking them.
+	if s.node != nil {
+		if err := s.node.Leave(); err != nil {
+			s.log.Warn("cluster: leave", "err", err)
+		}
 	}
 	if s.sig != nil {
 		s.sig.Close()

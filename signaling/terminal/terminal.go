@@ -81,6 +81,8 @@ type Terminal struct {
 
 	// Owned by Run's goroutine.
 	resume    string
+	node      string // the cluster node serving the conference (a redirect names it), else cfg.Base
+	redirects int    // in a row since the last join
 	pub, sub  *webrtc.PeerConnection
 	publisher *sfutest.Publisher
 	published bool
@@ -183,8 +185,14 @@ func (t *Terminal) Run(ctx context.Context) error {
 			t.setState(StateEnded)
 			return err
 		}
+		if errors.Is(err, errRedirected) && t.redirects < 3 {
+			continue // straight to the node named (not round and round)
+		}
 		if joined {
 			attempt = 0
+			t.redirects = 0
+		} else if t.node != "" && !errors.Is(err, errRedirected) {
+			t.node = "" // the node named may be gone: ask the first address again
 		}
 		t.cfg.Link.noticed()
 		t.setState(StateReconnecting)
@@ -213,7 +221,11 @@ func (t *Terminal) session(ctx context.Context) (joined, fresh bool, err error) 
 		TLSClientConfig:  &tls.Config{InsecureSkipVerify: true}, // the city's own server, often self-signed
 		HandshakeTimeout: connectTimeout,
 	}
-	url := "wss" + strings.TrimPrefix(t.cfg.Base, "https") + "/signal"
+	base := t.cfg.Base
+	if t.node != "" {
+		base = t.node
+	}
+	url := "wss" + strings.TrimPrefix(base, "https") + "/signal"
 	conn, _, err := dialer.DialContext(dctx, url, http.Header{"Origin": {t.cfg.Base}})
 	cancel()
 	if err != nil {
@@ -336,8 +348,17 @@ var finalErrors = map[string]bool{
 }
 
 // handle processes one server message; done ends the connection.
+// errRedirected: the node asked sent the terminal to another (a cluster's
+// node serving the conference).
+var errRedirected = errors.New("terminal: sent to another node")
+
 func (t *Terminal) handle(m wire.Message, send func(wire.Message), joined *bool) (done, fresh bool, err error) {
 	switch m := m.(type) {
+	case *wire.Redirect:
+		t.log.Info("sent to the node serving the conference", "node", m.URL)
+		t.node = m.URL
+		t.redirects++
+		return true, false, errRedirected
 	case *wire.Joined:
 		*joined = true
 		t.bridge.Store(m.Participant)

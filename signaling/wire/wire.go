@@ -29,6 +29,7 @@ const (
 	TypeRestart   = "restart"
 	TypeReport    = "report"
 	TypeAction    = "action"
+	TypeRedirect  = "redirect"
 )
 
 // Peer connection names: each participant has one connection it publishes
@@ -214,25 +215,26 @@ type Error struct {
 
 // Error codes.
 const (
-	CodeTokenRequired     = "token_required"
-	CodeTokenInvalid      = "token_invalid"
-	CodeWrongConference   = "wrong_conference"
-	CodeNotInvited        = "not_invited"
-	CodeConferenceClosed  = "conference_closed"
-	CodeRoleCannotJoin    = "role_cannot_join"
-	CodeBadMessage        = "bad_message"
-	CodeUnknownType       = "unknown_type"
-	CodeNotJoined         = "not_joined"
-	CodeAlreadyJoined     = "already_joined"
-	CodeNegotiationFailed = "negotiation_failed"
-	CodeInternal          = "internal"
-	CodeForbidden         = "forbidden"         // the role may not do this
-	CodeNoFloor           = "no_floor"          // a room may unmute itself only while it holds the floor
-	CodeUnknownBridge     = "unknown_bridge"    // no such bridge in this conference
-	CodeConferenceLocked  = "conference_locked" // the host locked the conference: no new bridges
-	CodeConferenceEnded   = "conference_ended"  // the conference is over
-	CodeBadState          = "bad_state"         // the conference cannot go to that state from where it is
-	CodeRateLimited       = "rate_limited"      // too many requests of this kind; slow down
+	CodeTokenRequired      = "token_required"
+	CodeTokenInvalid       = "token_invalid"
+	CodeWrongConference    = "wrong_conference"
+	CodeNotInvited         = "not_invited"
+	CodeConferenceClosed   = "conference_closed"
+	CodeRoleCannotJoin     = "role_cannot_join"
+	CodeBadMessage         = "bad_message"
+	CodeUnknownType        = "unknown_type"
+	CodeNotJoined          = "not_joined"
+	CodeAlreadyJoined      = "already_joined"
+	CodeNegotiationFailed  = "negotiation_failed"
+	CodeInternal           = "internal"
+	CodeForbidden          = "forbidden"           // the role may not do this
+	CodeNoFloor            = "no_floor"            // a room may unmute itself only while it holds the floor
+	CodeUnknownBridge      = "unknown_bridge"      // no such bridge in this conference
+	CodeConferenceLocked   = "conference_locked"   // the host locked the conference: no new bridges
+	CodeConferenceEnded    = "conference_ended"    // the conference is over
+	CodeBadState           = "bad_state"           // the conference cannot go to that state from where it is
+	CodeRateLimited        = "rate_limited"        // too many requests of this kind; slow down
+	CodeClusterUnavailable = "cluster_unavailable" // this node cannot reach the cluster's store: try another node
 )
 
 // Control asks the server to change the conference (client to server).
@@ -293,6 +295,13 @@ const (
 	ReasonLimit     = "limit"     // the conference's policy caps it
 )
 
+// Redirect sends a joining client to the node of a cluster that serves its
+// conference (server to client, in answer to join): it joins there, at
+// URL's /signal, with the same token. The socket closes after it.
+type Redirect struct {
+	URL string `json:"url"` // https://HOST:PORT of the node
+}
+
 // Bye tells the client the server is ending the session, and why.
 type Bye struct {
 	Reason string `json:"reason"`
@@ -306,6 +315,7 @@ const (
 	ByeEnded          = "ended"           // the host ended the conference
 	ByeKicked         = "kicked"          // a technician sent the bridge away
 	ByeRevoked        = "revoked"         // the link or login it joined with was revoked or expired
+	ByeMoved          = "moved"           // this node no longer serves the conference: join again (a redirect follows)
 )
 
 // MessageType implementations.
@@ -325,6 +335,7 @@ func (Floor) MessageType() string     { return TypeFloor }
 func (Speaker) MessageType() string   { return TypeSpeaker }
 func (Restart) MessageType() string   { return TypeRestart }
 func (Report) MessageType() string    { return TypeReport }
+func (Redirect) MessageType() string  { return TypeRedirect }
 func (Action) MessageType() string    { return TypeAction }
 
 // Encode marshals m with its "type" field first.
@@ -390,6 +401,8 @@ func Decode(b []byte) (Message, error) {
 		m = &Restart{}
 	case TypeReport:
 		m = &Report{}
+	case TypeRedirect:
+		m = &Redirect{}
 	case TypeAction:
 		m = &Action{}
 	case "":

@@ -70,12 +70,16 @@ export class Session extends EventTarget {
     this.path = ""; // how our media reaches the server, last reported
     this.freezesReported = 0; // the hub video's freezeCount at the last report
     this.inbox = Promise.resolve(); // the signaling messages being handled, in order
+    // The node of a cluster that serves the conference (a "redirect" names
+    // it); the page's own host until then, and again when it fails.
+    this.node = location.host;
+    this.redirects = 0; // in a row, since the last join
     setInterval(() => this.report().catch(() => {}), REPORT_MS);
   }
 
   connect() {
     const scheme = location.protocol === "https:" ? "wss" : "ws";
-    const ws = new WebSocket(`${scheme}://${location.host}/signal`);
+    const ws = new WebSocket(`${scheme}://${this.node}/signal`);
     this.ws = ws;
     const hung = setTimeout(() => {
       if (ws.readyState === WebSocket.CONNECTING) ws.close();
@@ -95,6 +99,18 @@ export class Session extends EventTarget {
       if (this.ws !== ws) return; // an old socket we already gave up on
       this.ws = null;
       if (this.final || this.state === "ended") return;
+      if (this.redirected) {
+        this.redirected = false;
+        // Straight to the node named, but not round and round: nodes
+        // that disagree for a moment are asked again after a pause.
+        if (this.redirects++ < 3) {
+          this.connect();
+          return;
+        }
+      }
+      // A node that stops answering may be gone: the next try goes to
+      // the page's own address, which the cluster answers from any node.
+      if (this.node !== location.host && this.attempt > 0) this.node = location.host;
       this.lost();
       this.scheduleReconnect();
     };
@@ -195,6 +211,7 @@ export class Session extends EventTarget {
         this.joined = m;
         this.resume = m.resume || "";
         this.attempt = 0;
+        this.redirects = 0;
         if (again) this.reconnects++;
         this.lostAt = 0;
         if (m.resumed && this.pcs.pub) {
@@ -247,6 +264,11 @@ export class Session extends EventTarget {
         if (m.action === "ice_restart") await this.restartIce();
         else if (m.action === "rejoin") this.reconnect(true);
         else if (m.action === "reload") setTimeout(() => location.reload(), 100);
+        break;
+      case "redirect":
+        // Another node of the cluster serves the conference: join there.
+        this.node = new URL(m.url).host;
+        this.redirected = true;
         break;
       case "bye":
         if (FINAL_BYES.has(m.reason)) {

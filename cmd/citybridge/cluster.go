@@ -1,0 +1,166 @@
+package main
+
+import (
+	"fmt"
+	"net/url"
+	"os"
+	"regexp"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"citybridge/controlplane"
+	"citybridge/signaling"
+)
+
+// The node's part in a cluster (docs/CLUSTER.md): with --etcd the store
+// lives in etcd, the node registers under --node with the address
+// terminals are sent to (--advertise), and serves the conferences it
+// owns; a join for another is redirected to its owner.
+
+var nodeName = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]{0,62}$`)
+
+// checkCluster checks the cluster flags (after parsing).
+func (c *Config) checkCluster() error {
+	if c.Etcd.endpoints == "" {
+		if c.Advertise != "" {
+			return fmt.Errorf("--advertise needs --etcd")
+		}
+		return nil
+	}
+	if _, err := c.Etcd.options(); err != nil {
+		return err
+	}
+	if c.Node == "" {
+		h, _ := os.Hostname()
+		c.Node = h
+	}
+	if !nodeName.MatchString(c.Node) {
+		return fmt.Errorf("--node %q: 1-63 of a-z, 0-9, dot and dash", c.Node)
+	}
+	u, err := url.Parse(c.Advertise)
+	if err != nil || u.Scheme != "https" || u.Host == "" || (u.Path != "" && u.Path != "/") {
+		return fmt.Errorf("--advertise %q: want https://HOST:PORT, the address terminals reach this node at", c.Advertise)
+	}
+	c.Advertise = "https://" + u.Host
+	if c.LeaseTTL < 2*time.Second || c.LeaseTTL%time.Second != 0 {
+		return fmt.Errorf("--lease-ttl %v: whole seconds, at least 2s", c.LeaseTTL)
+	}
+	return nil
+}
+
+// nodeCluster is signaling's view of the node: which conferences it
+// serves, taking a free one when placement gives it here.
+type nodeCluster struct{ n *controlplane.Node }
+
+func (c nodeCluster) Claim(conference string) (bool, string, error) {
+	if c.n.Serves(conference) {
+		return true, "", nil
+	}
+	place, err := c.n.Place(conference)
+	if err != nil {
+		return false, "", err
+	}
+	if place.Name != c.n.Info().Name {
+		return false, place.Advertise, nil
+	}
+	owner, mine, err := c.n.Acquire(conference)
+	if err != nil {
+		return false, "", err
+	}
+	if !mine {
+		return false, owner.Advertise, nil
+	}
+	return true, "", nil
+}
+
+// joinCluster opens the store in etcd and registers the node; what it
+// loses goes to the signaling server once there is one.
+func (s *server) joinCluster() error {
+	o, err := s.cfg.Etcd.options()
+	if err != nil {
+		return err
+	}
+	if s.store, err = controlplane.OpenEtcd(o); err != nil {
+		return err
+	}
+	s.node, err = s.store.JoinCluster(controlplane.NodeInfo{
+		Name: s.cfg.Node, Advertise: s.cfg.Advertise, Version: version,
+	}, s.cfg.LeaseTTL, s.log, func(lost []string) {
+		if sig := s.sigReady.Load(); sig != nil {
+			sig.Release(lost)
+		}
+	})
+	if err != nil {
+		return err
+	}
+	s.log.Info("joined the cluster", "node", s.cfg.Node, "advertise", s.cfg.Advertise, "etcd", s.store.Path())
+	return nil
+}
+
+// seedOnce seeds the demo into an empty store once in the whole cluster:
+// the first node to hold the seed's key does it, the others wait for it.
+func (s *server) seedOnce(seed func() error) error {
+	if s.node == nil {
+		return seed()
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, mine, err := s.node.Acquire("_seed")
+		if err == nil && mine {
+			defer func() { _ = s.node.Release("_seed") }()
+			return seed()
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("another node held the seed for 30 s: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// reportLoad tells the cluster how many participants this node serves,
+// for placement, every few seconds.
+func (s *server) reportLoad() {
+	defer s.wg.Done()
+	t := time.NewTicker(3 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			n := 0
+			for _, c := range s.sig.Sessions() {
+				n += c
+			}
+			if err := s.node.SetLoad(n); err != nil {
+				s.log.Warn("cluster: load not reported", "err", err)
+			}
+			s.refreshNodes()
+		}
+	}
+}
+
+// refreshNodes keeps the live nodes' origins for the origin check: a
+// page of one node sends its terminal to another's WebSocket.
+func (s *server) refreshNodes() {
+	nodes, err := s.node.Nodes()
+	if err != nil {
+		return
+	}
+	origins := map[string]bool{}
+	for _, n := range nodes {
+		origins[strings.ToLower(n.Advertise)] = true
+	}
+	s.nodeOrigins.Store(&origins)
+}
+
+// nodeOrigin says whether origin is a live node of the cluster.
+func (s *server) nodeOrigin(origin string) bool {
+	m := s.nodeOrigins.Load()
+	return m != nil && (*m)[origin]
+}
+
+// sigPointer lets the node's lease loss reach the signaling server made
+// after it.
+type sigPointer = atomic.Pointer[signaling.Server]

@@ -1,0 +1,50 @@
+package signaling
+
+import "citybridge/signaling/wire"
+
+// Cluster is this node's part in a cluster of nodes sharing the store
+// (nil on one machine: it serves every conference). Exactly one node
+// serves a conference at a time; a join that reaches another node is sent
+// to it (docs/CLUSTER.md).
+type Cluster interface {
+	// Claim says whether this node serves the conference, taking it when
+	// it is free and placed here; otherwise it names the node that does
+	// (its https://HOST:PORT). An error means the cluster cannot be asked
+	// (etcd unreachable): the join is refused for now.
+	Claim(conference string) (serve bool, redirect string, err error)
+}
+
+// claim asks the cluster whether this node serves the conference: ok to
+// go on; else the address to send the client to, or an error.
+func (s *Server) claim(conference string) (ok bool, redirect string, err error) {
+	if s.cfg.Cluster == nil {
+		return true, "", nil
+	}
+	return s.cfg.Cluster.Claim(conference)
+}
+
+// Release ends this node's part in conferences it no longer serves (its
+// lease was lost, or it handed them over): every session is sent away
+// with the bye "moved" (its media close at once; the terminal joins again
+// and is sent to the new owner), and the conference's live state is
+// dropped, to be built again from the store if it comes back.
+func (s *Server) Release(conferences []string) {
+	for _, id := range conferences {
+		s.mu.Lock()
+		conf := s.conferences[id]
+		delete(s.conferences, id)
+		s.mu.Unlock()
+		if conf == nil {
+			continue
+		}
+		conf.log.Warn("no longer served by this node: sessions sent away")
+		for _, ss := range conf.sessionList() {
+			ss.end(wire.ByeMoved)
+			if ss.headless != "" {
+				conf.leave(ss)
+			}
+		}
+		conf.closeLost()
+		conf.router.Close()
+	}
+}

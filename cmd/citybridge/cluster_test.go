@@ -11,6 +11,8 @@ import (
 	"citybridge/controlplane"
 	"citybridge/controlplane/etcdtest"
 	"citybridge/signaling/wire"
+
+	"github.com/gorilla/websocket"
 )
 
 // startNode starts a test server as a node named name of a cluster on the
@@ -30,9 +32,10 @@ func startNode(t *testing.T, name, prefix string) *testServer {
 	})
 }
 
-// joinAt dials base's signaling and joins with token; it returns the
-// first answer: joined, an error or a redirect.
-func joinAt(t *testing.T, ts *testServer, token string) wire.Message {
+// joinAt dials ts's signaling and joins with token; it returns the
+// connection (closed when the test ends) and the first answer: joined, an
+// error or a redirect.
+func joinAt(t *testing.T, ts *testServer, token string) (*websocket.Conn, wire.Message) {
 	t.Helper()
 	c, _, err := wsDial(t.Context(), ts, "", nil)
 	if err != nil {
@@ -46,6 +49,13 @@ func joinAt(t *testing.T, ts *testServer, token string) wire.Message {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return c, m
+}
+
+// answer is joinAt's first answer alone.
+func answer(t *testing.T, ts *testServer, token string) wire.Message {
+	t.Helper()
+	_, m := joinAt(t, ts, token)
 	return m
 }
 
@@ -70,19 +80,19 @@ func TestClusterRedirect(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Both idle: the placement's tie goes to node-a by name.
-	m := joinAt(t, b, room)
+	m := answer(t, b, room)
 	r, ok := m.(*wire.Redirect)
 	if !ok || r.URL != a.cfg.Advertise {
 		t.Fatalf("a room joining at node-b: %+v, want a redirect to %s", m, a.cfg.Advertise)
 	}
-	if m := joinAt(t, a, room); m.MessageType() != wire.TypeJoined {
+	if m := answer(t, a, room); m.MessageType() != wire.TypeJoined {
 		t.Fatalf("the room at node-a: %+v", m)
 	}
 	if owner, ok, _ := a.node.Owner(conf); !ok || owner.Name != "node-a" {
 		t.Fatalf("the owner: %+v %v", owner, ok)
 	}
 	// The host link at the other node: sent to the owner too.
-	if m, ok := joinAt(t, b, a.demo.HostToken).(*wire.Redirect); !ok || m.URL != a.cfg.Advertise {
+	if m, ok := answer(t, b, a.demo.HostToken).(*wire.Redirect); !ok || m.URL != a.cfg.Advertise {
 		t.Errorf("the host joining at node-b: %+v", m)
 	}
 	// A WHEP player at node-b: 307 to node-a, same path.
@@ -104,7 +114,7 @@ func TestClusterRedirect(t *testing.T) {
 		t.Fatal(err)
 	}
 	a.Close(t.Context())
-	if m := joinAt(t, b, room); m.MessageType() != wire.TypeJoined {
+	if m := answer(t, b, room); m.MessageType() != wire.TypeJoined {
 		t.Fatalf("the room at node-b after node-a left: %+v", m)
 	}
 	f, err := b.sig.Floor(conf)

@@ -487,18 +487,7 @@ func joinRoom(t *testing.T, ts *testServer, bridge string) (*websocket.Conn, *wi
 // joinWith joins with token; the connection closes when the test ends.
 func joinWith(t *testing.T, ts *testServer, token string) (*websocket.Conn, *wire.Joined) {
 	t.Helper()
-	c, _, err := wsDial(t.Context(), ts, "", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	if err := wsSend(c, wire.Join{Token: token}); err != nil {
-		t.Fatal(err)
-	}
-	m, err := wsNext(c, 5*time.Second, wire.TypeJoined, wire.TypeError)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, m := joinAt(t, ts, token)
 	j, ok := m.(*wire.Joined)
 	if !ok {
 		t.Fatalf("join refused: %+v", m)

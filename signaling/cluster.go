@@ -12,6 +12,17 @@ type Cluster interface {
 	// (its https://HOST:PORT). An error means the cluster cannot be asked
 	// (etcd unreachable): the join is refused for now.
 	Claim(conference string) (serve bool, redirect string, err error)
+	// Nodes are the live nodes' addresses, for the pages to try when
+	// theirs stops answering.
+	Nodes() []string
+}
+
+// nodes is what a joined page is told of the cluster's nodes.
+func (s *Server) nodes() []string {
+	if s.cfg.Cluster == nil {
+		return nil
+	}
+	return s.cfg.Cluster.Nodes()
 }
 
 // claim asks the cluster whether this node serves the conference: ok to

@@ -367,6 +367,7 @@ func (ss *session) join(j *wire.Join) bool {
 		ICEServers:  ss.srv.iceServers(adm.Bridge.ID),
 		Resume:      m.resume,
 		Resumed:     resumed,
+		Nodes:       ss.srv.nodes(),
 	})
 	if adm.Role == controlplane.RoleHost {
 		ss.send(wire.Roster{Bridges: conf.roster()})

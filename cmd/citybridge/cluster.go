@@ -50,8 +50,14 @@ func (c *Config) checkCluster() error {
 }
 
 // nodeCluster is signaling's view of the node: which conferences it
-// serves, taking a free one when placement gives it here.
-type nodeCluster struct{ n *controlplane.Node }
+// serves, taking a free one when placement gives it here, and the live
+// nodes' addresses.
+type nodeCluster struct {
+	n     *controlplane.Node
+	nodes func() []string
+}
+
+func (c nodeCluster) Nodes() []string { return c.nodes() }
 
 func (c nodeCluster) Claim(conference string) (bool, string, error) {
 	if c.n.Serves(conference) {
@@ -149,10 +155,21 @@ func (s *server) refreshNodes() {
 		return
 	}
 	origins := map[string]bool{}
+	var list []string
 	for _, n := range nodes {
 		origins[strings.ToLower(n.Advertise)] = true
+		list = append(list, n.Advertise)
 	}
 	s.nodeOrigins.Store(&origins)
+	s.nodeList.Store(&list)
+}
+
+// liveNodes are the live nodes' addresses, as last read.
+func (s *server) liveNodes() []string {
+	if l := s.nodeList.Load(); l != nil {
+		return *l
+	}
+	return nil
 }
 
 // nodeOrigin says whether origin is a live node of the cluster.

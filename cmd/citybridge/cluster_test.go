@@ -3,6 +3,7 @@ package main
 import (
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -63,7 +64,7 @@ func answer(t *testing.T, ts *testServer, token string) wire.Message {
 // (the demo is seeded once, by whichever node starts first). A conference
 // is served by one of them: a room joining at the other is sent to it
 // (redirect with its address), a WHEP player too (307 to the same path
-// there), and only its owner admits joins. When the owner shuts down it
+// there), and only its owner admits joins, naming every node in joined. When the owner shuts down it
 // hands the conference over: the next join at the other node is served
 // there, with the floor the first node left in the store.
 func TestClusterRedirect(t *testing.T) {
@@ -85,8 +86,15 @@ func TestClusterRedirect(t *testing.T) {
 	if !ok || r.URL != a.cfg.Advertise {
 		t.Fatalf("a room joining at node-b: %+v, want a redirect to %s", m, a.cfg.Advertise)
 	}
-	if m := answer(t, a, room); m.MessageType() != wire.TypeJoined {
+	a.refreshNodes() // b has started since a last read the nodes
+	m = answer(t, a, room)
+	j, ok := m.(*wire.Joined)
+	if !ok {
 		t.Fatalf("the room at node-a: %+v", m)
+	}
+	// The page learns every node: where to try when node-a stops answering.
+	if !slices.Equal(j.Nodes, []string{a.cfg.Advertise, b.cfg.Advertise}) {
+		t.Errorf("joined names the nodes %v, want node-a's and node-b's", j.Nodes)
 	}
 	if owner, ok, _ := a.node.Owner(conf); !ok || owner.Name != "node-a" {
 		t.Fatalf("the owner: %+v %v", owner, ok)

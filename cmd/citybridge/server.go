@@ -58,6 +58,7 @@ type server struct {
 	node        *controlplane.Node
 	sigReady    sigPointer
 	nodeOrigins atomic.Pointer[map[string]bool] // the live nodes' origins
+	nodeList    atomic.Pointer[[]string]        // and their addresses
 
 	stop     chan struct{} // closed by Close: background loops end
 	stopOnce sync.Once
@@ -201,7 +202,7 @@ func start(cfg Config, log *slog.Logger) (_ *server, err error) {
 		MaxViewers: cfg.MaxViewers,
 	}
 	if s.node != nil {
-		sc.Cluster = nodeCluster{s.node}
+		sc.Cluster = nodeCluster{n: s.node, nodes: s.liveNodes}
 	}
 	s.sig = signaling.New(sc)
 	s.sigReady.Store(s.sig)

@@ -15,6 +15,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -81,8 +82,9 @@ type Terminal struct {
 
 	// Owned by Run's goroutine.
 	resume    string
-	node      string // the cluster node serving the conference (a redirect names it), else cfg.Base
-	redirects int    // in a row since the last join
+	node      string   // the cluster node serving the conference (a redirect names it), else cfg.Base
+	redirects int      // in a row since the last join
+	nodes     []string // the cluster's nodes, as the last join named them
 	pub, sub  *webrtc.PeerConnection
 	publisher *sfutest.Publisher
 	published bool
@@ -191,8 +193,8 @@ func (t *Terminal) Run(ctx context.Context) error {
 		if joined {
 			attempt = 0
 			t.redirects = 0
-		} else if t.node != "" && !errors.Is(err, errRedirected) {
-			t.node = "" // the node named may be gone: ask the first address again
+		} else if !errors.Is(err, errRedirected) {
+			t.node = t.nextNode() // the node may be gone: try the next address
 		}
 		t.cfg.Link.noticed()
 		t.setState(StateReconnecting)
@@ -348,6 +350,22 @@ var finalErrors = map[string]bool{
 }
 
 // handle processes one server message; done ends the connection.
+// nextNode is the address after the current one among the first one
+// (cfg.Base) and the cluster's nodes the last join named.
+func (t *Terminal) nextNode() string {
+	hosts := []string{t.cfg.Base}
+	for _, n := range t.nodes {
+		if !slices.Contains(hosts, n) {
+			hosts = append(hosts, n)
+		}
+	}
+	cur := t.node
+	if cur == "" {
+		cur = t.cfg.Base
+	}
+	return hosts[(slices.Index(hosts, cur)+1)%len(hosts)]
+}
+
 // errRedirected: the node asked sent the terminal to another (a cluster's
 // node serving the conference).
 var errRedirected = errors.New("terminal: sent to another node")
@@ -361,6 +379,7 @@ func (t *Terminal) handle(m wire.Message, send func(wire.Message), joined *bool)
 		return true, false, errRedirected
 	case *wire.Joined:
 		*joined = true
+		t.nodes = m.Nodes
 		t.bridge.Store(m.Participant)
 		t.resume = m.Resume
 		if m.Resumed && t.pub != nil {

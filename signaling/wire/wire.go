@@ -65,6 +65,10 @@ type Joined struct {
 	// Resumed: the participant got its place back; its peer connections
 	// on the server are the ones it had (restart ICE if they stalled).
 	Resumed bool `json:"resumed,omitempty"`
+	// Nodes are, in a cluster, the https://HOST:PORT of every live node:
+	// where to try when this one stops answering (any node sends the
+	// terminal on to the one serving its conference).
+	Nodes []string `json:"nodes,omitempty"`
 }
 
 // Conference names the conference joined.

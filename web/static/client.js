@@ -108,12 +108,24 @@ export class Session extends EventTarget {
           return;
         }
       }
-      // A node that stops answering may be gone: the next try goes to
-      // the page's own address, which the cluster answers from any node.
-      if (this.node !== location.host && this.attempt > 0) this.node = location.host;
+      // A node that stops answering may be gone: each further try goes
+      // to the next address, the page's own and every node the cluster
+      // named at the last join; any of them sends us on to the right one.
+      if (this.attempt > 0) this.node = this.nextNode();
       this.lost();
       this.scheduleReconnect();
     };
+  }
+
+  // nextNode is the address after the current one among the page's own
+  // and the cluster's nodes (just the page's own on one machine).
+  nextNode() {
+    const hosts = [location.host];
+    for (const u of this.joined?.nodes || []) {
+      const h = new URL(u).host;
+      if (!hosts.includes(h)) hosts.push(h);
+    }
+    return hosts[(hosts.indexOf(this.node) + 1) % hosts.length];
   }
 
   // lost marks the moment the connection went away (once per outage).

@@ -200,7 +200,7 @@ var storeSuite = []struct {
 		if err != nil || !slices.Equal(ok, []bool{true, true, false}) {
 			t.Errorf("still valid: %v %v", ok, err)
 		}
-		time.Sleep(350 * time.Millisecond)
+		waitFor(t, func() bool { _, err := s.Authenticate(short); return errors.Is(err, ErrTokenExpired) })
 		s = b.reopen(t, s)
 		if _, err := s.Authenticate(short); !errors.Is(err, ErrTokenExpired) {
 			t.Errorf("expired token after reopen: %v", err)

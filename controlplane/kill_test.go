@@ -1,15 +1,10 @@
 package controlplane
 
 import (
-	"bufio"
 	"fmt"
-	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
-	"time"
 )
 
 // killChildEnv makes the test binary the writer child of
@@ -64,38 +59,10 @@ func TestKillDuringWrites(t *testing.T) {
 	var acked []string
 	total := 0
 	for run := range 20 {
-		cmd := exec.Command(self, "-test.run=^$")
-		cmd.Env = append(os.Environ(), killChildEnv+"="+path, fmt.Sprintf("%s_RUN=%d", killChildEnv, run))
-		out, err := cmd.StdoutPipe()
+		this, err := killWriter(self, path, run)
 		if err != nil {
-			t.Fatal(err)
+			t.Fatalf("run %d: %v", run, err)
 		}
-		var stderr strings.Builder
-		cmd.Stderr = &stderr
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		lines := make(chan string, 1024)
-		go func() {
-			sc := bufio.NewScanner(out)
-			for sc.Scan() {
-				lines <- sc.Text()
-			}
-			close(lines)
-		}()
-		// Kill at a random moment once the child is writing.
-		first, ok := <-lines
-		if !ok {
-			_ = cmd.Wait()
-			t.Fatalf("run %d: the child wrote nothing: %s", run, stderr.String())
-		}
-		this := []string{first}
-		time.Sleep(time.Duration(rand.IntN(150)) * time.Millisecond)
-		_ = cmd.Process.Kill()
-		for id := range lines {
-			this = append(this, id)
-		}
-		_ = cmd.Wait()
 		acked = append(acked, this...)
 		total += len(this)
 

@@ -145,6 +145,8 @@ func TestNodeOwnership(t *testing.T) {
 	var double atomic.Value
 	stopSampling := make(chan struct{})
 	sampled := make(chan struct{})
+	var stopOnce sync.Once
+	defer func() { stopOnce.Do(func() { close(stopSampling) }); <-sampled }()
 	go func() {
 		defer close(sampled)
 		for {
@@ -162,8 +164,7 @@ func TestNodeOwnership(t *testing.T) {
 	}()
 	// The others try to take the victim's conferences until they can.
 	taken := map[string]string{}
-	deadline := time.Now().Add(10 * time.Second)
-	for len(taken) < len(mine) && time.Now().Before(deadline) {
+	waitFor(t, func() bool {
 		for _, c := range mine {
 			if _, ok := taken[c]; ok {
 				continue
@@ -181,15 +182,12 @@ func TestNodeOwnership(t *testing.T) {
 				}
 			}
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	close(stopSampling)
+		return len(taken) == len(mine)
+	})
+	stopOnce.Do(func() { close(stopSampling) })
 	<-sampled
 	if d := double.Load(); d != nil {
 		t.Error(d)
-	}
-	if len(taken) != len(mine) {
-		t.Fatalf("the victim's conferences %v: only %v taken in 10 s", mine, taken)
 	}
 	took := time.Since(cut)
 	if took > 2*time.Second+3*time.Second {
@@ -243,31 +241,38 @@ func TestPausedNodeStopsServing(t *testing.T) {
 	a.mu.Lock()
 	surely := a.deadline
 	a.mu.Unlock()
+	// Sampled until then: a serves, b cannot take it.
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
 	for time.Now().Before(surely) {
-		if !a.Serves("c1") {
+		if !a.Serves("c1") && time.Now().Before(surely) {
 			t.Fatal("a stopped serving before its lease could have expired")
 		}
-		if _, ok, _ := b.Acquire("c1"); ok {
+		if _, ok, _ := b.Acquire("c1"); ok && time.Now().Before(surely) {
 			t.Fatal("b took c1 while a's lease held")
 		}
-		time.Sleep(20 * time.Millisecond)
+		<-tick.C
 	}
 	if a.Serves("c1") {
 		t.Error("a paused node serves past its lease's sure end")
 	}
-	waitForCond(t, 5*time.Second, func() bool { _, ok, _ := b.Acquire("c1"); return ok })
+	waitFor(t, func() bool { _, ok, _ := b.Acquire("c1"); return ok })
 	if a.Serves("c1") || !b.Serves("c1") {
 		t.Errorf("after the take-over: a serves %v, b %v", a.Serves("c1"), b.Serves("c1"))
 	}
 }
 
-func waitForCond(t *testing.T, d time.Duration, cond func() bool) {
+// waitFor waits until cond holds, polling, and fails the test after 10 s.
+func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(10 * time.Second)
 	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %v", d)
+		select {
+		case <-deadline:
+			t.Fatal("not within 10 s")
+		case <-tick.C:
 		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -276,7 +277,7 @@ func TestAdmissionLimitsConcurrent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var relays atomic.Int32
+	var relays, answered atomic.Int32
 	start = make(chan struct{})
 	for range 40 {
 		wg.Add(1)
@@ -303,7 +304,9 @@ func TestAdmissionLimitsConcurrent(t *testing.T) {
 				return
 			}
 			<-start
-			if relay, err := cl.Allocate(); err == nil {
+			relay, err := cl.Allocate()
+			answered.Add(1)
+			if err == nil {
 				relays.Add(1)
 				<-t.Context().Done()
 				relay.Close()
@@ -311,10 +314,9 @@ func TestAdmissionLimitsConcurrent(t *testing.T) {
 		}()
 	}
 	close(start)
-	waitFor(t, 10*time.Second, "the allocations answered", func() bool { return ts.turn.Allocations() >= 24 })
-	time.Sleep(time.Second) // late answers: any over the quota would arrive now
-	if n := ts.turn.Allocations(); n != 24 {
-		t.Errorf("40 allocations at once with one credential: %d relays, want the quota's 24", n)
+	waitFor(t, 15*time.Second, "every allocation answered", func() bool { return answered.Load() == 40 })
+	if n := ts.turn.Allocations(); n != 24 || relays.Load() != 24 {
+		t.Errorf("40 allocations at once with one credential: %d relays (%d clients told yes), want the quota's 24", n, relays.Load())
 	}
 	t.Cleanup(wg.Wait) // the allocating clients end with the test's context
 }
@@ -333,6 +335,7 @@ func TestControlRateLimited(t *testing.T) {
 	host, _ := joinWith(t, ts, ts.demo.HostToken)
 	room, _ := joinRoom(t, ts, "ward-001")
 	var floors atomic.Int32
+	var lastFloor atomic.Pointer[wire.Floor]
 	hostDone := make(chan struct{})
 	go func() {
 		defer close(hostDone)
@@ -341,7 +344,8 @@ func TestControlRateLimited(t *testing.T) {
 			if err != nil {
 				return
 			}
-			if m.(*wire.Floor).State != "" {
+			if f := m.(*wire.Floor); f.State != "" {
+				lastFloor.Store(f)
 				floors.Add(1)
 			}
 		}
@@ -415,9 +419,15 @@ func TestControlRateLimited(t *testing.T) {
 	if _, err := wsNext(other, 5*time.Second, wire.TypeFloor); err != nil {
 		t.Fatalf("the unchanged raise was not answered to its sender: %v", err)
 	}
-	time.Sleep(300 * time.Millisecond)
-	if n := floors.Load() - before; n != 1 {
-		t.Errorf("raising a raised hand: %d broadcasts to the chair, want 1", n)
+	// Then the hand lowered: its broadcast comes after any the unchanged
+	// raise would have caused.
+	_ = wsSend(other, wire.Control{Action: string(controlplane.ActionLowerHand)})
+	waitFor(t, 5*time.Second, "the lowered hand broadcast", func() bool {
+		f := lastFloor.Load()
+		return f != nil && !slices.Contains(f.Hands, "ward-003")
+	})
+	if n := floors.Load() - before; n != 2 {
+		t.Errorf("raise, raise again, lower: %d broadcasts to the chair, want 2", n)
 	}
 	host.Close()
 	<-hostDone

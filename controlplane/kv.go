@@ -46,8 +46,12 @@ type kvBucket interface {
 	// ForEach calls fn with each key in order; a nested bucket's value is
 	// nil.
 	ForEach(fn func(k, v []byte) error) error
-	// NextSequence returns the bucket's next sequence number (1, 2, ...).
+	// NextSequence returns the bucket's next sequence number (1, 2, ...);
+	// Sequence the last one given, SetSequence sets it (a copy of a store
+	// carries it over).
 	NextSequence() (uint64, error)
+	Sequence() uint64
+	SetSequence(n uint64) error
 	// KeyCount counts the keys (nested buckets' keys included).
 	KeyCount() int
 	Cursor() kvCursor
@@ -119,6 +123,8 @@ func (b boltBucket) Get(k []byte) []byte                      { return b.b.Get(k
 func (b boltBucket) Put(k, v []byte) error                    { return b.b.Put(k, v) }
 func (b boltBucket) Delete(k []byte) error                    { return b.b.Delete(k) }
 func (b boltBucket) ForEach(fn func(k, v []byte) error) error { return b.b.ForEach(fn) }
+func (b boltBucket) Sequence() uint64                         { return b.b.Sequence() }
+func (b boltBucket) SetSequence(n uint64) error               { return b.b.SetSequence(n) }
 func (b boltBucket) NextSequence() (uint64, error)            { return b.b.NextSequence() }
 func (b boltBucket) Cursor() kvCursor                         { return b.b.Cursor() }
 func (b boltBucket) KeyCount() int                            { return b.b.Stats().KeyN }

@@ -92,7 +92,7 @@ func TestMigrateToEtcd(t *testing.T) {
 	}
 	// A copy that stopped before the meta bucket is not a store.
 	half := EtcdOptions{Endpoints: o.Endpoints, Prefix: etcdtest.Prefix("migrate-half")}
-	raw, err := OpenEtcdRaw(half)
+	raw, err := openEtcdKV(half)
 	if err != nil {
 		t.Fatal(err)
 	}

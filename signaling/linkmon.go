@@ -48,33 +48,17 @@ func (s *Server) TechAction(conferenceID, bridge, action string) error {
 // observeEvery is how often every joined bridge's link is measured.
 const observeEvery = time.Second
 
-// observeLoop gives the monitor every joined bridge's link once a second,
+// observe gives the monitor every joined bridge's link, once a second,
 // including bridges whose connection is lost and who are within their
 // grace period: their silence grows until they are lost.
-func (s *Server) observeLoop() {
-	defer s.observing.Done()
-	tick := time.NewTicker(observeEvery)
-	defer tick.Stop()
-	for {
-		select {
-		case <-s.stopObserving:
-			return
-		case now := <-tick.C:
-			s.mu.Lock()
-			confs := make([]*conference, 0, len(s.conferences))
-			for _, c := range s.conferences {
-				confs = append(confs, c)
-			}
-			s.mu.Unlock()
-			for _, c := range confs {
-				c.observe(now)
-			}
-			s.roundMu.Lock()
-			close(s.round) // the live feeds send the new figures now
-			s.round = make(chan struct{})
-			s.roundMu.Unlock()
-		}
+func (s *Server) observe(now time.Time) {
+	for _, c := range s.conferenceList() {
+		c.observe(now)
 	}
+	s.roundMu.Lock()
+	close(s.round) // the live feeds send the new figures now
+	s.round = make(chan struct{})
+	s.roundMu.Unlock()
 }
 
 // observedRound returns a channel closed when the next round of samples

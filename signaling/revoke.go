@@ -8,25 +8,10 @@ import (
 )
 
 // credentialEvery is how often every session's credential is checked
-// again: a revoked or expired link, or a login logged out, removed or
-// disabled, ends its sessions within this long.
+// again (checkCredentials, one read of the store for all): a revoked or
+// expired link, or a login logged out, removed or disabled, ends its
+// sessions within this long.
 const credentialEvery = 500 * time.Millisecond
-
-// credentialLoop checks the sessions' credentials until the server
-// closes. One read of the store covers every session of every conference.
-func (s *Server) credentialLoop() {
-	defer s.observing.Done()
-	tick := time.NewTicker(credentialEvery)
-	defer tick.Stop()
-	for {
-		select {
-		case <-s.stopObserving:
-			return
-		case <-tick.C:
-			s.checkCredentials()
-		}
-	}
-}
 
 // checkCredentials ends every member whose credential no longer holds: a
 // connected session is sent away with the bye "revoked" (its media close
@@ -39,13 +24,7 @@ func (s *Server) checkCredentials() {
 	}
 	var list []held
 	var creds []controlplane.Credential
-	s.mu.Lock()
-	confs := make([]*conference, 0, len(s.conferences))
-	for _, c := range s.conferences {
-		confs = append(confs, c)
-	}
-	s.mu.Unlock()
-	for _, c := range confs {
+	for _, c := range s.conferenceList() {
 		for _, m := range c.memberList() {
 			list = append(list, held{c, m})
 			creds = append(creds, m.ss.cred)

@@ -125,11 +125,9 @@ func New(cfg Config) *Server {
 		round:         make(chan struct{}),
 	}
 	if cfg.Monitor != nil {
-		s.observing.Add(1)
-		go s.observeLoop()
+		s.every(observeEvery, s.observe)
 	}
-	s.observing.Add(1)
-	go s.credentialLoop()
+	s.every(credentialEvery, func(time.Time) { s.checkCredentials() })
 	return s
 }
 
@@ -236,19 +234,42 @@ func (s *Server) PinLayer(conferenceID, bridge, rid string) error {
 
 // Sessions counts joined sessions by role, for the metrics.
 func (s *Server) Sessions() controlplane.SessionFigures {
-	s.mu.Lock()
-	confs := make([]*conference, 0, len(s.conferences))
-	for _, c := range s.conferences {
-		confs = append(confs, c)
-	}
-	s.mu.Unlock()
 	out := controlplane.SessionFigures{}
-	for _, c := range confs {
+	for _, c := range s.conferenceList() {
 		for _, ss := range c.sessionList() {
 			out[ss.adm.Role]++
 		}
 	}
 	return out
+}
+
+// conferenceList is the live conferences, taken under the lock.
+func (s *Server) conferenceList() []*conference {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]*conference, 0, len(s.conferences))
+	for _, c := range s.conferences {
+		out = append(out, c)
+	}
+	return out
+}
+
+// every runs f every d, on its own goroutine, until the server closes.
+func (s *Server) every(d time.Duration, f func(now time.Time)) {
+	s.observing.Add(1)
+	go func() {
+		defer s.observing.Done()
+		tick := time.NewTicker(d)
+		defer tick.Stop()
+		for {
+			select {
+			case <-s.stopObserving:
+				return
+			case now := <-tick.C:
+				f(now)
+			}
+		}
+	}()
 }
 
 // Close tells every client the server is stopping, closes their sessions
@@ -259,11 +280,8 @@ func (s *Server) Close() {
 		close(s.stopObserving)
 	}
 	s.closed = true
-	confs := make([]*conference, 0, len(s.conferences))
-	for _, c := range s.conferences {
-		confs = append(confs, c)
-	}
 	s.mu.Unlock()
+	confs := s.conferenceList()
 	for _, c := range confs {
 		for _, ss := range c.sessionList() {
 			ss.end(wire.ByeServerShutdown)

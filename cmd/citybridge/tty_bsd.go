@@ -2,19 +2,7 @@
 
 package main
 
-import (
-	"io"
+import "golang.org/x/sys/unix"
 
-	"golang.org/x/sys/unix"
-)
-
-// isTerminal reports whether w is a terminal: the kernel has terminal
-// attributes for its file descriptor.
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(interface{ Fd() uintptr })
-	if !ok {
-		return false
-	}
-	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TIOCGETA)
-	return err == nil
-}
+// getTermios is the ioctl that reads a terminal's attributes.
+const getTermios = unix.TIOCGETA

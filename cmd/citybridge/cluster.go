@@ -125,26 +125,16 @@ func (s *server) seedOnce(seed func() error) error {
 }
 
 // reportLoad tells the cluster how many participants this node serves,
-// for placement, every few seconds.
+// for placement (every few seconds), and reads the live nodes again.
 func (s *server) reportLoad() {
-	defer s.wg.Done()
-	t := time.NewTicker(3 * time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.stop:
-			return
-		case <-t.C:
-			n := 0
-			for _, c := range s.sig.Sessions() {
-				n += c
-			}
-			if err := s.node.SetLoad(n); err != nil {
-				s.log.Warn("cluster: load not reported", "err", err)
-			}
-			s.refreshNodes()
-		}
+	n := 0
+	for _, c := range s.sig.Sessions() {
+		n += c
 	}
+	if err := s.node.SetLoad(n); err != nil {
+		s.log.Warn("cluster: load not reported", "err", err)
+	}
+	s.refreshNodes()
 }
 
 // refreshNodes keeps the live nodes' origins for the origin check: a

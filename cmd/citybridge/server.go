@@ -69,20 +69,29 @@ type server struct {
 // after a crash, open attendance intervals end at the last heartbeat.
 const heartbeatEvery = 2 * time.Second
 
+// heartbeat records that the server is alive.
 func (s *server) heartbeat() {
-	defer s.wg.Done()
-	t := time.NewTicker(heartbeatEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.stop:
-			return
-		case <-t.C:
-			if err := s.store.Heartbeat(); err != nil {
-				s.log.Error("heartbeat", "err", err)
+	if err := s.store.Heartbeat(); err != nil {
+		s.log.Error("heartbeat", "err", err)
+	}
+}
+
+// every runs f every d until Close.
+func (s *server) every(d time.Duration, f func()) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		t := time.NewTicker(d)
+		defer t.Stop()
+		for {
+			select {
+			case <-s.stop:
+				return
+			case <-t.C:
+				f()
 			}
 		}
-	}
+	}()
 }
 
 // start opens everything and begins serving; Close undoes it.
@@ -139,8 +148,7 @@ func start(cfg Config, log *slog.Logger) (_ *server, err error) {
 		if err := s.store.Heartbeat(); err != nil {
 			return nil, fmt.Errorf("heartbeat: %w", err)
 		}
-		s.wg.Add(1)
-		go s.heartbeat()
+		s.every(heartbeatEvery, s.heartbeat)
 	}
 	certs, generated, err := newCertStore(cfg)
 	if err != nil {
@@ -207,8 +215,7 @@ func start(cfg Config, log *slog.Logger) (_ *server, err error) {
 	s.sig = signaling.New(sc)
 	s.sigReady.Store(s.sig)
 	if s.node != nil {
-		s.wg.Add(1)
-		go s.reportLoad()
+		s.every(3*time.Second, s.reportLoad)
 	}
 	s.http = &http.Server{
 		Handler:           securityHeaders(s.routes()),

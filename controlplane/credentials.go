@@ -31,20 +31,15 @@ func (s *Store) StillValid(creds []Credential) ([]bool, error) {
 	err := s.db.View(func(tx kvTx) error {
 		for i, c := range creds {
 			if !c.login {
-				var g Grant
-				err := get(tx, bucketTokens, c.key, &g)
-				if err != nil && !errors.Is(err, ErrNotFound) {
+				_, err := tokenGrant(tx, c.key, now)
+				if err != nil && !errors.Is(err, ErrTokenInvalid) {
 					return err
 				}
-				out[i] = err == nil && !g.expired(now)
+				out[i] = err == nil
 				continue
 			}
-			var ses session
-			if get(tx, bucketSessions, c.key, &ses) != nil || !now.Before(ses.Expires) {
-				continue
-			}
-			var u User
-			out[i] = get(tx, bucketUsers, ses.User, &u) == nil && !u.Disabled && u.Role == c.role
+			g, err := sessionGrant(tx, c.key, now)
+			out[i] = err == nil && g.Role == c.role
 		}
 		return nil
 	})

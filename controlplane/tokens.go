@@ -124,11 +124,21 @@ func (s *Store) Authenticate(token string) (Grant, error) {
 		return Grant{}, ErrTokenRequired
 	}
 	var g Grant
-	err := s.db.View(func(tx kvTx) error { return get(tx, bucketTokens, tokenKey(token), &g) })
+	err := s.db.View(func(tx kvTx) (err error) {
+		g, err = tokenGrant(tx, tokenKey(token), s.now())
+		return err
+	})
+	return g, err
+}
+
+// tokenGrant is what the token stored under key grants at now.
+func tokenGrant(tx kvTx, key string, now time.Time) (Grant, error) {
+	var g Grant
+	err := get(tx, bucketTokens, key, &g)
 	switch {
 	case errors.Is(err, ErrNotFound):
 		return Grant{}, ErrTokenInvalid
-	case err == nil && g.expired(s.now()):
+	case err == nil && g.expired(now):
 		return Grant{}, ErrTokenExpired
 	}
 	return g, err

@@ -233,22 +233,24 @@ func (s *Store) SessionGrant(cookie string) (Grant, error) {
 		return Grant{}, ErrSessionInvalid
 	}
 	var g Grant
-	err := s.db.View(func(tx kvTx) error {
-		var ses session
-		if err := get(tx, bucketSessions, tokenKey(cookie), &ses); err != nil {
-			return ErrSessionInvalid
-		}
-		if !s.now().Before(ses.Expires) {
-			return ErrSessionInvalid
-		}
-		var u User
-		if err := get(tx, bucketUsers, ses.User, &u); err != nil || u.Disabled {
-			return ErrSessionInvalid
-		}
-		g = Grant{Role: u.Role, User: u.Name}
-		return nil
+	err := s.db.View(func(tx kvTx) (err error) {
+		g, err = sessionGrant(tx, tokenKey(cookie), s.now())
+		return err
 	})
 	return g, err
+}
+
+// sessionGrant is what the session stored under key grants at now.
+func sessionGrant(tx kvTx, key string, now time.Time) (Grant, error) {
+	var ses session
+	if err := get(tx, bucketSessions, key, &ses); err != nil || !now.Before(ses.Expires) {
+		return Grant{}, ErrSessionInvalid
+	}
+	var u User
+	if err := get(tx, bucketUsers, ses.User, &u); err != nil || u.Disabled {
+		return Grant{}, ErrSessionInvalid
+	}
+	return Grant{Role: u.Role, User: u.Name}, nil
 }
 
 // EndSession logs a session out.

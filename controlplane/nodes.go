@@ -138,10 +138,22 @@ func (n *Node) keepAlive() {
 	defer close(n.done)
 	tick := time.NewTicker(n.ttl / 3)
 	defer tick.Stop()
+	// The deadline is watched on its own, with no network: a node paused
+	// past it (SIGSTOP, a frozen VM) gives its conferences up the moment
+	// it runs again, before any request to etcd could answer.
+	expiry := time.NewTimer(n.ttl)
+	defer expiry.Stop()
 	for {
+		n.mu.Lock()
+		left := time.Until(n.deadline)
+		n.mu.Unlock()
+		expiry.Reset(max(left, time.Millisecond))
 		select {
 		case <-n.stop:
 			return
+		case <-expiry.C:
+			n.checkLease(time.Now())
+			continue
 		case <-tick.C:
 		}
 		n.mu.Lock()
@@ -187,6 +199,7 @@ func (n *Node) checkLease(now time.Time) bool {
 		return true
 	}
 	var lost []string
+	until := n.deadline
 	if n.lease != 0 {
 		for c := range n.owned {
 			lost = append(lost, c)
@@ -198,7 +211,9 @@ func (n *Node) checkLease(now time.Time) bool {
 	n.mu.Unlock()
 	if len(lost) > 0 {
 		slices.Sort(lost)
-		n.log.Error("cluster: lease lost; stopped serving", "conferences", lost)
+		// until: no Serves answered true past the lease's local deadline,
+		// whenever the loss was noticed (the ownership test reads it).
+		n.log.Error("cluster: lease lost; stopped serving", "conferences", lost, "until", until)
 		if onLost != nil {
 			onLost(lost)
 		}
@@ -257,8 +272,12 @@ func (n *Node) Acquire(conference string) (NodeInfo, bool, error) {
 		if n.lease != lease { // lost meanwhile: the key goes with the old lease
 			return NodeInfo{}, false, ErrLeaseLost
 		}
+		since := time.Now() // taken before it serves: the ownership test reads it
+		_, already := n.owned[conference] // another Acquire of this node saw the key first
 		n.owned[conference] = resp.Header.Revision
-		n.log.Info("cluster: serving", "conference", conference, "fence", resp.Header.Revision)
+		if !already {
+			n.log.Info("cluster: serving", "conference", conference, "fence", resp.Header.Revision, "since", since)
+		}
 		return info, true, nil
 	}
 	kvs := resp.Responses[0].GetResponseRange().Kvs
@@ -270,9 +289,16 @@ func (n *Node) Acquire(conference string) (NodeInfo, bool, error) {
 		return NodeInfo{}, false, err
 	}
 	if owner.Name == info.Name && kvs[0].Lease == int64(lease) {
+		// Its own key under its own lease: another Acquire of this node
+		// won the race a moment ago.
 		n.mu.Lock()
+		since := time.Now()
+		_, already := n.owned[conference]
 		n.owned[conference] = kvs[0].CreateRevision
 		n.mu.Unlock()
+		if !already {
+			n.log.Info("cluster: serving", "conference", conference, "fence", kvs[0].CreateRevision, "since", since)
+		}
 		return info, true, nil
 	}
 	return owner, false, nil
@@ -329,13 +355,59 @@ func (n *Node) Place(conference string) (NodeInfo, error) {
 		}
 		return float64(ni.Load) / float64(ni.Capacity)
 	}
+	// Loads are reported every few seconds: between two equal ones the
+	// node with fewer conferences wins, so that conferences placed at
+	// once (a failover) spread instead of all going to one node.
+	owned := n.ownedCounts()
+	less := func(a, b NodeInfo) bool {
+		if share(a) != share(b) {
+			return share(a) < share(b)
+		}
+		if owned[a.Name] != owned[b.Name] {
+			return owned[a.Name] < owned[b.Name]
+		}
+		return a.Name < b.Name
+	}
 	best := nodes[0]
 	for _, ni := range nodes[1:] {
-		if share(ni) < share(best) || (share(ni) == share(best) && ni.Name < best.Name) {
+		if less(ni, best) {
 			best = ni
 		}
 	}
 	return best, nil
+}
+
+// ownedCounts counts the conferences each node owns (nothing on error:
+// the tie then goes by name).
+func (n *Node) ownedCounts() map[string]int {
+	out := map[string]int{}
+	owners, err := n.Owners()
+	if err != nil {
+		return out
+	}
+	for _, o := range owners {
+		out[o]++
+	}
+	return out
+}
+
+// Owners returns every owned conference with its owner's name.
+func (n *Node) Owners() (map[string]string, error) {
+	ctx, cancel := n.ctx()
+	defer cancel()
+	p := n.kv.prefix + "owners/"
+	resp, err := n.kv.cli.Get(ctx, p, clientv3.WithPrefix())
+	if err != nil {
+		return nil, fmt.Errorf("etcd: %w", err)
+	}
+	out := map[string]string{}
+	for _, kv := range resp.Kvs {
+		var ni NodeInfo
+		if json.Unmarshal(kv.Value, &ni) == nil {
+			out[string(kv.Key[len(p):])] = ni.Name
+		}
+	}
+	return out, nil
 }
 
 // SetLoad updates the load this node reports (at most once a few seconds
@@ -370,12 +442,13 @@ func (n *Node) Release(conference string) error {
 	if !ok {
 		return nil
 	}
+	until := time.Now() // it serves no more: the key may go
 	key := n.kv.prefix + "owners/" + conference
 	ctx, cancel := n.ctx()
 	defer cancel()
 	_, err := n.kv.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", fence)).
 		Then(clientv3.OpDelete(key)).Commit()
-	n.log.Info("cluster: released", "conference", conference)
+	n.log.Info("cluster: released", "conference", conference, "until", until)
 	return err
 }
 

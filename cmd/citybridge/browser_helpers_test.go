@@ -45,6 +45,7 @@ func TestMain(m *testing.M) {
 		_ = os.RemoveAll(testMedia.dir)
 	}
 	etcdtest.StopShared()
+	removeBinary()
 	os.Exit(code)
 }
 

@@ -272,7 +272,7 @@ func (n *Node) Acquire(conference string) (NodeInfo, bool, error) {
 		if n.lease != lease { // lost meanwhile: the key goes with the old lease
 			return NodeInfo{}, false, ErrLeaseLost
 		}
-		since := time.Now() // taken before it serves: the ownership test reads it
+		since := time.Now()               // taken before it serves: the ownership test reads it
 		_, already := n.owned[conference] // another Acquire of this node saw the key first
 		n.owned[conference] = resp.Header.Revision
 		if !already {

@@ -44,7 +44,7 @@ func TestOneOwnerPerConference(t *testing.T) {
 	const ttl = 2 * time.Second
 	pc := newProcCluster(t, "owners", ttl)
 	nodes := map[string]*procNode{}
-	var gone []*procNode        // killed processes, with when
+	var gone []*procNode // killed processes, with when
 	deaths := map[*procNode]time.Time{}
 	for _, name := range []string{"node-1", "node-2", "node-3"} {
 		nodes[name] = pc.start(name, 0, "")

@@ -34,6 +34,9 @@ type NodeInfo struct {
 	Capacity  int       `json:"capacity,omitempty"` // bridges it is sized for
 	Load      int       `json:"load"`               // bridges it serves now
 	Started   time.Time `json:"started"`
+	// Draining: it hands its conferences over and takes no new one
+	// (citybridge drain, or stopping).
+	Draining bool `json:"draining,omitempty"`
 }
 
 // Ownership errors.
@@ -233,6 +236,71 @@ func (n *Node) Serves(conference string) bool {
 	return ok
 }
 
+// Owned returns the conferences this node serves now.
+func (n *Node) Owned() []string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	out := make([]string, 0, len(n.owned))
+	for c := range n.owned {
+		out = append(out, c)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Drain requests: `citybridge drain` writes drain/NAME (no lease: it
+// holds until undone, across the node's restarts), the node reads it.
+
+// RequestDrain asks the named node to hand its conferences over and take
+// no new one (or, with drain false, to take conferences again).
+func (s *Store) RequestDrain(node string, drain bool) error {
+	e, ok := s.db.(*etcdKV)
+	if !ok {
+		return ErrNoCluster
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), e.timeout)
+	defer cancel()
+	var err error
+	if drain {
+		_, err = e.cli.Put(ctx, e.prefix+"drain/"+node, time.Now().UTC().Format(time.RFC3339))
+	} else {
+		_, err = e.cli.Delete(ctx, e.prefix+"drain/"+node)
+	}
+	return err
+}
+
+// DrainRequested says whether this node has been asked to drain.
+func (n *Node) DrainRequested() (bool, error) {
+	ctx, cancel := n.ctx()
+	defer cancel()
+	resp, err := n.kv.cli.Get(ctx, n.kv.prefix+"drain/"+n.info.Name, clientv3.WithCountOnly())
+	if err != nil {
+		return false, fmt.Errorf("etcd: %w", err)
+	}
+	return resp.Count > 0, nil
+}
+
+// OwnedBy returns the conferences the named node owns.
+func (s *Store) OwnedBy(node string) ([]string, error) {
+	e, ok := s.db.(*etcdKV)
+	if !ok {
+		return nil, ErrNoCluster
+	}
+	n := &Node{kv: e}
+	owners, err := n.Owners()
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for c, o := range owners {
+		if o == node {
+			out = append(out, c)
+		}
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
 // Fence returns the fencing revision of the conference as this node holds
 // it (0 if it does not): each owner's is higher than the one before.
 func (n *Node) Fence(conference string) int64 {
@@ -342,9 +410,33 @@ func (n *Node) Place(conference string) (NodeInfo, error) {
 	if owner, ok, err := n.Owner(conference); err != nil || ok {
 		return owner, err
 	}
-	nodes, err := n.Nodes()
+	return n.placeAmong(func(NodeInfo) bool { return true })
+}
+
+// PlaceElsewhere says which other node should take a conference this one
+// hands over: the least-loaded live node that is not draining. ok is false
+// when there is none.
+func (n *Node) PlaceElsewhere() (NodeInfo, bool, error) {
+	self := n.Info().Name
+	ni, err := n.placeAmong(func(o NodeInfo) bool { return o.Name != self })
+	if err != nil || ni.Name == "" || ni.Name == self {
+		return NodeInfo{}, false, err
+	}
+	return ni, true, nil
+}
+
+// placeAmong picks the least-loaded live node that is not draining among
+// those keep accepts; this node if none is known.
+func (n *Node) placeAmong(keep func(NodeInfo) bool) (NodeInfo, error) {
+	all, err := n.Nodes()
 	if err != nil {
 		return NodeInfo{}, err
+	}
+	var nodes []NodeInfo
+	for _, ni := range all {
+		if !ni.Draining && keep(ni) {
+			nodes = append(nodes, ni)
+		}
 	}
 	if len(nodes) == 0 {
 		return n.Info(), nil
@@ -413,12 +505,31 @@ func (n *Node) Owners() (map[string]string, error) {
 // SetLoad updates the load this node reports (at most once a few seconds
 // is plenty: placement only compares).
 func (n *Node) SetLoad(load int) error {
+	return n.update(func(ni *NodeInfo) bool {
+		changed := ni.Load != load
+		ni.Load = load
+		return changed
+	})
+}
+
+// SetDraining says the node takes no new conference (or again does): the
+// other nodes' placement leaves it out from now on.
+func (n *Node) SetDraining(draining bool) error {
+	return n.update(func(ni *NodeInfo) bool {
+		changed := ni.Draining != draining
+		ni.Draining = draining
+		return changed
+	})
+}
+
+// update changes what the node says of itself and, if that changed,
+// writes it under its lease.
+func (n *Node) update(change func(*NodeInfo) bool) error {
 	n.mu.Lock()
-	if n.info.Load == load {
+	if !change(&n.info) {
 		n.mu.Unlock()
 		return nil
 	}
-	n.info.Load = load
 	info, lease := n.info, n.lease
 	n.mu.Unlock()
 	if lease == 0 {

@@ -74,7 +74,7 @@ func (s *Store) init(tx kvTx) error {
 	if got := string(meta.Get(keySchema)); got != schema {
 		return fmt.Errorf("%w (schema %q, want %q)", ErrForeignFile, got, schema)
 	}
-	for _, b := range [][]byte{bucketBridges, bucketConferences, bucketTokens, bucketAttendance, bucketLive, bucketUsers, bucketSessions, bucketAudit, bucketEvents, bucketHistory, bucketReadiness} {
+	for _, b := range [][]byte{bucketBridges, bucketConferences, bucketTokens, bucketAttendance, bucketLive, bucketUsers, bucketSessions, bucketAudit, bucketEvents, bucketHistory, bucketReadiness, bucketCluster} {
 		if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 			return err
 		}

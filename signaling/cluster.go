@@ -1,6 +1,10 @@
 package signaling
 
-import "citybridge/signaling/wire"
+import (
+	"fmt"
+
+	"citybridge/signaling/wire"
+)
 
 // Cluster is this node's part in a cluster of nodes sharing the store
 // (nil on one machine: it serves every conference). Exactly one node
@@ -35,27 +39,54 @@ func (s *Server) claim(conference string) (ok bool, redirect string, err error) 
 }
 
 // Release ends this node's part in conferences it no longer serves (its
-// lease was lost, or it handed them over): every session is sent away
-// with the bye "moved" (its media close at once; the terminal joins again
-// and is sent to the new owner), and the conference's live state is
-// dropped, to be built again from the store if it comes back.
+// lease was lost): every session is sent away with the bye "moved" (its
+// media close at once; the terminal joins again and is sent to the new
+// owner), and the conference's live state is dropped, to be built again
+// from the store if it comes back. Nothing is written: the store may be
+// out of reach, and the node taking a conference closes what this one
+// left open.
 func (s *Server) Release(conferences []string) {
 	for _, id := range conferences {
-		s.mu.Lock()
-		conf := s.conferences[id]
-		delete(s.conferences, id)
-		s.mu.Unlock()
-		if conf == nil {
-			continue
-		}
-		conf.log.Warn("no longer served by this node: sessions sent away")
-		for _, ss := range conf.sessionList() {
-			ss.end(wire.ByeMoved)
-			if ss.headless != "" {
-				conf.leave(ss)
-			}
-		}
-		conf.closeLost()
-		conf.router.Close()
+		s.sendAway(id, "")
 	}
+}
+
+// HandOver gives a conference this node serves to the node at to (a
+// drain, a graceful stop): the bridges' attendance intervals end now, as
+// moved; release gives the ownership up; then every session is told to
+// join at to and sent away. A terminal is back within a reconnection,
+// with no node's lease to wait for.
+func (s *Server) HandOver(conference, to string, release func() error) error {
+	if _, err := s.cfg.Store.HandOver(conference); err != nil {
+		return fmt.Errorf("hand over %s: attendance: %w", conference, err)
+	}
+	if err := release(); err != nil {
+		return fmt.Errorf("hand over %s: %w", conference, err)
+	}
+	s.sendAway(conference, to)
+	return nil
+}
+
+// sendAway drops a conference's live state here and sends its sessions
+// away with the bye "moved" (after a redirect to to, if given).
+func (s *Server) sendAway(id, to string) {
+	s.mu.Lock()
+	conf := s.conferences[id]
+	delete(s.conferences, id)
+	s.mu.Unlock()
+	if conf == nil {
+		return
+	}
+	conf.log.Warn("no longer served by this node: sessions sent away", "to", to)
+	for _, ss := range conf.sessionList() {
+		if to != "" {
+			ss.send(wire.Redirect{URL: to})
+		}
+		ss.end(wire.ByeMoved)
+		if ss.headless != "" {
+			conf.leave(ss)
+		}
+	}
+	conf.closeLost("")
+	conf.router.Close()
 }

@@ -179,6 +179,10 @@ func (c *conference) admit(ss *session, resume string) (m *member, resumed bool,
 		old.grace.Stop()
 	}
 	c.mu.Unlock()
+	moved := false
+	if old == nil && resume != "" {
+		moved = c.resumedElsewhere(ss, resume)
+	}
 	if old != nil {
 		old.ss.log.Info("replaced by a new connection")
 		old.ss.end(wire.ByeReplaced)
@@ -213,12 +217,41 @@ func (c *conference) admit(ss *session, resume string) (m *member, resumed bool,
 	}
 	now := time.Now()
 	m = &member{ss: ss, peer: peer, link: link, resume: controlplane.NewToken(), since: now, joined: now}
+	if c.srv.cfg.Cluster != nil && !viewer {
+		// Kept in the store: after a failover the next node knows the
+		// bridge coming back.
+		if err := c.srv.cfg.Store.SetResume(c.id, id, m.resume); err != nil {
+			ss.log.Warn("resume token not kept in the store", "err", err)
+		}
+	}
 	c.mu.Lock()
 	c.members[id] = m
 	c.mu.Unlock()
-	c.event(id, controlplane.EventJoin, string(ss.adm.Role), "from "+ss.remote)
+	if moved {
+		c.event(id, controlplane.EventReconnect, "resumed", "came back after the conference changed node")
+	} else {
+		c.event(id, controlplane.EventJoin, string(ss.adm.Role), "from "+ss.remote)
+	}
 	c.setState(ss.adm.Bridge, wire.StateConnecting)
 	return m, false, nil
+}
+
+// resumedElsewhere says whether resume is the token of the bridge's place
+// as another node of the cluster served it (the conference changed node):
+// the bridge is coming back, not joining. Its media start over here.
+func (c *conference) resumedElsewhere(ss *session, resume string) bool {
+	if c.srv.cfg.Cluster == nil {
+		ss.log.Info("resume token not known (its place was given up): a new place")
+		return false
+	}
+	if err := c.srv.cfg.Store.CheckResume(c.id, ss.adm.Bridge.ID, resume); err != nil {
+		ss.log.Warn("resume refused: token not known here", "err", err)
+		c.srv.resumesRefused.Add(1)
+		return false
+	}
+	ss.log.Info("resumed after the conference changed node")
+	c.srv.reconnects.Add(1)
+	return true
 }
 
 // errViewersFull: the conference has its most viewers.
@@ -290,7 +323,12 @@ func (c *conference) leave(ss *session) {
 	case wire.ByeRevoked:
 		cause, state = controlplane.EndRevoked, wire.StateLeft
 	}
-	if ss.adm.Bridge.Kind != controlplane.KindViewer {
+	// A bridge sent to another node: its interval was closed by the hand-
+	// over, or is closed by the node taking the conference (this one lost
+	// its lease, and perhaps etcd with it).
+	if ss.byeReason == wire.ByeMoved {
+		cause = controlplane.EndMoved
+	} else if ss.adm.Bridge.Kind != controlplane.KindViewer {
 		if err := c.srv.cfg.Store.AttendanceLeave(c.id, id, cause, time.Now()); err != nil {
 			ss.log.Error("attendance", "err", err)
 		}
@@ -331,8 +369,9 @@ func (c *conference) expire(m *member) {
 }
 
 // closeLost closes the members still in their grace period (the server is
-// stopping): they count as there until now.
-func (c *conference) closeLost() {
+// stopping): they count as there until now. cause is how their intervals
+// end; "" writes nothing (the conference moved: see Server.Release).
+func (c *conference) closeLost(cause string) {
 	c.mu.Lock()
 	var lost []*member
 	for id, m := range c.members {
@@ -347,10 +386,14 @@ func (c *conference) closeLost() {
 	c.mu.Unlock()
 	for _, m := range lost {
 		m.peer.Close()
-		if m.ss.adm.Bridge.Kind != controlplane.KindViewer {
-			_ = c.srv.cfg.Store.AttendanceLeave(c.id, m.ss.adm.Bridge.ID, controlplane.EndServerStopped, time.Now())
+		if cause == "" {
+			c.forget(m.ss.adm.Bridge.ID, controlplane.EndMoved)
+			continue
 		}
-		c.forget(m.ss.adm.Bridge.ID, controlplane.EndServerStopped)
+		if m.ss.adm.Bridge.Kind != controlplane.KindViewer {
+			_ = c.srv.cfg.Store.AttendanceLeave(c.id, m.ss.adm.Bridge.ID, cause, time.Now())
+		}
+		c.forget(m.ss.adm.Bridge.ID, cause)
 	}
 }
 

@@ -92,6 +92,9 @@ type Server struct {
 	round         chan struct{} // closed after each round of samples
 
 	reconnects atomic.Uint64 // sessions resumed within the grace period
+	// resumesRefused counts joins whose resume token this cluster did not
+	// know (a failover should leave none).
+	resumesRefused atomic.Uint64
 
 	media resources // WHIP and WHEP sessions (whip.go)
 }
@@ -99,6 +102,9 @@ type Server struct {
 // Reconnects counts the participants that came back within the
 // reconnection grace period, for the metrics.
 func (s *Server) Reconnects() uint64 { return s.reconnects.Load() }
+
+// ResumesRefused counts the joins whose resume token no node knew.
+func (s *Server) ResumesRefused() uint64 { return s.resumesRefused.Load() }
 
 // New builds a signaling server.
 func New(cfg Config) *Server {
@@ -293,7 +299,7 @@ func (s *Server) Close() {
 	s.wg.Wait()
 	s.observing.Wait()
 	for _, c := range confs {
-		c.closeLost()
+		c.closeLost(controlplane.EndServerStopped)
 	}
 	for _, c := range confs {
 		c.router.Close()

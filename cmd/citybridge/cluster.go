@@ -2,10 +2,12 @@ package main
 
 import (
 	"fmt"
+	"net"
 	"net/url"
 	"os"
 	"regexp"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -42,7 +44,16 @@ func (c *Config) checkCluster() error {
 	if err != nil || u.Scheme != "https" || u.Host == "" || (u.Path != "" && u.Path != "/") {
 		return fmt.Errorf("--advertise %q: want https://HOST:PORT, the address terminals reach this node at", c.Advertise)
 	}
-	c.Advertise = "https://" + u.Host
+	// A browser leaves the default port out of an origin: so does the
+	// address pages are sent to and compared with.
+	host := u.Host
+	if h, port, err := net.SplitHostPort(host); err == nil && port == "443" {
+		host = h
+		if strings.Contains(h, ":") {
+			host = "[" + h + "]"
+		}
+	}
+	c.Advertise = "https://" + host
 	if c.LeaseTTL < 2*time.Second || c.LeaseTTL%time.Second != 0 {
 		return fmt.Errorf("--lease-ttl %v: whole seconds, at least 2s", c.LeaseTTL)
 	}
@@ -53,15 +64,21 @@ func (c *Config) checkCluster() error {
 // serves, taking a free one when placement gives it here, and the live
 // nodes' addresses.
 type nodeCluster struct {
-	n     *controlplane.Node
-	nodes func() []string
+	n       *controlplane.Node
+	store   *controlplane.Store
+	process string // this process, as the store's records of who served what name it
+	nodes   func() []string
+	log     interface{ Info(string, ...any) }
+
+	mu    sync.Mutex
+	taken map[string]int64 // conference → the fence it was taken over at
 }
 
-func (c nodeCluster) Nodes() []string { return c.nodes() }
+func (c *nodeCluster) Nodes() []string { return c.nodes() }
 
-func (c nodeCluster) Claim(conference string) (bool, string, error) {
+func (c *nodeCluster) Claim(conference string) (bool, string, error) {
 	if c.n.Serves(conference) {
-		return true, "", nil
+		return true, "", c.takeOver(conference)
 	}
 	place, err := c.n.Place(conference)
 	if err != nil {
@@ -77,7 +94,29 @@ func (c nodeCluster) Claim(conference string) (bool, string, error) {
 	if !mine {
 		return false, owner.Advertise, nil
 	}
-	return true, "", nil
+	return true, "", c.takeOver(conference)
+}
+
+// takeOver records, once per ownership, that this process serves the
+// conference, closing what a killed owner left open (controlplane
+// TakeOver) before anyone is admitted.
+func (c *nodeCluster) takeOver(conference string) error {
+	fence := c.n.Fence(conference)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if fence != 0 && c.taken[conference] == fence {
+		return nil
+	}
+	closed, err := c.store.TakeOver(conference, c.process)
+	if err != nil {
+		return err
+	}
+	if closed > 0 {
+		c.log.Info("cluster: took over from a node that stopped without handing over; its bridges' intervals end at its last heartbeat",
+			"conference", conference, "intervals", closed)
+	}
+	c.taken[conference] = fence
+	return nil
 }
 
 // joinCluster opens the store in etcd and registers the node; what it
@@ -98,6 +137,10 @@ func (s *server) joinCluster() error {
 		}
 	})
 	if err != nil {
+		return err
+	}
+	s.process = fmt.Sprintf("%s@%d", s.cfg.Node, time.Now().UnixNano())
+	if err := s.store.HeartbeatProcess(s.process); err != nil {
 		return err
 	}
 	s.log.Info("joined the cluster", "node", s.cfg.Node, "advertise", s.cfg.Advertise, "etcd", s.store.Path())
@@ -171,3 +214,47 @@ func (s *server) nodeOrigin(origin string) bool {
 // sigPointer lets the node's lease loss reach the signaling server made
 // after it.
 type sigPointer = atomic.Pointer[signaling.Server]
+
+// checkDrain follows `citybridge drain`: asked, the node stops taking
+// conferences and hands over the ones it has; asked no more, it takes
+// conferences again.
+func (s *server) checkDrain() {
+	want, err := s.node.DrainRequested()
+	if err != nil {
+		return // etcd out of reach: nothing to hand over to either
+	}
+	if want == s.draining.Load() && (!want || len(s.node.Owned()) == 0) {
+		return
+	}
+	s.draining.Store(want)
+	if !want {
+		if err := s.node.SetDraining(false); err == nil {
+			s.log.Info("cluster: drain undone; taking conferences again")
+		}
+		return
+	}
+	s.handOverAll("drain")
+}
+
+// handOverAll hands every conference this node serves to the least-loaded
+// other node (none: they stay, and a stop sends their terminals away to
+// find one).
+func (s *server) handOverAll(why string) {
+	if err := s.node.SetDraining(true); err != nil {
+		s.log.Warn("cluster: could not say the node is draining", "err", err)
+	}
+	for _, conf := range s.node.Owned() {
+		to, ok, err := s.node.PlaceElsewhere()
+		if err != nil || !ok {
+			s.log.Warn("cluster: no other node to hand the conference to", "conference", conf, "why", why, "err", err)
+			continue
+		}
+		start := time.Now()
+		err = s.sig.HandOver(conf, to.Advertise, func() error { return s.node.Release(conf) })
+		if err != nil {
+			s.log.Error("cluster: hand-over failed", "conference", conf, "to", to.Name, "err", err)
+			continue
+		}
+		s.log.Info("cluster: handed over", "conference", conf, "to", to.Name, "why", why, "took", time.Since(start).Round(time.Millisecond))
+	}
+}

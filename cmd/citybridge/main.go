@@ -58,6 +58,8 @@ func cli(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		return restoreCommand(args[1:], getenv, stdout, stderr)
 	case "migrate":
 		return migrateCommand(args[1:], getenv, stdout, stderr)
+	case "drain":
+		return drainCommand(args[1:], getenv, stdout, stderr)
 	case "drill":
 		return drill.Main("citybridge drill", args[1:], stdout, stderr)
 	case "version":
@@ -91,6 +93,9 @@ func usage(w io.Writer) {
   citybridge migrate [--data DIR] --to-etcd http://HOST:2379,... [--etcd-prefix /citybridge/]
                              [--etcd-cacert F --etcd-cert F --etcd-key F] [--etcd-user U --etcd-password-file F]
                              copy a stopped server's store into an empty prefix of an etcd cluster
+  citybridge drain --etcd http://HOST:2379,... --node NAME [--undo] [--wait 60s] [etcd TLS and user flags]
+                             a node of a cluster hands its conferences to the others and takes
+                             no new one (for maintenance) until --undo
   citybridge drill --url URL --token TECH_TOKEN --conference ID --scenario NAME [--hub-token T]
                              rehearse failures with synthetic terminals (flap, bridges-drop,
                              hub-drop) and report each bridge's detection and recovery

@@ -59,6 +59,8 @@ type server struct {
 	sigReady    sigPointer
 	nodeOrigins atomic.Pointer[map[string]bool] // the live nodes' origins
 	nodeList    atomic.Pointer[[]string]        // and their addresses
+	process     string                          // this process in the store's records of who served what
+	draining    atomic.Bool                     // handing conferences over (citybridge drain)
 
 	stop     chan struct{} // closed by Close: background loops end
 	stopOnce sync.Once
@@ -69,9 +71,15 @@ type server struct {
 // after a crash, open attendance intervals end at the last heartbeat.
 const heartbeatEvery = 2 * time.Second
 
-// heartbeat records that the server is alive.
+// heartbeat records that the server is alive (a node: this process).
 func (s *server) heartbeat() {
-	if err := s.store.Heartbeat(); err != nil {
+	var err error
+	if s.node != nil {
+		err = s.store.HeartbeatProcess(s.process)
+	} else {
+		err = s.store.Heartbeat()
+	}
+	if err != nil {
 		s.log.Error("heartbeat", "err", err)
 	}
 }
@@ -210,12 +218,14 @@ func start(cfg Config, log *slog.Logger) (_ *server, err error) {
 		MaxViewers: cfg.MaxViewers,
 	}
 	if s.node != nil {
-		sc.Cluster = nodeCluster{n: s.node, nodes: s.liveNodes}
+		sc.Cluster = &nodeCluster{n: s.node, store: s.store, process: s.process, nodes: s.liveNodes, log: log, taken: map[string]int64{}}
 	}
 	s.sig = signaling.New(sc)
 	s.sigReady.Store(s.sig)
 	if s.node != nil {
 		s.every(3*time.Second, s.reportLoad)
+		s.every(heartbeatEvery, s.heartbeat)
+		s.every(time.Second, s.checkDrain)
 	}
 	s.http = &http.Server{
 		Handler:           securityHeaders(s.routes()),
@@ -409,9 +419,12 @@ func (s *server) Close(ctx context.Context) {
 		s.stopOnce.Do(func() { close(s.stop) })
 		s.wg.Wait()
 	}
-	// A node hands its conferences over first: their keys go, so the
-	// terminals the shutdown sends away find another node taking them.
+	// A node hands its conferences over first: each goes to another node
+	// and its terminals are sent straight there.
 	if s.node != nil {
+		if s.sig != nil {
+			s.handOverAll("stopping")
+		}
 		if err := s.node.Leave(); err != nil {
 			s.log.Warn("cluster: leave", "err", err)
 		}

@@ -39,7 +39,6 @@ func resumeKey(conference, bridge string) string {
 	return "resume/" + conference + "\x00" + bridge
 }
 
-
 // HeartbeatProcess records that the process (a node's name and start) is
 // alive now.
 func (s *Store) HeartbeatProcess(process string) error {

@@ -120,6 +120,21 @@ func (s *Store) AttendanceJoin(conference, bridge string) error {
 	})
 }
 
+// Attended says whether the bridge has been in the conference (it has an
+// interval, open or closed): a locked conference lets it back in, on
+// whichever node serves the conference now.
+func (s *Store) Attended(conference, bridge string) bool {
+	prefix := attendanceKey(conference, bridge, 0)
+	prefix = prefix[:len(prefix)-8]
+	found := false
+	_ = s.db.View(func(tx kvTx) error {
+		k, _ := tx.Bucket(bucketAttendance).Cursor().Seek(prefix)
+		found = k != nil && len(k) == len(prefix)+8 && string(k[:len(prefix)]) == string(prefix)
+		return nil
+	})
+	return found
+}
+
 // AttendanceLeave closes the bridge's open interval at the time it left
 // (for a bridge lost and not back within the grace period, when it was
 // lost), with cause.

@@ -146,7 +146,9 @@ func (c *conference) admit(ss *session, resume string) (m *member, resumed bool,
 	if c.locked && ss.adm.Role == controlplane.RoleRoom {
 		// A locked conference keeps the bridges it has: one that was in
 		// it may come back, a new one may not.
-		if e := c.roll[id]; e == nil || e.State == wire.StateAbsent {
+		// The roll of a node that took the conference over starts empty:
+		// the store's attendance says who was in.
+		if e := c.roll[id]; (e == nil || e.State == wire.StateAbsent) && !c.srv.cfg.Store.Attended(c.id, id) {
 			c.mu.Unlock()
 			return nil, false, refuse(wire.CodeConferenceLocked, "the host has locked the conference")
 		}

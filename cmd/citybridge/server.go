@@ -266,13 +266,19 @@ func (s *server) routes() http.Handler {
 	mux.Handle("/whip/", s.sig.WHIP())
 	mux.Handle("/whep/", s.sig.WHEP())
 	mux.HandleFunc("GET /healthz", s.healthz)
+	// A cluster's nodes label every series with their name (docs/METRICS.md).
+	var node string
+	if s.node != nil {
+		node = s.cfg.Node
+	}
 	reg := controlplane.NewRegistry(controlplane.RegistryOptions{
 		Media: s.mediaFigures, Sessions: s.sig.Sessions, Links: s.links, AlertsActive: s.alertsActive,
-		Reconnects: s.sig.Reconnects, Shed: s.shedFigures,
+		Reconnects: s.sig.Reconnects, Shed: s.shedFigures, Node: node,
 	})
 	// The metrics name every bridge and conference and how their links
 	// fare: for Prometheus with a technician token, or from this machine.
-	mux.Handle("GET /metrics", s.technicianOrLoopback(promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})))
+	mux.Handle("GET /metrics", s.technicianOrLoopback(promhttp.HandlerFor(reg,
+		promhttp.HandlerOpts{Registry: controlplane.NodeRegisterer(reg, node)})))
 	mux.Handle("/debug/pprof/", s.technicianOrLoopback(http.HandlerFunc(pprof.Index)))
 	mux.Handle("/debug/pprof/cmdline", s.technicianOrLoopback(http.HandlerFunc(pprof.Cmdline)))
 	mux.Handle("/debug/pprof/profile", s.technicianOrLoopback(http.HandlerFunc(pprof.Profile)))

@@ -59,6 +59,10 @@ type server struct {
 	sigReady    sigPointer
 	nodeOrigins atomic.Pointer[map[string]bool] // the live nodes' origins
 	nodeList    atomic.Pointer[[]string]        // and their addresses
+	nodeInfos   atomic.Pointer[[]controlplane.NodeInfo]
+	// peerTransport carries requests to other nodes (peers.go).
+	peerTransport *http.Transport
+	started       time.Time
 
 	stop     chan struct{} // closed by Close: background loops end
 	stopOnce sync.Once
@@ -96,7 +100,7 @@ func (s *server) every(d time.Duration, f func()) {
 
 // start opens everything and begins serving; Close undoes it.
 func start(cfg Config, log *slog.Logger) (_ *server, err error) {
-	s := &server{cfg: cfg, log: log}
+	s := &server{cfg: cfg, log: log, started: time.Now().UTC()}
 	defer func() {
 		if err != nil {
 			s.Close(context.Background())
@@ -199,6 +203,7 @@ func start(cfg Config, log *slog.Logger) (_ *server, err error) {
 	if s.node != nil {
 		s.refreshNodes()
 		s.origins.Also(s.nodeOrigin)
+		s.peerTransport = s.newPeerTransport()
 	}
 	s.mon = controlplane.NewMonitor(s.store, controlplane.MonitorConfig{
 		LostAlertAfter: cfg.AlertLostAfter, PoorAlertAfter: cfg.AlertPoorAfter,
@@ -257,8 +262,15 @@ func (s *server) routes() http.Handler {
 	api.SetReadiness(controlplane.NewReadiness(s.store, s.mon, s.sig, s.log))
 	api.SetMonitor(s.mon)
 	// The technicians' dashboard: the links view once a second.
-	mux.Handle("GET /api/links/live", s.sig.LinksLive(func() (any, error) { return api.LinksView() }))
+	// In a cluster, every node's links, gathered with the caller's credentials.
+	mux.Handle("GET /api/links/live", s.sig.LinksLive(func(auth func(*http.Request)) (any, error) {
+		return api.ClusterLinksView(auth)
+	}))
 	api.OnConferenceChange(s.sig.ConferenceChanged)
+	api.SetNodes(s.nodesView)
+	if s.node != nil {
+		api.SetPeers(nodePeers{s})
+	}
 	api.Register(mux)
 	mux.Handle("GET /signal", s.sig)
 	// WHIP ingest (an encoder as the hub) and WHEP egress (a receive-only
@@ -284,7 +296,7 @@ func (s *server) routes() http.Handler {
 	mux.Handle("/debug/pprof/profile", s.technicianOrLoopback(http.HandlerFunc(pprof.Profile)))
 	mux.Handle("/debug/pprof/symbol", s.technicianOrLoopback(http.HandlerFunc(pprof.Symbol)))
 	mux.Handle("/debug/pprof/trace", s.technicianOrLoopback(http.HandlerFunc(pprof.Trace)))
-	return mux
+	return s.ownerForward(mux)
 }
 
 func (s *server) presence(conferenceID string) map[string]string {
@@ -438,6 +450,9 @@ func (s *server) Close(ctx context.Context) {
 	}
 	if s.turn != nil {
 		_ = s.turn.Close()
+	}
+	if s.peerTransport != nil {
+		s.peerTransport.CloseIdleConnections()
 	}
 	if s.media != nil {
 		_ = s.media.Close()

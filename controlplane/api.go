@@ -151,7 +151,9 @@ func writeError(w http.ResponseWriter, status int, code, msg string) {
 
 // WriteError answers an API error ({"code", "message"}) for a route
 // answered outside the API (a cluster node's forward to another).
-func WriteError(w http.ResponseWriter, status int, code, msg string) { writeError(w, status, code, msg) }
+func WriteError(w http.ResponseWriter, status int, code, msg string) {
+	writeError(w, status, code, msg)
+}
 
 // BearerToken returns the token of an "Authorization: Bearer" header.
 func BearerToken(r *http.Request) string {

@@ -264,7 +264,7 @@ func (s *server) nodesView() controlplane.NodesView {
 		load += n
 	}
 	return controlplane.NodesView{Mode: controlplane.ModeSingle, Nodes: []controlplane.NodeStatus{{
-		NodeInfo: controlplane.NodeInfo{Name: name, Advertise: s.baseURL(), Version: version, Load: load, Started: s.started},
+		NodeInfo:    controlplane.NodeInfo{Name: name, Advertise: s.baseURL(), Version: version, Load: load, Started: s.started},
 		Conferences: s.sig.Conferences(), Health: controlplane.HealthOK, Self: true,
 	}}}
 }

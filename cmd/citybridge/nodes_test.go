@@ -264,3 +264,57 @@ func TestMetricsNodeLabel(t *testing.T) {
 		}
 	}
 }
+
+// TestBrowserNodesPanel: the technicians' page open on node-b shows the
+// bridge joined at node-a, and its Nodes panel lists both nodes with the
+// conference under node-a; the administrators' page at node-b, logged in,
+// lists them too, in either language.
+func TestBrowserNodesPanel(t *testing.T) {
+	t.Parallel()
+	a, b, conf, _ := twoNodes(t, "nodespanel")
+	browser := newBrowser(t)
+	tech := openTab(t, browser, "tech", b.base+"/tech#t="+a.demo.TechnicianToken)
+	saveScreenshotsOnFailure(t, tech)
+	type row struct{ Node, Health, Text string }
+	rows := func(tb *tab) ([]row, error) {
+		return eval[[]row](tb, `[...document.querySelectorAll("#nodes .nodes-rows tr")].map((e) =>
+			({node: e.dataset.node, health: e.dataset.health, text: e.textContent}))`)
+	}
+	bothNodes := func(tb *tab) func() (bool, string) {
+		return func() (bool, string) {
+			rs, err := rows(tb)
+			ok := err == nil && len(rs) == 2 && rs[0].Node == "node-a" && rs[0].Health == "ok" &&
+				strings.Contains(rs[0].Text, demoTitle+" ("+conf+")") && rs[1].Node == "node-b"
+			return ok, fmt.Sprint(rs, err)
+		}
+	}
+	waitUntil(t, 15*time.Second, "the Nodes panel at node-b listing both nodes", bothNodes(tech))
+	waitUntil(t, 15*time.Second, "ward-001's tile at node-b", func() (bool, string) {
+		n, err := eval[int](tech, `document.querySelectorAll('.link-tile[data-bridge="ward-001"]').length`)
+		return err == nil && n == 1, fmt.Sprint(n, err)
+	})
+
+	if err := a.store.SetPassword("admin", "admin-password-1"); err != nil {
+		t.Fatal(err)
+	}
+	adm := openTab(t, browser, "admin", b.base+"/admin")
+	saveScreenshotsOnFailure(t, adm)
+	waitUntil(t, 10*time.Second, "the login form", func() (bool, string) {
+		hidden, err := eval[bool](adm, `document.getElementById("login").hidden`)
+		return err == nil && !hidden, fmt.Sprint(err)
+	})
+	setValue(t, adm, "login-name", "admin")
+	setValue(t, adm, "login-password", "admin-password-1")
+	click(t, adm, `#login button[type=submit]`)
+	waitUntil(t, 15*time.Second, "the administrators' Nodes panel at node-b", bothNodes(adm))
+	head := func() string {
+		h, _ := eval[string](adm, `document.querySelector("#nodes h2").textContent`)
+		return h
+	}
+	before := head()
+	click(t, adm, "#lang")
+	waitUntil(t, 5*time.Second, "the panel's heading in the other language", func() (bool, string) {
+		h := head()
+		return h != before && strings.Contains(h, "2"), before + " → " + h
+	})
+}

@@ -57,6 +57,10 @@ type API struct {
 	// changed is told of a conference changed through the API (its state:
 	// the live side sends everyone away when it ends).
 	changed func(Conference)
+	// peers are a cluster's other nodes (nil on one machine), nodes what
+	// GET /api/nodes answers (api_nodes.go).
+	peers Peers
+	nodes func() NodesView
 }
 
 // OnConferenceChange registers f to be told of conferences the API changes.
@@ -122,6 +126,7 @@ func (a *API) Register(mux *http.ServeMux) {
 	a.registerViewers(m)
 	a.registerAccessLinks(m)
 	a.registerLinks(m)
+	a.registerNodes(m)
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no such API route")
 	})
@@ -142,6 +147,12 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 
 func writeError(w http.ResponseWriter, status int, code, msg string) {
 	writeJSON(w, status, apiError{Code: code, Message: msg})
+}
+
+// WriteError answers an API error ({"code", "message"}) for a route
+// answered outside the API (a cluster node's forward to another).
+func WriteError(w http.ResponseWriter, status int, code, msg string) {
+	writeError(w, status, code, msg)
 }
 
 // BearerToken returns the token of an "Authorization: Bearer" header.

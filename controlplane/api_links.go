@@ -22,6 +22,9 @@ type LinkView struct {
 	Name string `json:"name"`
 	Area string `json:"area,omitempty"`
 	Kind Kind   `json:"kind,omitempty"`
+	// Node is the cluster node that serves the bridge's conference
+	// (empty on one machine).
+	Node string `json:"node,omitempty"`
 }
 
 // LinksView is what the dashboard shows: every link, then the active
@@ -29,6 +32,9 @@ type LinkView struct {
 type LinksView struct {
 	Links  []LinkView `json:"links"`
 	Alerts []Alert    `json:"alerts"`
+	// Missing names the cluster's nodes that did not answer: their
+	// bridges are not in this view.
+	Missing []string `json:"missing_nodes,omitempty"`
 }
 
 // maxEventsAnswer bounds one answer of GET /api/events; defaultEvents is
@@ -82,11 +88,19 @@ func (a *API) LinksView() (LinksView, error) {
 	return out, nil
 }
 
+// links serves GET /api/links: in a cluster, every node's links (another
+// node asking gets this node's own).
 func (a *API) links(w http.ResponseWriter, r *http.Request) {
 	if _, ok := a.allow(w, r, RoleTechnician, RoleAdmin); !ok {
 		return
 	}
-	v, err := a.LinksView()
+	var v LinksView
+	var err error
+	if Forwarded(r) {
+		v, err = a.ownLinksView()
+	} else {
+		v, err = a.ClusterLinksView(callerAuth(r))
+	}
 	if err != nil {
 		a.internal(w, err)
 		return
@@ -184,18 +198,13 @@ func (a *API) events(w http.ResponseWriter, r *http.Request) {
 }
 
 // alerts serves GET /api/alerts[?recent=1]: the active alerts, newest
-// first, then with recent the cleared ones still remembered.
+// first, then with recent the cleared ones still remembered; in a
+// cluster, every node's.
 func (a *API) alerts(w http.ResponseWriter, r *http.Request) {
 	if _, ok := a.allow(w, r, RoleTechnician, RoleAdmin); !ok {
 		return
 	}
-	out := []Alert{}
-	if a.monitor != nil {
-		if al := a.monitor.Alerts(r.URL.Query().Get("recent") == "1"); al != nil {
-			out = al
-		}
-	}
-	writeJSON(w, http.StatusOK, out)
+	writeJSON(w, http.StatusOK, a.clusterAlerts(r, r.URL.Query().Get("recent") == "1"))
 }
 
 type techActionAnswer struct {

@@ -67,18 +67,34 @@ type RegistryOptions struct {
 	AlertsActive func() int          // alerts raised and not cleared
 	Reconnects   func() uint64       // participants back within their reconnection grace
 	Shed         func() ShedFigures  // the shared TCP port's closed connections
+	// Node is the cluster node's name, put on every series as the label
+	// node; empty on one machine, where the series carry no such label
+	// (Prometheus's instance already says which server it is, and a
+	// single server's series stay as they were).
+	Node string
 }
 
 // NewRegistry builds the server's own Prometheus registry: Go runtime and
 // process collectors plus citybridge's figures, read when scraped.
 func NewRegistry(o RegistryOptions) *prometheus.Registry {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(
+	NodeRegisterer(reg, o.Node).MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&figuresCollector{o: o},
 	)
 	return reg
+}
+
+// NodeRegisterer registers on reg with the label node="NAME" added to
+// every series, so that a cluster's nodes can be told apart whatever
+// else is registered (the metrics handler's own figures too); reg itself
+// when name is empty.
+func NodeRegisterer(reg *prometheus.Registry, name string) prometheus.Registerer {
+	if name == "" {
+		return reg
+	}
+	return prometheus.WrapRegistererWith(prometheus.Labels{"node": name}, reg)
 }
 
 // metricNames are the names of citybridge's own series, in the order

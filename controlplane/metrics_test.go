@@ -185,3 +185,34 @@ func TestMetricsNilSources(t *testing.T) {
 		}
 	}
 }
+
+// TestMetricsNodeLabel: a cluster node's registry puts node="NAME" on
+// every series, Go's and the process's too; one machine's puts none.
+func TestMetricsNodeLabel(t *testing.T) {
+	for _, node := range []string{"hub-a", ""} {
+		o := fakeRegistry()
+		o.Node = node
+		mfs, err := NewRegistry(o).Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		series := 0
+		for _, mf := range mfs {
+			for _, m := range mf.GetMetric() {
+				series++
+				got := ""
+				for _, l := range m.GetLabel() {
+					if l.GetName() == "node" {
+						got = l.GetValue()
+					}
+				}
+				if got != node {
+					t.Errorf("node %q: %s has node=%q", node, mf.GetName(), got)
+				}
+			}
+		}
+		if series < 40 {
+			t.Errorf("node %q: only %d series gathered", node, series)
+		}
+	}
+}

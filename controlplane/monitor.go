@@ -51,6 +51,9 @@ type Alert struct {
 	Since      time.Time `json:"since"` // when the condition started
 	Raised     time.Time `json:"raised"`
 	Cleared    time.Time `json:"cleared,omitzero"`
+	// Node is the cluster node whose monitor raised it (its ID is that
+	// node's own); empty on one machine.
+	Node string `json:"node,omitempty"`
 }
 
 // BridgeLink is a bridge's link as the monitor sees it now.

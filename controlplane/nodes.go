@@ -291,14 +291,7 @@ func (s *Store) OwnedBy(node string) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	var out []string
-	for c, o := range owners {
-		if o == node {
-			out = append(out, c)
-		}
-	}
-	slices.Sort(out)
-	return out, nil
+	return owners[node], nil
 }
 
 // Fence returns the fencing revision of the conference as this node holds
@@ -477,29 +470,10 @@ func (n *Node) ownedCounts() map[string]int {
 	if err != nil {
 		return out
 	}
-	for _, o := range owners {
-		out[o]++
+	for node, confs := range owners {
+		out[node] = len(confs)
 	}
 	return out
-}
-
-// Owners returns every owned conference with its owner's name.
-func (n *Node) Owners() (map[string]string, error) {
-	ctx, cancel := n.ctx()
-	defer cancel()
-	p := n.kv.prefix + "owners/"
-	resp, err := n.kv.cli.Get(ctx, p, clientv3.WithPrefix())
-	if err != nil {
-		return nil, fmt.Errorf("etcd: %w", err)
-	}
-	out := map[string]string{}
-	for _, kv := range resp.Kvs {
-		var ni NodeInfo
-		if json.Unmarshal(kv.Value, &ni) == nil {
-			out[string(kv.Key[len(p):])] = ni.Name
-		}
-	}
-	return out, nil
 }
 
 // SetLoad updates the load this node reports (at most once a few seconds

@@ -2,6 +2,7 @@ package controlplane
 
 import (
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -275,4 +276,45 @@ func waitFor(t *testing.T, cond func() bool) {
 		case <-tick.C:
 		}
 	}
+}
+
+// TestNodeStatus: the Nodes panel's view, asked of either node, lists
+// both with the conferences each serves (not the cluster's own seeding
+// key) and their health. A node that stops renewing its lease shows as
+// late before its lease runs out, then disappears; the node asking marks
+// itself.
+func TestNodeStatus(t *testing.T) {
+	t.Parallel()
+	nodes, _ := clusterNodes(t, 2, 6*time.Second, nil)
+	a, b := nodes[0], nodes[1]
+	for _, acq := range []struct {
+		n *Node
+		c string
+	}{{a, "c2"}, {a, "c1"}, {a, "_seed"}, {b, "c3"}} {
+		if _, ok, err := acq.n.Acquire(acq.c); err != nil || !ok {
+			t.Fatalf("%s acquiring %s: %v %v", acq.n.Info().Name, acq.c, ok, err)
+		}
+	}
+	summary := func(v NodesView) string {
+		var out []string
+		for _, st := range v.Nodes {
+			out = append(out, fmt.Sprintf("%s %v %s self=%v", st.Name, st.Conferences, st.Health, st.Self))
+		}
+		return strings.Join(out, "; ")
+	}
+	v := b.Status()
+	want := "node-0 [c1 c2] ok self=false; node-1 [c3] ok self=true"
+	if got := summary(v); got != want || v.Mode != ModeCluster || v.Error != "" {
+		t.Fatalf("b's view: %s (mode %q, error %q)\nwant %s", got, v.Mode, v.Error, want)
+	}
+	if v.Nodes[0].Advertise != "https://127.0.0.1:8443" || v.Nodes[0].Capacity != 100 || v.Nodes[0].LeaseLeft < 3 {
+		t.Errorf("node-0 as b sees it: %+v", v.Nodes[0])
+	}
+	if got := summary(a.Status()); got != "node-0 [c1 c2] ok self=true; node-1 [c3] ok self=false" {
+		t.Errorf("a's view: %s", got)
+	}
+	// a stops renewing: b sees it late (a renewal missed), then gone.
+	a.stopRenewing()
+	waitFor(t, func() bool { return b.Status().Nodes[0].Health == HealthLate })
+	waitFor(t, func() bool { return summary(b.Status()) == "node-1 [c3] ok self=true" })
 }

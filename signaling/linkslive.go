@@ -27,8 +27,10 @@ type liveError struct {
 	Error string `json:"error"`
 }
 
-// LinksLive serves the live feed of view.
-func (s *Server) LinksLive(view func() (any, error)) http.Handler {
+// LinksLive serves the live feed of view. view is given the caller's
+// credential to present to other nodes (in a cluster it gathers their
+// links as the caller: controlplane.API.ClusterLinksView).
+func (s *Server) LinksLive(view func(auth func(*http.Request)) (any, error)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !s.enter() {
 			http.Error(w, "server shutting down", http.StatusServiceUnavailable)
@@ -38,11 +40,13 @@ func (s *Server) LinksLive(view func() (any, error)) http.Handler {
 
 		var g controlplane.Grant
 		var cred controlplane.Credential
+		var auth func(*http.Request)
 		var authed bool
 		if c, err := r.Cookie(controlplane.SessionCookie); err == nil {
 			if g, err = s.cfg.Store.SessionGrant(c.Value); err == nil {
 				authed = true
 				cred = controlplane.SessionCredential(c.Value, g.Role)
+				auth = controlplane.SessionAuth(c.Value)
 			}
 		}
 		conn, err := s.upgrader.Upgrade(w, r, nil)
@@ -69,6 +73,7 @@ func (s *Server) LinksLive(view func() (any, error)) http.Handler {
 				return
 			}
 			cred = controlplane.TokenCredential(a.Token)
+			auth = controlplane.TokenAuth(a.Token)
 		}
 		if g.Role != controlplane.RoleTechnician && g.Role != controlplane.RoleAdmin {
 			s.log.Info("live links feed refused", "remote", r.RemoteAddr, "role", string(g.Role))
@@ -104,7 +109,7 @@ func (s *Server) LinksLive(view func() (any, error)) http.Handler {
 				refuse("credential revoked or expired")
 				return
 			}
-			v, err := view()
+			v, err := view(auth)
 			if err != nil {
 				s.log.Error("live links view", "err", err)
 				return

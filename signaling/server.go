@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -246,6 +247,18 @@ func (s *Server) Sessions() controlplane.SessionFigures {
 			out[ss.adm.Role]++
 		}
 	}
+	return out
+}
+
+// Conferences returns the IDs of the conferences this server holds live
+// state for (joined or acted on since it started, and not handed over to
+// another node), sorted: what it serves, for the Nodes panel.
+func (s *Server) Conferences() []string {
+	out := []string{}
+	for _, c := range s.conferenceList() {
+		out = append(out, c.id)
+	}
+	slices.Sort(out)
 	return out
 }
 

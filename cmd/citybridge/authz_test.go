@@ -156,6 +156,7 @@ func apiTable() []apiOp {
 		{"GET", "/api/bridges/{id}/history", 200, fixed("/api/bridges/commune-001/history", "")},
 		{"GET", "/api/events", 200, fixed("/api/events?format=csv", "")},
 		{"GET", "/api/alerts", 200, fixed("/api/alerts?recent=1", "")},
+		{"GET", "/api/nodes", 200, fixed("/api/nodes", "")},
 		// Nobody is joined: an allowed action reaches the media side, which
 		// answers 409 not_joined.
 		{"POST", "/api/conferences/{id}/bridges/{bridge}/actions/{action}", 409, fixed(c+"/bridges/commune-001/actions/keyframe", "")},

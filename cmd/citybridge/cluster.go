@@ -195,6 +195,15 @@ func (s *server) refreshNodes() {
 	}
 	s.nodeOrigins.Store(&origins)
 	s.nodeList.Store(&list)
+	s.nodeInfos.Store(&nodes)
+}
+
+// liveNodeInfos are the live nodes, as last read.
+func (s *server) liveNodeInfos() []controlplane.NodeInfo {
+	if l := s.nodeInfos.Load(); l != nil {
+		return *l
+	}
+	return nil
 }
 
 // liveNodes are the live nodes' addresses, as last read.

@@ -3,9 +3,12 @@ package main
 import (
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -15,6 +18,14 @@ import (
 
 	"github.com/gorilla/websocket"
 )
+
+// clusterCert is the certificate every test node presents, as a
+// cluster's nodes share one (docs/CLUSTER.md): each node trusts it when
+// it forwards a request to another.
+var clusterCert = sync.OnceValues(func() ([2][]byte, error) {
+	cert, key, err := selfSigned(nil)
+	return [2][]byte{cert, key}, err
+})
 
 // startNode starts a test server as a node named name of a cluster on the
 // shared embedded etcd, under prefix.
@@ -26,7 +37,16 @@ func startNode(t *testing.T, name, prefix string) *testServer {
 	}
 	port := l.Addr().(*net.TCPAddr).Port
 	l.Close()
+	pair, err := clusterCert()
+	if err != nil {
+		t.Fatal(err)
+	}
 	return startTestServerWith(t, func(c *Config) {
+		for i, f := range []string{"tls-cert.pem", "tls-key.pem"} {
+			if err := os.WriteFile(filepath.Join(c.Data, f), pair[i], 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
 		c.Listen = "127.0.0.1:" + strconv.Itoa(port)
 		c.Etcd = etcdFlags{endpoints: strings.Join(etcdtest.Shared(t).Endpoints, ","), prefix: prefix}
 		c.Node, c.Advertise, c.LeaseTTL = name, "https://127.0.0.1:"+strconv.Itoa(port), 2*time.Second

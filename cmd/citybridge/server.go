@@ -61,6 +61,10 @@ type server struct {
 	nodeList    atomic.Pointer[[]string]        // and their addresses
 	process     string                          // this process in the store's records of who served what
 	draining    atomic.Bool                     // handing conferences over (citybridge drain)
+	nodeInfos   atomic.Pointer[[]controlplane.NodeInfo]
+	// peerTransport carries requests to other nodes (peers.go).
+	peerTransport *http.Transport
+	started       time.Time
 
 	stop     chan struct{} // closed by Close: background loops end
 	stopOnce sync.Once
@@ -104,7 +108,7 @@ func (s *server) every(d time.Duration, f func()) {
 
 // start opens everything and begins serving; Close undoes it.
 func start(cfg Config, log *slog.Logger) (_ *server, err error) {
-	s := &server{cfg: cfg, log: log}
+	s := &server{cfg: cfg, log: log, started: time.Now().UTC()}
 	defer func() {
 		if err != nil {
 			s.Close(context.Background())
@@ -207,6 +211,7 @@ func start(cfg Config, log *slog.Logger) (_ *server, err error) {
 	if s.node != nil {
 		s.refreshNodes()
 		s.origins.Also(s.nodeOrigin)
+		s.peerTransport = s.newPeerTransport()
 	}
 	s.mon = controlplane.NewMonitor(s.store, controlplane.MonitorConfig{
 		LostAlertAfter: cfg.AlertLostAfter, PoorAlertAfter: cfg.AlertPoorAfter,
@@ -267,8 +272,15 @@ func (s *server) routes() http.Handler {
 	api.SetReadiness(controlplane.NewReadiness(s.store, s.mon, s.sig, s.log))
 	api.SetMonitor(s.mon)
 	// The technicians' dashboard: the links view once a second.
-	mux.Handle("GET /api/links/live", s.sig.LinksLive(func() (any, error) { return api.LinksView() }))
+	// In a cluster, every node's links, gathered with the caller's credentials.
+	mux.Handle("GET /api/links/live", s.sig.LinksLive(func(auth func(*http.Request)) (any, error) {
+		return api.ClusterLinksView(auth)
+	}))
 	api.OnConferenceChange(s.sig.ConferenceChanged)
+	api.SetNodes(s.nodesView)
+	if s.node != nil {
+		api.SetPeers(nodePeers{s})
+	}
 	api.Register(mux)
 	mux.Handle("GET /signal", s.sig)
 	// WHIP ingest (an encoder as the hub) and WHEP egress (a receive-only
@@ -276,19 +288,25 @@ func (s *server) routes() http.Handler {
 	mux.Handle("/whip/", s.sig.WHIP())
 	mux.Handle("/whep/", s.sig.WHEP())
 	mux.HandleFunc("GET /healthz", s.healthz)
+	// A cluster's nodes label every series with their name (docs/METRICS.md).
+	var node string
+	if s.node != nil {
+		node = s.cfg.Node
+	}
 	reg := controlplane.NewRegistry(controlplane.RegistryOptions{
 		Media: s.mediaFigures, Sessions: s.sig.Sessions, Links: s.links, AlertsActive: s.alertsActive,
-		Reconnects: s.sig.Reconnects, Shed: s.shedFigures,
+		Reconnects: s.sig.Reconnects, Shed: s.shedFigures, Node: node,
 	})
 	// The metrics name every bridge and conference and how their links
 	// fare: for Prometheus with a technician token, or from this machine.
-	mux.Handle("GET /metrics", s.technicianOrLoopback(promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})))
+	mux.Handle("GET /metrics", s.technicianOrLoopback(promhttp.HandlerFor(reg,
+		promhttp.HandlerOpts{Registry: controlplane.NodeRegisterer(reg, node)})))
 	mux.Handle("/debug/pprof/", s.technicianOrLoopback(http.HandlerFunc(pprof.Index)))
 	mux.Handle("/debug/pprof/cmdline", s.technicianOrLoopback(http.HandlerFunc(pprof.Cmdline)))
 	mux.Handle("/debug/pprof/profile", s.technicianOrLoopback(http.HandlerFunc(pprof.Profile)))
 	mux.Handle("/debug/pprof/symbol", s.technicianOrLoopback(http.HandlerFunc(pprof.Symbol)))
 	mux.Handle("/debug/pprof/trace", s.technicianOrLoopback(http.HandlerFunc(pprof.Trace)))
-	return mux
+	return s.ownerForward(mux)
 }
 
 func (s *server) presence(conferenceID string) map[string]string {
@@ -445,6 +463,9 @@ func (s *server) Close(ctx context.Context) {
 	}
 	if s.turn != nil {
 		_ = s.turn.Close()
+	}
+	if s.peerTransport != nil {
+		s.peerTransport.CloseIdleConnections()
 	}
 	if s.media != nil {
 		_ = s.media.Close()

@@ -3,6 +3,7 @@
 // the bridge registry (CSV import with its per-row report, export) and
 // the logins. Every action is a call to the JSON API, which decides.
 import { apply, mountSwitch, t } from "/static/i18n.js";
+import { mountNodes } from "/static/nodes.js";
 
 const el = (id) => document.getElementById(id);
 const page = { me: null, conferences: [], users: [], bridges: 0, report: null };
@@ -53,6 +54,7 @@ function render() {
   el("bridges").hidden = !(admin || me?.role === "technician");
   el("import").hidden = !admin;
   el("users").hidden = !admin;
+  el("nodes").hidden = !(admin || me?.role === "technician");
   el("bridge-count").textContent = page.bridges ? t("bridge_count", { n: page.bridges }) : "";
   el("conference-rows").replaceChildren(
     ...page.conferences.map((c) => {
@@ -121,7 +123,14 @@ async function load() {
   if (page.me.role === "admin") page.users = await api("GET", "/api/users");
   if (page.me.role !== "room") page.bridges = (await api("GET", "/api/bridges").catch(() => [])).length;
   render();
+  if ((page.me.role === "admin" || page.me.role === "technician") && !renderNodes) {
+    renderNodes = mountNodes(el("nodes"), (path) => api("GET", path), page);
+  }
 }
+
+// renderNodes redraws the Nodes panel, once it is mounted (for the roles
+// that may see it).
+let renderNodes = null;
 
 el("login").addEventListener("submit", async (e) => {
   e.preventDefault();
@@ -181,5 +190,8 @@ el("new-user").addEventListener("submit", async (e) => {
 });
 
 apply();
-mountSwitch(el("lang"), render);
+mountSwitch(el("lang"), () => {
+  render();
+  renderNodes?.();
+});
 load();

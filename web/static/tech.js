@@ -8,6 +8,7 @@
 // the login cookie.
 import { apply, mountSwitch, t, errorText, currentLang } from "/static/i18n.js";
 import { readToken } from "/static/client.js";
+import { mountNodes } from "/static/nodes.js";
 
 const el = (id) => document.getElementById(id);
 const { token } = readToken();
@@ -119,7 +120,7 @@ function updateTile(tile, l) {
   tile.className = `link-tile q-${l.state}` + (l.alert ? " alerting" : "") + (page.selected?.key === keyOf(l) ? " selected" : "");
   tile.dataset.state = l.state;
   tile.dataset.score = l.score;
-  tile.title = l.cause ? `${l.bridge}: ${l.cause}` : l.bridge;
+  tile.title = (l.cause ? `${l.bridge}: ${l.cause}` : l.bridge) + (l.node ? ` · ${l.node}` : "");
   tile.querySelector(".name").textContent = l.name;
   tile.querySelector(".score").textContent = l.state === "lost" ? "–" : String(l.score);
   const badge = tile.querySelector(".state");
@@ -197,10 +198,11 @@ function render() {
 }
 
 function show(view, transport) {
-  page.view = { links: view.links || [], alerts: view.alerts || [] };
+  page.view = { links: view.links || [], alerts: view.alerts || [], missing: view.missing_nodes || [] };
   page.transport = transport;
   page.updated = Date.now();
-  el("notice").textContent = "";
+  // In a cluster, a node that did not answer leaves its bridges out: say so.
+  el("notice").textContent = page.view.missing.length ? t("nodes_missing", { nodes: page.view.missing.join(", ") }) : "";
   render();
 }
 
@@ -331,6 +333,7 @@ function renderFigures() {
         ["fig_video", t("video_figures", { fps: (s.decoded_fps || 0).toFixed(0), freezes: s.freezes || 0, w: s.width || 0, h: s.height || 0 })],
         ["fig_nack", `${s.nacks || 0} / ${s.plis || 0}`],
         ["fig_retrans", `${Math.round((s.retransmitted_b || 0) / 1024)} KiB`],
+        ...(l.node ? [["fig_node", l.node]] : []),
       ]
     : [];
   const dl = el("figures");
@@ -579,8 +582,10 @@ function wireReadiness() {
 }
 
 apply();
+const renderNodes = mountNodes(el("nodes"), (path) => api("GET", path), page);
 mountSwitch(el("lang"), () => {
   render();
+  renderNodes();
   drawCharts();
   renderEvents();
   if (page.readiness) renderReadiness(page.readiness);

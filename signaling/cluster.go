@@ -29,6 +29,16 @@ func (s *Server) nodes() []string {
 	return s.cfg.Cluster.Nodes()
 }
 
+// SetNodes tells every joined session the cluster's live nodes (they
+// changed).
+func (s *Server) SetNodes(nodes []string) {
+	for _, c := range s.conferenceList() {
+		for _, ss := range c.sessionList() {
+			ss.send(wire.Nodes{Nodes: nodes})
+		}
+	}
+}
+
 // claim asks the cluster whether this node serves the conference: ok to
 // go on; else the address to send the client to, or an error.
 func (s *Server) claim(conference string) (ok bool, redirect string, err error) {

@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -194,8 +195,13 @@ func (s *server) refreshNodes() {
 		list = append(list, n.Advertise)
 	}
 	s.nodeOrigins.Store(&origins)
-	s.nodeList.Store(&list)
+	old := s.nodeList.Swap(&list)
 	s.nodeInfos.Store(&nodes)
+	// Pages and terminals learn a node come or gone at once: the list is
+	// where they go when theirs stops answering.
+	if sig := s.sigReady.Load(); sig != nil && (old == nil || !slices.Equal(*old, list)) {
+		sig.SetNodes(list)
+	}
 }
 
 // liveNodeInfos are the live nodes, as last read.

@@ -377,6 +377,9 @@ func (t *Terminal) handle(m wire.Message, send func(wire.Message), joined *bool)
 		t.node = m.URL
 		t.redirects++
 		return true, false, errRedirected
+	case *wire.Nodes:
+		t.nodes = m.Nodes
+		return false, false, nil
 	case *wire.Joined:
 		*joined = true
 		t.nodes = m.Nodes

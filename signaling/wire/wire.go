@@ -30,6 +30,7 @@ const (
 	TypeReport    = "report"
 	TypeAction    = "action"
 	TypeRedirect  = "redirect"
+	TypeNodes     = "nodes"
 )
 
 // Peer connection names: each participant has one connection it publishes
@@ -306,6 +307,13 @@ type Redirect struct {
 	URL string `json:"url"` // https://HOST:PORT of the node
 }
 
+// Nodes tells a joined client the cluster's live nodes when they change
+// (server to client): where to try when its node stops answering, as
+// joined's nodes.
+type Nodes struct {
+	Nodes []string `json:"nodes"` // https://HOST:PORT of each
+}
+
 // Bye tells the client the server is ending the session, and why.
 type Bye struct {
 	Reason string `json:"reason"`
@@ -340,6 +348,7 @@ func (Speaker) MessageType() string   { return TypeSpeaker }
 func (Restart) MessageType() string   { return TypeRestart }
 func (Report) MessageType() string    { return TypeReport }
 func (Redirect) MessageType() string  { return TypeRedirect }
+func (Nodes) MessageType() string     { return TypeNodes }
 func (Action) MessageType() string    { return TypeAction }
 
 // Encode marshals m with its "type" field first.
@@ -407,6 +416,8 @@ func Decode(b []byte) (Message, error) {
 		m = &Report{}
 	case TypeRedirect:
 		m = &Redirect{}
+	case TypeNodes:
+		m = &Nodes{}
 	case TypeAction:
 		m = &Action{}
 	case "":

@@ -277,6 +277,10 @@ export class Session extends EventTarget {
         else if (m.action === "rejoin") this.reconnect(true);
         else if (m.action === "reload") setTimeout(() => location.reload(), 100);
         break;
+      case "nodes":
+        // The cluster's nodes changed: where to go when ours fails.
+        if (this.joined) this.joined.nodes = m.nodes;
+        break;
       case "redirect":
         // Another node of the cluster serves the conference: join there.
         this.node = new URL(m.url).host;

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -87,6 +88,12 @@ func (e *etcdKV) View(fn func(kvTx) error) error {
 }
 
 func (e *etcdKV) Update(fn func(kvTx) error) error {
+	start, gets := time.Now(), 0
+	defer func() {
+		if d := time.Since(start); d > slowTxn {
+			slog.Warn("etcd: slow store transaction", "took", d.Round(time.Millisecond), "requests", gets)
+		}
+	}()
 	for attempt := range etcdRetries {
 		tx := &etcdTx{kv: e, writable: true, reads: map[string]int64{}, writes: map[string][]byte{}}
 		if err := fn(tx); err != nil {
@@ -96,6 +103,7 @@ func (e *etcdKV) Update(fn func(kvTx) error) error {
 			return tx.err
 		}
 		ok, err := tx.commit()
+		gets += tx.requests + 1
 		if err != nil || ok {
 			return err
 		}
@@ -139,9 +147,13 @@ type etcdTx struct {
 	order    []string // written keys, in the order written (for the commit)
 	// cache holds the keys read (at rev, so they cannot change under the
 	// transaction): a bucket looked up ten times is read once.
-	cache map[string][]byte
-	err   error
+	cache    map[string][]byte
+	err      error
+	requests int // round trips to etcd so far (for the slow transaction's log)
 }
+
+// slowTxn: a store transaction taking longer is logged.
+const slowTxn = 500 * time.Millisecond
 
 func (t *etcdTx) ctx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), t.kv.timeout)
@@ -155,6 +167,7 @@ func (t *etcdTx) read(key string, opts ...clientv3.OpOption) *clientv3.GetRespon
 	if t.rev > 0 {
 		opts = append(opts, clientv3.WithRev(t.rev))
 	}
+	t.requests++
 	resp, err := t.kv.cli.Get(ctx, key, opts...)
 	if err != nil {
 		t.fail(err)

@@ -127,6 +127,11 @@ func (n *Node) renewLease() error {
 	if _, err := n.kv.cli.Put(ctx, n.kv.prefix+"nodes/"+info.Name, string(v), clientv3.WithLease(g.ID)); err != nil {
 		return fmt.Errorf("etcd: register node: %w", err)
 	}
+	// And for good (no lease): the pages a node served keep its origin
+	// after it dies, and every other node must still let them in.
+	if _, err := n.kv.cli.Put(ctx, n.kv.prefix+"members/"+info.Name, info.Advertise); err != nil {
+		return fmt.Errorf("etcd: register node: %w", err)
+	}
 	n.mu.Lock()
 	n.lease, n.deadline = g.ID, sent.Add(time.Duration(g.TTL)*time.Second)
 	n.mu.Unlock()
@@ -392,6 +397,23 @@ func (n *Node) Nodes() ([]NodeInfo, error) {
 		if json.Unmarshal(kv.Value, &ni) == nil {
 			out = append(out, ni)
 		}
+	}
+	return out, nil
+}
+
+// Members returns the address of every node that ever joined the
+// cluster, live or not, by name.
+func (n *Node) Members() (map[string]string, error) {
+	ctx, cancel := n.ctx()
+	defer cancel()
+	p := n.kv.prefix + "members/"
+	resp, err := n.kv.cli.Get(ctx, p, clientv3.WithPrefix())
+	if err != nil {
+		return nil, fmt.Errorf("etcd: %w", err)
+	}
+	out := map[string]string{}
+	for _, kv := range resp.Kvs {
+		out[string(kv.Key[len(p):])] = string(kv.Value)
 	}
 	return out, nil
 }

@@ -328,7 +328,7 @@ func listenConsole(tb *tab) {
 const pageState = `(() => { const s = window.citybridge && citybridge.session; if (!s) return "no session";
 	const pcs = {}; for (const [k, pc] of Object.entries(s.pcs || {})) pcs[k] = {conn: pc.connectionState, ice: pc.iceConnectionState,
 	  sig: pc.signalingState, transceivers: pc.getTransceivers().map((t) => (t.mid || "-") + ":" + t.currentDirection).join(" ")};
-	return JSON.stringify({state: s.state, ws: s.ws ? s.ws.readyState : -1, reconnects: s.reconnects, pcs}); })()`
+	return JSON.stringify({state: s.state, ws: s.ws ? s.ws.readyState : -1, reconnects: s.reconnects, node: s.node, attempt: s.attempt, redirects: s.redirects, final: s.final, nodes: s.joined && s.joined.nodes, pcs}); })()`
 
 // openTab opens url in a new tab and waits for the page's script to run
 // (window.citybridge). Once in several hundred CI page loads a fresh

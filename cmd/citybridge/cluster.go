@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"maps"
 	"net"
 	"net/url"
 	"os"
@@ -188,7 +189,16 @@ func (s *server) refreshNodes() {
 	if err != nil {
 		return
 	}
+	// The origin check lets in the pages of every node that ever was
+	// one: a page served by a node that died must reach the others.
 	origins := map[string]bool{}
+	if members, err := s.node.Members(); err == nil {
+		for _, a := range members {
+			origins[strings.ToLower(a)] = true
+		}
+	} else if old := s.nodeOrigins.Load(); old != nil {
+		origins = maps.Clone(*old)
+	}
 	var list []string
 	for _, n := range nodes {
 		origins[strings.ToLower(n.Advertise)] = true
@@ -202,6 +212,17 @@ func (s *server) refreshNodes() {
 	if sig := s.sigReady.Load(); sig != nil && (old == nil || !slices.Equal(*old, list)) {
 		sig.SetNodes(list)
 	}
+}
+
+// connectSources are the other sources a page may connect to: in a
+// cluster, any node's WebSocket (wss:), also of nodes that join after the
+// page loaded, since a terminal's page is never reloaded; on one machine
+// nothing else.
+func (s *server) connectSources() string {
+	if s.node != nil {
+		return " wss:"
+	}
+	return ""
 }
 
 // liveNodeInfos are the live nodes, as last read.

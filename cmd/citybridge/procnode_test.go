@@ -160,7 +160,7 @@ func (pc *procCluster) start(name string, port int, host string, wrap ...string)
 			t.Logf("%s's log:\n%s", name, n.logs.String())
 		}
 	})
-	n.ts = &testServer{base: n.base, client: &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{
+	n.ts = &testServer{base: n.base, client: &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{
 		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, // the test's own self-signed certificate
 	}}, logs: n.logs}
 	waitUntil(t, 30*time.Second, name+" healthy", func() (bool, string) {

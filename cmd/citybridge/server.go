@@ -233,7 +233,7 @@ func start(cfg Config, log *slog.Logger) (_ *server, err error) {
 		s.every(time.Second, s.checkDrain)
 	}
 	s.http = &http.Server{
-		Handler:           securityHeaders(s.routes()),
+		Handler:           securityHeaders(s.routes(), s.connectSources),
 		ReadHeaderTimeout: 10 * time.Second,
 		// A request's body must arrive within a minute (a slow sender
 		// holds a connection no longer). WebSockets set their own read
@@ -404,12 +404,18 @@ func (s *server) technicianOrLoopback(next http.Handler) http.Handler {
 }
 
 // securityHeaders: the pages load nothing from elsewhere and run no inline
-// script, so the policy can say exactly that.
-func securityHeaders(next http.Handler) http.Handler {
+// script, so the policy can say exactly that. They connect to their own
+// server, and in a cluster to the other nodes' signaling (connect, if
+// not nil, names those sources).
+func securityHeaders(next http.Handler, connect func() string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
+		sources := "'self'"
+		if connect != nil {
+			sources += connect()
+		}
 		h.Set("Content-Security-Policy", "default-src 'self'; script-src 'self'; style-src 'self'; "+
-			"img-src 'self' data: blob:; media-src 'self' blob: mediastream:; connect-src 'self'; "+
+			"img-src 'self' data: blob:; media-src 'self' blob: mediastream:; connect-src "+sources+"; "+
 			"frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
 		h.Set("Strict-Transport-Security", "max-age=31536000")
 		h.Set("X-Content-Type-Options", "nosniff")

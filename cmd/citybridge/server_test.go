@@ -93,7 +93,7 @@ func TestPprofAccess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := securityHeaders(ts.routes())
+	h := securityHeaders(ts.routes(), nil)
 	for _, c := range []struct {
 		name, remote, header, query string
 		want                        int

@@ -287,7 +287,9 @@ func TestBrowserFailover(t *testing.T) {
 		t.Errorf("the floor after the failover: %+v, before: %+v", after, before)
 	}
 	// Attendance: one record per bridge that was in, its gap one drop.
-	var att struct{ Bridges []controlplane.BridgeAttendance }
+	var att struct {
+		Bridges []controlplane.BridgeAttendance
+	}
 	if err := getJSON(owner, "/api/conferences/"+conf+"/attendance", m.demo.TechnicianToken, &att); err != nil {
 		t.Fatal(err)
 	}
@@ -426,7 +428,9 @@ func TestDrainHandsOver(t *testing.T) {
 	if !handed {
 		t.Error("node-1's log does not say it handed the conference over")
 	}
-	var att struct{ Bridges []controlplane.BridgeAttendance }
+	var att struct {
+		Bridges []controlplane.BridgeAttendance
+	}
 	if err := getJSON(owner, "/api/conferences/"+m.demo.Conference.ID+"/attendance", m.demo.TechnicianToken, &att); err != nil {
 		t.Fatal(err)
 	}

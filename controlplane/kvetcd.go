@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"time"
@@ -91,7 +92,11 @@ func (e *etcdKV) Update(fn func(kvTx) error) error {
 	start, gets := time.Now(), 0
 	defer func() {
 		if d := time.Since(start); d > slowTxn {
-			slog.Warn("etcd: slow store transaction", "took", d.Round(time.Millisecond), "requests", gets)
+			caller := "?"
+			if pc, _, _, ok := runtime.Caller(2); ok {
+				caller = runtime.FuncForPC(pc).Name()
+			}
+			slog.Warn("etcd: slow store transaction", "took", d.Round(time.Millisecond), "requests", gets, "by", caller)
 		}
 	}()
 	for attempt := range etcdRetries {

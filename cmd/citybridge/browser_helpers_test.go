@@ -430,7 +430,7 @@ func find(stats []inboundStat, stream, kind string) (inboundStat, bool) {
 
 // waitUntil polls check until it returns true or the deadline passes;
 // check's last description of what it saw goes into the failure.
-func waitUntil(t *testing.T, d time.Duration, what string, check func() (bool, string)) {
+func waitUntil(t testing.TB, d time.Duration, what string, check func() (bool, string)) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	last := ""

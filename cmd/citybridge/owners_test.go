@@ -40,7 +40,7 @@ func tryJoin(base, token, conference string) (wire.Message, error) {
 // owner's fencing revision is above the one before, and at the end every
 // conference is served by exactly one live node.
 func TestOneOwnerPerConference(t *testing.T) {
-	t.Parallel()
+	requireMediaPass(t) // processes and browsers, timed: alone, without the race detector
 	const ttl = 2 * time.Second
 	pc := newProcCluster(t, "owners", ttl)
 	nodes := map[string]*procNode{}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
@@ -19,6 +20,8 @@ import (
 
 	"citybridge/controlplane"
 	"citybridge/controlplane/etcdtest"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // The cluster's tests that need real processes (SIGKILL, SIGSTOP, a node
@@ -33,7 +36,7 @@ var (
 )
 
 // citybridgeBinary builds the binary once for the whole test binary.
-func citybridgeBinary(t *testing.T) string {
+func citybridgeBinary(t testing.TB) string {
 	t.Helper()
 	binaryOnce.Do(func() {
 		binaryDir, binaryErr = os.MkdirTemp("", "citybridge-bin-")
@@ -63,14 +66,14 @@ func removeBinary() {
 // shared embedded etcd, with one certificate for all (as a cluster's
 // nodes must present one the terminals trust).
 type procCluster struct {
-	t         *testing.T
+	t         testing.TB
 	prefix    string
 	endpoints []string
 	cert, key string
 	leaseTTL  time.Duration
 }
 
-func newProcCluster(t *testing.T, name string, leaseTTL time.Duration) *procCluster {
+func newProcCluster(t testing.TB, name string, leaseTTL time.Duration) *procCluster {
 	t.Helper()
 	dir := t.TempDir()
 	if _, _, err := loadOrCreateCertificate(Config{Data: dir}); err != nil { // one for every node
@@ -93,6 +96,24 @@ func (pc *procCluster) store() *controlplane.Store {
 	return st
 }
 
+// revision is the etcd cluster's revision now: every write raises it by
+// one.
+func (pc *procCluster) revision(t testing.TB) int64 {
+	t.Helper()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: pc.endpoints, DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp, err := cli.Get(ctx, pc.prefix+"none", clientv3.WithCountOnly())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.Header.Revision
+}
+
 // procNode is one node process.
 type procNode struct {
 	name, base string
@@ -104,7 +125,7 @@ type procNode struct {
 }
 
 // freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -180,7 +201,7 @@ func (pc *procCluster) start(name string, port int, host string, wrap ...string)
 }
 
 // signal sends sig to the node.
-func (n *procNode) signal(t *testing.T, sig syscall.Signal) {
+func (n *procNode) signal(t testing.TB, sig syscall.Signal) {
 	t.Helper()
 	if err := n.cmd.Process.Signal(sig); err != nil {
 		t.Fatalf("%s: %v: %v", n.name, sig, err)
@@ -188,7 +209,7 @@ func (n *procNode) signal(t *testing.T, sig syscall.Signal) {
 }
 
 // kill kills the node (SIGKILL) and waits until it is gone.
-func (n *procNode) kill(t *testing.T) time.Time {
+func (n *procNode) kill(t testing.TB) time.Time {
 	t.Helper()
 	n.signal(t, syscall.SIGKILL)
 	<-n.exited
@@ -196,7 +217,7 @@ func (n *procNode) kill(t *testing.T) time.Time {
 }
 
 // waitExit waits for the node to exit by itself (after SIGTERM).
-func (n *procNode) waitExit(t *testing.T, d time.Duration) {
+func (n *procNode) waitExit(t testing.TB, d time.Duration) {
 	t.Helper()
 	select {
 	case <-n.exited:

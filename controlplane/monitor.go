@@ -26,6 +26,10 @@ import (
 const (
 	AlertLost = "lost" // the bridge sent nothing for longer than LostAlertAfter
 	AlertPoor = "poor" // the bridge's link was poor for longer than PoorAlertAfter
+	// AlertEtcd is about the server itself, a node of a cluster: it
+	// cannot reach etcd, so it admits nobody and gives its conferences up
+	// when its lease ends (nodealert.go).
+	AlertEtcd = "etcd"
 )
 
 // MonitorConfig configures alerts and the webhook.
@@ -47,7 +51,9 @@ type Alert struct {
 	ID         string    `json:"id"`
 	Conference string    `json:"conference"`
 	Bridge     string    `json:"bridge"`
+	Node       string    `json:"node,omitempty"` // a node alert: the node, no bridge
 	Kind       string    `json:"kind"`
+	Detail     string    `json:"detail,omitempty"`
 	Since      time.Time `json:"since"` // when the condition started
 	Raised     time.Time `json:"raised"`
 	Cleared    time.Time `json:"cleared,omitzero"`
@@ -91,7 +97,8 @@ type Monitor struct {
 
 	mu      sync.Mutex
 	links   map[linkKey]*linkState
-	recent  []Alert // cleared alerts, newest last
+	recent  []Alert           // cleared alerts, newest last
+	node    map[string]*Alert // the server's own active alerts, by kind
 	pending map[string]HistoryPoint
 	nextID  int
 
@@ -121,6 +128,7 @@ func NewMonitor(store *Store, cfg MonitorConfig) *Monitor {
 	m := &Monitor{
 		store: store, cfg: cfg, log: cfg.Log, now: time.Now,
 		links:   map[linkKey]*linkState{},
+		node:    map[string]*Alert{},
 		pending: map[string]HistoryPoint{},
 		hooks:   make(chan []byte, 256),
 		done:    make(chan struct{}),
@@ -238,11 +246,16 @@ func (m *Monitor) clearLocked(ls *linkState, kind string, at time.Time) *Alert {
 	}
 	delete(ls.alerts, kind)
 	a.Cleared = at
-	m.recent = append(m.recent, *a)
+	m.rememberLocked(*a)
+	return a
+}
+
+// rememberLocked keeps a cleared alert among the recent ones.
+func (m *Monitor) rememberLocked(a Alert) {
+	m.recent = append(m.recent, a)
 	if len(m.recent) > maxRecentAlerts {
 		m.recent = append(m.recent[:0], m.recent[len(m.recent)-maxRecentAlerts:]...)
 	}
-	return a
 }
 
 // Forget removes a bridge that left (cause: left, ended, dropped). A drop
@@ -326,6 +339,9 @@ func (m *Monitor) Alerts(recent bool) []Alert {
 		for _, a := range ls.alerts {
 			out = append(out, *a)
 		}
+	}
+	for _, a := range m.node {
+		out = append(out, *a)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Raised.After(out[j].Raised) })
 	if recent {

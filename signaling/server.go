@@ -92,6 +92,8 @@ type Server struct {
 	round         chan struct{} // closed after each round of samples
 
 	reconnects atomic.Uint64 // sessions resumed within the grace period
+	// clusterRefused counts joins refused for want of the cluster's store.
+	clusterRefused atomic.Uint64
 
 	media resources // WHIP and WHEP sessions (whip.go)
 }

@@ -59,6 +59,7 @@ type server struct {
 	sigReady    sigPointer
 	nodeOrigins atomic.Pointer[map[string]bool] // the live nodes' origins
 	nodeList    atomic.Pointer[[]string]        // and their addresses
+	technicians recentTokens                    // technician tokens lately checked, for /metrics while etcd is out of reach
 
 	stop     chan struct{} // closed by Close: background loops end
 	stopOnce sync.Once
@@ -211,6 +212,7 @@ func start(cfg Config, log *slog.Logger) (_ *server, err error) {
 	}
 	if s.node != nil {
 		sc.Cluster = nodeCluster{n: s.node, nodes: s.liveNodes}
+		s.watchEtcd()
 	}
 	s.sig = signaling.New(sc)
 	s.sigReady.Store(s.sig)
@@ -266,10 +268,15 @@ func (s *server) routes() http.Handler {
 	mux.Handle("/whip/", s.sig.WHIP())
 	mux.Handle("/whep/", s.sig.WHEP())
 	mux.HandleFunc("GET /healthz", s.healthz)
-	reg := controlplane.NewRegistry(controlplane.RegistryOptions{
+	mux.HandleFunc("GET /readyz", s.readyz)
+	ro := controlplane.RegistryOptions{
 		Media: s.mediaFigures, Sessions: s.sig.Sessions, Links: s.links, AlertsActive: s.alertsActive,
 		Reconnects: s.sig.Reconnects, Shed: s.shedFigures,
-	})
+	}
+	if s.node != nil {
+		ro.Cluster = s.clusterFigures
+	}
+	reg := controlplane.NewRegistry(ro)
 	// The metrics name every bridge and conference and how their links
 	// fare: for Prometheus with a technician token, or from this machine.
 	mux.Handle("GET /metrics", s.technicianOrLoopback(promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})))
@@ -338,7 +345,22 @@ func latencyFigures(h sfu.LatencyHistogram) controlplane.HistogramFigures {
 	return f
 }
 
+// healthz says whether the process serves: 503 while it starts or stops,
+// else 200, with status "degraded" while a cluster's node cannot reach
+// etcd. A liveness probe reads it: a node cut from etcd keeps its running
+// meetings until its lease ends, and restarting it would end them at once.
 func (s *server) healthz(w http.ResponseWriter, _ *http.Request) {
+	s.health(w, false)
+}
+
+// readyz says whether the node should be given new terminals: as
+// /healthz, but 503 while degraded. A readiness probe or a load balancer
+// reads it, so that a node cut from etcd is taken out of rotation.
+func (s *server) readyz(w http.ResponseWriter, _ *http.Request) {
+	s.health(w, true)
+}
+
+func (s *server) health(w http.ResponseWriter, degradedFails bool) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	if !s.ready.Load() {
@@ -347,9 +369,14 @@ func (s *server) healthz(w http.ResponseWriter, _ *http.Request) {
 		return
 	}
 	st := s.media.Stats()
-	_ = json.NewEncoder(w).Encode(map[string]any{
-		"status": "ok", "version": version, "conferences": st.Routers, "peers": st.Peers,
-	})
+	body := map[string]any{"status": "ok", "version": version, "conferences": st.Routers, "peers": st.Peers}
+	if s.etcdHealth(body) {
+		body["status"] = "degraded"
+		if degradedFails {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+	}
+	_ = json.NewEncoder(w).Encode(body)
 }
 
 // technicianOrLoopback lets through requests from this machine, or with a
@@ -366,7 +393,15 @@ func (s *server) technicianOrLoopback(next http.Handler) http.Handler {
 		if tok == "" {
 			tok = r.URL.Query().Get("token")
 		}
-		if g, err := s.store.Authenticate(tok); err == nil && g.Role == controlplane.RoleTechnician {
+		g, err := s.store.Authenticate(tok)
+		if err == nil && g.Role == controlplane.RoleTechnician {
+			s.technicians.saw(tok)
+			next.ServeHTTP(w, r)
+			return
+		}
+		// A node cut from etcd cannot check the token: one a technician
+		// used a short while ago still reads the metrics that say so.
+		if errors.Is(err, controlplane.ErrStoreUnavailable) && s.technicians.recent(tok) {
 			next.ServeHTTP(w, r)
 			return
 		}

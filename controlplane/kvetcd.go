@@ -18,6 +18,8 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -392,6 +394,19 @@ func openEtcdKV(o EtcdOptions) (*etcdKV, error) {
 		// out of reach; the node says so once (nodehealth.go), and every
 		// failed request returns its error.
 		Logger: zap.NewNop(),
+		// A link that drops packets (rather than refusing) leaves the
+		// connection open with nothing coming back, and TCP's
+		// retransmissions back off to a minute: after a long cut the node
+		// would wait that long to hear etcd again. A ping unanswered for
+		// 5 s after 10 s of silence (gRPC's shortest) closes the
+		// connection, and new ones are tried every few seconds, each
+		// given 3 s, so the node is back within seconds of etcd.
+		DialKeepAliveTime:    10 * time.Second,
+		DialKeepAliveTimeout: 5 * time.Second,
+		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 500 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 3 * time.Second},
+			MinConnectTimeout: 3 * time.Second,
+		})},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("etcd: %w", err)

@@ -338,14 +338,29 @@ func TestNodeLosesEtcd(t *testing.T) {
 		t.Errorf("node-a's alerts raised: %v, want one of kind etcd", l)
 	}
 
-	// etcd back: node-a recovers by itself.
+	// The cut lasts 30 s: long enough for TCP's retransmissions on the
+	// connections left open to back off past 20 s (a node that waited
+	// for them would hear etcd again that long after it is back). Node-a
+	// stays degraded all along, and the meeting stays at node-b.
+	const cut = 30 * time.Second
+	waitUntil(t, cut+10*time.Second, fmt.Sprintf("a cut of %v", cut), func() (bool, string) {
+		if h, err := nodeHealth(a, "/healthz"); err != nil || h.Status != "degraded" {
+			t.Fatalf("node-a's /healthz during the cut: %+v %v, want degraded", h, err)
+		}
+		if time.Since(room.LastHub()) > time.Second {
+			t.Fatalf("the room has not had the hub's media for %v, at node-b", time.Since(room.LastHub()))
+		}
+		return time.Since(cutAt) >= cut, fmt.Sprint(time.Since(cutAt))
+	})
+
+	// etcd back: node-a recovers by itself, within seconds.
 	link.Restore(t)
 	restored := time.Now()
-	waitUntil(t, 30*time.Second, "node-a healthy again", func() (bool, string) {
+	waitUntil(t, 8*time.Second, "node-a healthy again", func() (bool, string) {
 		h, err := nodeHealth(a, "/readyz")
 		return err == nil && h.code == http.StatusOK && h.Status == "ok" && h.LeaseHeld, fmt.Sprintf("%+v %v", h, err)
 	})
-	t.Logf("node-a healthy again, with a new lease, %v after etcd came back", time.Since(restored).Round(time.Millisecond))
+	t.Logf("node-a healthy again, with a new lease, %v after etcd came back (a %v cut)", time.Since(restored).Round(time.Millisecond), cut)
 	if v, err := metric(a, "citybridge_cluster_etcd_up", tech); err != nil || v != 1 {
 		t.Errorf("citybridge_cluster_etcd_up after: %v %v, want 1", v, err)
 	}

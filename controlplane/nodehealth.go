@@ -6,11 +6,12 @@ import (
 )
 
 // What a node knows of its link to etcd. Any request the node makes for
-// itself that etcd does not answer says it is unreachable; its lease's
-// renewal (one each third of the TTL) answered says it is back. A node that cannot reach etcd keeps its running
-// meetings until its lease's deadline (no media path touches etcd), but
-// admits nobody: it cannot check a credential, nor know who owns a
-// conference. It says so once in its log when etcd stops answering and
+// itself that etcd does not answer (a renewal within half the TTL, any
+// other within its timeout) says it is unreachable; its lease's renewal
+// (one each third of the TTL) answered says it is back. A node that
+// cannot reach etcd keeps its running meetings until its lease's deadline
+// (no media path touches etcd), but admits nobody: it cannot check a
+// credential, nor know who owns a conference. It says so once in its log when etcd stops answering and
 // once when it answers again, and tells the server (OnEtcdChange), which
 // reports it in /healthz, the metrics and a technician alert.
 

@@ -173,13 +173,13 @@ func (n *Node) keepAlive() {
 			}
 			continue
 		}
-		// A renewal waits at most until the next one is due, and never
-		// past the lease's deadline: the loop must be free to give the
-		// conferences up on time, and a renewal unanswered for a third of
-		// the TTL means etcd is out of reach (a leader election takes
-		// about a second).
+		// A renewal waits at most half the TTL, long enough to ride out
+		// a leader election (one to two seconds), and never past the
+		// lease's deadline: the loop must be free to give the
+		// conferences up on time. Unanswered by then, etcd is out of
+		// reach.
 		n.mu.Lock()
-		wait := min(n.ttl/3, time.Until(n.deadline))
+		wait := min(n.ttl/2, time.Until(n.deadline))
 		n.mu.Unlock()
 		ctx, cancel := context.WithTimeout(context.Background(), max(wait, time.Millisecond))
 		sent := time.Now()

@@ -13,10 +13,17 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // etcdKV keeps the store's buckets in an etcd cluster, under a prefix, so
@@ -38,6 +45,22 @@ type etcdKV struct {
 	prefix  string
 	where   string
 	timeout time.Duration
+	// cut is set while this node knows etcd does not answer (its lease
+	// renewals fail): requests then wait at most cutTimeout, so that a
+	// session writing an audit line or a floor change is not held for the
+	// whole timeout, again and again, while its meeting goes on.
+	cut atomic.Bool
+}
+
+// cutTimeout bounds each request while the node is cut from etcd.
+const cutTimeout = time.Second
+
+// requestTimeout is how long one request to the cluster may take now.
+func (e *etcdKV) requestTimeout() time.Duration {
+	if e.cut.Load() {
+		return min(e.timeout, cutTimeout)
+	}
+	return e.timeout
 }
 
 // bucketMark is the value of a key that stands for a bucket; no record
@@ -47,6 +70,11 @@ var bucketMark = []byte("\x00citybridge:bucket\x00")
 
 // ErrConflict: a transaction kept being overtaken by other nodes' writes.
 var ErrConflict = errors.New("controlplane: the transaction kept conflicting with other nodes' writes")
+
+// ErrStoreUnavailable: the etcd cluster the store lives in did not answer
+// (unreachable, no leader, or too slow). Nothing was read or written; the
+// same request may work a moment later.
+var ErrStoreUnavailable = errors.New("controlplane: the store's etcd cluster cannot be reached")
 
 // etcdRetries bounds how often a transaction runs again after a conflict.
 const etcdRetries = 64
@@ -84,8 +112,16 @@ func OpenEtcd(o EtcdOptions) (*Store, error) {
 func (e *etcdKV) Where() string { return e.where }
 func (e *etcdKV) Close() error  { return e.cli.Close() }
 
+// View runs fn on one revision. A read that failed is the answer, before
+// whatever fn made of the nothing it got (a token that seemed absent is
+// not an invalid token when etcd did not answer).
 func (e *etcdKV) View(fn func(kvTx) error) error {
-	return fn(&etcdTx{kv: e, reads: map[string]int64{}})
+	tx := &etcdTx{kv: e, reads: map[string]int64{}}
+	err := fn(tx)
+	if tx.err != nil {
+		return tx.err
+	}
+	return err
 }
 
 func (e *etcdKV) Update(fn func(kvTx) error) error {
@@ -101,11 +137,12 @@ func (e *etcdKV) Update(fn func(kvTx) error) error {
 	}()
 	for attempt := range etcdRetries {
 		tx := &etcdTx{kv: e, writable: true, reads: map[string]int64{}, writes: map[string][]byte{}}
-		if err := fn(tx); err != nil {
-			return err
-		}
-		if tx.err != nil {
+		err := fn(tx)
+		if tx.err != nil { // a failed read first, as in View
 			return tx.err
+		}
+		if err != nil {
+			return err
 		}
 		ok, err := tx.commit()
 		gets += tx.requests + 1
@@ -161,12 +198,15 @@ type etcdTx struct {
 const slowTxn = 500 * time.Millisecond
 
 func (t *etcdTx) ctx() (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.Background(), t.kv.timeout)
+	return context.WithTimeout(context.Background(), t.kv.requestTimeout())
 }
 
 // read asks the cluster at the transaction's revision (the first read
 // fixes it), failing the transaction on an error.
 func (t *etcdTx) read(key string, opts ...clientv3.OpOption) *clientv3.GetResponse {
+	if t.err != nil {
+		return nil // failed already: no more waiting on etcd
+	}
 	ctx, cancel := t.ctx()
 	defer cancel()
 	if t.rev > 0 {
@@ -249,8 +289,37 @@ func (t *etcdTx) put(key string, v []byte) error {
 
 func (t *etcdTx) fail(err error) {
 	if t.err == nil {
-		t.err = fmt.Errorf("etcd: %w", err)
+		t.err = etcdError(err)
 	}
+}
+
+// etcdError wraps an error of a request to etcd, as ErrStoreUnavailable
+// when the cluster did not answer.
+func etcdError(err error) error {
+	if unreachable(err) {
+		return fmt.Errorf("etcd: %w: %w", ErrStoreUnavailable, err)
+	}
+	return fmt.Errorf("etcd: %w", err)
+}
+
+// unreachable says whether err means etcd did not answer: a request timed
+// out or was cut short, no member could be reached, or the cluster has no
+// leader just now (gRPC's Unavailable and DeadlineExceeded).
+func unreachable(err error) bool {
+	if err == nil {
+		return false
+	}
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return true
+	}
+	var code codes.Code
+	var ee rpctypes.EtcdError
+	if errors.As(err, &ee) {
+		code = ee.Code()
+	} else if st, ok := status.FromError(err); ok {
+		code = st.Code()
+	}
+	return code == codes.Unavailable || code == codes.DeadlineExceeded || code == codes.Canceled
 }
 
 // keyCompares is how many single keys a commit checks one by one; beyond,
@@ -302,7 +371,7 @@ func (t *etcdTx) commit() (bool, error) {
 		if strings.Contains(err.Error(), "too many operations") {
 			return false, fmt.Errorf("etcd: %w (a transaction of %d writes and %d checks: run etcd with --max-txn-ops 4096)", err, len(ops), len(cmps))
 		}
-		return false, fmt.Errorf("etcd: %w", err)
+		return false, etcdError(err)
 	}
 	return resp.Succeeded, nil
 }
@@ -339,6 +408,23 @@ func openEtcdKV(o EtcdOptions) (*etcdKV, error) {
 		Endpoints: o.Endpoints, DialTimeout: o.Timeout, TLS: o.TLS,
 		Username: o.Username, Password: o.Password,
 		AutoSyncInterval: time.Minute,
+		// Its own log would repeat every retried request while etcd is
+		// out of reach; the node says so once (nodehealth.go), and every
+		// failed request returns its error.
+		Logger: zap.NewNop(),
+		// A link that drops packets (rather than refusing) leaves the
+		// connection open with nothing coming back, and TCP's
+		// retransmissions back off to a minute: after a long cut the node
+		// would wait that long to hear etcd again. A ping unanswered for
+		// 5 s after 10 s of silence (gRPC's shortest) closes the
+		// connection, and new ones are tried every few seconds, each
+		// given 3 s, so the node is back within seconds of etcd.
+		DialKeepAliveTime:    10 * time.Second,
+		DialKeepAliveTimeout: 5 * time.Second,
+		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 500 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 3 * time.Second},
+			MinConnectTimeout: 3 * time.Second,
+		})},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("etcd: %w", err)

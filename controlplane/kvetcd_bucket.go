@@ -96,7 +96,14 @@ func (b *etcdBucket) KeyCount() int {
 }
 
 func (b *etcdBucket) Bucket(name []byte) kvBucket {
-	if !bytes.Equal(b.tx.get(b.keys+string(name)), bucketMark) {
+	v := b.tx.get(b.keys + string(name))
+	if b.tx.err != nil {
+		// etcd did not answer: an empty bucket, not a missing one (the
+		// callers' code takes a top-level bucket for granted), and the
+		// transaction ends with the error.
+		return b.tx.bucket(append(slices.Clone(b.path), slices.Clone(name)))
+	}
+	if !bytes.Equal(v, bucketMark) {
 		return nil
 	}
 	return b.tx.bucket(append(slices.Clone(b.path), slices.Clone(name)))

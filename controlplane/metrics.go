@@ -55,6 +55,13 @@ type ShedFigures struct {
 	Timeout uint64 // silent past the first-byte deadline, or not through within the classification deadline
 }
 
+// ClusterFigures are a cluster node's link to etcd.
+type ClusterFigures struct {
+	EtcdUp       bool   // etcd answers the node
+	LeaseHeld    bool   // its lease surely holds, by its own clock
+	JoinsRefused uint64 // joins, WHIP and WHEP requests refused for want of etcd
+}
+
 // SessionFigures counts signaling sessions by role.
 type SessionFigures map[Role]int
 
@@ -72,6 +79,8 @@ type RegistryOptions struct {
 	// (Prometheus's instance already says which server it is, and a
 	// single server's series stay as they were).
 	Node string
+	// Cluster is the node's link to etcd (nil on one machine).
+	Cluster func() ClusterFigures
 }
 
 // NewRegistry builds the server's own Prometheus registry: Go runtime and
@@ -162,11 +171,19 @@ var (
 	descSessions = newDesc("citybridge_signaling_sessions",
 		"Joined signaling sessions by role.", "role")
 	descAlertsActive = newDesc("citybridge_alerts_active",
-		"Link alerts (lost, poor) raised and not yet cleared.")
+		"Alerts raised and not yet cleared: bridges lost or poor, and this node cut from etcd.")
 	descReconnects = newDesc("citybridge_reconnects_total",
 		"Participants that came back within their reconnection grace period.")
 	descShed = newDesc("citybridge_frontdoor_shed_connections_total",
 		"Connections the shared TCP port closed before they reached a server: reason=full when every classification place was taken, reason=source when the sender's address had all its places, reason=timeout when one sent nothing within the first-byte deadline or was not through within the classification deadline.", "reason")
+
+	// A node of a cluster.
+	descEtcdUp = newDesc("citybridge_cluster_etcd_up",
+		"1 while etcd answers this node, 0 while it does not: it refuses joins, and gives its conferences up when its lease ends.")
+	descLeaseHeld = newDesc("citybridge_cluster_lease_held",
+		"1 while this node's lease surely holds by its own clock (it may serve conferences), 0 otherwise.")
+	descJoinsRefused = newDesc("citybridge_cluster_joins_refused_total",
+		"Joins, WHIP and WHEP requests refused because this node could not reach etcd.")
 
 	// Per bridge, from the link monitor's latest sample.
 	descLinkScore = newDesc("citybridge_bridge_link_score",
@@ -199,7 +216,7 @@ func (c *figuresCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descPeers, descTracks, descDownTracks, descReceived,
 		descForwarded, descBytes, descKeyframes, descCachedKeyframes, descOffersRepeated, descMalformed, descSessions, descRetransmitted, descRetransmittedTwice, descNACKsDeclined,
 		descRtxReceived, descRtxLate, descProbes, descFailedProbes, descLayerChanges, descForwardLatency,
-		descAlertsActive, descReconnects, descShed, descLinkScore, descLinkState, descRTT, descLoss, descJitter,
+		descAlertsActive, descReconnects, descShed, descEtcdUp, descLeaseHeld, descJoinsRefused, descLinkScore, descLinkState, descRTT, descLoss, descJitter,
 		descRate, descEstimate, descLayer} {
 		ch <- d
 	}
@@ -253,6 +270,12 @@ func (c *figuresCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(descShed, s.Source, "source")
 		counter(descShed, s.Timeout, "timeout")
 	}
+	if c.o.Cluster != nil {
+		f := c.o.Cluster()
+		gauge(descEtcdUp, one(f.EtcdUp))
+		gauge(descLeaseHeld, one(f.LeaseHeld))
+		counter(descJoinsRefused, f.JoinsRefused)
+	}
 	if c.o.Links == nil {
 		return
 	}
@@ -292,4 +315,12 @@ func constHistogram(d *prometheus.Desc, h HistogramFigures) prometheus.Metric {
 		n += h.Counts[len(h.Bounds)]
 	}
 	return prometheus.MustNewConstHistogram(d, n, h.Sum, buckets)
+}
+
+// one is 1 for true.
+func one(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }

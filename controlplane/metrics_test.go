@@ -31,6 +31,7 @@ func fakeRegistry() RegistryOptions {
 		AlertsActive: func() int { return 1 },
 		Reconnects:   func() uint64 { return 4 },
 		Shed:         func() ShedFigures { return ShedFigures{Full: 1, Source: 936, Timeout: 64} },
+		Cluster:      func() ClusterFigures { return ClusterFigures{EtcdUp: false, LeaseHeld: true, JoinsRefused: 7} },
 	}
 }
 
@@ -54,7 +55,7 @@ citybridge_rtp_packets_forwarded_total 10
 # TYPE citybridge_signaling_sessions gauge
 citybridge_signaling_sessions{role="host"} 1
 citybridge_signaling_sessions{role="room"} 2
-# HELP citybridge_alerts_active Link alerts (lost, poor) raised and not yet cleared.
+# HELP citybridge_alerts_active Alerts raised and not yet cleared: bridges lost or poor, and this node cut from etcd.
 # TYPE citybridge_alerts_active gauge
 citybridge_alerts_active 1
 # HELP citybridge_reconnects_total Participants that came back within their reconnection grace period.
@@ -65,6 +66,15 @@ citybridge_reconnects_total 4
 citybridge_frontdoor_shed_connections_total{reason="full"} 1
 citybridge_frontdoor_shed_connections_total{reason="source"} 936
 citybridge_frontdoor_shed_connections_total{reason="timeout"} 64
+# HELP citybridge_cluster_etcd_up 1 while etcd answers this node, 0 while it does not: it refuses joins, and gives its conferences up when its lease ends.
+# TYPE citybridge_cluster_etcd_up gauge
+citybridge_cluster_etcd_up 0
+# HELP citybridge_cluster_lease_held 1 while this node's lease surely holds by its own clock (it may serve conferences), 0 otherwise.
+# TYPE citybridge_cluster_lease_held gauge
+citybridge_cluster_lease_held 1
+# HELP citybridge_cluster_joins_refused_total Joins, WHIP and WHEP requests refused because this node could not reach etcd.
+# TYPE citybridge_cluster_joins_refused_total counter
+citybridge_cluster_joins_refused_total 7
 # HELP citybridge_forward_latency_seconds Time from an upstream RTP packet entering the forwarding loop to its last copy written to a subscriber.
 # TYPE citybridge_forward_latency_seconds histogram
 citybridge_forward_latency_seconds_bucket{le="1e-05"} 5
@@ -76,6 +86,7 @@ citybridge_forward_latency_seconds_count 9
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want),
 		"citybridge_peers", "citybridge_rtp_packets_forwarded_total", "citybridge_signaling_sessions",
 		"citybridge_alerts_active", "citybridge_reconnects_total", "citybridge_frontdoor_shed_connections_total",
+		"citybridge_cluster_etcd_up", "citybridge_cluster_lease_held", "citybridge_cluster_joins_refused_total",
 		"citybridge_forward_latency_seconds"); err != nil {
 		t.Fatal(err)
 	}

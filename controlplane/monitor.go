@@ -26,6 +26,10 @@ import (
 const (
 	AlertLost = "lost" // the bridge sent nothing for longer than LostAlertAfter
 	AlertPoor = "poor" // the bridge's link was poor for longer than PoorAlertAfter
+	// AlertEtcd is about the server itself, a node of a cluster: it
+	// cannot reach etcd, so it admits nobody and gives its conferences up
+	// when its lease ends (nodealert.go).
+	AlertEtcd = "etcd"
 )
 
 // MonitorConfig configures alerts and the webhook.
@@ -48,11 +52,13 @@ type Alert struct {
 	Conference string    `json:"conference"`
 	Bridge     string    `json:"bridge"`
 	Kind       string    `json:"kind"`
+	Detail     string    `json:"detail,omitempty"`
 	Since      time.Time `json:"since"` // when the condition started
 	Raised     time.Time `json:"raised"`
 	Cleared    time.Time `json:"cleared,omitzero"`
 	// Node is the cluster node whose monitor raised it (its ID is that
-	// node's own); empty on one machine.
+	// node's own; a node's own alert, such as etcd out of reach, has no
+	// bridge); empty on one machine.
 	Node string `json:"node,omitempty"`
 }
 
@@ -94,7 +100,8 @@ type Monitor struct {
 
 	mu      sync.Mutex
 	links   map[linkKey]*linkState
-	recent  []Alert // cleared alerts, newest last
+	recent  []Alert           // cleared alerts, newest last
+	node    map[string]*Alert // the server's own active alerts, by kind
 	pending map[string]HistoryPoint
 	nextID  int
 
@@ -124,6 +131,7 @@ func NewMonitor(store *Store, cfg MonitorConfig) *Monitor {
 	m := &Monitor{
 		store: store, cfg: cfg, log: cfg.Log, now: time.Now,
 		links:   map[linkKey]*linkState{},
+		node:    map[string]*Alert{},
 		pending: map[string]HistoryPoint{},
 		hooks:   make(chan []byte, 256),
 		done:    make(chan struct{}),
@@ -241,11 +249,16 @@ func (m *Monitor) clearLocked(ls *linkState, kind string, at time.Time) *Alert {
 	}
 	delete(ls.alerts, kind)
 	a.Cleared = at
-	m.recent = append(m.recent, *a)
+	m.rememberLocked(*a)
+	return a
+}
+
+// rememberLocked keeps a cleared alert among the recent ones.
+func (m *Monitor) rememberLocked(a Alert) {
+	m.recent = append(m.recent, a)
 	if len(m.recent) > maxRecentAlerts {
 		m.recent = append(m.recent[:0], m.recent[len(m.recent)-maxRecentAlerts:]...)
 	}
-	return a
 }
 
 // Forget removes a bridge that left (cause: left, ended, dropped). A drop
@@ -329,6 +342,9 @@ func (m *Monitor) Alerts(recent bool) []Alert {
 		for _, a := range ls.alerts {
 			out = append(out, *a)
 		}
+	}
+	for _, a := range m.node {
+		out = append(out, *a)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Raised.After(out[j].Raised) })
 	if recent {

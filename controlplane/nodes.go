@@ -62,6 +62,7 @@ type Node struct {
 	deadline time.Time        // until when the lease surely holds (local clock)
 	owned    map[string]int64 // conference → fencing revision
 	onLost   func(conferences []string)
+	etcd     etcdLink // what the node knows of its link to etcd (nodehealth.go)
 
 	stop     chan struct{}
 	stopOnce sync.Once
@@ -107,31 +108,37 @@ func (n *Node) Info() NodeInfo {
 }
 
 func (n *Node) ctx() (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.Background(), n.kv.timeout)
+	return context.WithTimeout(context.Background(), n.kv.requestTimeout())
 }
 
 // renewLease grants a new lease and registers the node under it (after a
 // loss, or at the start).
 func (n *Node) renewLease() error {
 	ctx, cancel := n.ctx()
-	defer cancel()
 	sent := time.Now()
 	g, err := n.kv.cli.Grant(ctx, int64(n.ttl/time.Second))
+	cancel()
 	if err != nil {
+		n.etcdFailed(err)
 		return fmt.Errorf("etcd: lease: %w", err)
 	}
 	n.mu.Lock()
 	info := n.info
 	n.mu.Unlock()
 	v, _ := json.Marshal(info)
+	ctx, cancel = n.ctx()
+	defer cancel()
 	if _, err := n.kv.cli.Put(ctx, n.kv.prefix+"nodes/"+info.Name, string(v), clientv3.WithLease(g.ID)); err != nil {
+		n.etcdFailed(err)
 		return fmt.Errorf("etcd: register node: %w", err)
 	}
 	// And for good (no lease): the pages a node served keep its origin
 	// after it dies, and every other node must still let them in.
 	if _, err := n.kv.cli.Put(ctx, n.kv.prefix+"members/"+info.Name, info.Advertise); err != nil {
+		n.etcdFailed(err)
 		return fmt.Errorf("etcd: register node: %w", err)
 	}
+	n.etcdAnswered()
 	n.mu.Lock()
 	n.lease, n.deadline = g.ID, sent.Add(time.Duration(g.TTL)*time.Second)
 	n.mu.Unlock()
@@ -169,16 +176,29 @@ func (n *Node) keepAlive() {
 		n.mu.Unlock()
 		if lost {
 			if err := n.renewLease(); err != nil {
-				n.log.Warn("cluster: no lease yet", "err", err)
+				n.logRenewal("cluster: no lease yet", err)
 			} else {
 				n.log.Info("cluster: new lease")
 			}
 			continue
 		}
-		ctx, cancel := n.ctx()
+		// A renewal waits at most half the TTL, long enough to ride out
+		// a leader election (one to two seconds), and never past the
+		// lease's deadline: the loop must be free to give the
+		// conferences up on time. Unanswered by then, etcd is out of
+		// reach.
+		n.mu.Lock()
+		wait := min(n.ttl/2, time.Until(n.deadline))
+		n.mu.Unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), max(wait, time.Millisecond))
 		sent := time.Now()
 		resp, err := n.kv.cli.KeepAliveOnce(ctx, lease)
 		cancel()
+		if unreachable(err) {
+			n.etcdFailed(err)
+		} else {
+			n.etcdAnswered() // renewed, or told the lease is gone
+		}
 		switch {
 		case err == nil && resp.TTL > 0:
 			n.mu.Lock()
@@ -187,10 +207,20 @@ func (n *Node) keepAlive() {
 			}
 			n.mu.Unlock()
 		default:
-			n.log.Warn("cluster: lease not renewed", "err", err)
+			n.logRenewal("cluster: lease not renewed", err)
 			n.checkLease(time.Now())
 		}
 	}
+}
+
+// logRenewal logs a failed renewal: a warning when etcd answered (it
+// refused), a debug line when it did not (etcdFailed said that once).
+func (n *Node) logRenewal(msg string, err error) {
+	if unreachable(err) {
+		n.log.Debug(msg, "err", err)
+		return
+	}
+	n.log.Warn(msg, "err", err)
 }
 
 // stopRenewing ends the renewal loop (Leave; tests pause a node with it).
@@ -329,6 +359,7 @@ func (n *Node) Acquire(conference string) (NodeInfo, bool, error) {
 		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
 		Then(clientv3.OpPut(key, string(v), clientv3.WithLease(lease))).
 		Else(clientv3.OpGet(key)).Commit()
+	n.etcdFailed(err)
 	if err != nil {
 		return NodeInfo{}, false, fmt.Errorf("etcd: %w", err)
 	}
@@ -375,6 +406,7 @@ func (n *Node) Owner(conference string) (NodeInfo, bool, error) {
 	ctx, cancel := n.ctx()
 	defer cancel()
 	resp, err := n.kv.cli.Get(ctx, n.kv.prefix+"owners/"+conference)
+	n.etcdFailed(err)
 	if err != nil || len(resp.Kvs) == 0 {
 		return NodeInfo{}, false, err
 	}
@@ -388,6 +420,7 @@ func (n *Node) Nodes() ([]NodeInfo, error) {
 	ctx, cancel := n.ctx()
 	defer cancel()
 	resp, err := n.kv.cli.Get(ctx, n.kv.prefix+"nodes/", clientv3.WithPrefix())
+	n.etcdFailed(err)
 	if err != nil {
 		return nil, fmt.Errorf("etcd: %w", err)
 	}

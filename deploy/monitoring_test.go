@@ -93,7 +93,8 @@ func TestPrometheusConfig(t *testing.T) {
 }
 
 // TestAlertRules: the rules parse, name only emitted metrics, and alert on
-// a lost and a poor bridge after the link monitor's default delays.
+// a lost and a poor bridge after the link monitor's default delays, and on
+// a cluster's node that cannot reach etcd.
 func TestAlertRules(t *testing.T) {
 	var rules struct {
 		Groups []struct {
@@ -116,6 +117,8 @@ func TestAlertRules(t *testing.T) {
 		"CitybridgeBridgeLost": {`citybridge_bridge_link_state{state="lost"}`, 10 * time.Second},
 		"CitybridgeBridgePoor": {`citybridge_bridge_link_state{state="poor"}`, 30 * time.Second},
 		"CitybridgeDown":       {`up{job="citybridge"}`, 0},
+		// A cluster's node that cannot reach etcd (docs/CLUSTER.md).
+		"CitybridgeEtcdUnreachable": {`citybridge_cluster_etcd_up == 0`, 10 * time.Second},
 	}
 	seen := map[string]bool{}
 	for _, g := range rules.Groups {

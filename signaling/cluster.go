@@ -19,7 +19,31 @@ type Cluster interface {
 	// Nodes are the live nodes' addresses, for the pages to try when
 	// theirs stops answering.
 	Nodes() []string
+	// Available is nil while this node reaches the cluster's store, else
+	// why not (since when). Joins are refused at once meanwhile, the
+	// running meetings go on.
+	Available() error
 }
+
+// unavailable says why this node cannot admit anyone just now (nil: it
+// can), counting the refusal.
+func (s *Server) unavailable() error {
+	if s.cfg.Cluster == nil {
+		return nil
+	}
+	err := s.cfg.Cluster.Available()
+	if err != nil {
+		s.clusterRefused.Add(1)
+	}
+	return err
+}
+
+// ClusterRefused counts the joins, WHIP and WHEP requests refused because
+// this node could not reach the cluster's store.
+func (s *Server) ClusterRefused() uint64 { return s.clusterRefused.Load() }
+
+// clusterUnavailableMessage is what a refused terminal is told.
+const clusterUnavailableMessage = "this node cannot reach the cluster just now; try another node"
 
 // nodes is what a joined page is told of the cluster's nodes.
 func (s *Server) nodes() []string {
@@ -93,10 +117,14 @@ func (s *Server) sendAway(id, to string) {
 			ss.send(wire.Redirect{URL: to})
 		}
 		ss.end(wire.ByeMoved)
+	}
+	// The media stop now, before anything else (a lost lease often means
+	// the store is out of reach, and nothing here waits for it).
+	conf.router.Close()
+	for _, ss := range conf.sessionList() {
 		if ss.headless != "" {
 			conf.leave(ss)
 		}
 	}
 	conf.closeLost("")
-	conf.router.Close()
 }

@@ -96,6 +96,8 @@ type Server struct {
 	// resumesRefused counts joins whose resume token this cluster did not
 	// know (a failover should leave none).
 	resumesRefused atomic.Uint64
+	// clusterRefused counts joins refused for want of the cluster's store.
+	clusterRefused atomic.Uint64
 
 	media resources // WHIP and WHEP sessions (whip.go)
 }

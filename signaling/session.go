@@ -294,6 +294,15 @@ func (ss *session) settleJoin(failed bool) {
 }
 
 func (ss *session) join(j *wire.Join) bool {
+	// A node cut from the cluster's store can check no credential and
+	// knows no owner: it says so at once rather than after the store's
+	// timeout. Its running meetings go on.
+	if err := ss.srv.unavailable(); err != nil {
+		ss.settleJoin(false)
+		ss.log.Info("join refused: the cluster's store is out of reach", "err", err)
+		ss.sendError(wire.CodeClusterUnavailable, clusterUnavailableMessage, wire.TypeJoin)
+		return false
+	}
 	var adm controlplane.Admission
 	var err error
 	if j.Token == "" && ss.cookie != "" {
@@ -314,6 +323,13 @@ func (ss *session) join(j *wire.Join) bool {
 	if err == nil && !mayJoin(adm.Role) {
 		err = controlplane.ErrRoleCannotJoin // a viewer link is for WHEP
 	}
+	if errors.Is(err, controlplane.ErrStoreUnavailable) {
+		ss.srv.clusterRefused.Add(1)
+		ss.settleJoin(false)
+		ss.log.Warn("join refused: the cluster's store did not answer", "err", err)
+		ss.sendError(wire.CodeClusterUnavailable, clusterUnavailableMessage, wire.TypeJoin)
+		return false
+	}
 	if err != nil {
 		code, msg := admissionError(err)
 		ss.settleJoin(code != wire.CodeConferenceClosed && code != wire.CodeInternal)
@@ -329,8 +345,9 @@ func (ss *session) join(j *wire.Join) bool {
 	ss.log = ss.srv.log.With("conference", adm.Conference.ID, "bridge", adm.Bridge.ID, "role", string(adm.Role), "remote", ss.remote)
 	switch serve, to, err := ss.srv.claim(adm.Conference.ID); {
 	case err != nil:
+		ss.srv.clusterRefused.Add(1)
 		ss.log.Warn("join refused: the cluster cannot be asked who serves the conference", "err", err)
-		ss.sendError(wire.CodeClusterUnavailable, "this node cannot reach the cluster just now; try another node", wire.TypeJoin)
+		ss.sendError(wire.CodeClusterUnavailable, clusterUnavailableMessage, wire.TypeJoin)
 		return false
 	case !serve:
 		ss.log.Info("join sent to the node serving the conference", "node", to)

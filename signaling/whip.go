@@ -184,13 +184,30 @@ func (s *Server) mediaPost(kind string, w http.ResponseWriter, r *http.Request) 
 	}
 	failed := false
 	defer func() { s.fails.settle(ip, counted, failed) }()
+	unavailable := func() {
+		w.Header().Set("Retry-After", "2")
+		writeProblem(w, http.StatusServiceUnavailable, clusterUnavailableMessage)
+	}
+	if err := s.unavailable(); err != nil {
+		unavailable()
+		return
+	}
 	c, err := s.cfg.Store.Conference(confID)
+	if errors.Is(err, controlplane.ErrStoreUnavailable) {
+		s.clusterRefused.Add(1)
+		unavailable()
+		return
+	}
 	if err != nil {
 		writeProblem(w, http.StatusNotFound, "no such conference")
 		return
 	}
 	adm, err := s.cfg.Store.Admit(tok, c.ID)
 	switch {
+	case errors.Is(err, controlplane.ErrStoreUnavailable):
+		s.clusterRefused.Add(1)
+		unavailable()
+		return
 	case errors.Is(err, controlplane.ErrTokenInvalid), errors.Is(err, controlplane.ErrTokenRequired):
 		failed = true
 		w.Header().Set("WWW-Authenticate", `Bearer realm="citybridge", error="invalid_token"`)
@@ -216,8 +233,8 @@ func (s *Server) mediaPost(kind string, w http.ResponseWriter, r *http.Request) 
 	}
 	switch serve, to, err := s.claim(adm.Conference.ID); {
 	case err != nil:
-		w.Header().Set("Retry-After", "2")
-		writeProblem(w, http.StatusServiceUnavailable, "this node cannot reach the cluster just now; try another node")
+		s.clusterRefused.Add(1)
+		unavailable()
 		return
 	case !serve:
 		// The node that serves the conference takes the same request.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/sha256"
 	"fmt"
 	"maps"
 	"net"
@@ -78,6 +79,8 @@ type nodeCluster struct {
 
 func (c *nodeCluster) Nodes() []string { return c.nodes() }
 
+func (c *nodeCluster) Available() error { return c.n.Available() }
+
 func (c *nodeCluster) Claim(conference string) (bool, string, error) {
 	if c.n.Serves(conference) {
 		return true, "", c.takeOver(conference)
@@ -147,6 +150,47 @@ func (s *server) joinCluster() error {
 	}
 	s.log.Info("joined the cluster", "node", s.cfg.Node, "advertise", s.cfg.Advertise, "etcd", s.store.Path())
 	return nil
+}
+
+// watchEtcd raises the technicians' alert while etcd does not answer
+// this node, and clears it when it does again (the node logs both).
+func (s *server) watchEtcd() {
+	tell := func(st controlplane.EtcdState) {
+		if st.Reachable {
+			s.mon.ClearNodeAlert(controlplane.AlertEtcd)
+			return
+		}
+		s.mon.RaiseNodeAlert(controlplane.AlertEtcd, s.cfg.Node,
+			fmt.Sprintf("etcd unreachable: new joins refused; meetings here end at %s unless etcd answers by then (%s)",
+				st.LeaseUntil.UTC().Format(time.RFC3339), st.Err), st.Since)
+	}
+	s.node.OnEtcdChange(tell)
+	tell(s.node.Etcd()) // what happened before the monitor was there
+}
+
+// etcdHealth is the node's part of /healthz and /readyz: degraded while
+// etcd does not answer or its lease may have ended.
+func (s *server) etcdHealth(body map[string]any) (degraded bool) {
+	if s.node == nil {
+		return false
+	}
+	st := s.node.Etcd()
+	body["node"] = s.cfg.Node
+	body["lease_held"] = st.LeaseHeld
+	if st.Reachable {
+		body["etcd"] = "reachable"
+	} else {
+		body["etcd"] = "unreachable since " + st.Since.UTC().Format(time.RFC3339Nano)
+		body["etcd_error"] = st.Err
+		body["lease_until"] = st.LeaseUntil.UTC().Format(time.RFC3339Nano)
+	}
+	return !st.Reachable || !st.LeaseHeld
+}
+
+// clusterFigures are the node's metrics.
+func (s *server) clusterFigures() controlplane.ClusterFigures {
+	st := s.node.Etcd()
+	return controlplane.ClusterFigures{EtcdUp: st.Reachable, LeaseHeld: st.LeaseHeld, JoinsRefused: s.sig.ClusterRefused()}
 }
 
 // seedOnce seeds the demo into an empty store once in the whole cluster:
@@ -293,4 +337,44 @@ func (s *server) handOverAll(why string) {
 		}
 		s.log.Info("cluster: handed over", "conference", conf, "to", to.Name, "why", why, "took", time.Since(start).Round(time.Millisecond))
 	}
+}
+
+// recentTokens remembers the technician tokens that were checked lately
+// (their hashes), so that Prometheus can go on reading a node's metrics
+// while the node cannot reach etcd to check its token: the metrics are
+// what say it cannot. A token revoked meanwhile reads them for at most
+// tokenGrace more, and only while etcd is out of reach.
+type recentTokens struct {
+	mu   sync.Mutex
+	seen map[[32]byte]time.Time
+}
+
+const (
+	tokenGrace     = 15 * time.Minute
+	tokensRemember = 64 // Prometheus servers and technicians: a handful
+)
+
+func (r *recentTokens) saw(tok string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.seen == nil {
+		r.seen = map[[32]byte]time.Time{}
+	}
+	now := time.Now()
+	for k, at := range r.seen {
+		if now.Sub(at) > tokenGrace || len(r.seen) >= tokensRemember {
+			delete(r.seen, k)
+		}
+	}
+	r.seen[sha256.Sum256([]byte(tok))] = now
+}
+
+func (r *recentTokens) recent(tok string) bool {
+	if tok == "" {
+		return false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	at, ok := r.seen[sha256.Sum256([]byte(tok))]
+	return ok && time.Since(at) <= tokenGrace
 }

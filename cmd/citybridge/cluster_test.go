@@ -1,7 +1,6 @@
 package main
 
 import (
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -31,12 +30,14 @@ var clusterCert = sync.OnceValues(func() ([2][]byte, error) {
 // shared embedded etcd, under prefix.
 func startNode(t *testing.T, name, prefix string) *testServer {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
+	return startNodeOn(t, name, prefix, etcdtest.Shared(t).Endpoints, 2*time.Second)
+}
+
+// startNodeOn starts a test server as a node of the etcd cluster at
+// endpoints (one of the test's own), with a lease of ttl.
+func startNodeOn(t *testing.T, name, prefix string, endpoints []string, ttl time.Duration) *testServer {
+	t.Helper()
+	port := freePort(t)
 	pair, err := clusterCert()
 	if err != nil {
 		t.Fatal(err)
@@ -48,8 +49,8 @@ func startNode(t *testing.T, name, prefix string) *testServer {
 			}
 		}
 		c.Listen = "127.0.0.1:" + strconv.Itoa(port)
-		c.Etcd = etcdFlags{endpoints: strings.Join(etcdtest.Shared(t).Endpoints, ","), prefix: prefix}
-		c.Node, c.Advertise, c.LeaseTTL = name, "https://127.0.0.1:"+strconv.Itoa(port), 2*time.Second
+		c.Etcd = etcdFlags{endpoints: strings.Join(endpoints, ","), prefix: prefix}
+		c.Node, c.Advertise, c.LeaseTTL = name, "https://127.0.0.1:"+strconv.Itoa(port), ttl
 	})
 }
 

@@ -217,26 +217,49 @@ func requireMediaPass(t *testing.T) {
 // sender sees an error.
 func (l *netLink) Cut(t *testing.T) {
 	t.Helper()
+	l.cutWith(t, "", "")
+}
+
+// CutPorts drops only the TCP traffic between the namespace and ports of
+// the root side's address (a service there, such as etcd), both ways, as
+// Cut does everything: the rest of the link carries on.
+func (l *netLink) CutPorts(t *testing.T, ports ...int) {
+	t.Helper()
+	set := make([]string, len(ports))
+	for i, p := range ports {
+		set[i] = fmt.Sprint(p)
+	}
+	list := "{ " + strings.Join(set, ", ") + " }"
+	// Into the namespace: the service's answers; out of it, at the root
+	// side: what is sent to the service.
+	l.cutWith(t, "tcp sport "+list, "tcp dport "+list)
+}
+
+// cutWith drops what arrives over the link and matches (everything for
+// ""): in the namespace what comes from the root side, at the root side
+// what comes from the namespace.
+func (l *netLink) cutWith(t *testing.T, intoNamespace, outOfIt string) {
+	t.Helper()
 	l.mu.Lock()
 	l.cut = "cbcut" + strings.TrimPrefix(l.ns, "cbt")
 	table := l.cut
 	l.mu.Unlock()
-	rules := func(iface string) string {
+	rules := func(iface, match string) string {
 		return fmt.Sprintf(`table inet %s {
 	chain in {
 		type filter hook prerouting priority -10; policy accept;
-		iifname "%s" drop
+		iifname "%s" %s drop
 	}
 }
-`, table, iface)
+`, table, iface, match)
 	}
 	in := exec.Command("ip", "netns", "exec", l.ns, "nft", "-f", "-")
-	in.Stdin = strings.NewReader(rules(l.peer))
+	in.Stdin = strings.NewReader(rules(l.peer, intoNamespace))
 	if out, err := in.CombinedOutput(); err != nil {
 		t.Fatalf("nft (namespace): %v: %s", err, out)
 	}
 	up := exec.Command("nft", "-f", "-")
-	up.Stdin = strings.NewReader(rules(l.host))
+	up.Stdin = strings.NewReader(rules(l.host, outOfIt))
 	if out, err := up.CombinedOutput(); err != nil {
 		t.Fatalf("nft (root side, %s only): %v: %s", l.host, err, out)
 	}

@@ -71,19 +71,33 @@ type procCluster struct {
 	endpoints []string
 	cert, key string
 	leaseTTL  time.Duration
+	// mediaAllow is the nodes' --media-allow: loopback and 10/8, plus
+	// the links of nodes in namespaces (allowMedia).
+	mediaAllow []string
 }
 
 func newProcCluster(t testing.TB, name string, leaseTTL time.Duration) *procCluster {
+	t.Helper()
+	return newProcClusterOn(t, name, leaseTTL, etcdtest.Shared(t).Endpoints)
+}
+
+// newProcClusterOn is newProcCluster on another etcd cluster than the
+// shared one (one a test cuts, or whose leader it kills).
+func newProcClusterOn(t testing.TB, name string, leaseTTL time.Duration, endpoints []string) *procCluster {
 	t.Helper()
 	dir := t.TempDir()
 	if _, _, err := loadOrCreateCertificate(Config{Data: dir}); err != nil { // one for every node
 		t.Fatal(err)
 	}
 	return &procCluster{
-		t: t, prefix: etcdtest.Prefix(name), endpoints: etcdtest.Shared(t).Endpoints,
+		t: t, prefix: etcdtest.Prefix(name), endpoints: endpoints,
 		cert: filepath.Join(dir, "tls-cert.pem"), key: filepath.Join(dir, "tls-key.pem"), leaseTTL: leaseTTL,
+		mediaAllow: []string{"127.0.0.0/8", "10.0.0.0/8"},
 	}
 }
+
+// allowMedia lets the nodes take media from network (a link's /30).
+func (pc *procCluster) allowMedia(network string) { pc.mediaAllow = append(pc.mediaAllow, network) }
 
 // store opens the cluster's store from the test, as another client.
 func (pc *procCluster) store() *controlplane.Store {
@@ -156,7 +170,7 @@ func (pc *procCluster) start(name string, port int, host string, wrap ...string)
 		"CITYBRIDGE_DATA="+t.TempDir(),
 		"CITYBRIDGE_UDP_HOST="+host,
 		"CITYBRIDGE_UDP_PORT=0",
-		"CITYBRIDGE_MEDIA_ALLOW=127.0.0.0/8,10.0.0.0/8",
+		"CITYBRIDGE_MEDIA_ALLOW="+strings.Join(pc.mediaAllow, ","),
 		"CITYBRIDGE_TURN_PORT=0",
 		"CITYBRIDGE_LOG_FORMAT=json",
 		"CITYBRIDGE_TLS_CERT="+pc.cert,

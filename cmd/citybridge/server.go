@@ -65,6 +65,7 @@ type server struct {
 	// peerTransport carries requests to other nodes (peers.go).
 	peerTransport *http.Transport
 	started       time.Time
+	technicians   recentTokens // technician tokens lately checked, for /metrics while etcd is out of reach
 
 	stop     chan struct{} // closed by Close: background loops end
 	stopOnce sync.Once
@@ -224,6 +225,7 @@ func start(cfg Config, log *slog.Logger) (_ *server, err error) {
 	}
 	if s.node != nil {
 		sc.Cluster = &nodeCluster{n: s.node, store: s.store, process: s.process, nodes: s.liveNodes, log: log, taken: map[string]int64{}}
+		s.watchEtcd()
 	}
 	s.sig = signaling.New(sc)
 	s.sigReady.Store(s.sig)
@@ -288,15 +290,20 @@ func (s *server) routes() http.Handler {
 	mux.Handle("/whip/", s.sig.WHIP())
 	mux.Handle("/whep/", s.sig.WHEP())
 	mux.HandleFunc("GET /healthz", s.healthz)
+	mux.HandleFunc("GET /readyz", s.readyz)
 	// A cluster's nodes label every series with their name (docs/METRICS.md).
 	var node string
 	if s.node != nil {
 		node = s.cfg.Node
 	}
-	reg := controlplane.NewRegistry(controlplane.RegistryOptions{
+	ro := controlplane.RegistryOptions{
 		Media: s.mediaFigures, Sessions: s.sig.Sessions, Links: s.links, AlertsActive: s.alertsActive,
 		Reconnects: s.sig.Reconnects, Shed: s.shedFigures, Node: node,
-	})
+	}
+	if s.node != nil {
+		ro.Cluster = s.clusterFigures
+	}
+	reg := controlplane.NewRegistry(ro)
 	// The metrics name every bridge and conference and how their links
 	// fare: for Prometheus with a technician token, or from this machine.
 	mux.Handle("GET /metrics", s.technicianOrLoopback(promhttp.HandlerFor(reg,
@@ -366,7 +373,22 @@ func latencyFigures(h sfu.LatencyHistogram) controlplane.HistogramFigures {
 	return f
 }
 
+// healthz says whether the process serves: 503 while it starts or stops,
+// else 200, with status "degraded" while a cluster's node cannot reach
+// etcd. A liveness probe reads it: a node cut from etcd keeps its running
+// meetings until its lease ends, and restarting it would end them at once.
 func (s *server) healthz(w http.ResponseWriter, _ *http.Request) {
+	s.health(w, false)
+}
+
+// readyz says whether the node should be given new terminals: as
+// /healthz, but 503 while degraded. A readiness probe or a load balancer
+// reads it, so that a node cut from etcd is taken out of rotation.
+func (s *server) readyz(w http.ResponseWriter, _ *http.Request) {
+	s.health(w, true)
+}
+
+func (s *server) health(w http.ResponseWriter, degradedFails bool) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	if !s.ready.Load() {
@@ -375,9 +397,14 @@ func (s *server) healthz(w http.ResponseWriter, _ *http.Request) {
 		return
 	}
 	st := s.media.Stats()
-	_ = json.NewEncoder(w).Encode(map[string]any{
-		"status": "ok", "version": version, "conferences": st.Routers, "peers": st.Peers,
-	})
+	body := map[string]any{"status": "ok", "version": version, "conferences": st.Routers, "peers": st.Peers}
+	if s.etcdHealth(body) {
+		body["status"] = "degraded"
+		if degradedFails {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+	}
+	_ = json.NewEncoder(w).Encode(body)
 }
 
 // technicianOrLoopback lets through requests from this machine, or with a
@@ -394,7 +421,15 @@ func (s *server) technicianOrLoopback(next http.Handler) http.Handler {
 		if tok == "" {
 			tok = r.URL.Query().Get("token")
 		}
-		if g, err := s.store.Authenticate(tok); err == nil && g.Role == controlplane.RoleTechnician {
+		g, err := s.store.Authenticate(tok)
+		if err == nil && g.Role == controlplane.RoleTechnician {
+			s.technicians.saw(tok)
+			next.ServeHTTP(w, r)
+			return
+		}
+		// A node cut from etcd cannot check the token: one a technician
+		// used a short while ago still reads the metrics that say so.
+		if errors.Is(err, controlplane.ErrStoreUnavailable) && s.technicians.recent(tok) {
 			next.ServeHTTP(w, r)
 			return
 		}

@@ -60,6 +60,11 @@ func TestHealthzAndMetrics(t *testing.T) {
 	if err := json.Unmarshal([]byte(body), &h); code != http.StatusOK || err != nil || h["status"] != "ok" {
 		t.Fatalf("/healthz: %d %s", code, body)
 	}
+	// One machine: ready whenever healthy (a cluster's node cut from etcd
+	// is not: TestNodeLosesEtcd).
+	if code, body := get(t, ts, "/readyz", ""); code != http.StatusOK || !strings.Contains(body, `"status":"ok"`) {
+		t.Errorf("/readyz: %d %s", code, body)
+	}
 	code, body = get(t, ts, "/metrics", "")
 	if code != http.StatusOK {
 		t.Fatalf("/metrics: %d", code)

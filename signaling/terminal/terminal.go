@@ -46,6 +46,10 @@ type Config struct {
 	Conference string
 	// Link is the terminal's line (nil: one that never fails).
 	Link *Link
+	// LocalAddr is the address its media sockets use (default 127.0.0.1):
+	// another of this machine's, such as the root side of a veth pair,
+	// to reach a server in a network namespace.
+	LocalAddr string
 	// Layers are the simulcast RIDs published (default q and h: the 180p
 	// and 360p clips).
 	Layers []string
@@ -121,13 +125,22 @@ func New(cfg Config) (*Terminal, error) {
 // newPC makes a media connection on a loopback UDP socket of its own,
 // behind the terminal's line.
 func (t *Terminal) newPC() (*webrtc.PeerConnection, error) {
-	udp, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	local := net.ParseIP(t.cfg.LocalAddr)
+	if local == nil {
+		local = net.IPv4(127, 0, 0, 1)
+	}
+	udp, err := net.ListenPacket("udp4", net.JoinHostPort(local.String(), "0"))
 	if err != nil {
 		return nil, err
 	}
 	mux := ice.NewUDPMuxDefault(ice.UDPMuxParams{UDPConn: t.cfg.Link.PacketConn(udp)})
 	t.socks = append(t.socks, mux, udp)
 	api, err := sfutest.ClientAPIWith(true, func(se *webrtc.SettingEngine) {
+		if !local.IsLoopback() { // its own address only, to whatever the server offers
+			se.SetIPFilter(func(ip net.IP) bool { return ip.Equal(local) })
+			se.SetRemoteIPFilter(func(net.IP) bool { return true })
+			se.SetInterfaceFilter(func(string) bool { return true })
+		}
 		se.SetICEUDPMux(mux)
 		// As quick to notice a dead line as Chromium's consent checks.
 		se.SetICETimeouts(2*time.Second, 15*time.Second, 500*time.Millisecond)

@@ -80,6 +80,8 @@ export async function startSession(page, { width, height, layers, preview, rende
   s.addEventListener("error", (e) => {
     page.errors.push(e.detail);
     el("notice").textContent = errorText(e.detail.code, e.detail.message);
+    // A node cut from its cluster: the session tries the next node by itself.
+    if (e.detail.code === "cluster_unavailable") el("notice").dataset.transient = "1";
   });
   s.addEventListener("layer", (e) => {
     page.layers[e.detail.publisher] = e.detail;
@@ -89,7 +91,7 @@ export async function startSession(page, { width, height, layers, preview, rende
     page.bye = e.detail.reason;
     el("notice").textContent = t("bye_" + e.detail.reason);
     // A server restarting is only a pause: the session comes back by itself.
-    if (e.detail.reason === "server_shutdown") el("notice").dataset.transient = "1";
+    if (e.detail.reason === "server_shutdown" || e.detail.reason === "moved") el("notice").dataset.transient = "1";
   });
   return s;
 }

@@ -176,13 +176,13 @@ function renderAlerts() {
   el("alert-list").replaceChildren(
     ...[...active, ...recent].map((a) => {
       const li = document.createElement("li");
-      const name = names[a.bridge] || a.bridge;
+      const name = names[a.bridge] || a.bridge || a.node; // a node alert names the server
       li.className = a.cleared ? "cleared" : "active " + a.kind;
       li.dataset.bridge = a.bridge;
       li.textContent = a.cleared
         ? t("alert_cleared", { name, kind: t("q_" + a.kind), since: time(a.since), cleared: time(a.cleared) })
         : t("alert_" + a.kind, { name, since: time(a.since) });
-      if (!a.cleared) li.addEventListener("click", () => openDetail(a.conference, a.bridge));
+      if (!a.cleared && a.bridge) li.addEventListener("click", () => openDetail(a.conference, a.bridge));
       return li;
     }),
   );

@@ -434,6 +434,17 @@ func (n *Node) Nodes() ([]NodeInfo, error) {
 	return out, nil
 }
 
+// Live says whether the named node holds its lease (its entry is there).
+func (n *Node) Live(name string) (bool, error) {
+	ctx, cancel := n.ctx()
+	defer cancel()
+	resp, err := n.kv.cli.Get(ctx, n.kv.prefix+"nodes/"+name, clientv3.WithCountOnly())
+	if err != nil {
+		return false, fmt.Errorf("etcd: %w", err)
+	}
+	return resp.Count > 0, nil
+}
+
 // Members returns the address of every node that ever joined the
 // cluster, live or not, by name.
 func (n *Node) Members() (map[string]string, error) {

@@ -40,6 +40,7 @@ var testMedia struct {
 }
 
 func TestMain(m *testing.M) {
+	etcdtest.ChildMain() // this process may be the node tests' etcd cluster
 	code := m.Run()
 	if testMedia.dir != "" {
 		_ = os.RemoveAll(testMedia.dir)

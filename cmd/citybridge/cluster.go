@@ -2,6 +2,7 @@ package main
 
 import (
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"maps"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"citybridge/controlplane"
@@ -73,8 +75,12 @@ type nodeCluster struct {
 	nodes   func() []string
 	log     interface{ Info(string, ...any) }
 
-	mu    sync.Mutex
-	taken map[string]int64 // conference → the fence it was taken over at
+	ttl time.Duration
+
+	mu     sync.Mutex
+	taken  map[string]int64         // conference → the fence it was taken over at
+	probes map[string]probe         // node address → whether it refused a connection lately
+	gone   map[string]chan struct{} // node → closed when its lease has ended (or the wait has)
 }
 
 func (c *nodeCluster) Nodes() []string { return c.nodes() }
@@ -89,6 +95,17 @@ func (c *nodeCluster) Claim(conference string) (bool, string, error) {
 	if err != nil {
 		return false, "", err
 	}
+	if place.Name != c.n.Info().Name && c.dead(place) {
+		// Its process is gone but its lease holds on (up to the TTL):
+		// rather than send the terminal round the nodes meanwhile, hold
+		// the join until the lease is gone, then place the conference
+		// again. Nothing is taken before the lease ends.
+		if c.waitGone(place.Name) {
+			if place, err = c.n.Place(conference); err != nil {
+				return false, "", err
+			}
+		}
+	}
 	if place.Name != c.n.Info().Name {
 		return false, place.Advertise, nil
 	}
@@ -100,6 +117,65 @@ func (c *nodeCluster) Claim(conference string) (bool, string, error) {
 		return false, owner.Advertise, nil
 	}
 	return true, "", c.takeOver(conference)
+}
+
+// dead says whether the node's process is surely gone: its address
+// refuses connections (a stopped process), asked at most once a second
+// per node.
+func (c *nodeCluster) dead(ni controlplane.NodeInfo) bool {
+	u, err := url.Parse(ni.Advertise)
+	if err != nil {
+		return false
+	}
+	c.mu.Lock()
+	if p, ok := c.probes[u.Host]; ok && time.Since(p.at) < time.Second {
+		c.mu.Unlock()
+		return p.dead
+	}
+	c.mu.Unlock()
+	conn, err := net.DialTimeout("tcp", u.Host, 300*time.Millisecond)
+	dead := err != nil && errors.Is(err, syscall.ECONNREFUSED)
+	if conn != nil {
+		conn.Close()
+	}
+	c.mu.Lock()
+	c.probes[u.Host] = probe{at: time.Now(), dead: dead}
+	c.mu.Unlock()
+	return dead
+}
+
+type probe struct {
+	at   time.Time
+	dead bool
+}
+
+// waitGone waits until the node's lease has ended (its entry is gone), at
+// most a lease's TTL and a second; the joins waiting for one node share
+// one watch. It says whether the node is gone.
+func (c *nodeCluster) waitGone(name string) bool {
+	c.mu.Lock()
+	w, ok := c.gone[name]
+	if !ok {
+		w = make(chan struct{})
+		c.gone[name] = w
+		go func() {
+			deadline := time.Now().Add(c.ttl + time.Second)
+			for time.Now().Before(deadline) {
+				if live, err := c.n.Live(name); err == nil && !live {
+					break
+				}
+				time.Sleep(100 * time.Millisecond) // a watch on one key, for a few seconds
+			}
+			c.mu.Lock()
+			delete(c.gone, name)
+			c.mu.Unlock()
+			close(w)
+		}()
+	}
+	c.mu.Unlock()
+	<-w
+	live, err := c.n.Live(name)
+	return err == nil && !live
 }
 
 // takeOver records, once per ownership, that this process serves the

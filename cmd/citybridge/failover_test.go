@@ -31,6 +31,11 @@ type meeting struct {
 	bridges []string          // the fleet's bridges
 }
 
+// noCamera: synthetic rooms that publish their microphone only (the hub's
+// Chromium would decode forty cameras on a machine it shares with
+// everything else).
+func noCamera(c *terminal.Config) { c.NoCamera = true }
+
 // newMeeting starts three nodes on a store seeded with the demo (by the
 // test, so that it knows the links), and a fleet of n synthetic rooms
 // joined at the first node, which thereby serves the conference.
@@ -80,7 +85,7 @@ func newMeeting(t testing.TB, name string, ttl time.Duration, n int, skip ...str
 	})
 	if n > 0 {
 		log := slog.New(slog.NewTextHandler(io.Discard, nil))
-		if m.fleet, err = terminal.StartFleet(m.nodes[0].base, demo.Conference.ID, tokens, []string{"q"}, log); err != nil {
+		if m.fleet, err = terminal.StartFleet(m.nodes[0].base, demo.Conference.ID, tokens, []string{"q"}, log, noCamera); err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(m.fleet.Stop)
@@ -204,7 +209,7 @@ func TestBrowserFailover(t *testing.T) {
 			}
 		}
 		if n := m.fleet.Receiving(time.Second); n != len(m.bridges) {
-			return false, fmt.Sprintf("%d of %d synthetic rooms receiving", n, len(m.bridges))
+			return false, fmt.Sprintf("%d of %d synthetic rooms receiving; not: %v", n, len(m.bridges), m.fleet.NotReceiving(time.Second))
 		}
 		return true, ""
 	})
@@ -259,20 +264,33 @@ func TestBrowserFailover(t *testing.T) {
 			}
 			missing = append(missing, fmt.Sprintf("%s (%d frames at %s)", tb.name, f, node))
 		}
-		if _, ok := back["fleet"]; !ok {
-			if n := m.fleet.Receiving(500 * time.Millisecond); n == len(m.bridges) && time.Since(killed) > time.Second {
-				back["fleet"] = time.Since(killed)
-			} else {
-				missing = append(missing, fmt.Sprintf("fleet: %d of %d receiving", n, len(m.bridges)))
+		// A synthetic room is back at its first hub packet after the kill
+		// (node-1 could send none after it).
+		for i, tm := range m.fleet.Terminals {
+			name := "synthetic " + m.bridges[i]
+			if _, ok := back[name]; ok {
+				continue
 			}
+			if last := tm.LastHub(); last.After(killed) {
+				back[name] = last.Sub(killed)
+				continue
+			}
+			missing = append(missing, name)
 		}
 		return len(missing) == 0, strings.Join(missing, "; ")
 	})
 	worst := time.Duration(0)
+	var times []time.Duration
 	for who, d := range back {
-		t.Logf("%s decoding the hub again %v after the kill", who, d.Round(10*time.Millisecond))
+		if !strings.HasPrefix(who, "synthetic ") {
+			t.Logf("%s decoding the hub again %v after the kill", who, d.Round(10*time.Millisecond))
+		}
+		times = append(times, d)
 		worst = max(worst, d)
 	}
+	slices.Sort(times)
+	t.Logf("all %d rooms back: median %v, 90th %v, last %v after the kill", len(times),
+		times[len(times)/2].Round(10*time.Millisecond), times[len(times)*9/10].Round(10*time.Millisecond), worst.Round(10*time.Millisecond))
 	if worst > 10*time.Second {
 		t.Errorf("the last room decoded the hub again %v after the kill, want within 10 s", worst.Round(10*time.Millisecond))
 	}

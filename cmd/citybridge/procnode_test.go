@@ -78,7 +78,7 @@ type procCluster struct {
 
 func newProcCluster(t testing.TB, name string, leaseTTL time.Duration) *procCluster {
 	t.Helper()
-	return newProcClusterOn(t, name, leaseTTL, etcdtest.Shared(t).Endpoints)
+	return newProcClusterOn(t, name, leaseTTL, etcdtest.SharedProcess(t).Endpoints)
 }
 
 // newProcClusterOn is newProcCluster on another etcd cluster than the

@@ -224,7 +224,8 @@ func start(cfg Config, log *slog.Logger) (_ *server, err error) {
 		MaxViewers: cfg.MaxViewers,
 	}
 	if s.node != nil {
-		sc.Cluster = &nodeCluster{n: s.node, store: s.store, process: s.process, nodes: s.liveNodes, log: log, taken: map[string]int64{}}
+		sc.Cluster = &nodeCluster{n: s.node, store: s.store, process: s.process, nodes: s.liveNodes, log: log, ttl: cfg.LeaseTTL,
+			taken: map[string]int64{}, probes: map[string]probe{}, gone: map[string]chan struct{}{}}
 		s.watchEtcd()
 	}
 	s.sig = signaling.New(sc)

@@ -221,6 +221,11 @@ func StopShared() {
 	if shared.c != nil {
 		shared.c.Stop()
 	}
+	sharedProc.Lock()
+	defer sharedProc.Unlock()
+	if sharedProc.c != nil {
+		sharedProc.c.Stop()
+	}
 }
 
 // Prefix returns a key prefix no other caller in this binary got.

@@ -27,14 +27,19 @@ type Fleet struct {
 	errs      []error
 }
 
-// StartFleet starts one terminal per token against the server at base.
-func StartFleet(base, conference string, tokens []string, layers []string, log *slog.Logger) (*Fleet, error) {
+// StartFleet starts one terminal per token against the server at base;
+// each option may change every terminal's configuration.
+func StartFleet(base, conference string, tokens []string, layers []string, log *slog.Logger, opts ...func(*Config)) (*Fleet, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	f := &Fleet{ctx: ctx, cancel: cancel}
 	for i, tok := range tokens {
 		link := &Link{}
-		t, err := New(Config{Base: base, Token: tok, Conference: conference, Link: link, Layers: layers,
-			Logger: log.With("terminal", i)})
+		cfg := Config{Base: base, Token: tok, Conference: conference, Link: link, Layers: layers,
+			Logger: log.With("terminal", i)}
+		for _, o := range opts {
+			o(&cfg)
+		}
+		t, err := New(cfg)
 		if err != nil {
 			f.Stop()
 			return nil, err

@@ -35,6 +35,10 @@ const (
 	reconnectMax   = 1500 * time.Millisecond
 	connectTimeout = 2500 * time.Millisecond
 	stallTimeout   = 2 * time.Second
+	// mediaTimeout: media connections built after a join and still not
+	// connected this long after are given up and built again from a
+	// fresh join (a handshake lost on a loaded server).
+	mediaTimeout = 4 * time.Second
 )
 
 // Config describes one terminal.
@@ -283,6 +287,7 @@ func (t *Terminal) session(ctx context.Context) (joined, fresh bool, err error) 
 		}
 	}()
 	var stall <-chan time.Time
+	var building <-chan time.Time // set when a join builds new media connections
 	report := time.NewTicker(reportEvery)
 	defer report.Stop()
 	var reporting atomic.Bool
@@ -305,6 +310,12 @@ func (t *Terminal) session(ctx context.Context) (joined, fresh bool, err error) 
 			return joined, false, nil
 		case <-readErr:
 			return joined, false, nil
+		case <-building:
+			building = nil
+			if st := t.mediaState(); st != webrtc.PeerConnectionStateConnected {
+				t.log.Info("media not connected after the join: starting over", "state", st)
+				return joined, true, nil
+			}
 		case <-stall:
 			stall = nil
 			switch t.mediaState() {
@@ -331,9 +342,13 @@ func (t *Terminal) session(ctx context.Context) (joined, fresh bool, err error) 
 				}
 			}
 		case m := <-msgs:
+			was := joined
 			done, fresh, err := t.handle(m, send, &joined)
 			if done || err != nil {
 				return joined, fresh, err
+			}
+			if !was && joined && t.mediaState() != webrtc.PeerConnectionStateConnected {
+				building = time.After(mediaTimeout)
 			}
 		}
 	}

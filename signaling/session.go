@@ -343,6 +343,9 @@ func (ss *session) join(j *wire.Join) bool {
 		ss.who = controlplane.WhoOf(controlplane.Grant{Role: adm.Role, Conference: adm.Conference.ID, Bridge: adm.Bridge.ID})
 	}
 	ss.log = ss.srv.log.With("conference", adm.Conference.ID, "bridge", adm.Bridge.ID, "role", string(adm.Role), "remote", ss.remote)
+	// The cluster may hold the join a few seconds (a dead owner's lease
+	// running out): that wait is the server's, not the client's.
+	_ = ss.conn.SetReadDeadline(time.Now().Add(ss.srv.cfg.JoinTimeout))
 	switch serve, to, err := ss.srv.claim(adm.Conference.ID); {
 	case err != nil:
 		ss.srv.clusterRefused.Add(1)

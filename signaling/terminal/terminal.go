@@ -325,6 +325,11 @@ func (t *Terminal) session(ctx context.Context) (joined, fresh bool, err error) 
 				return joined, false, nil // perhaps the signaling is dead too: reconnect, resume, restart ICE
 			}
 		case <-t.pcEvents:
+			if !joined {
+				// The media connections of before this join (a node that
+				// died, say) failing now: the join starts them over.
+				continue
+			}
 			switch st := t.mediaState(); st {
 			case webrtc.PeerConnectionStateFailed:
 				t.log.Info("media failed: starting over")

@@ -173,10 +173,13 @@ export class Session extends EventTarget {
   watchMedia() {
     const states = Object.values(this.pcs).map((pc) => pc.connectionState);
     if (states.includes("failed")) {
-      this.reconnect(true);
+      // Already reconnecting (the node died, say): the connection under
+      // way must not be dropped; the join it makes starts the media over.
+      if (this.lostAt) this.resume = "";
+      else this.reconnect(true);
       return;
     }
-    if (states.includes("disconnected")) {
+    if (states.includes("disconnected") && !this.lostAt) {
       if (!this.stallTimer) {
         this.stallTimer = setTimeout(() => {
           this.stallTimer = 0;

@@ -448,7 +448,7 @@ func (m *meeting) handOver(t testing.TB, from *procNode, gw *gapWatch, after tim
 // that node take conferences again.
 func TestDrainHandsOver(t *testing.T) {
 	requireMediaPass(t) // processes and browsers, timed: alone, without the race detector
-	m := newMeeting(t, "drain", controlplane.DefaultLeaseTTL, 40)
+	m := newMeeting(t, "drain", controlplane.DefaultLeaseTTL, 20)
 	m.startHub(t)
 	n1 := m.nodes[0]
 	waitUntil(t, 60*time.Second, "every room receiving the hub", func() (bool, string) {

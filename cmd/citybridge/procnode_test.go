@@ -183,7 +183,9 @@ func (pc *procCluster) start(name string, port int, host string, wrap ...string)
 	)
 	n := &procNode{name: name, base: "https://" + addr, port: port, cmd: cmd, logs: &syncBuffer{}, exited: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = n.logs, n.logs
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // never outlives the test binary
+	// No Pdeathsig: Linux sends it when the thread that started the child
+	// ends, which the Go runtime may do at any time (a benchmark's nodes
+	// died a second after starting). The cleanup kills them.
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"strconv"
 	"sync"
-	"syscall"
 	"testing"
 )
 
@@ -52,7 +51,8 @@ func StartProcess(size int) (*ProcessCluster, error) {
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), childEnv+"="+strconv.Itoa(size))
 	cmd.Stderr = os.Stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	// No Pdeathsig (it follows the starting thread, not the process): the
+	// child ends when its standard input closes, with the test binary.
 	in, err := cmd.StdinPipe()
 	if err != nil {
 		return nil, err

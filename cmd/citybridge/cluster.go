@@ -290,7 +290,7 @@ func (s *server) seedOnce(seed func() error) error {
 }
 
 // reportLoad tells the cluster how many participants this node serves,
-// for placement (every few seconds), and reads the live nodes again.
+// for placement (every few seconds).
 func (s *server) reportLoad() {
 	n := 0
 	for _, c := range s.sig.Sessions() {
@@ -299,7 +299,6 @@ func (s *server) reportLoad() {
 	if err := s.node.SetLoad(n); err != nil {
 		s.log.Warn("cluster: load not reported", "err", err)
 	}
-	s.refreshNodes()
 }
 
 // refreshNodes keeps the live nodes' origins for the origin check: a

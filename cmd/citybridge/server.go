@@ -232,6 +232,10 @@ func start(cfg Config, log *slog.Logger) (_ *server, err error) {
 	s.sigReady.Store(s.sig)
 	if s.node != nil {
 		s.every(3*time.Second, s.reportLoad)
+		// The live nodes, every second: a terminal that joined as the
+		// cluster started learns the others (the nodes message) before
+		// its node can fail it.
+		s.every(time.Second, s.refreshNodes)
 		s.every(heartbeatEvery, s.heartbeat)
 		s.every(time.Second, s.checkDrain)
 	}

@@ -66,13 +66,15 @@ func metric(n *procNode, name, tech string) (float64, error) {
 	if code != http.StatusOK {
 		return 0, fmt.Errorf("/metrics: %d %s", code, body)
 	}
+	// A node's series carry its name: name{node="..."} value.
+	want := name + `{node="` + n.name + `"} `
 	sc := bufio.NewScanner(strings.NewReader(body))
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
+		if v, ok := strings.CutPrefix(sc.Text(), want); ok {
 			return strconv.ParseFloat(v, 64)
 		}
 	}
-	return 0, fmt.Errorf("no %s in /metrics", name)
+	return 0, fmt.Errorf("no %s in /metrics", want)
 }
 
 // logged returns the node's log lines whose message starts with msg, as

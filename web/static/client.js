@@ -172,18 +172,22 @@ export class Session extends EventTarget {
   // reconnect and, once resumed, restart ICE; failed means start over.
   watchMedia() {
     const states = Object.values(this.pcs).map((pc) => pc.connectionState);
+    // A connection under way while reconnecting (its join may be held a
+    // few seconds by a node waiting for a dead one's lease) must not be
+    // dropped because the old media fail; between two tries, starting
+    // over at once is what brings the picture back soonest.
+    const underWay = this.lostAt && this.ws;
     if (states.includes("failed")) {
-      // Already reconnecting (the node died, say): the connection under
-      // way must not be dropped; the join it makes starts the media over.
-      if (this.lostAt) this.resume = "";
+      if (underWay) this.resume = ""; // its join starts the media over
       else this.reconnect(true);
       return;
     }
-    if (states.includes("disconnected") && !this.lostAt) {
+    if (states.includes("disconnected") && !underWay) {
       if (!this.stallTimer) {
         this.stallTimer = setTimeout(() => {
           this.stallTimer = 0;
           const now = Object.values(this.pcs).map((pc) => pc.connectionState);
+          if (this.lostAt && this.ws) return; // a connection under way: let it finish
           if (now.includes("disconnected") || now.includes("failed")) this.reconnect(now.includes("failed"));
         }, STALL_MS);
       }

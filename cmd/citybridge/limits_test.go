@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -395,7 +396,12 @@ func TestControlRateLimited(t *testing.T) {
 	if n := audited(); n > allowance || n < 20 {
 		t.Errorf("%d of %d hand actions in %v were carried out and audited; the allowance is %d", n, sent, elapsed.Round(time.Millisecond), allowance)
 	}
-	if limited == 0 {
+	// The answers may be lost with the connection: the server closes it
+	// with the flood unread, which resets it, and a reset can discard what
+	// the room had not read yet. The server disconnects only after 50
+	// refusals answered rate_limited, and says so in its log.
+	reset := websocket.IsCloseError(dropped, websocket.CloseAbnormalClosure) || errors.Is(dropped, syscall.ECONNRESET)
+	if limited == 0 && !(reset && strings.Contains(ts.logs.String(), "kept sending control over the limit")) {
 		t.Errorf("no rate_limited answer before the disconnection (%d sent, ended by %v)", sent, dropped)
 	}
 	if f := int(floors.Load()); f > allowance {

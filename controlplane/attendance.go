@@ -78,14 +78,20 @@ func attendanceKey(conference, bridge string, seq uint64) []byte {
 	return binary.BigEndian.AppendUint64(k, seq)
 }
 
+// bridgePrefix is the start of every key of the bridge's intervals in
+// the conference.
+func bridgePrefix(conference, bridge string) []byte {
+	k := attendanceKey(conference, bridge, 0)
+	return k[:len(k)-8]
+}
+
 func attendancePrefix(conference string) []byte {
 	return append([]byte(conference), 0)
 }
 
 // openInterval finds the bridge's open interval, if any.
 func openInterval(b kvBucket, conference, bridge string) (key []byte, rec intervalRecord, ok bool) {
-	prefix := attendanceKey(conference, bridge, 0)
-	prefix = prefix[:len(prefix)-8]
+	prefix := bridgePrefix(conference, bridge)
 	c := b.Cursor()
 	var last []byte
 	for k, _ := c.Seek(prefix); k != nil && len(k) == len(prefix)+8 && string(k[:len(prefix)]) == string(prefix); k, _ = c.Next() {
@@ -124,8 +130,7 @@ func (s *Store) AttendanceJoin(conference, bridge string) error {
 // interval, open or closed): a locked conference lets it back in, on
 // whichever node serves the conference now.
 func (s *Store) Attended(conference, bridge string) bool {
-	prefix := attendanceKey(conference, bridge, 0)
-	prefix = prefix[:len(prefix)-8]
+	prefix := bridgePrefix(conference, bridge)
 	found := false
 	_ = s.db.View(func(tx kvTx) error {
 		k, _ := tx.Bucket(bucketAttendance).Cursor().Seek(prefix)
@@ -186,36 +191,9 @@ func (s *Store) RecoverOpen() (int, error) {
 	n := 0
 	err := s.db.Update(func(tx kvTx) error {
 		alive, _ := time.Parse(time.RFC3339Nano, string(tx.Bucket(bucketMeta).Get(keyAlive)))
-		b := tx.Bucket(bucketAttendance)
-		type fix struct {
-			k   []byte
-			rec intervalRecord
-		}
-		var fixes []fix
-		err := b.ForEach(func(k, v []byte) error {
-			var rec intervalRecord
-			if err := jsonUnmarshal(v, &rec); err != nil {
-				return err
-			}
-			if rec.Leave.IsZero() {
-				rec.Leave, rec.Cause = alive, EndServerStopped
-				if rec.Leave.Before(rec.Join) {
-					rec.Leave = rec.Join
-				}
-				fixes = append(fixes, fix{slices.Clone(k), rec})
-			}
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		for _, f := range fixes {
-			if err := putRaw(b, f.k, f.rec); err != nil {
-				return err
-			}
-		}
-		n = len(fixes)
-		return nil
+		var err error
+		n, err = closeOpen(tx.Bucket(bucketAttendance), nil, alive, EndServerStopped)
+		return err
 	})
 	return n, err
 }

@@ -321,12 +321,11 @@ func (s *Store) OwnedBy(node string) ([]string, error) {
 	if !ok {
 		return nil, ErrNoCluster
 	}
-	n := &Node{kv: e}
-	owners, err := n.Owners()
+	byNode, err := owners(e)
 	if err != nil {
 		return nil, err
 	}
-	return owners[node], nil
+	return byNode[node], nil
 }
 
 // Fence returns the fencing revision of the conference as this node holds

@@ -1,6 +1,7 @@
 package controlplane
 
 import (
+	"context"
 	"encoding/json"
 	"slices"
 	"strings"
@@ -67,11 +68,14 @@ func ownerSkip(key string) bool { return strings.HasPrefix(key, "_") }
 
 // Owners returns the conferences each node serves, by node name, sorted,
 // read from the ownership keys.
-func (n *Node) Owners() (map[string][]string, error) {
-	ctx, cancel := n.ctx()
+func (n *Node) Owners() (map[string][]string, error) { return owners(n.kv) }
+
+// owners reads the ownership keys: conferences by owner's name.
+func owners(kv *etcdKV) (map[string][]string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), kv.timeout)
 	defer cancel()
-	prefix := n.kv.prefix + "owners/"
-	resp, err := n.kv.cli.Get(ctx, prefix, clientv3.WithPrefix())
+	prefix := kv.prefix + "owners/"
+	resp, err := kv.cli.Get(ctx, prefix, clientv3.WithPrefix())
 	if err != nil {
 		return nil, err
 	}

@@ -70,7 +70,7 @@ func (s *Store) TakeOver(conference, process string) (int, error) {
 				}
 			}
 			var err error
-			if closed, err = closeOpen(tx.Bucket(bucketAttendance), conference, at, EndDropped); err != nil {
+			if closed, err = closeOpen(tx.Bucket(bucketAttendance), attendancePrefix(conference), at, EndDropped); err != nil {
 				return err
 			}
 		}
@@ -86,22 +86,28 @@ func (s *Store) HandOver(conference string) (int, error) {
 	n := 0
 	err := s.db.Update(func(tx kvTx) error {
 		var err error
-		n, err = closeOpen(tx.Bucket(bucketAttendance), conference, now, EndMoved)
+		n, err = closeOpen(tx.Bucket(bucketAttendance), attendancePrefix(conference), now, EndMoved)
 		return err
 	})
 	return n, err
 }
 
-// closeOpen ends every open interval of the conference at at, with cause.
-func closeOpen(b kvBucket, conference string, at time.Time, cause string) (int, error) {
-	prefix := attendancePrefix(conference)
+// closeOpen ends every open interval whose key starts with prefix (nil:
+// all of them) at at (or its own start, if later), with cause.
+func closeOpen(b kvBucket, prefix []byte, at time.Time, cause string) (int, error) {
 	type fix struct {
 		k   []byte
 		rec intervalRecord
 	}
 	var fixes []fix
 	c := b.Cursor()
-	for k, v := c.Seek(prefix); k != nil && len(k) >= len(prefix) && string(k[:len(prefix)]) == string(prefix); k, v = c.Next() {
+	var k, v []byte
+	if prefix == nil {
+		k, v = c.First()
+	} else {
+		k, v = c.Seek(prefix)
+	}
+	for ; k != nil && len(k) >= len(prefix) && string(k[:len(prefix)]) == string(prefix); k, v = c.Next() {
 		var rec intervalRecord
 		if err := jsonUnmarshal(v, &rec); err != nil {
 			return 0, err

@@ -292,13 +292,18 @@ func (s *server) seedOnce(seed func() error) error {
 // reportLoad tells the cluster how many participants this node serves,
 // for placement (every few seconds).
 func (s *server) reportLoad() {
+	if err := s.node.SetLoad(s.load()); err != nil {
+		s.log.Warn("cluster: load not reported", "err", err)
+	}
+}
+
+// load is how many participants this server serves now.
+func (s *server) load() int {
 	n := 0
 	for _, c := range s.sig.Sessions() {
 		n += c
 	}
-	if err := s.node.SetLoad(n); err != nil {
-		s.log.Warn("cluster: load not reported", "err", err)
-	}
+	return n
 }
 
 // refreshNodes keeps the live nodes' origins for the origin check: a
@@ -318,18 +323,16 @@ func (s *server) refreshNodes() {
 	} else if old := s.nodeOrigins.Load(); old != nil {
 		origins = maps.Clone(*old)
 	}
-	var list []string
 	for _, n := range nodes {
 		origins[strings.ToLower(n.Advertise)] = true
-		list = append(list, n.Advertise)
 	}
 	s.nodeOrigins.Store(&origins)
-	old := s.nodeList.Swap(&list)
+	before := s.liveNodes()
 	s.nodeInfos.Store(&nodes)
 	// Pages and terminals learn a node come or gone at once: the list is
 	// where they go when theirs stops answering.
-	if sig := s.sigReady.Load(); sig != nil && (old == nil || !slices.Equal(*old, list)) {
-		sig.SetNodes(list)
+	if sig := s.sigReady.Load(); sig != nil && !slices.Equal(before, s.liveNodes()) {
+		sig.SetNodes(s.liveNodes())
 	}
 }
 
@@ -354,10 +357,11 @@ func (s *server) liveNodeInfos() []controlplane.NodeInfo {
 
 // liveNodes are the live nodes' addresses, as last read.
 func (s *server) liveNodes() []string {
-	if l := s.nodeList.Load(); l != nil {
-		return *l
+	var out []string
+	for _, n := range s.liveNodeInfos() {
+		out = append(out, n.Advertise)
 	}
-	return nil
+	return out
 }
 
 // nodeOrigin says whether origin is a live node of the cluster.
@@ -378,10 +382,9 @@ func (s *server) checkDrain() {
 	if err != nil {
 		return // etcd out of reach: nothing to hand over to either
 	}
-	if want == s.draining.Load() && (!want || len(s.node.Owned()) == 0) {
+	if want == s.node.Info().Draining && (!want || len(s.node.Owned()) == 0) {
 		return
 	}
-	s.draining.Store(want)
 	if !want {
 		if err := s.node.SetDraining(false); err == nil {
 			s.log.Info("cluster: drain undone; taking conferences again")

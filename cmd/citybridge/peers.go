@@ -259,12 +259,8 @@ func (s *server) nodesView() controlplane.NodesView {
 		return s.node.Status()
 	}
 	name, _ := os.Hostname()
-	load := 0
-	for _, n := range s.sig.Sessions() {
-		load += n
-	}
 	return controlplane.NodesView{Mode: controlplane.ModeSingle, Nodes: []controlplane.NodeStatus{{
-		NodeInfo:    controlplane.NodeInfo{Name: name, Advertise: s.baseURL(), Version: version, Load: load, Started: s.started},
+		NodeInfo:    controlplane.NodeInfo{Name: name, Advertise: s.baseURL(), Version: version, Load: s.load(), Started: s.started},
 		Conferences: s.sig.Conferences(), Health: controlplane.HealthOK, Self: true,
 	}}}
 }

@@ -58,9 +58,7 @@ type server struct {
 	node        *controlplane.Node
 	sigReady    sigPointer
 	nodeOrigins atomic.Pointer[map[string]bool] // the live nodes' origins
-	nodeList    atomic.Pointer[[]string]        // and their addresses
 	process     string                          // this process in the store's records of who served what
-	draining    atomic.Bool                     // handing conferences over (citybridge drain)
 	nodeInfos   atomic.Pointer[[]controlplane.NodeInfo]
 	// peerTransport carries requests to other nodes (peers.go).
 	peerTransport *http.Transport

@@ -44,6 +44,9 @@ var routinePion = []routineMessage{
 	// for a connection the UDP port has just let go: every leave.
 	{scope: "ice", prefix: "Failed to read from candidate", when: closing},
 	{scope: "ice", prefix: "Failed to write packet", when: closing},
+	// A terminal that leaves as its answer arrives: the agent is closed
+	// before its checks start.
+	{scope: "ice", prefix: "Failed to start connectivity checks", when: closing},
 	{scope: "udpmux", prefix: "Failed to write packet", when: closing},
 	// Browsers hide their host addresses behind .local names; the server
 	// does not resolve them (mDNS is off) and needs not: the terminal

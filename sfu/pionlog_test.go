@@ -23,6 +23,8 @@ func TestPionRoutineLevels(t *testing.T) {
 		{"ice", "Discard message from (10.0.0.1:5000), unknown TransactionID 0x1f", true},
 		{"ice", "Discard request with broken integrity from (10.0.0.1:5000), integrity check failed", false},
 		{"ice", "Failed to handle decode ICE from 10.0.0.1:5000 to 10.0.0.2:6000: bad", false},
+		{"ice", "Failed to start connectivity checks: the agent is closed", true},
+		{"ice", "Failed to start connectivity checks: some other trouble", false},
 		{"udpmux", "Failed to write packet: io: read/write on closed pipe", true},
 		{"pc", "Failed to accept RTP stream is already closed", true},
 		{"pc", "Incoming unhandled RTCP ssrc(1234), OnTrack will not be fired", true},

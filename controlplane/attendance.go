@@ -89,21 +89,31 @@ func attendancePrefix(conference string) []byte {
 	return append([]byte(conference), 0)
 }
 
-// openInterval finds the bridge's open interval, if any.
-func openInterval(b kvBucket, conference, bridge string) (key []byte, rec intervalRecord, ok bool) {
+// lastInterval is the key of the bridge's latest interval (nil: none).
+func lastInterval(b kvBucket, conference, bridge string) []byte {
 	prefix := bridgePrefix(conference, bridge)
 	c := b.Cursor()
 	var last []byte
 	for k, _ := c.Seek(prefix); k != nil && len(k) == len(prefix)+8 && string(k[:len(prefix)]) == string(prefix); k, _ = c.Next() {
 		last = k
 	}
-	if last == nil {
+	return slices.Clone(last)
+}
+
+// openInterval finds the bridge's open interval, if any.
+func openInterval(b kvBucket, conference, bridge string) (key []byte, rec intervalRecord, ok bool) {
+	return intervalOpen(b, lastInterval(b, conference, bridge))
+}
+
+// intervalOpen reads the interval at key (nil: none) if it is open.
+func intervalOpen(b kvBucket, key []byte) (_ []byte, rec intervalRecord, ok bool) {
+	if key == nil {
 		return nil, rec, false
 	}
-	if err := jsonUnmarshal(b.Get(last), &rec); err != nil || !rec.Leave.IsZero() {
+	if err := jsonUnmarshal(b.Get(key), &rec); err != nil || !rec.Leave.IsZero() {
 		return nil, rec, false
 	}
-	return slices.Clone(last), rec, true
+	return key, rec, true
 }
 
 // AttendanceJoin opens an interval for the bridge, unless it has one open:
@@ -113,12 +123,18 @@ func (s *Store) AttendanceJoin(conference, bridge string) error {
 	now := s.now().UTC()
 	return s.db.Update(func(tx kvTx) error {
 		b := tx.Bucket(bucketAttendance)
-		if _, _, ok := openInterval(b, conference, bridge); ok {
+		last := lastInterval(b, conference, bridge)
+		if _, _, ok := intervalOpen(b, last); ok {
 			return nil
 		}
-		seq, err := b.NextSequence()
-		if err != nil {
-			return err
+		// The bridge's own sequence, not the bucket's: on etcd, bridges
+		// joining at once (a whole conference after a failover) would
+		// otherwise all write the bucket's counter and overtake each
+		// other's transactions. Unique within the bridge's keys, which
+		// is all a key needs.
+		seq := uint64(1)
+		if last != nil {
+			seq = binary.BigEndian.Uint64(last[len(last)-8:]) + 1
 		}
 		return putRaw(b, attendanceKey(conference, bridge, seq), intervalRecord{
 			Conference: conference, Bridge: bridge, Interval: Interval{Join: now, Worst: LinkGood},

@@ -439,6 +439,24 @@ var storeSuite = []struct {
 		if len(entries) != 2*each {
 			t.Errorf("%d audit entries from two nodes, want %d", len(entries), 2*each)
 		}
+		// Both nodes opened the same two bridges' intervals at once: each
+		// has one (on etcd, the second transaction saw the first's
+		// interval appear where it had looked, and ran again).
+		for w := range 2 {
+			bridge := fmt.Sprintf("ward-%03d", w)
+			n := 0
+			_ = s1.db.View(func(tx kvTx) error {
+				prefix := bridgePrefix(c.ID, bridge)
+				cur := tx.Bucket(bucketAttendance).Cursor()
+				for k, _ := cur.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = cur.Next() {
+					n++
+				}
+				return nil
+			})
+			if n != 1 {
+				t.Errorf("%s has %d attendance intervals after joins from two nodes at once, want 1", bridge, n)
+			}
+		}
 		cs, _ := s1.Conferences()
 		ids := map[string]bool{}
 		for _, c := range cs {

@@ -125,17 +125,18 @@ func (e *etcdKV) View(fn func(kvTx) error) error {
 }
 
 func (e *etcdKV) Update(fn func(kvTx) error) error {
-	start, gets := time.Now(), 0
+	start, gets, runs := time.Now(), 0, 0
 	defer func() {
 		if d := time.Since(start); d > slowTxn {
 			caller := "?"
 			if pc, _, _, ok := runtime.Caller(2); ok {
 				caller = runtime.FuncForPC(pc).Name()
 			}
-			slog.Warn("etcd: slow store transaction", "took", d.Round(time.Millisecond), "requests", gets, "by", caller)
+			slog.Warn("etcd: slow store transaction", "took", d.Round(time.Millisecond), "requests", gets, "runs", runs, "by", caller)
 		}
 	}()
 	for attempt := range etcdRetries {
+		runs++
 		tx := &etcdTx{kv: e, writable: true, reads: map[string]int64{}, writes: map[string][]byte{}}
 		err := fn(tx)
 		if tx.err != nil { // a failed read first, as in View
@@ -254,8 +255,8 @@ func (t *etcdTx) get(key string) []byte {
 	return v
 }
 
-// scan reads up to limit keys of [start, end), ascending or descending,
-// and records the range as read.
+// scan reads up to limit keys of [start, end), ascending or descending.
+// The cursor records what of it it used (observed).
 func (t *etcdTx) scan(start, end string, limit int64, descend bool) [][2][]byte {
 	order := clientv3.SortAscend
 	if descend {
@@ -265,14 +266,21 @@ func (t *etcdTx) scan(start, end string, limit int64, descend bool) [][2][]byte 
 	if resp == nil {
 		return nil
 	}
-	if t.writable {
-		t.ranges = append(t.ranges, [2]string{start, end})
-	}
 	out := make([][2][]byte, len(resp.Kvs))
 	for i, kv := range resp.Kvs {
 		out[i] = [2][]byte{kv.Key, kv.Value}
 	}
 	return out
+}
+
+// observed records [start, end) as read: a commit fails if any key in it
+// changed since. Only what a cursor moved over is recorded, not the
+// whole page it read: two transactions each walking their own bridge's
+// intervals do not overtake each other because one page held both.
+func (t *etcdTx) observed(start, end string) {
+	if t.writable && start < end {
+		t.ranges = append(t.ranges, [2]string{start, end})
+	}
 }
 
 // put buffers a write (nil: a delete) for the commit.

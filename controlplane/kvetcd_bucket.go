@@ -160,7 +160,7 @@ func (c *etcdCursor) next(from string, strictly bool) (k, v []byte) {
 	if strictly {
 		lo = from + "\x00"
 	}
-	end := c.b.end()
+	start, end := lo, c.b.end()
 	// The cluster's next key that the transaction has not deleted.
 	var remote [2][]byte
 	found := false
@@ -186,6 +186,13 @@ func (c *etcdCursor) next(from string, strictly bool) (k, v []byte) {
 			continue
 		}
 		remote, found = kv, true
+	}
+	// What the move saw of the cluster: no key from start up to the one
+	// found (that one included), or none to the bucket's end.
+	if found {
+		c.b.tx.observed(start, string(remote[0])+"\x00")
+	} else {
+		c.b.tx.observed(start, end)
 	}
 	// The transaction's own next key.
 	var local string
@@ -213,6 +220,11 @@ func (c *etcdCursor) prev(before string) (k, v []byte) {
 			continue
 		}
 		remote, found = got[0], true
+	}
+	if found { // the key found, and none after it before "before"
+		c.b.tx.observed(string(remote[0]), before)
+	} else {
+		c.b.tx.observed(c.b.keys, before)
 	}
 	var local string
 	for key, w := range c.b.tx.writes {

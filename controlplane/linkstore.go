@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"math"
+	"math/rand/v2"
+	"sync/atomic"
 	"time"
 )
 
@@ -47,12 +49,21 @@ type Event struct {
 	Detail     string    `json:"detail,omitempty"`
 }
 
-// eventKey orders events by time; the sequence keeps two events of the
-// same nanosecond apart.
+// eventKey orders events by time; the tag keeps two events of the same
+// nanosecond apart.
 func eventKey(at time.Time, seq uint64) []byte {
 	k := binary.BigEndian.AppendUint64(nil, uint64(at.UnixNano()))
 	return binary.BigEndian.AppendUint64(k, seq)
 }
+
+// An event's tag: this process's random half, then its own count. Not
+// the bucket's sequence: on etcd every writer would update that one key,
+// and the events of rooms joining at once (a whole conference after a
+// failover) overtook each other's transactions, sixteen runs each.
+var (
+	eventProcess = uint64(rand.Uint32()) << 32
+	eventCount   atomic.Uint32
+)
 
 // AddEvents stores events in one fsynced transaction and prunes what is
 // older than EventsKeep or beyond maxEvents.
@@ -68,18 +79,15 @@ func (s *Store) AddEvents(evs ...Event) error {
 			if e.At.IsZero() {
 				e.At = now
 			}
-			seq, err := b.NextSequence()
-			if err != nil {
-				return err
-			}
+			n := eventCount.Add(1)
 			v, err := json.Marshal(e)
 			if err != nil {
 				return err
 			}
-			if err := b.Put(eventKey(e.At, seq), v); err != nil {
+			if err := b.Put(eventKey(e.At, eventProcess|uint64(n)), v); err != nil {
 				return err
 			}
-			counted = counted || seq%1024 == 0
+			counted = counted || n%1024 == 0
 		}
 		cutoff := eventKey(now.Add(-EventsKeep), 0)
 		excess := 0

@@ -26,12 +26,18 @@ type conference struct {
 	router *sfu.Router
 	log    *slog.Logger
 
-	joinMu  sync.Mutex // one admission at a time: a bridge never gets two peers
-	mu      sync.Mutex
-	members map[string]*member // by bridge ID ("hub" for the host)
-	roll    map[string]*wire.RosterEntry
-	order   []string       // roster order: by bridge ID
-	pins    map[string]int // technicians' layer caps, by bridge ID
+	// Admissions: one at a time per bridge (a bridge never gets two
+	// peers), any number of bridges at once (each admission waits on the
+	// store: after a failover the whole conference joins within a second,
+	// and one at a time, the last waited for all the others' writes).
+	// Viewers, counted against a limit, are admitted one at a time.
+	admitting map[string]*bridgeLock // by bridge ID, guarded by mu
+	viewerMu  sync.Mutex
+	mu        sync.Mutex
+	members   map[string]*member // by bridge ID ("hub" for the host)
+	roll      map[string]*wire.RosterEntry
+	order     []string       // roster order: by bridge ID
+	pins      map[string]int // technicians' layer caps, by bridge ID
 
 	// Floor state (floor.go), guarded by mu; stored on every change.
 	state   controlplane.State
@@ -92,15 +98,16 @@ func newConference(s *Server, c controlplane.Conference) (*conference, error) {
 		return nil, err
 	}
 	conf := &conference{
-		srv:     s,
-		id:      c.ID,
-		router:  router,
-		log:     s.log.With("conference", c.ID),
-		members: map[string]*member{},
-		roll:    map[string]*wire.RosterEntry{},
-		pins:    map[string]int{},
-		state:   c.State,
-		unmuted: map[string]bool{},
+		srv:       s,
+		id:        c.ID,
+		router:    router,
+		log:       s.log.With("conference", c.ID),
+		members:   map[string]*member{},
+		admitting: map[string]*bridgeLock{},
+		roll:      map[string]*wire.RosterEntry{},
+		pins:      map[string]int{},
+		state:     c.State,
+		unmuted:   map[string]bool{},
 
 		selfTest: map[string]time.Time{},
 	}
@@ -132,31 +139,36 @@ func newConference(s *Server, c controlplane.Conference) (*conference, error) {
 // connection for the same bridge is ended and its media closed before the
 // new one gets its own. resumed reports which.
 func (c *conference) admit(ss *session, resume string) (m *member, resumed bool, err error) {
-	c.joinMu.Lock()
-	defer c.joinMu.Unlock()
+	// By the bridge asked for: a host console that placeLocked renames
+	// still waits on the hub's admissions (a WHIP encoder's).
+	defer c.lockBridge(ss.adm.Bridge.ID)()
+	if ss.adm.Role == controlplane.RoleViewer {
+		// The viewers' limit is checked where the member is also taken:
+		// two viewers at once cannot both pass a check only one may.
+		c.viewerMu.Lock()
+		defer c.viewerMu.Unlock()
+	}
 	c.mu.Lock()
-	// The admission limits are checked here, under joinMu, where the
-	// member is also taken: two joins at once cannot both pass a check
-	// that only one of them may.
 	if err := c.placeLocked(ss); err != nil {
 		c.mu.Unlock()
 		return nil, false, err
 	}
 	id := ss.adm.Bridge.ID
-	if c.locked && ss.adm.Role == controlplane.RoleRoom {
-		// A locked conference keeps the bridges it has: one that was in
-		// it may come back, a new one may not.
-		// The roll of a node that took the conference over starts empty:
-		// the store's attendance says who was in.
-		if e := c.roll[id]; (e == nil || e.State == wire.StateAbsent) && !c.srv.cfg.Store.Attended(c.id, id) {
-			c.mu.Unlock()
-			return nil, false, refuse(wire.CodeConferenceLocked, "the host has locked the conference")
-		}
-	}
-	if c.state == controlplane.StateEnded {
-		c.mu.Unlock()
+	// A locked conference keeps the bridges it has: one that was in it
+	// may come back, a new one may not. The roll of a node that took the
+	// conference over starts empty: the store's attendance says who was
+	// in.
+	e := c.roll[id]
+	askStore := c.locked && ss.adm.Role == controlplane.RoleRoom && (e == nil || e.State == wire.StateAbsent)
+	ended := c.state == controlplane.StateEnded
+	c.mu.Unlock()
+	if ended {
 		return nil, false, refuse(wire.CodeConferenceEnded, "the conference has ended")
 	}
+	if askStore && !c.srv.cfg.Store.Attended(c.id, id) {
+		return nil, false, refuse(wire.CodeConferenceLocked, "the host has locked the conference")
+	}
+	c.mu.Lock()
 	old := c.members[id]
 	if old != nil && resume != "" && old.resume == resume {
 		prev := old.ss
@@ -238,6 +250,35 @@ func (c *conference) admit(ss *session, resume string) (m *member, resumed bool,
 	return m, false, nil
 }
 
+// bridgeLock is one bridge's admission lock, kept while anyone holds or
+// waits for it.
+type bridgeLock struct {
+	sync.Mutex
+	users int
+}
+
+// lockBridge waits until no other admission of the bridge is under way,
+// and returns what ends this one.
+func (c *conference) lockBridge(id string) (unlock func()) {
+	c.mu.Lock()
+	l := c.admitting[id]
+	if l == nil {
+		l = &bridgeLock{}
+		c.admitting[id] = l
+	}
+	l.users++
+	c.mu.Unlock()
+	l.Lock()
+	return func() {
+		l.Unlock()
+		c.mu.Lock()
+		if l.users--; l.users == 0 {
+			delete(c.admitting, id)
+		}
+		c.mu.Unlock()
+	}
+}
+
 // resumedElsewhere says whether resume is the token of the bridge's place
 // as another node of the cluster served it (the conference changed node):
 // the bridge is coming back, not joining. Its media start over here.
@@ -260,8 +301,9 @@ func (c *conference) resumedElsewhere(ss *session, resume string) bool {
 var errViewersFull = errors.New("signaling: the conference has all the viewers it may have")
 
 // placeLocked applies the admission limits that depend on who else is in
-// the conference (c.mu held, under joinMu): a console joining while a WHIP
-// encoder is the hub chairs beside it as HubConsole; an encoder cannot
+// the conference (c.mu held, under its bridge's admission lock, and a
+// viewer's under viewerMu): a console joining while a WHIP encoder is the
+// hub chairs beside it as HubConsole; an encoder cannot
 // take the hub's place from a console publishing the camera; a conference
 // takes at most Config.MaxViewers viewers.
 func (c *conference) placeLocked(ss *session) error {

@@ -59,6 +59,15 @@ type session struct {
 	// actions (limits.go; reader goroutine only).
 	messages, offers, controls allowance
 
+	// What the member's media say (offers, candidates, layers) waits
+	// for the joined message: a bridge's peer exists, and can be
+	// offered another bridge's newly published track, before its join
+	// is answered, and a terminal takes an offer that comes before
+	// joined as one for the media connections it had before.
+	heldMu sync.Mutex
+	told   bool // joined was sent
+	held   []wire.Message
+
 	closeOnce sync.Once
 	done      chan struct{} // closed when the session ends
 	byeReason string        // guarded by closeOnce
@@ -379,7 +388,7 @@ func (ss *session) join(j *wire.Join) bool {
 	ss.peer = m.peer
 	_ = ss.conn.SetReadDeadline(time.Now().Add(pongTimeout))
 	ss.log.Info("joined", "resumed", resumed)
-	ss.send(wire.Joined{
+	ss.sendJoined(wire.Joined{
 		Participant: adm.Bridge.ID,
 		Role:        string(adm.Role),
 		Conference:  wire.Conference{ID: adm.Conference.ID, Title: adm.Conference.Title, State: string(adm.Conference.State)},
@@ -509,13 +518,41 @@ func (ss *session) end(reason string) {
 
 // PeerListener implementation: what the SFU wants said to the client.
 
+// sendMedia sends what the member's media say, once the client has been
+// told it joined; until then it is held.
+func (ss *session) sendMedia(m wire.Message) {
+	if ss.headless != "" {
+		return // nothing is sent to it (and it is never told joined)
+	}
+	ss.heldMu.Lock()
+	defer ss.heldMu.Unlock()
+	if !ss.told {
+		ss.held = append(ss.held, m)
+		return
+	}
+	ss.send(m)
+}
+
+// sendJoined sends the joined message, then whatever the media said
+// before it.
+func (ss *session) sendJoined(j wire.Joined) {
+	ss.heldMu.Lock()
+	defer ss.heldMu.Unlock()
+	ss.send(j)
+	ss.told = true
+	for _, m := range ss.held {
+		ss.send(m)
+	}
+	ss.held = nil
+}
+
 func (ss *session) OnOffer(sdp string) {
-	ss.send(wire.Offer{PC: wire.PCSubscribe, SDP: sdp})
+	ss.sendMedia(wire.Offer{PC: wire.PCSubscribe, SDP: sdp})
 }
 
 func (ss *session) OnCandidate(pc sfu.PC, c webrtc.ICECandidateInit) {
 	ss.log.Debug("local candidate", "pc", pc.String(), "candidate", c.Candidate)
-	ss.send(wire.Candidate{PC: pc.String(), Candidate: candidateToWire(c)})
+	ss.sendMedia(wire.Candidate{PC: pc.String(), Candidate: candidateToWire(c)})
 }
 
 func (ss *session) OnConnectionState(pc sfu.PC, s webrtc.PeerConnectionState) {
@@ -531,7 +568,7 @@ func (ss *session) OnLayer(e sfu.LayerEvent) {
 		layer = sfu.RIDForLayer(e.Layer)
 	}
 	ss.log.Info("layer", "track", e.Track, "publisher", e.Publisher, "layer", layer, "reason", e.Reason, "estimate", e.Estimate)
-	ss.send(wire.Layer{Track: e.Track, Publisher: e.Publisher, Layer: layer, Reason: e.Reason, Estimate: e.Estimate})
+	ss.sendMedia(wire.Layer{Track: e.Track, Publisher: e.Publisher, Layer: layer, Reason: e.Reason, Estimate: e.Estimate})
 	if e.Publisher == controlplane.HubBridge.ID && ss.adm.Role == controlplane.RoleRoom {
 		ss.noteLink(e.Reason)
 	}

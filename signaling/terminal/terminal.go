@@ -433,8 +433,8 @@ func (t *Terminal) handle(m wire.Message, send func(wire.Message), joined *bool)
 			return true, true, err
 		}
 	case *wire.Offer:
-		if m.PC != wire.PCSubscribe || t.sub == nil {
-			return false, false, nil
+		if m.PC != wire.PCSubscribe || t.sub == nil || !*joined {
+			return false, false, nil // before joined: not for these media (PROTOCOL.md)
 		}
 		if err := t.sub.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: m.SDP}); err != nil {
 			t.log.Warn("sub offer", "err", err)

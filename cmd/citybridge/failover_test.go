@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"os"
 	"os/exec"
 	"slices"
 	"strings"
@@ -88,7 +89,7 @@ func newMeeting(t testing.TB, name string, ttl time.Duration, n int, skip ...str
 		m.fleetLog = &syncBuffer{}
 		log := slog.New(slog.NewTextHandler(m.fleetLog, nil))
 		t.Cleanup(func() {
-			if t.Failed() {
+			if t.Failed() || os.Getenv("CITYBRIDGE_SERVER_LOGS") != "" {
 				t.Logf("synthetic rooms' log:\n%s", m.fleetLog.String())
 			}
 		})
@@ -179,7 +180,7 @@ func hubFrames(tb *tab) (frames int, node string, err error) {
 }
 
 // TestBrowserFailover: three node processes on one embedded etcd; a
-// Chromium hub, two Chromium rooms and 20 synthetic rooms in a conference
+// Chromium hub, two Chromium rooms and 40 synthetic rooms in a conference
 // served by the first node; the chair gives the floor, unmutes a room and
 // locks the conference. The owner is killed (SIGKILL): within 10 s every
 // room decodes the hub again, served by another node, which every page and
@@ -189,11 +190,7 @@ func hubFrames(tb *tab) (frames int, node string, err error) {
 func TestBrowserFailover(t *testing.T) {
 	requireMediaPass(t) // processes and browsers, timed: alone, without the race detector
 	rooms := []string{"commune-001", "ward-017"}
-	// 20 synthetic rooms, not the issue's 40: with 40 beside three
-	// Chromiums on a two-core CI machine, some rooms' media handshakes with
-	// the new node stall again and again (issue 21's note). Without the
-	// browsers, 40 come back within 6.6 s in every kill (BenchmarkFailover).
-	m := newMeeting(t, "failover", controlplane.DefaultLeaseTTL, 20, rooms...)
+	m := newMeeting(t, "failover", controlplane.DefaultLeaseTTL, 40, rooms...)
 	n1 := m.nodes[0]
 	conf := m.demo.Conference.ID
 	// The hub's camera at 360p: three browsers and four servers share two
@@ -302,22 +299,11 @@ func TestBrowserFailover(t *testing.T) {
 	slices.Sort(times)
 	t.Logf("all %d rooms back: median %v, 90th %v, last %v after the kill", len(times),
 		times[len(times)/2].Round(10*time.Millisecond), times[len(times)*9/10].Round(10*time.Millisecond), worst.Round(10*time.Millisecond))
-	// The issue's target is every room within 10 s. The browsers (the
-	// host console and two rooms) and most synthetic rooms make it; on a
-	// loaded two-core machine a few synthetic rooms' media handshakes with
-	// the new node stall and are started over (4 s later), so for them the
-	// bound here is the median within 10 s and each within 20 s
-	// (bench/RESULTS.md, "Cluster": the distribution; issue 21's note).
-	for _, who := range append([]string{}, rooms...) {
-		if back[who] > 10*time.Second {
-			t.Errorf("%s decoded the hub again %v after the kill, want within 10 s", who, back[who].Round(10*time.Millisecond))
+	// Every room within 10 s: the browsers and the 40 synthetic rooms.
+	for who, d := range back {
+		if d > 10*time.Second {
+			t.Errorf("%s decoded the hub again %v after the kill, want within 10 s", who, d.Round(10*time.Millisecond))
 		}
-	}
-	if med := times[len(times)/2]; med > 10*time.Second {
-		t.Errorf("half the rooms took over %v to decode the hub again, want the median within 10 s", med.Round(10*time.Millisecond))
-	}
-	if worst > 20*time.Second {
-		t.Errorf("the last room decoded the hub again %v after the kill, want within 20 s", worst.Round(10*time.Millisecond))
 	}
 	owner := m.owner(t)
 	if owner == nil || owner == n1 {
@@ -443,7 +429,7 @@ func (m *meeting) handOver(t testing.TB, from *procNode, gw *gapWatch, after tim
 	return worst, owner
 }
 
-// TestDrainHandsOver: a synthetic hub and 20 synthetic rooms in a
+// TestDrainHandsOver: a synthetic hub and 40 synthetic rooms in a
 // conference served by node-1. SIGTERM on node-1: it hands the conference
 // to another node and sends every terminal straight there; no room waits
 // more than 3 s between two of the hub's video packets, and the
@@ -452,7 +438,7 @@ func (m *meeting) handOver(t testing.TB, from *procNode, gw *gapWatch, after tim
 // that node take conferences again.
 func TestDrainHandsOver(t *testing.T) {
 	requireMediaPass(t) // processes and browsers, timed: alone, without the race detector
-	m := newMeeting(t, "drain", controlplane.DefaultLeaseTTL, 20)
+	m := newMeeting(t, "drain", controlplane.DefaultLeaseTTL, 40)
 	m.startHub(t)
 	n1 := m.nodes[0]
 	waitUntil(t, 60*time.Second, "every room receiving the hub", func() (bool, string) {

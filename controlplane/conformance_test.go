@@ -250,6 +250,48 @@ var storeSuite = []struct {
 			t.Errorf("users after delete: %+v", us)
 		}
 	}},
+	{"a login's pass", func(t *testing.T, b backend) {
+		s := b.fresh(t)
+		u, err := s.AddUser("chair", RoleHost, "", "long-enough-1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		cookie, _, err := s.NewSession(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pass, err := s.SessionPass(cookie)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.SessionPass("not-a-cookie"); !errors.Is(err, ErrSessionInvalid) {
+			t.Errorf("a pass for no session: %v", err)
+		}
+		// Another node (another client of the store) takes it.
+		other := b.second(t, s)
+		g, cred, err := other.PassGrant(pass)
+		if err != nil || g.User != "chair" || g.Role != RoleHost {
+			t.Fatalf("the pass at another node: %+v %v", g, err)
+		}
+		if ok, err := other.StillValid([]Credential{cred}); err != nil || !ok[0] {
+			t.Errorf("the pass's credential: %v %v", ok, err)
+		}
+		for _, bad := range []string{"", "x", pass + "x"} {
+			if _, _, err := other.PassGrant(bad); !errors.Is(err, ErrPassInvalid) {
+				t.Errorf("pass %q: %v", bad, err)
+			}
+		}
+		// Logging out ends the pass, and what it admitted.
+		if err := s.EndSession(cookie); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := other.PassGrant(pass); !errors.Is(err, ErrPassInvalid) {
+			t.Errorf("a pass outlived its login: %v", err)
+		}
+		if ok, err := other.StillValid([]Credential{cred}); err != nil || ok[0] {
+			t.Errorf("a session admitted by a pass outlived its login: %v %v", ok, err)
+		}
+	}},
 	{"attendance", func(t *testing.T, b backend) {
 		s := b.fresh(t)
 		if err := s.PutBridges([]Bridge{{ID: "ward-001", Name: "P1", Kind: KindWard}, {ID: "ward-002", Name: "P2", Kind: KindWard}}); err != nil {

@@ -314,7 +314,9 @@ func (ss *session) join(j *wire.Join) bool {
 	}
 	var adm controlplane.Admission
 	var err error
-	if j.Token == "" && ss.cookie != "" {
+	pass := ""
+	switch {
+	case j.Token == "" && ss.cookie != "":
 		// A host (or anyone) logged in on the admin page: the session
 		// cookie stands for a link token.
 		var g controlplane.Grant
@@ -325,7 +327,24 @@ func (ss *session) join(j *wire.Join) bool {
 		} else {
 			err = controlplane.ErrTokenInvalid
 		}
-	} else {
+		if err == nil && ss.srv.cfg.Cluster != nil {
+			// For the join at another node (a failover, a hand-over).
+			var perr error
+			if pass, perr = ss.srv.cfg.Store.SessionPass(ss.cookie); perr != nil {
+				ss.log.Warn("no pass for another node: the console will need its login there", "err", perr)
+			}
+		}
+	case j.Token == "" && j.Pass != "":
+		// The same login at another node of the cluster.
+		var g controlplane.Grant
+		if g, ss.cred, err = ss.srv.cfg.Store.PassGrant(j.Pass); err == nil {
+			ss.who = controlplane.WhoOf(g)
+			adm, err = ss.srv.cfg.Store.AdmitGrant(g, j.Conference)
+			pass = j.Pass
+		} else if !errors.Is(err, controlplane.ErrStoreUnavailable) {
+			err = controlplane.ErrTokenInvalid
+		}
+	default:
 		ss.cred = controlplane.TokenCredential(j.Token)
 		adm, err = ss.srv.cfg.Store.Admit(j.Token, j.Conference)
 	}
@@ -397,6 +416,7 @@ func (ss *session) join(j *wire.Join) bool {
 		Resume:      m.resume,
 		Resumed:     resumed,
 		Nodes:       ss.srv.nodes(),
+		Pass:        pass,
 	})
 	if adm.Role == controlplane.RoleHost {
 		ss.send(wire.Roster{Bridges: conf.roster()})

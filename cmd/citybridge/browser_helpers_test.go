@@ -270,7 +270,7 @@ func newBrowserExec(t *testing.T, exe string, options ...browserOption) context.
 		chromedp.Flag("disable-component-update", true),
 		chromedp.Flag("disable-quic", true),
 		chromedp.Flag("ignore-certificate-errors", true), // the server's certificate is self-signed
-		chromedp.Flag("host-resolver-rules", "MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1, EXCLUDE 169.254.*"),
+		chromedp.Flag("host-resolver-rules", "MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.*, EXCLUDE 169.254.*"),
 		chromedp.Flag("disable-features", "WebRtcHideLocalIpsWithMdns,Translate"),
 	)
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)

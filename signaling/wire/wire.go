@@ -52,6 +52,9 @@ type Join struct {
 	// Resume is the token of an earlier "joined": within the reconnection
 	// grace period the participant gets its place back, media and all.
 	Resume string `json:"resume,omitempty"`
+	// Pass, without Token, stands for a login at another node of a
+	// cluster (Joined.Pass): the cookie is not sent there.
+	Pass string `json:"pass,omitempty"`
 }
 
 // Joined accepts a join.
@@ -70,6 +73,10 @@ type Joined struct {
 	// where to try when this one stops answering (any node sends the
 	// terminal on to the one serving its conference).
 	Nodes []string `json:"nodes,omitempty"`
+	// Pass, in a cluster, to a session admitted by a login's cookie: what
+	// to send in Join.Pass at another node, whose address the cookie is
+	// not sent to. Kept in memory only; it ends with the login.
+	Pass string `json:"pass,omitempty"`
 }
 
 // Conference names the conference joined.

@@ -62,6 +62,7 @@ export class Session extends EventTarget {
     this.streamOfTrack = new Map(); // remote track id -> stream (bridge) id
     this.state = "starting";
     this.resume = ""; // from the last "joined"
+    this.pass = ""; // in a cluster, a login's pass for the other nodes (memory only)
     this.attempt = 0; // reconnection attempts since the last join
     this.lostAt = 0; // when the connection was lost (ms), 0 while fine
     this.stallTimer = 0;
@@ -86,7 +87,11 @@ export class Session extends EventTarget {
     }, CONNECT_TIMEOUT_MS);
     ws.onopen = () => {
       clearTimeout(hung);
-      this.send({ type: "join", token: this.token, conference: this.conference || undefined, resume: this.resume || undefined });
+      // A console logged in with a cookie: at another node of a cluster
+      // (the cookie is not sent there) the pass of its last join stands
+      // for the login.
+      const pass = this.token ? undefined : this.pass || undefined;
+      this.send({ type: "join", token: this.token, conference: this.conference || undefined, resume: this.resume || undefined, pass });
     };
     // One message at a time, in order: handlers await the peer
     // connections, and an offer handled while the one before it is still
@@ -229,6 +234,7 @@ export class Session extends EventTarget {
         this.path = ""; // say it again on this connection
         this.joined = m;
         this.resume = m.resume || "";
+        if (m.pass) this.pass = m.pass;
         this.attempt = 0;
         this.redirects = 0;
         if (again) this.reconnects++;

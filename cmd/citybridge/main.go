@@ -14,6 +14,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
@@ -108,6 +109,9 @@ func usage(w io.Writer) {
 // down gracefully.
 func serve(ctx context.Context, cfg Config, stdout, stderr io.Writer) error {
 	log := newLogger(cfg, stderr)
+	// What logs through slog.Default (the etcd store's slow transactions)
+	// comes out as every other line, JSON when asked.
+	slog.SetDefault(log)
 	s, err := start(cfg, log)
 	if err != nil {
 		return err

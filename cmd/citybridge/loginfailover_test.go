@@ -104,7 +104,7 @@ func TestBrowserConsoleLoginFailover(t *testing.T) {
 	}
 	waitUntil(t, 10*time.Second, "the console sent away once its login was disabled", func() (bool, string) {
 		bye, _ := eval[string](tb, `citybridge.bye`)
-		state, _ := eval[string](tb, `citybridge.session.state`)
+		state, _ := eval[string](tb, `citybridge.state`) // the page's badge
 		final, _ := eval[bool](tb, `citybridge.session.final`)
 		return bye == "revoked" && state == "ended" && final, fmt.Sprintf("bye %q, state %s, final %v", bye, state, final)
 	})

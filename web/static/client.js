@@ -302,7 +302,7 @@ export class Session extends EventTarget {
       case "bye":
         if (FINAL_BYES.has(m.reason)) {
           this.final = true;
-          this.state = "ended";
+          this.setState("ended"); // the page's badge says so, not "connected"
         }
         this.emit(m.type, m);
         break;
@@ -498,7 +498,7 @@ export class Session extends EventTarget {
   leave() {
     this.send({ type: "leave" });
     this.final = true;
-    this.state = "ended";
+    this.setState("ended");
     for (const pc of Object.values(this.pcs)) pc.close();
     this.ws?.close();
   }

@@ -90,6 +90,7 @@ const (
 	ReasonPaused    = "paused"    // not even the lowest layer fits: video paused, audio goes on
 	ReasonPinned    = "pinned"    // a technician capped this bridge's layer
 	ReasonLimit     = "limit"     // the conference's policy caps it (the hub's wall gets small layers)
+	ReasonHidden    = "hidden"    // the subscriber does not show it (LayerOff): nothing is sent
 )
 
 // allocTrack is what the allocator knows of one video down track.

@@ -308,8 +308,10 @@ func (p *Peer) tick(elapsed time.Duration) {
 		p.relaxLossCap(now, elapsed)
 	}
 	events := p.allocateLocked(now)
-	if len(events) > 0 {
-		p.as.reason = events[len(events)-1].Reason
+	for _, e := range events {
+		if e.Reason != ReasonHidden {
+			p.as.reason = e.Reason
+		}
 	}
 	p.allocMu.Unlock()
 	if ll, ok := p.l.(LayerListener); ok {
@@ -349,6 +351,7 @@ func (p *Peer) allocateLocked(now int64) []LayerEvent {
 	as.tracks, as.downs = as.tracks[:0], as.downs[:0]
 	pin := int(p.pin.Load())
 	heavyAt := as.heavyLossAt.Load()
+	var hidden []LayerEvent
 	for _, d := range downs {
 		if d.kind == webrtc.RTPCodecTypeAudio {
 			if d.target.Load() == noLayer {
@@ -356,6 +359,12 @@ func (p *Peer) allocateLocked(now int64) []LayerEvent {
 			}
 			budget -= d.track.layerRates()[0]
 			continue
+		}
+		if e, ok := p.showOrHide(d, effective); ok {
+			hidden = append(hidden, e)
+		}
+		if d.hidden.Load() {
+			continue // costs nothing, takes no part in probes
 		}
 		as.downs = append(as.downs, d)
 		as.tracks = append(as.tracks, allocTrack{
@@ -365,7 +374,7 @@ func (p *Peer) allocateLocked(now int64) []LayerEvent {
 	}
 	n := len(as.tracks)
 	if n == 0 {
-		return nil
+		return hidden
 	}
 	as.plan = grow(as.plan, n)
 	as.step = grow(as.step, n)
@@ -525,6 +534,7 @@ func (p *Peer) allocateLocked(now int64) []LayerEvent {
 	if changed {
 		as.lastChange = now
 	}
+	events = append(hidden, events...)
 
 	// Try the next step up when things have been quiet.
 	quiet := max(as.lastDecrease, as.lastChange)

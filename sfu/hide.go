@@ -1,0 +1,33 @@
+package sfu
+
+// Hidden reports whether the subscriber does not show this video
+// (SetMaxLayer(LayerOff)): nothing of it is forwarded.
+func (d *DownTrack) Hidden() bool { return d.hidden.Load() }
+
+// showOrHide follows a video down track's cap in and out of LayerOff (the
+// subscriber scrolled it out of sight, or back). Hiding stops the video at
+// once and forgets the allocator's state for it, so that a hidden track
+// costs nothing, takes no part in probes, is never resumed by the
+// allocator and asks for no keyframe (a subscriber's own PLI for it is
+// not passed on either: it has no layer). Shown again, it starts over as
+// a new subscription: at its lowest layer, from the packet cache's
+// keyframe or at the next one asked for. It returns the event to tell the
+// subscriber when the track was hidden. allocMu is held.
+func (p *Peer) showOrHide(d *DownTrack, estimate int) (LayerEvent, bool) {
+	off := d.maxLayer.Load() == LayerOff
+	if off == d.hidden.Load() {
+		return LayerEvent{}, false
+	}
+	d.hidden.Store(off)
+	d.paused.Store(false)
+	d.allocLayer, d.allocReason = noLayer, ""
+	d.belowSince, d.pausedAt, d.takenFrom = 0, 0, noLayer
+	if !off {
+		p.log.Debug("video shown", "track", d.id)
+		return LayerEvent{}, false
+	}
+	d.pause()
+	d.allocReason = ReasonHidden
+	p.log.Debug("video hidden", "track", d.id)
+	return LayerEvent{Track: d.id, Publisher: d.streamID, Layer: noLayer, Reason: ReasonHidden, Estimate: estimate}, true
+}

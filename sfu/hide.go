@@ -31,3 +31,23 @@ func (p *Peer) showOrHide(d *DownTrack, estimate int) (LayerEvent, bool) {
 	p.log.Debug("video hidden", "track", d.id)
 	return LayerEvent{Track: d.id, Publisher: d.streamID, Layer: noLayer, Reason: ReasonHidden, Estimate: estimate}, true
 }
+
+// LayerCap is what a subscriber may receive of one video down track: the
+// highest simulcast layer (LayerOff: nothing) and the highest VP8
+// temporal layer (AllTemporal: every frame).
+type LayerCap struct {
+	Down     *DownTrack
+	Layer    int
+	Temporal int
+}
+
+// SetCaps applies several of the peer's down tracks' caps and then
+// re-allocates once: a host scrolling a wall of 116 rooms changes dozens
+// at a time, and SetMaxLayer would re-allocate for each.
+func (p *Peer) SetCaps(caps []LayerCap) {
+	for _, c := range caps {
+		c.Down.maxLayer.Store(int32(max(c.Layer, LayerOff)))
+		c.Down.SetMaxTemporal(c.Temporal)
+	}
+	p.allocate()
+}

@@ -57,7 +57,7 @@ type session struct {
 
 	// How often the client may send messages at all, offers and control
 	// actions (limits.go; reader goroutine only).
-	messages, offers, controls allowance
+	messages, offers, controls, walls allowance
 
 	// What the member's media say (offers, candidates, layers) waits
 	// for the joined message: a bridge's peer exists, and can be
@@ -84,6 +84,7 @@ func newSession(s *Server, conn *websocket.Conn, remote string) *session {
 		messages: newAllowance(messageRate, messageBurst),
 		offers:   newAllowance(offerRate, offerBurst),
 		controls: newAllowance(controlRate, controlBurst),
+		walls:    newAllowance(wallRate, wallBurst),
 	}
 }
 
@@ -230,6 +231,11 @@ func (ss *session) handle(m wire.Message) bool {
 			return ss.rateLimited(drop, wire.TypeControl)
 		}
 		ss.control(*m)
+	case *wire.Wall:
+		if ok, drop := ss.walls.take(); !ok {
+			return ss.rateLimited(drop, wire.TypeWall)
+		}
+		ss.showWall(m)
 	default:
 		ss.sendError(wire.CodeBadMessage, "clients do not send "+m.MessageType(), m.MessageType())
 	}

@@ -1,6 +1,7 @@
 package signaling
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -593,7 +594,11 @@ func (ss *session) OnLayer(e sfu.LayerEvent) {
 	if e.Layer >= 0 {
 		layer = sfu.RIDForLayer(e.Layer)
 	}
-	ss.log.Info("layer", "track", e.Track, "publisher", e.Publisher, "layer", layer, "reason", e.Reason, "estimate", e.Estimate)
+	lvl := slog.LevelInfo
+	if ss.adm.Role == controlplane.RoleHost && e.Publisher != controlplane.HubBridge.ID {
+		lvl = slog.LevelDebug // the wall's tiles come and go as the host scrolls
+	}
+	ss.log.Log(context.Background(), lvl, "layer", "track", e.Track, "publisher", e.Publisher, "layer", layer, "reason", e.Reason, "estimate", e.Estimate)
 	ss.sendMedia(wire.Layer{Track: e.Track, Publisher: e.Publisher, Layer: layer, Reason: e.Reason, Estimate: e.Estimate})
 	if e.Publisher == controlplane.HubBridge.ID && ss.adm.Role == controlplane.RoleRoom {
 		ss.noteLink(e.Reason)

@@ -360,6 +360,7 @@ const (
 	ReasonPaused    = "paused"    // the link carries no video at all: audio only
 	ReasonPinned    = "pinned"    // a technician capped this bridge's layer
 	ReasonLimit     = "limit"     // the conference's policy caps it
+	ReasonHidden    = "hidden"    // the host's wall does not show it: nothing is sent
 )
 
 // Redirect sends a joining client to the node of a cluster that serves its

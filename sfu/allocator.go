@@ -259,3 +259,11 @@ func reason(t *allocTrack, layer int) string {
 	}
 	return ReasonBandwidth
 }
+
+// grow returns s with length n, reusing its array when it is large enough.
+func grow(s []int, n int) []int {
+	if cap(s) < n {
+		return make([]int, n)
+	}
+	return s[:n]
+}

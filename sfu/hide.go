@@ -19,12 +19,16 @@ func (p *Peer) showOrHide(d *DownTrack, estimate int) (LayerEvent, bool) {
 		return LayerEvent{}, false
 	}
 	d.hidden.Store(off)
+	wasLayer := d.allocLayer
 	d.paused.Store(false)
 	d.allocLayer, d.allocReason = noLayer, ""
 	d.belowSince, d.pausedAt, d.takenFrom = 0, 0, noLayer
 	if !off {
 		p.log.Debug("video shown", "track", d.id)
 		return LayerEvent{}, false
+	}
+	if wasLayer != noLayer {
+		p.as.freed += d.rateBits // the link carried it: a paused track may have it (resumeIntoFreed)
 	}
 	d.pause()
 	d.allocReason = ReasonHidden
@@ -50,4 +54,21 @@ func (p *Peer) SetCaps(caps []LayerCap) {
 		c.Down.SetMaxTemporal(c.Temporal)
 	}
 	p.allocate()
+}
+
+// resumeIntoFreed says whether a track paused for lack of bandwidth may
+// come back now at its lowest layer (returned), planned as want, without
+// a probe:
+// when tracks hidden since the link last showed congestion carried at
+// least that much (a host scrolling away from tiles gives their bandwidth
+// to the tiles it shows, which may have been paused while the console
+// was still receiving every room). It takes the layer's rate from what
+// they freed. allocMu is held.
+func (p *Peer) resumeIntoFreed(t *allocTrack, want int) (int, bool) {
+	low, ok := t.lowest()
+	if t.cur != noLayer || !ok || want < low || p.as.freed < t.rates[low] {
+		return 0, false
+	}
+	p.as.freed -= t.rates[low]
+	return low, true
 }

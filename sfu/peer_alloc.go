@@ -81,6 +81,7 @@ type allocState struct {
 	downs        []*DownTrack
 	plan, step   []int
 	reason       string // the reason of the newest layer decision
+	freed        int    // what tracks hidden since the last congestion carried, bits per second (hide.go)
 }
 
 // SetPin caps the layer of every video track this peer receives (a
@@ -327,6 +328,7 @@ func (p *Peer) allocateLocked(now int64) []LayerEvent {
 	if est < as.lastEstimate*95/100 {
 		as.lastDecrease = now
 		as.floor = 0 // congestion: whatever a probe vouched for no longer holds
+		as.freed = 0 // nor what hidden tracks carried
 		if est < as.lastEstimate*8/10 && now-as.lastFallLog > int64(5*time.Second) {
 			as.lastFallLog = now
 			args := []any{"from", as.lastEstimate, "to", est}
@@ -473,7 +475,11 @@ func (p *Peer) allocateLocked(now int64) []LayerEvent {
 			}
 		}
 		if want > t.cur && !first {
-			want = t.cur
+			if l, ok := p.resumeIntoFreed(t, want); ok {
+				want = l
+			} else {
+				want = t.cur
+			}
 		}
 		// A layer taken away by a technician's pin, or by the publisher
 		// (a starved browser stops its top layer for a few seconds), not
@@ -685,11 +691,4 @@ func (p *Peer) measureSent(elapsed time.Duration) {
 		total += d.rateBits
 	}
 	p.as.sentBits.Store(int64(total))
-}
-
-func grow(s []int, n int) []int {
-	if cap(s) < n {
-		return make([]int, n)
-	}
-	return s[:n]
 }

@@ -121,6 +121,10 @@ type Publisher struct {
 	pliMu sync.Mutex
 	plis  map[string][]time.Time // keyframe requests received, by RID
 
+	// OnKeyframeRequest, if set before Start, is called on each keyframe
+	// request (PLI or FIR) received, with the layer's RID.
+	OnKeyframeRequest func(rid string)
+
 	// Stamp, if set before Start, may change each video packet's payload
 	// before it is sent (the benchmark harness appends its send time).
 	Stamp func(payload []byte) []byte
@@ -222,6 +226,9 @@ func (p *Publisher) watchRTCP(rid string, pl *player) {
 				p.pliMu.Lock()
 				p.plis[rid] = append(p.plis[rid], time.Now())
 				p.pliMu.Unlock()
+				if p.OnKeyframeRequest != nil {
+					p.OnKeyframeRequest(rid)
+				}
 				pl.restart()
 			}
 		}

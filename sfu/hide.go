@@ -24,6 +24,14 @@ func (p *Peer) showOrHide(d *DownTrack, estimate int) (LayerEvent, bool) {
 	d.allocLayer, d.allocReason = noLayer, ""
 	d.belowSince, d.pausedAt, d.takenFrom = 0, 0, noLayer
 	if !off {
+		// It takes back from what hidden tracks freed what it will cost at
+		// its lowest layer: scrolling to and fro frees nothing.
+		for _, r := range d.track.layerRates() {
+			if r > 0 {
+				p.as.freed = max(p.as.freed-r, 0)
+				break
+			}
+		}
 		p.log.Debug("video shown", "track", d.id)
 		return LayerEvent{}, false
 	}

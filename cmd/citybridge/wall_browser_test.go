@@ -251,12 +251,21 @@ func TestBrowserWallReceivesWhatItShows(t *testing.T) {
 	}
 
 	// Scroll down the wall: the tiles that come on screen show their
-	// rooms' video within 2 s.
+	// rooms' video within 2 s of the scroll. The page times each tile's
+	// first picture after the scroll itself (requestVideoFrameCallback):
+	// polling getStats over 116 receivers on a busy machine takes longer
+	// than what it measures.
 	target := ids[len(shown)+20]
-	before := decodedFrames(t, host)
 	_, sent0 := wallShown(t, host)
-	scrolled := time.Now()
-	if _, err := eval[bool](host, `(() => { document.querySelector('#wall [data-bridge="`+target+`"]').scrollIntoView({block: "start"}); return true; })()`); err != nil {
+	if _, err := eval[bool](host, `(() => {
+		const t0 = performance.now();
+		window.firstPicture = {};
+		for (const tile of document.querySelectorAll("#wall [data-bridge]")) {
+			const id = tile.dataset.bridge;
+			tile.querySelector("video").requestVideoFrameCallback((now) => { firstPicture[id] = now - t0; });
+		}
+		document.querySelector('#wall [data-bridge="`+target+`"]').scrollIntoView({block: "start"});
+		return true; })()`); err != nil {
 		t.Fatal(err)
 	}
 	var fresh []string
@@ -273,24 +282,28 @@ func TestBrowserWallReceivesWhatItShows(t *testing.T) {
 		}
 		return len(fresh) > 0, fmt.Sprint(now)
 	})
-	in := map[string]time.Duration{}
-	waitUntil(t, 10*time.Second, "the newly shown tiles' video", func() (bool, string) {
-		frames := decodedFrames(t, host)
+	var in map[string]float64 // ms after the scroll
+	waitUntil(t, 10*time.Second, "the newly shown tiles' pictures", func() (bool, string) {
+		var err error
+		if in, err = eval[map[string]float64](host, `window.firstPicture`); err != nil {
+			return false, err.Error()
+		}
+		var missing []string
 		for _, id := range fresh {
-			if _, ok := in[id]; !ok && frames[id] > before[id] {
-				in[id] = time.Since(scrolled)
+			if _, ok := in[id]; !ok {
+				missing = append(missing, id)
 			}
 		}
-		return len(in) == len(fresh), fmt.Sprintf("%d of %d", len(in), len(fresh))
+		return len(missing) == 0, fmt.Sprint("no picture yet: ", missing)
 	})
-	var worst time.Duration
-	for id, d := range in {
-		worst = max(worst, d)
-		if d > 2*time.Second {
-			t.Errorf("%s came on screen and showed video only %v after the scroll", id, d.Round(10*time.Millisecond))
+	worst := 0.0
+	for _, id := range fresh {
+		worst = max(worst, in[id])
+		if in[id] > 2000 {
+			t.Errorf("%s came on screen and showed its room %.0f ms after the scroll", id, in[id])
 		}
 	}
-	t.Logf("scrolled: %d tiles newly on screen, all showing video within %v", len(fresh), worst.Round(10*time.Millisecond))
+	t.Logf("scrolled: %d tiles newly on screen, each showing its room within %.0f ms", len(fresh), worst)
 }
 
 // framesSent returns the frames a page's camera encoded so far, by RID.

@@ -381,4 +381,17 @@ func TestWallFrameRate(t *testing.T) {
 	if th1 == th0 {
 		t.Error("the server's thinned packets counter did not move")
 	}
+	// The frames left out leave no hole: the host sees no loss and asks
+	// for nothing again on the thinned tiles.
+	stats, err := inbound(host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{wallRoom, chromeRoom} {
+		v, _ := find(stats, id, "video")
+		t.Logf("%s at the host: %d packets, %d lost, %d NACKs, %d PLIs", id, v.PacketsReceived, v.PacketsLost, v.NackCount, v.PLICount)
+		if v.PacketsLost > 0 || v.NackCount > 0 {
+			t.Errorf("%s, thinned: %d packets lost and %d NACKs at the host, want none", id, v.PacketsLost, v.NackCount)
+		}
+	}
 }

@@ -46,6 +46,7 @@ function render() {
     tile.path.className = "path " + path;
     tile.path.title = path ? t("path_" + path.replace("-", "_")) : "";
     tile.quality.textContent = state === "connected" ? qualityText(heights[id], page.layers[id]) : "";
+    tile.quality.title = tile.quality.textContent;
     tile.mic.textContent = unmuted.has(id) ? t("mic_short") : "";
     tile.floorBtn.hidden = id === f.holder;
     tile.floorBtn.disabled = state !== "connected" && state !== "reconnecting";

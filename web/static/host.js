@@ -166,7 +166,7 @@ function sendWall() {
   if (key === wallSent) return;
   if (page.session?.wall(view)) {
     wallSent = key;
-    page.wall = { tiles: view, sent: page.wall.sent + 1 };
+    page.wall = { tiles: view, sent: page.wall.sent + 1, at: performance.now() };
   }
 }
 

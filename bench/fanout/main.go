@@ -92,6 +92,7 @@ func main() {
 	if *wall > 0 {
 		res, err := wallSession(srv, *wall, *wallShown, *browser, *chromium, *warmup, *window)
 		if err != nil {
+			srv.stop() // log.Fatalf runs no deferred call
 			log.Fatalf("wall session: %v", err)
 		}
 		line, _ := json.Marshal(res)

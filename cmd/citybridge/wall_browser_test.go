@@ -131,16 +131,19 @@ func TestBrowserWallReceivesWhatItShows(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// Settled: the page's view is the server's (hidden copies counted).
+	// Settled: the host has every room's video subscribed, and the page's
+	// view is the server's (hidden copies counted).
 	var shown []string
-	waitUntil(t, 10*time.Second, "the wall's view applied", func() (bool, string) {
+	waitUntil(t, 30*time.Second, "the wall's view applied", func() (bool, string) {
 		shown, _ = wallShown(t, host)
+		subscribed := len(hostPackets(t, ts))
 		hidden := ts.media.Stats().HiddenDownTracks
 		want := int64(n - len(shown))
 		if !slices.Contains(shown, holder) {
 			want--
 		}
-		return len(shown) >= 20 && hidden == want, fmt.Sprintf("%d tiles shown, %d copies hidden, want %d", len(shown), hidden, want)
+		return subscribed == n && len(shown) >= 20 && hidden == want,
+			fmt.Sprintf("%d rooms' video subscribed, %d tiles shown, %d copies hidden, want %d", subscribed, len(shown), hidden, want)
 	})
 	t.Logf("%d tiles on screen; floor holder %s", len(shown), holder)
 	if len(shown) < 20 || len(shown) > 45 {
@@ -171,9 +174,10 @@ func TestBrowserWallReceivesWhatItShows(t *testing.T) {
 			return false, "a second of samples"
 		}
 		var still []string
+		packets := hostPackets(t, ts)
 		for _, id := range shown {
 			if now.frames[id] < ago.frames[id]+4 {
-				still = append(still, id)
+				still = append(still, fmt.Sprintf("%s (%d frames decoded, %d packets forwarded to the host so far)", id, now.frames[id], packets[id]))
 			}
 		}
 		return len(still) == 0, fmt.Sprint("under 4 frames in the last second: ", still)

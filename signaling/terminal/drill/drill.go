@@ -80,6 +80,44 @@ func usagef(format string, args ...any) error {
 // Main runs the simulator with command-line args; it returns the exit
 // status (0 all held, 1 something did not, 2 bad usage).
 func Main(name string, args []string, stdout, stderr io.Writer) int {
+	o, err := parseArgs(name, args, stderr)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.Is(err, errFlag): // the flag package said why
+		return 2
+	case err != nil:
+		fmt.Fprintln(stderr, name+":", strings.TrimPrefix(err.Error(), errUsage.Error()+": "))
+		return 2
+	}
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(o.logLevel)) // checked
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	progress := stdout
+	if o.jsonOut {
+		progress = stderr
+	}
+	err = simulate(ctx, o, log, stdout, progress)
+	switch {
+	case errors.Is(err, errUsage):
+		fmt.Fprintln(stderr, name+":", strings.TrimPrefix(err.Error(), errUsage.Error()+": "))
+		return 2
+	case err != nil:
+		fmt.Fprintln(stderr, name+":", err)
+		return 1
+	}
+	return 0
+}
+
+// errFlag wraps the flag package's own errors, which it has printed.
+var errFlag = errors.New("bad flag")
+
+// parse reads the flags as Main does, printing nothing (for tests).
+func parse(args []string) (options, error) { return parseArgs("roomsim", args, io.Discard) }
+
+func parseArgs(name string, args []string, stderr io.Writer) (options, error) {
 	var o options
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -106,36 +144,14 @@ func Main(name string, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.logLevel, "log-level", "warn", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return 0
+			return o, err
 		}
-		return 2
+		return o, fmt.Errorf("%w: %v", errFlag, err)
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	o.layers = strings.Split(*layers, ",")
-	if err := o.check(fs.Args(), set); err != nil {
-		fmt.Fprintln(stderr, name+":", strings.TrimPrefix(err.Error(), errUsage.Error()+": "))
-		return 2
-	}
-	var level slog.Level
-	_ = level.UnmarshalText([]byte(o.logLevel)) // checked
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	progress := stdout
-	if o.jsonOut {
-		progress = stderr
-	}
-	err := simulate(ctx, o, log, stdout, progress)
-	switch {
-	case errors.Is(err, errUsage):
-		fmt.Fprintln(stderr, name+":", strings.TrimPrefix(err.Error(), errUsage.Error()+": "))
-		return 2
-	case err != nil:
-		fmt.Fprintln(stderr, name+":", err)
-		return 1
-	}
-	return 0
+	return o, o.check(fs.Args(), set)
 }
 
 // check applies the scenario (under the flags given) and refuses what

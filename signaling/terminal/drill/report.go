@@ -301,6 +301,7 @@ func (rep *Report) writeJSON(w io.Writer) {
 		ServerBackMs    int64   `json:"server_back_ms"`    // -1: no reconnect in the server's log
 	}
 	type hubDrop struct {
+		Cut             string  `json:"cut"`
 		DownSeconds     float64 `json:"down_seconds"`
 		NoticedMs       int64   `json:"noticed_ms"`
 		Rooms           int     `json:"rooms"`
@@ -342,7 +343,7 @@ func (rep *Report) writeJSON(w io.Writer) {
 			ServerNoticedMs: serverMs(f.ServerNoticed), ServerBackMs: serverMs(f.ServerBack)})
 	}
 	if hd := rep.HubDrop; hd != nil {
-		out.HubDrop = &hubDrop{DownSeconds: hd.Restored.Sub(hd.Cut).Seconds(), NoticedMs: msOrNone(hd.Detected), Rooms: hd.Rooms,
+		out.HubDrop = &hubDrop{Cut: hd.Cut.UTC().Format(time.RFC3339Nano), DownSeconds: hd.Restored.Sub(hd.Cut).Seconds(), NoticedMs: msOrNone(hd.Detected), Rooms: hd.Rooms,
 			RoomsBack: len(hd.Waits), MedianMs: terminal.Quantile(hd.Waits, 0.5).Milliseconds(), WorstMs: terminal.Quantile(hd.Waits, 1).Milliseconds(),
 			ServerNoticedMs: serverMs(hd.ServerNoticed), ServerBackMs: serverMs(hd.ServerBack)}
 	}

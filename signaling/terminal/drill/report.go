@@ -64,7 +64,7 @@ func (r *run) report(start, end time.Time, receiving int, outages []Outage, reco
 	rep := &Report{Steady: r.o.steady, Terminals: len(r.fleet.Links), Receiving: receiving, Start: start, End: end,
 		Outages: outages, Reconnects: reconnects, recoveryMax: r.o.recoveryTimeout}
 	for i, l := range r.fleet.Links {
-		b := r.fleet.Terminal(i).Bridge()
+		b := r.ids[i]
 		for _, f := range l.Faults() {
 			rep.Faults = append(rep.Faults, Fault{Kind: "cut", Bridge: b, Cut: f.Cut, Restored: f.Restored,
 				Detected: f.Detected, Recovered: f.Recovered, ServerNoticed: -1, ServerBack: -1})

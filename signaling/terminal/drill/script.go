@@ -27,6 +27,7 @@ type run struct {
 	fleet    *terminal.Fleet
 	hub      *terminal.Fleet // nil without --hub-token
 	byBridge map[string]int
+	ids      []string // terminal i's bridge (it may not have joined yet)
 
 	mu       sync.Mutex
 	scripted map[int]bool // terminals a fault was scripted on
@@ -90,11 +91,12 @@ func simulate(ctx context.Context, o options, log *slog.Logger, stdout, progress
 	if receiving == 0 && o.faults() {
 		return errors.New("no terminal receives the hub's video: a drill needs a hub in the conference (a host console, or --hub-token)")
 	}
-	for i, b := range invited { // the terminals joined as their bridges, in this order
+	for i, b := range invited { // the terminals join as their bridges, in this order
 		r.byBridge[b.ID] = i
+		r.ids = append(r.ids, b.ID)
 	}
 
-	w := startWatch(fleet, r.isScripted)
+	w := startWatch(fleet, r.ids, r.isScripted)
 	start := time.Now()
 	r.script(ctx)
 	if end := start.Add(o.duration); time.Now().Before(end) {
@@ -141,7 +143,7 @@ func (r *run) script(ctx context.Context) {
 	}
 	wg.Go(func() {
 		for k, i := range r.pick(r.o.reboot) {
-			b := r.fleet.Terminal(i).Bridge()
+			b := r.ids[i]
 			at := time.Now()
 			took, err := r.fleet.Reboot(i, r.o.recoveryTimeout)
 			f := Fault{Kind: "reboot", Bridge: b, Cut: at, Restored: at, Recovered: took}

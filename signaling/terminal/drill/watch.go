@@ -24,6 +24,7 @@ type Outage struct {
 // counts each terminal's reconnections (fresh and resumed joins).
 type watch struct {
 	fleet    *terminal.Fleet
+	ids      []string // terminal i's bridge
 	scripted func(i int) bool
 	quit     chan struct{}
 	done     chan struct{}
@@ -33,8 +34,8 @@ type watch struct {
 	outages []Outage
 }
 
-func startWatch(f *terminal.Fleet, scripted func(int) bool) *watch {
-	w := &watch{fleet: f, scripted: scripted, quit: make(chan struct{}), done: make(chan struct{}), open: map[int]*Outage{}}
+func startWatch(f *terminal.Fleet, ids []string, scripted func(int) bool) *watch {
+	w := &watch{fleet: f, ids: ids, scripted: scripted, quit: make(chan struct{}), done: make(chan struct{}), open: map[int]*Outage{}}
 	for i := range f.Links {
 		t := f.Terminal(i)
 		w.joins0 = append(w.joins0, t.Joins()+t.Resumes())
@@ -73,7 +74,7 @@ func (w *watch) look(now time.Time) {
 		}
 		switch o := w.open[i]; {
 		case out && o == nil:
-			w.open[i] = &Outage{Bridge: t.Bridge(), From: from}
+			w.open[i] = &Outage{Bridge: w.ids[i], From: from}
 		case !out && o != nil:
 			o.To = now
 			if o.To.Sub(o.From) >= outageAfter {
@@ -100,7 +101,7 @@ func (w *watch) stop() ([]Outage, map[string]int) {
 	for i := range w.fleet.Links {
 		t := w.fleet.Terminal(i)
 		if n := t.Joins() + t.Resumes() - w.joins0[i]; n > 0 && !w.scripted(i) {
-			reconnects[t.Bridge()] = int(n)
+			reconnects[w.ids[i]] = int(n)
 		}
 	}
 	return w.outages, reconnects

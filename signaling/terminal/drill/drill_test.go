@@ -120,3 +120,30 @@ func TestMatchServerEvents(t *testing.T) {
 		}
 	}
 }
+
+// TestSteadyTextReport: the steady report gives one line a bridge that
+// dropped (how often, how long in all, the longest), whatever the number
+// of outages, and says when one was still out at the end.
+func TestSteadyTextReport(t *testing.T) {
+	t0 := time.Date(2026, 12, 6, 8, 0, 0, 0, time.UTC)
+	rep := &Report{Steady: true, Terminals: 3, Receiving: 3, Start: t0, End: t0.Add(time.Minute), Outages: []Outage{
+		{Bridge: "ward-002", From: t0.Add(10 * time.Second), To: t0.Add(13 * time.Second)},
+		{Bridge: "commune-001", From: t0.Add(5 * time.Second), To: t0.Add(7 * time.Second)},
+		{Bridge: "ward-002", From: t0.Add(50 * time.Second)},
+	}}
+	var b bytes.Buffer
+	rep.writeText(&b)
+	for _, want := range []string{
+		"steady for 1m0s: 3 terminals, 3 receiving the hub at the start\n",
+		"DROPPED: commune-001 1 times, 2s in all, the longest 2s from 08:00:05.000; no fault on its line\n",
+		"DROPPED: ward-002 2 times, 13s in all, the longest 10s from 08:00:50.000, still out at the end; no fault on its line\n",
+		"3 outages of 2 terminals with no fault on their line",
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("report lacks %q:\n%s", want, b.String())
+		}
+	}
+	if strings.Contains(b.String(), "none dropped") || len(rep.problems()) != 1 {
+		t.Errorf("a steady run with outages: problems %v, report:\n%s", rep.problems(), b.String())
+	}
+}

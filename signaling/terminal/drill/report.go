@@ -224,12 +224,47 @@ func (rep *Report) writeText(w io.Writer) {
 	if len(rep.Outages) == 0 {
 		fmt.Fprintf(w, "terminals with no fault on their line: none dropped\n")
 	}
+	// One line a bridge: a soak on a struggling machine has thousands.
+	type sum struct {
+		n              int
+		total, longest time.Duration
+		from           time.Time
+		open           bool
+	}
+	byBridge := map[string]*sum{}
 	for _, o := range rep.Outages {
-		to, length := "still out at the end", rep.End.Sub(o.From)
-		if !o.To.IsZero() {
-			to, length = o.To.Format("15:04:05.000"), o.To.Sub(o.From)
+		end := o.To
+		if end.IsZero() {
+			end = rep.End
 		}
-		fmt.Fprintf(w, "DROPPED: %s from %s to %s (%v), no fault on its line\n", o.Bridge, o.From.Format("15:04:05.000"), to, ms(length))
+		s := byBridge[o.Bridge]
+		if s == nil {
+			s = &sum{}
+			byBridge[o.Bridge] = s
+		}
+		s.n++
+		s.total += end.Sub(o.From)
+		if end.Sub(o.From) > s.longest {
+			s.longest, s.from = end.Sub(o.From), o.From
+		}
+		s.open = s.open || o.To.IsZero()
+	}
+	counts := map[string]int{}
+	for b, s := range byBridge {
+		counts[b] = s.n
+	}
+	for _, b := range sortedKeys(counts) {
+		s := byBridge[b]
+		still := ""
+		if s.open {
+			still = ", still out at the end"
+		}
+		fmt.Fprintf(w, "DROPPED: %s %d times, %v in all, the longest %v from %s%s; no fault on its line\n",
+			b, s.n, ms(s.total), ms(s.longest), s.from.Format("15:04:05.000"), still)
+	}
+	if len(rep.Outages) > 0 {
+		fmt.Fprintf(w, "%d outages of %d terminals with no fault on their line (2 s or more without the hub's video or the connection)\n",
+			len(rep.Outages), len(byBridge))
 	}
 	for _, b := range sortedKeys(rep.Reconnects) {
 		fmt.Fprintf(w, "reconnected: %s %d times, no fault on its line\n", b, rep.Reconnects[b])

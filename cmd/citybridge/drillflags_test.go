@@ -122,6 +122,22 @@ func serverSaw(t *testing.T, ts *testServer, bridge string, cut, restored time.T
 	return dropAt, time.Time{}
 }
 
+// serverJoin is the first join of bridge the server logged from a time
+// (zero: none within 40 s).
+func serverJoin(t *testing.T, ts *testServer, bridge string, from time.Time) time.Time {
+	t.Helper()
+	evs, err := ts.store.Events(ts.demo.Conference.ID, bridge, from, from.Add(40*time.Second), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range evs {
+		if e.Kind == controlplane.EventJoin {
+			return e.At
+		}
+	}
+	return time.Time{}
+}
+
 // within reports whether a and b are at most 1 s apart.
 func within(a, b time.Duration) bool { return (a - b).Abs() <= time.Second }
 
@@ -147,6 +163,20 @@ func checkFault(t *testing.T, ts *testServer, rep drillReport, i int, script tim
 		t.Errorf("%s: noticed after %d ms: want during the cut (the terminal's ICE notices in 2 s)", name, f.NoticedMs)
 	}
 	dropAt, backAt := serverSaw(t, ts, f.Bridge, f.Cut, restored)
+	if script == 0 && dropAt.IsZero() {
+		// A reboot here is instant: the new terminal may take the place
+		// before the server has read the old connection's end, and the
+		// log then has the join alone.
+		joinAt := serverJoin(t, ts, f.Bridge, restored)
+		t.Logf("%s: recovered %v after starting again; server's log: no drop, the place taken by a new join %v after",
+			name, msd(f.RecoveredMs), joinAt.Sub(restored).Round(time.Millisecond))
+		if joinAt.IsZero() || f.ServerNoticedMs >= 0 || !within(msd(f.ServerBackMs), joinAt.Sub(restored)) ||
+			!within(recoveredAt.Sub(joinAt), 0) {
+			t.Errorf("%s: the report has the server noticing after %d ms and back after %d ms, recovered after %d ms; its log a join at %v",
+				name, f.ServerNoticedMs, f.ServerBackMs, f.RecoveredMs, joinAt)
+		}
+		return
+	}
 	if dropAt.IsZero() || backAt.IsZero() {
 		if script >= 5*time.Second || script == 0 { // the server's ICE notices in 3 to 4 s
 			t.Errorf("%s: the server's log has no drop and return (drop %v, back %v)", name, dropAt, backAt)
@@ -167,12 +197,15 @@ func checkFault(t *testing.T, ts *testServer, rep drillReport, i int, script tim
 			recoveredAt.Format("15:04:05.000"), backAt.Format("15:04:05.000"))
 	}
 	if script > 0 {
-		// The terminal's ICE gives up on a silent line after 2 s, the
-		// server's after 3 s: the terminal notices first, by about a
-		// second, never much later than the server.
-		if noticedAt := f.Cut.Add(msd(f.NoticedMs)); noticedAt.After(dropAt.Add(time.Second)) || noticedAt.Before(dropAt.Add(-2*time.Second)) {
-			t.Errorf("%s: the terminal noticed at %s, the server logged the drop at %s", name,
-				noticedAt.Format("15:04:05.000"), dropAt.Format("15:04:05.000"))
+		// The terminal's ICE gives up on a line silent for 2 s (counted
+		// from the last packet, which may come before the cut), the
+		// server's after 3 s, checked once a second: the terminal notices
+		// first, by 1 to 2 s on a loaded machine, never later than a
+		// second after the server, and not in under a second.
+		noticedAt := f.Cut.Add(msd(f.NoticedMs))
+		if noticedAt.After(dropAt.Add(time.Second)) || msd(f.NoticedMs) < time.Second {
+			t.Errorf("%s: the terminal noticed at %s (%d ms after the cut), the server logged the drop at %s", name,
+				noticedAt.Format("15:04:05.000"), f.NoticedMs, dropAt.Format("15:04:05.000"))
 		}
 	} else if dropAt.Sub(f.Cut) > time.Second { // a reboot: its connection closes at once
 		t.Errorf("%s: the server logged the drop %v after the reboot", name, dropAt.Sub(f.Cut))

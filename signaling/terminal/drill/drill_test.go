@@ -119,6 +119,14 @@ func TestMatchServerEvents(t *testing.T) {
 			t.Errorf("cut %v-%v: noticed %v, back %v; want %v, %v", c.cut, c.restored, noticed, back, c.noticed, c.back)
 		}
 	}
+	// A reboot whose new connection took the place before the server read
+	// the old one's end: a join alone, found from the restart on.
+	if back := replaced(evs, at(26), time.Time{}, 30*time.Second); back != 100*time.Millisecond {
+		t.Errorf("rebooted at 26 s: back after %v, want the join 100 ms after", back)
+	}
+	if back := replaced(evs, at(27), time.Time{}, 30*time.Second); back != -1 {
+		t.Errorf("rebooted at 27 s: back after %v, want none (the join was before)", back)
+	}
 }
 
 // TestSteadyTextReport: the steady report gives one line a bridge that

@@ -121,6 +121,9 @@ func (rep *Report) serverEvents(a api, conference string, since time.Time) {
 			}
 		}
 		f.ServerNoticed, f.ServerBack = match(byBridge[f.Bridge], f.Cut, f.Restored, next, rep.recoveryMax)
+		if f.Kind == "reboot" && f.ServerNoticed < 0 {
+			f.ServerBack = replaced(byBridge[f.Bridge], f.Restored, next, rep.recoveryMax)
+		}
 	}
 	if hd := rep.HubDrop; hd != nil {
 		hd.ServerNoticed, hd.ServerBack = match(byBridge["hub"], hd.Cut, hd.Restored, time.Time{}, rep.recoveryMax)
@@ -154,6 +157,23 @@ func match(evs []event, cut, restored, next time.Time, recovery time.Duration) (
 		}
 	}
 	return noticed, back
+}
+
+// replaced finds a rebooted terminal's return when the server logged no
+// drop: the new connection took the place before the server read the old
+// one's end (a reboot here is instant), so its log has the join alone. It
+// returns the join after the restore (negative: none).
+func replaced(evs []event, restored, next time.Time, recovery time.Duration) time.Duration {
+	end := restored.Add(recovery + time.Second)
+	if !next.IsZero() && next.Before(end) {
+		end = next
+	}
+	for _, e := range evs {
+		if e.Kind == "join" && !e.At.Before(restored) && e.At.Before(end) {
+			return e.At.Sub(restored)
+		}
+	}
+	return -1
 }
 
 // problems lists what did not hold: the reasons for exit status 1.

@@ -1,6 +1,6 @@
 # Conveniences; README.md gives the commands these wrap.
 
-.PHONY: run test bench bench-all bench-floor fuzz
+.PHONY: run test bench bench-all bench-floor fuzz soak
 
 run:
 	go run ./cmd/citybridge
@@ -32,3 +32,10 @@ fuzz:
 	go test -run '^$$' -fuzz '^FuzzBridgeExportImport$$' -fuzztime $(FUZZTIME) ./controlplane
 	go test -run '^$$' -fuzz '^FuzzCSVCell$$' -fuzztime $(FUZZTIME) ./controlplane
 	go test -run '^$$' -fuzz '^FuzzAPIBody$$' -fuzztime $(FUZZTIME) ./controlplane
+
+# A meeting's length: 116 synthetic rooms and the hub, steady, against a
+# server of its own; its RSS, heap, goroutines and CPU every minute
+# (scripts/soak says where the figures go).
+SOAK ?= 3h
+soak:
+	SOAK=$(SOAK) scripts/soak

@@ -468,8 +468,12 @@ func (c *conference) mediaStateChanged(ss *session) {
 		m.grace = time.AfterFunc(c.srv.cfg.ReconnectGrace, func() { c.expire(m) })
 		defer c.event(ss.adm.Bridge.ID, controlplane.EventDrop, "media", fmt.Sprintf("media connections %s/%s", pub, sub))
 	case state == wire.StateConnected && m.grace != nil && m.link.get() != nil:
+		// The media came back by themselves (ICE on the same line, no
+		// new signaling connection): the log says so, as it says a resume.
 		m.grace.Stop()
 		m.grace = nil
+		away := time.Since(m.since).Round(time.Millisecond)
+		defer c.event(ss.adm.Bridge.ID, controlplane.EventReconnect, "media", "media connections back after "+away.String())
 	}
 	c.mu.Unlock()
 	c.setState(ss.adm.Bridge, state)

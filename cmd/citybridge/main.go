@@ -99,7 +99,9 @@ func usage(w io.Writer) {
                              no new one (for maintenance) until --undo
   citybridge drill --url URL --token TECH_TOKEN --conference ID --scenario NAME [--hub-token T]
                              rehearse failures with synthetic terminals (flap, bridges-drop,
-                             hub-drop) and report each bridge's detection and recovery
+                             hub-drop; --drop, --flap, --reboot; --steady --duration D for no
+                             fault) and report each cut's length, detection and recovery
+                             beside the server's event log (citybridge drill -h: every flag)
   citybridge version         print the version
 (users and bridges take --data DIR, default ./citybridge-data, and need the server stopped)
 `)

@@ -16,8 +16,11 @@ import (
 // Fleet is many terminals run together: the room simulator's load, and
 // the subject of drills.
 type Fleet struct {
+	// Terminals are the fleet's terminals; a Reboot replaces one, so
+	// while reboots may run read them with Terminal(i).
 	Terminals []*Terminal
 	Links     []*Link
+	slots     sync.RWMutex // guards Terminals' entries against Reboot
 	ctx       context.Context
 	cancel    context.CancelFunc
 	stops     []context.CancelFunc // one per terminal
@@ -56,7 +59,7 @@ func StartFleet(base, conference string, tokens []string, layers []string, log *
 }
 
 func (f *Fleet) start(i int) {
-	t := f.Terminals[i]
+	t := f.Terminal(i)
 	ctx, stop := context.WithCancel(f.ctx)
 	f.stops[i], f.done[i] = stop, make(chan struct{})
 	done := f.done[i]
@@ -78,7 +81,7 @@ func (f *Fleet) start(i int) {
 // how long the new one took to receive the hub's video (or an error after
 // timeout).
 func (f *Fleet) Reboot(i int, timeout time.Duration) (time.Duration, error) {
-	old := f.Terminals[i]
+	old := f.Terminal(i)
 	old.crash.Store(true) // no goodbye: the power went
 	f.stops[i]()
 	<-f.done[i]
@@ -86,7 +89,10 @@ func (f *Fleet) Reboot(i int, timeout time.Duration) (time.Duration, error) {
 	if err != nil {
 		return 0, err
 	}
+	t.bridge.Store(old.Bridge()) // the same room, known by its bridge until it joins
+	f.slots.Lock()
 	f.Terminals[i] = t
+	f.slots.Unlock()
 	start := time.Now()
 	f.start(i)
 	for time.Since(start) < timeout {
@@ -96,6 +102,13 @@ func (f *Fleet) Reboot(i int, timeout time.Duration) (time.Duration, error) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	return 0, fmt.Errorf("terminal %d not receiving the hub %v after its restart", i, timeout)
+}
+
+// Terminal returns terminal i (the new one after a Reboot).
+func (f *Fleet) Terminal(i int) *Terminal {
+	f.slots.RLock()
+	defer f.slots.RUnlock()
+	return f.Terminals[i]
 }
 
 // Errors are the terminals that stopped for good (refused).
@@ -122,7 +135,8 @@ func (f *Fleet) Receiving(window time.Duration) int {
 // packets they ever received.
 func (f *Fleet) NotReceiving(window time.Duration) []string {
 	var out []string
-	for _, t := range f.Terminals {
+	for i := range f.Links {
+		t := f.Terminal(i)
 		if last := t.LastHub(); last.IsZero() || time.Since(last) >= window {
 			out = append(out, fmt.Sprintf("%s (%s, %d hub packets)", t.Bridge(), t.State(), t.HubPackets()))
 		}
@@ -195,7 +209,7 @@ func (f *Fleet) Report() Report {
 		if len(faults) == 0 {
 			continue
 		}
-		b := f.Terminals[i].Bridge()
+		b := f.Terminal(i).Bridge()
 		r.PerBridge[b] = faults
 		for _, ft := range faults {
 			if ft.Restored.IsZero() {

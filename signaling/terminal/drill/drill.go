@@ -3,16 +3,21 @@
 // citybridge server: each joins as its bridge, publishes the 180p and 360p
 // test clips (simulcast) and the audio clip, receives the hub, and follows
 // the same reconnection rules as the room page. Fault scripts cut their
-// lines; the report says, per bridge and overall, how long each terminal
-// took to notice and to recover.
+// lines; the report says, per cut, how long the line was down, how long
+// the terminal took to notice and to recover, and when the server's own
+// event log saw the bridge go and come back. The steady mode keeps the
+// terminals connected with no fault and reports any that dropped (a soak,
+// a demo, a load for the wall).
 //
 //	roomsim --url https://10.20.0.5:8443 --token TECHNICIAN_TOKEN --conference c1 \
 //	        --bridges 116 --flap 10%:5s:15s --duration 2m
 //
 // The technician token provisions a terminal link for each simulated
-// bridge (POST /api/bridges/{id}/terminal-links). --hub-token adds a
-// synthetic hub when no real host is chairing. Exit status 1 if a fault did
-// not recover.
+// bridge (POST /api/bridges/{id}/terminal-links) and reads the server's
+// event log (GET /api/events). --hub-token adds a synthetic hub when no
+// real host is chairing. Exit status 1 if something did not hold (a fault
+// not recovered within --recovery-timeout, a terminal that dropped with no
+// fault on its line), 2 for bad usage.
 package drill
 
 import (
@@ -32,85 +37,265 @@ import (
 	"strings"
 	"syscall"
 	"time"
-
-	"citybridge/signaling/terminal"
 )
 
 type options struct {
 	url, token, hubToken, conference string
 	bridges                          int
-	layers                           string
-	flap, scenario                   string
+	layers                           []string
+	flap                             string
+	flapShare                        int // percent of the bridges flapping
+	flapDown, flapUp                 time.Duration
+	scenario                         string
 	duration                         time.Duration
-	drops                            []string
+	recoveryTimeout                  time.Duration
+	drops                            []drop
 	jsonOut                          bool
+	steady                           bool
 	hubDrop                          time.Duration
 	dropShare                        int           // percent of the bridges cut at once
-	reboot                           int           // terminals to restart
 	dropFor                          time.Duration // for so long
+	reboot                           int           // terminals to restart
 	logLevel                         string
 }
 
+// drop is one --drop: a bridge's line cut once, for so long.
+type drop struct {
+	bridge string
+	down   time.Duration
+}
+
+// faults reports whether the options script any fault.
+func (o *options) faults() bool {
+	return len(o.drops) > 0 || o.flap != "" || o.reboot > 0 || o.dropShare > 0 || o.hubDrop > 0
+}
+
+// errUsage marks an error in what the user asked for (exit status 2).
+var errUsage = errors.New("usage")
+
+func usagef(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{errUsage}, args...)...)
+}
+
 // Main runs the simulator with command-line args; it returns the exit
-// status (0 all recovered, 1 a fault did not, 2 bad usage).
+// status (0 all held, 1 something did not, 2 bad usage).
 func Main(name string, args []string, stdout, stderr io.Writer) int {
-	var o options
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.StringVar(&o.url, "url", "", "the server, https://host:port (required)")
-	fs.StringVar(&o.token, "token", os.Getenv("CITYBRIDGE_TECH_TOKEN"), "a technician's link token, to provision the terminals (or CITYBRIDGE_TECH_TOKEN)")
-	fs.StringVar(&o.hubToken, "hub-token", "", "a host link token: also run a synthetic hub publishing q, h and f")
-	fs.StringVar(&o.conference, "conference", "", "the conference (required)")
-	fs.IntVar(&o.bridges, "bridges", 0, "how many of the invited bridges to simulate (default: all)")
-	fs.StringVar(&o.layers, "layers", "q,h", "simulcast layers each terminal publishes (q = 180p, h = 360p)")
-	fs.StringVar(&o.flap, "flap", "", "flap a share of the lines: PERCENT:DOWN:UP, e.g. 10%:5s:15s")
-	fs.StringVar(&o.scenario, "scenario", "", "a named drill: "+strings.Join(scenarioNames(), ", "))
-	fs.DurationVar(&o.duration, "duration", 2*time.Minute, "how long the fault script runs")
-	fs.IntVar(&o.reboot, "reboot", 0, "restart this many terminals, one after another, as rooms whose PC reboots, and time their return")
-	fs.Func("drop", "cut one bridge's line once: BRIDGE:DURATION, e.g. commune-001:20s (repeatable)", func(s string) error {
-		o.drops = append(o.drops, s)
-		return nil
-	})
-	fs.BoolVar(&o.jsonOut, "json", false, "print the report as JSON")
-	fs.StringVar(&o.logLevel, "log-level", "warn", "debug, info, warn or error")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
+	o, err := parseArgs(name, args, stderr)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.Is(err, errFlag): // the flag package said why
 		return 2
-	}
-	if o.scenario != "" {
-		sc, ok := scenarios[o.scenario]
-		if !ok {
-			fmt.Fprintf(stderr, name+": no scenario %q (%s)\n", o.scenario, strings.Join(scenarioNames(), ", "))
-			return 2
-		}
-		sc.apply(&o)
-	}
-	if o.url == "" || o.conference == "" || o.token == "" {
-		fmt.Fprintln(stderr, name+": --url, --conference and --token are required")
-		fs.Usage()
+	case err != nil:
+		fmt.Fprintln(stderr, name+":", strings.TrimPrefix(err.Error(), errUsage.Error()+": "))
 		return 2
 	}
 	var level slog.Level
-	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
-		fmt.Fprintln(stderr, name+":", err)
-		return 2
-	}
+	_ = level.UnmarshalText([]byte(o.logLevel)) // checked
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := simulate(ctx, o, log, stdout); err != nil {
+	progress := stdout
+	if o.jsonOut {
+		progress = stderr
+	}
+	err = simulate(ctx, o, log, stdout, progress)
+	switch {
+	case errors.Is(err, errUsage):
+		fmt.Fprintln(stderr, name+":", strings.TrimPrefix(err.Error(), errUsage.Error()+": "))
+		return 2
+	case err != nil:
 		fmt.Fprintln(stderr, name+":", err)
 		return 1
 	}
 	return 0
 }
 
+// errFlag wraps the flag package's own errors, which it has printed.
+var errFlag = errors.New("bad flag")
+
+// parse reads the flags as Main does, printing nothing (for tests).
+func parse(args []string) (options, error) { return parseArgs("roomsim", args, io.Discard) }
+
+func parseArgs(name string, args []string, stderr io.Writer) (options, error) {
+	var o options
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.url, "url", "", "the server, https://host:port (required)")
+	fs.StringVar(&o.token, "token", os.Getenv("CITYBRIDGE_TECH_TOKEN"), "a technician's link token, to provision the terminals and read the server's event log (or CITYBRIDGE_TECH_TOKEN)")
+	fs.StringVar(&o.hubToken, "hub-token", "", "a host link token: also run a synthetic hub publishing q, h and f")
+	fs.StringVar(&o.conference, "conference", "", "the conference (required)")
+	fs.IntVar(&o.bridges, "bridges", 0, "how many of the invited bridges to simulate (default: all)")
+	layers := fs.String("layers", "q,h", "simulcast layers each terminal publishes (q = 180p, h = 360p, f = 720p)")
+	fs.StringVar(&o.flap, "flap", "", "flap a share of the lines for --duration: PERCENT:DOWN:UP, e.g. 10%:5s:15s")
+	fs.StringVar(&o.scenario, "scenario", "", "a named drill: "+strings.Join(scenarioNames(), ", ")+"; flags given as well override its values")
+	fs.DurationVar(&o.duration, "duration", 0, "how long the drill runs from its first fault, at least (0: until the last fault has recovered); --flap and --steady need it")
+	fs.DurationVar(&o.recoveryTimeout, "recovery-timeout", 30*time.Second, "a fault not recovered this long after its line came back counts as NOT RECOVERED")
+	fs.IntVar(&o.reboot, "reboot", 0, "restart this many terminals, one after another, as rooms whose PC reboots, and time their return")
+	fs.Func("drop", "cut one bridge's line once, at the start: BRIDGE:DURATION, e.g. commune-001:20s (repeatable, one per bridge)", func(s string) error {
+		d, err := parseDrop(s)
+		if err == nil {
+			o.drops = append(o.drops, d)
+		}
+		return err
+	})
+	fs.BoolVar(&o.steady, "steady", false, "no fault: keep the terminals connected for --duration and report any that dropped")
+	fs.BoolVar(&o.jsonOut, "json", false, "print the report as JSON on standard output (progress goes to standard error)")
+	fs.StringVar(&o.logLevel, "log-level", "warn", "debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return o, err
+		}
+		return o, fmt.Errorf("%w: %v", errFlag, err)
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	o.layers = strings.Split(*layers, ",")
+	return o, o.check(fs.Args(), set)
+}
+
+// check applies the scenario (under the flags given) and refuses what
+// cannot run.
+func (o *options) check(rest []string, set map[string]bool) error {
+	if len(rest) > 0 {
+		return usagef("unexpected arguments %q", rest)
+	}
+	if o.scenario != "" {
+		sc, ok := scenarios[o.scenario]
+		if !ok {
+			return usagef("no scenario %q (%s)", o.scenario, strings.Join(scenarioNames(), ", "))
+		}
+		sc.apply(o, set)
+	}
+	if o.url == "" || o.conference == "" || o.token == "" {
+		return usagef("--url, --conference and --token are required")
+	}
+	if !strings.HasPrefix(o.url, "https://") && !strings.HasPrefix(o.url, "http://") {
+		return usagef("--url %q: want https://host:port", o.url)
+	}
+	if o.bridges < 0 || o.reboot < 0 {
+		return usagef("--bridges and --reboot cannot be negative")
+	}
+	if o.duration < 0 || o.recoveryTimeout <= 0 {
+		return usagef("--duration cannot be negative, --recovery-timeout must be positive")
+	}
+	seenLayer := map[string]bool{}
+	for _, l := range o.layers {
+		if l != "q" && l != "h" && l != "f" || seenLayer[l] {
+			return usagef("--layers %q: each layer once, q, h or f", strings.Join(o.layers, ","))
+		}
+		seenLayer[l] = true
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
+		return usagef("--log-level %q: want debug, info, warn or error", o.logLevel)
+	}
+	seen := map[string]bool{}
+	for _, d := range o.drops {
+		if seen[d.bridge] {
+			return usagef("--drop %s given twice", d.bridge)
+		}
+		seen[d.bridge] = true
+	}
+	if o.flap != "" {
+		var err error
+		if o.flapShare, o.flapDown, o.flapUp, err = parseFlap(o.flap); err != nil {
+			return usagef("--flap: %v", err)
+		}
+		if o.duration < o.flapDown {
+			return usagef("--flap needs a --duration of at least one cut (%v)", o.flapDown)
+		}
+	}
+	if o.steady {
+		if o.faults() {
+			return usagef("--steady runs no fault: leave out --drop, --flap, --reboot and fault scenarios")
+		}
+		if o.duration <= 0 {
+			return usagef("--steady needs --duration")
+		}
+	}
+	if o.hubDrop > 0 && o.hubToken == "" {
+		return usagef("the hub-drop scenario needs --hub-token (a synthetic hub to cut)")
+	}
+	if !o.faults() && !o.steady {
+		return usagef("nothing to do: give a fault (--drop, --flap, --reboot, --scenario) or --steady")
+	}
+	return nil
+}
+
+func parseDrop(s string) (drop, error) {
+	b, dur, ok := strings.Cut(s, ":")
+	if !ok || b == "" {
+		return drop{}, fmt.Errorf("want BRIDGE:DURATION, got %q", s)
+	}
+	d, err := time.ParseDuration(dur)
+	if err != nil || d <= 0 {
+		return drop{}, fmt.Errorf("%q: want a positive duration such as 20s", dur)
+	}
+	return drop{bridge: b, down: d}, nil
+}
+
+func parseFlap(s string) (pct int, down, up time.Duration, err error) {
+	parts := strings.Split(s, ":")
+	if len(parts) != 3 {
+		return 0, 0, 0, fmt.Errorf("want PERCENT:DOWN:UP, got %q", s)
+	}
+	if pct, err = strconv.Atoi(strings.TrimSuffix(parts[0], "%")); err != nil || pct <= 0 || pct > 100 {
+		return 0, 0, 0, fmt.Errorf("percent %q: want 1%% to 100%%", parts[0])
+	}
+	if down, err = time.ParseDuration(parts[1]); err != nil || down <= 0 {
+		return 0, 0, 0, fmt.Errorf("down %q: want a positive duration", parts[1])
+	}
+	if up, err = time.ParseDuration(parts[2]); err != nil || up <= 0 {
+		return 0, 0, 0, fmt.Errorf("up %q: want a positive duration", parts[2])
+	}
+	return pct, down, up, nil
+}
+
+// A scenario is a named drill: what the city rehearses before a meeting.
+// apply sets its values for the flags the user did not give.
+type scenario struct {
+	about string
+	apply func(o *options, set map[string]bool)
+}
+
+var scenarios = map[string]scenario{
+	"bridges-drop": {"10% of the bridges lose their line for 20 s, at once", func(o *options, _ map[string]bool) {
+		o.dropShare, o.dropFor = 10, 20*time.Second
+	}},
+	"flap": {"10% of the bridges flap (5 s down, 15 s up) for 2 minutes", func(o *options, set map[string]bool) {
+		if !set["flap"] {
+			o.flap = "10%:5s:15s"
+		}
+		if !set["duration"] {
+			o.duration = 2 * time.Minute
+		}
+	}},
+	"hub-drop": {"the hub's line drops for 5 s (needs --hub-token)", func(o *options, _ map[string]bool) {
+		o.hubDrop = 5 * time.Second
+	}},
+}
+
+func scenarioNames() []string {
+	var out []string
+	for name, sc := range scenarios {
+		out = append(out, name+" ("+sc.about+")")
+	}
+	sort.Strings(out)
+	return out
+}
+
 // api is a small client for the server's JSON API with a bearer token.
 type api struct {
 	base, token string
 	client      *http.Client
+}
+
+func newAPI(base, token string) api {
+	return api{base: strings.TrimRight(base, "/"), token: token, client: &http.Client{
+		Timeout:   10 * time.Second,
+		Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}, // the city's own, often self-signed
+	}}
 }
 
 func (a api) call(method, path string, out any) error {
@@ -129,261 +314,4 @@ func (a api) call(method, path string, out any) error {
 		return fmt.Errorf("%s %s: %s %s", method, path, resp.Status, strings.TrimSpace(string(b)))
 	}
 	return json.NewDecoder(resp.Body).Decode(out)
-}
-
-func simulate(ctx context.Context, o options, log *slog.Logger, stdout io.Writer) error {
-	a := api{base: strings.TrimRight(o.url, "/"), token: o.token, client: &http.Client{
-		Timeout:   10 * time.Second,
-		Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}, // the city's own, often self-signed
-	}}
-	var invited []struct{ ID, Kind string }
-	if err := a.call("GET", "/api/conferences/"+o.conference+"/bridges", &invited); err != nil {
-		return err
-	}
-	if o.bridges > 0 && o.bridges < len(invited) {
-		invited = invited[:o.bridges]
-	}
-	tokens := make([]string, 0, len(invited))
-	for _, b := range invited {
-		var link struct{ Token string }
-		if err := a.call("POST", "/api/bridges/"+b.ID+"/terminal-links", &link); err != nil {
-			return err
-		}
-		tokens = append(tokens, link.Token)
-	}
-	layers := strings.Split(o.layers, ",")
-	var hub *terminal.Fleet
-	if o.hubToken != "" {
-		var err error
-		if hub, err = terminal.StartFleet(a.base, o.conference, []string{o.hubToken}, []string{"q", "h", "f"}, log.With("role", "hub")); err != nil {
-			return err
-		}
-		defer hub.Stop()
-	}
-	fleet, err := terminal.StartFleet(a.base, o.conference, tokens, layers, log)
-	if err != nil {
-		return err
-	}
-	defer fleet.Stop()
-	fmt.Fprintf(stdout, "%d terminals started; waiting for the hub's video at each\n", len(tokens))
-	deadline := time.Now().Add(90 * time.Second)
-	for fleet.Receiving(2*time.Second) < len(tokens) && time.Now().Before(deadline) && ctx.Err() == nil {
-		time.Sleep(500 * time.Millisecond)
-	}
-	fmt.Fprintf(stdout, "%d of %d terminals receiving the hub\n", fleet.Receiving(2*time.Second), len(tokens))
-
-	byBridge := map[string]int{}
-	for i, t := range fleet.Terminals {
-		byBridge[t.Bridge()] = i
-	}
-	scriptCtx, cancel := context.WithTimeout(ctx, o.duration+time.Minute)
-	defer cancel()
-	done := make(chan struct{})
-	rebootFailures := 0
-	go func() {
-		defer close(done)
-		for _, d := range o.drops {
-			b, dur, ok := strings.Cut(d, ":")
-			i, known := byBridge[b]
-			t, err := time.ParseDuration(dur)
-			if !ok || !known || err != nil {
-				log.Error("bad --drop", "value", d)
-				continue
-			}
-			fleet.Links[i].Cut()
-			fmt.Fprintf(stdout, "cut %s for %v\n", b, t)
-			go func() {
-				time.Sleep(t)
-				fleet.Links[i].Restore()
-			}()
-		}
-		for k, i := range fleet.Pick(o.reboot) {
-			b := fleet.Terminals[i].Bridge()
-			took, err := fleet.Reboot(i, 30*time.Second)
-			if err != nil {
-				fmt.Fprintf(stdout, "reboot %d: %s NOT back: %v\n", k+1, b, err)
-				rebootFailures++
-				continue
-			}
-			fmt.Fprintf(stdout, "reboot %d: %s receiving the hub %v after starting again\n", k+1, b, took.Round(time.Millisecond))
-		}
-		if o.dropShare > 0 {
-			idx := fleet.Pick(max(1, len(tokens)*o.dropShare/100))
-			fmt.Fprintf(stdout, "cutting %d lines at once for %v\n", len(idx), o.dropFor)
-			for _, i := range idx {
-				fleet.Links[i].Cut()
-			}
-			time.Sleep(o.dropFor)
-			for _, i := range idx {
-				fleet.Links[i].Restore()
-			}
-		}
-		if o.hubDrop > 0 {
-			if hub == nil {
-				log.Error("the hub-drop scenario needs --hub-token (a synthetic hub to cut)")
-				return
-			}
-			hubDrop(stdout, fleet, hub, o.hubDrop)
-		}
-		if o.flap != "" {
-			pct, down, up, err := parseFlap(o.flap)
-			if err != nil {
-				log.Error("bad --flap", "err", err)
-				return
-			}
-			n := max(1, len(tokens)*pct/100)
-			fmt.Fprintf(stdout, "flapping %d lines (%v down, %v up) for %v\n", n, down, up, o.duration)
-			fleet.Flap(scriptCtx, fleet.Pick(n), down, up, o.duration)
-		}
-	}()
-	<-done
-	// Let the last restores recover (or be counted as not recovering).
-	settle := time.Now().Add(30 * time.Second)
-	for fleet.Receiving(2*time.Second) < len(tokens) && time.Now().Before(settle) && ctx.Err() == nil {
-		time.Sleep(500 * time.Millisecond)
-	}
-	time.Sleep(time.Second)
-	rep := fleet.Report()
-	if o.jsonOut {
-		writeJSON(stdout, rep)
-	} else {
-		writeText(stdout, rep)
-	}
-	if len(rep.Unrecovered) > 0 || rebootFailures > 0 {
-		return fmt.Errorf("%d faults and %d reboots did not recover", len(rep.Unrecovered), rebootFailures)
-	}
-	return nil
-}
-
-func parseFlap(s string) (pct int, down, up time.Duration, err error) {
-	parts := strings.Split(s, ":")
-	if len(parts) != 3 {
-		return 0, 0, 0, fmt.Errorf("want PERCENT:DOWN:UP, got %q", s)
-	}
-	if pct, err = strconv.Atoi(strings.TrimSuffix(parts[0], "%")); err != nil || pct <= 0 || pct > 100 {
-		return 0, 0, 0, fmt.Errorf("percent %q", parts[0])
-	}
-	if down, err = time.ParseDuration(parts[1]); err != nil {
-		return 0, 0, 0, err
-	}
-	if up, err = time.ParseDuration(parts[2]); err != nil {
-		return 0, 0, 0, err
-	}
-	return pct, down, up, nil
-}
-
-func writeText(w io.Writer, rep terminal.Report) {
-	bridges := make([]string, 0, len(rep.PerBridge))
-	for b := range rep.PerBridge {
-		bridges = append(bridges, b)
-	}
-	sort.Strings(bridges)
-	fmt.Fprintln(w, "bridge\tcut at\tdown for\tnoticed after\trecovered after")
-	for _, b := range bridges {
-		for _, f := range rep.PerBridge[b] {
-			rec := "NOT RECOVERED"
-			if f.Recovered > 0 {
-				rec = f.Recovered.Round(time.Millisecond).String()
-			}
-			fmt.Fprintf(w, "%s\t%s\t%v\t%v\t%s\n", b, f.Cut.Format("15:04:05"), f.Restored.Sub(f.Cut).Round(100*time.Millisecond),
-				f.Detected.Round(time.Millisecond), rec)
-		}
-	}
-	rep.Write(w)
-}
-
-func writeJSON(w io.Writer, rep terminal.Report) {
-	type fault struct {
-		Bridge      string  `json:"bridge"`
-		Cut         string  `json:"cut"`
-		DownSeconds float64 `json:"down_seconds"`
-		NoticedMs   int64   `json:"noticed_ms"`
-		RecoveredMs int64   `json:"recovered_ms"` // -1: did not recover
-	}
-	out := struct {
-		Faults      int      `json:"faults"`
-		Recovered   int      `json:"recovered"`
-		MedianMs    int64    `json:"median_recovery_ms"`
-		WorstMs     int64    `json:"worst_recovery_ms"`
-		Unrecovered []string `json:"unrecovered"`
-		List        []fault  `json:"list"`
-	}{Faults: rep.Faults, Recovered: rep.Recovered, Unrecovered: rep.Unrecovered,
-		MedianMs: terminal.Quantile(rep.Recoveries, 0.5).Milliseconds(), WorstMs: terminal.Quantile(rep.Recoveries, 1).Milliseconds()}
-	for b, fs := range rep.PerBridge {
-		for _, f := range fs {
-			rec := int64(-1)
-			if f.Recovered > 0 {
-				rec = f.Recovered.Milliseconds()
-			}
-			out.List = append(out.List, fault{Bridge: b, Cut: f.Cut.UTC().Format(time.RFC3339), DownSeconds: f.Restored.Sub(f.Cut).Seconds(),
-				NoticedMs: f.Detected.Milliseconds(), RecoveredMs: rec})
-		}
-	}
-	sort.Slice(out.List, func(i, j int) bool { return out.List[i].Cut < out.List[j].Cut })
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	_ = enc.Encode(out)
-}
-
-// A scenario is a named drill: what the city rehearses before a meeting.
-type scenario struct {
-	about string
-	apply func(*options)
-}
-
-var scenarios = map[string]scenario{
-	"bridges-drop": {"10% of the bridges lose their line for 20 s, at once", func(o *options) {
-		o.dropShare, o.dropFor = 10, 20*time.Second
-	}},
-	"flap": {"10% of the bridges flap (5 s down, 15 s up) for 2 minutes", func(o *options) {
-		o.flap, o.duration = "10%:5s:15s", 2*time.Minute
-	}},
-	"hub-drop": {"the hub's line drops for 5 s (needs --hub-token)", func(o *options) {
-		o.hubDrop, o.duration = 5*time.Second, 0
-	}},
-}
-
-func scenarioNames() []string {
-	var out []string
-	for name, sc := range scenarios {
-		out = append(out, name+" ("+sc.about+")")
-	}
-	sort.Strings(out)
-	return out
-}
-
-// hubDrop cuts the synthetic hub's line for d and reports how long after
-// it came back each room received the hub's video again.
-func hubDrop(w io.Writer, rooms, hub *terminal.Fleet, d time.Duration) {
-	fmt.Fprintf(w, "cutting the hub's line for %v\n", d)
-	hub.Links[0].Cut()
-	time.Sleep(d)
-	hub.Links[0].Restore()
-	back := time.Now()
-	waits := make([]time.Duration, len(rooms.Terminals))
-	deadline := back.Add(30 * time.Second)
-	for left := len(waits); left > 0 && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		left = 0
-		for i, t := range rooms.Terminals {
-			if waits[i] == 0 {
-				if t.LastHub().After(back) {
-					waits[i] = time.Since(back)
-				} else {
-					left++
-				}
-			}
-		}
-	}
-	var got []time.Duration
-	missing := 0
-	for _, w := range waits {
-		if w > 0 {
-			got = append(got, w)
-		} else {
-			missing++
-		}
-	}
-	sort.Slice(got, func(i, j int) bool { return got[i] < got[j] })
-	fmt.Fprintf(w, "hub back at %d of %d rooms: median %v, worst %v after its line returned; %d rooms without it\n",
-		len(got), len(waits), terminal.Quantile(got, 0.5).Round(time.Millisecond), terminal.Quantile(got, 1).Round(time.Millisecond), missing)
 }

@@ -69,15 +69,27 @@ func TestLinkExpiry(t *testing.T) {
 		t.Errorf("the technician link before its time: %d", code)
 	}
 
-	// Bad expiries: 400, nothing issued.
-	before := settled(t, ts.store)
+	// Bad expiries: 400, nothing issued: no token, no audit entry. (The
+	// rest of the store may change meanwhile: the room's 2 s link can run
+	// out during these calls on a loaded machine, and its session's end
+	// writes its attendance and an event.)
+	links := func(snap map[string]string) map[string]string {
+		out := map[string]string{}
+		for k, v := range snap {
+			if strings.HasPrefix(k, "tokens/") || strings.HasPrefix(k, "audit/") {
+				out[k] = v
+			}
+		}
+		return out
+	}
+	before := links(settled(t, ts.store))
 	for _, body := range []string{`{"expires":"yesterday"}`, `{"expires":"-1h"}`, `{"expires":"0s"}`,
 		`{"expires":"2020-01-01T00:00:00Z"}`, `{"expires":"100000h"}`, `{"expires":5}`, `{"name":"x"}`, `{"expire":"1h"}`} {
 		if code, _, _ := issueLink(t, ts, "/api/bridges/ward-007/terminal-links", tech, body); code != 400 {
 			t.Errorf("expiry %s: %d, want 400", body, code)
 		}
 	}
-	if d := diffKeys(before, settled(t, ts.store)); d != "" {
+	if d := diffKeys(before, links(settled(t, ts.store))); d != "" {
 		t.Errorf("refused issues changed the store: %s", d)
 	}
 

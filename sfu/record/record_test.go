@@ -1,0 +1,287 @@
+package record
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"citybridge/sfu"
+	"citybridge/sfu/sfutest"
+
+	"github.com/pion/rtp"
+	"github.com/pion/rtp/codecs"
+	"github.com/pion/webrtc/v4"
+	"github.com/pion/webrtc/v4/pkg/media/h264reader"
+	"github.com/pion/webrtc/v4/pkg/media/ivfreader"
+	"github.com/pion/webrtc/v4/pkg/media/oggreader"
+)
+
+// fakeTrack stands for a published track: the test calls its tap with
+// packets made from the clips, as the SFU's read loop would.
+type fakeTrack struct {
+	kind      webrtc.RTPCodecType
+	codec     webrtc.RTPCodecParameters
+	mu        sync.Mutex
+	tap       sfu.Tap
+	keyframes atomic.Int32
+}
+
+func (f *fakeTrack) PublisherID() string              { return "hub" }
+func (f *fakeTrack) Kind() webrtc.RTPCodecType        { return f.kind }
+func (f *fakeTrack) Codec() webrtc.RTPCodecParameters { return f.codec }
+func (f *fakeTrack) TopLayer() int                    { return 0 }
+func (f *fakeTrack) RequestKeyframe(int)              { f.keyframes.Add(1) }
+func (f *fakeTrack) SetTap(t sfu.Tap)                 { f.mu.Lock(); f.tap = t; f.mu.Unlock() }
+func (f *fakeTrack) send(p *rtp.Packet)               { f.mu.Lock(); t := f.tap; f.mu.Unlock(); t.Packet(0, p) }
+func codec(mime string, rate uint32) webrtc.RTPCodecParameters {
+	return webrtc.RTPCodecParameters{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: mime, ClockRate: rate}}
+}
+
+// clock is the recorder's wall clock in the test: it moves with the
+// media fed, so segments of seconds are cut without waiting for them.
+type clock struct{ ns atomic.Int64 }
+
+func (c *clock) now() time.Time          { return time.Unix(0, c.ns.Load()) }
+func (c *clock) advance(d time.Duration) { c.ns.Add(int64(d)) }
+func newClock() *clock {
+	c := &clock{}
+	c.ns.Store(time.Date(2026, 12, 6, 9, 0, 0, 0, time.UTC).UnixNano())
+	return c
+}
+func packetizer(p rtp.Payloader, pt uint8, rate uint32) rtp.Packetizer {
+	return rtp.NewPacketizer(1200, pt, 0x1234+uint32(pt), p, rtp.NewRandomSequencer(), rate)
+}
+
+func needTool(t *testing.T, name string) {
+	t.Helper()
+	if _, err := exec.LookPath(name); err != nil {
+		t.Fatalf("%s is needed (scripts/test installs it): %v", name, err)
+	}
+}
+
+// TestRecorderSegments feeds a VP8 camera, an H.264 camera and Opus audio
+// through the recorder with 3-second segments; every closed segment is in
+// the manifest with its checksum, and ffprobe and ffmpeg read it: codec,
+// picture size, and a duration that matches the media fed.
+func TestRecorderSegments(t *testing.T) {
+	needTool(t, "ffprobe")
+	needTool(t, "ffmpeg")
+	dir := t.TempDir()
+	clk := newClock()
+	rec, err := New("c1", Options{Dir: dir, SegmentLength: 3 * time.Second, QueuePackets: 1 << 16, Now: clk.now, IdleClose: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	vp8 := &fakeTrack{kind: webrtc.RTPCodecTypeVideo, codec: codec(webrtc.MimeTypeVP8, 90000)}
+	h264 := &fakeTrack{kind: webrtc.RTPCodecTypeVideo, codec: codec(webrtc.MimeTypeH264, 90000)}
+	opus := &fakeTrack{kind: webrtc.RTPCodecTypeAudio, codec: codec(webrtc.MimeTypeOpus, 48000)}
+	if err := rec.Start("chair", false); err != nil {
+		t.Fatal(err)
+	}
+	rec.Set([]Source{{vp8, "hub-camera"}, {h264, "ward-001-camera"}, {opus, "hub-audio"}})
+
+	const seconds = 10
+	vp8Frames := readVP8(t, filepath.Join(sfutest.TestdataDir(), "video-360p.ivf"), seconds*30)
+	h264Frames := makeH264(t, seconds)
+	opusFrames := readOpus(t, filepath.Join(sfutest.TestdataDir(), "audio.ogg"), seconds*50)
+	pv := packetizer(&codecs.VP8Payloader{}, 96, 90000)
+	ph := packetizer(&codecs.H264Payloader{}, 102, 90000)
+	po := packetizer(&codecs.OpusPayloader{}, 111, 48000)
+	// Ten seconds, in 20 ms steps: audio every step, video every 1/30 s.
+	sent := 0
+	for step := 0; step < seconds*50; step++ {
+		for _, p := range po.Packetize(opusFrames[step], 960) {
+			opus.send(p)
+		}
+		for ; sent < (step+1)*30/50 && sent < len(vp8Frames); sent++ {
+			for _, p := range pv.Packetize(vp8Frames[sent], 3000) {
+				vp8.send(p)
+			}
+			for _, p := range ph.Packetize(h264Frames[sent], 3000) {
+				h264.send(p)
+			}
+		}
+		clk.advance(20 * time.Millisecond)
+	}
+	if err := rec.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if n := rec.Dropped(); n != 0 {
+		t.Errorf("%d packets dropped", n)
+	}
+	m, err := ReadManifest(rec.Dir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(m.Runs) != 1 || m.Runs[0].By != "chair" || m.Runs[0].Stopped.IsZero() {
+		t.Errorf("runs %+v, want one by chair, stopped", m.Runs)
+	}
+	perTrack := map[string][]Segment{}
+	for _, s := range m.Segments {
+		perTrack[s.Track] = append(perTrack[s.Track], s)
+	}
+	want := map[string]struct {
+		codec string
+		w, h  int
+	}{
+		"hub-camera": {"vp8", 640, 360}, "ward-001-camera": {"h264", 640, 360}, "hub-audio": {"opus", 0, 0},
+	}
+	for track, w := range want {
+		segs := perTrack[track]
+		if len(segs) < 2 {
+			t.Errorf("%s: %d segments, want at least 2 in %d s of 3 s segments", track, len(segs), seconds)
+		}
+		var total float64
+		for _, s := range segs {
+			checkSegment(t, rec.Dir(), s, w.codec, w.w, w.h)
+			total += float64(s.DurationMS) / 1000
+		}
+		// The first video segment starts on the first frame; the sum
+		// of the segments' lengths is the media fed, less one frame per
+		// segment (a duration ends at its last frame's start).
+		if total < seconds-0.5 || total > seconds+0.1 {
+			t.Errorf("%s: segments last %.2f s in all, fed %d s", track, total, seconds)
+		}
+	}
+}
+
+// checkSegment verifies one closed segment: its checksum and size, and
+// what ffprobe says of it; ffmpeg decodes it without an error.
+func checkSegment(t *testing.T, dir string, s Segment, codecName string, w, h int) {
+	t.Helper()
+	path := filepath.Join(dir, s.File)
+	sum, size, err := fileSum(path)
+	if err != nil || sum != s.SHA256 || size != s.Bytes {
+		t.Errorf("%s: sha256 %s size %d (err %v), manifest says %s %d", s.File, sum, size, err, s.SHA256, s.Bytes)
+	}
+	out, err := exec.Command("ffprobe", "-v", "error", "-of", "json", "-show_entries",
+		"stream=codec_name,width,height:format=duration", path).Output()
+	if err != nil {
+		t.Errorf("ffprobe %s: %v", s.File, err)
+		return
+	}
+	var probe struct {
+		Streams []struct {
+			CodecName string `json:"codec_name"`
+			Width     int    `json:"width"`
+			Height    int    `json:"height"`
+		} `json:"streams"`
+		Format struct {
+			Duration string `json:"duration"`
+		} `json:"format"`
+	}
+	if err := json.Unmarshal(out, &probe); err != nil || len(probe.Streams) != 1 {
+		t.Errorf("ffprobe %s: %s (%v)", s.File, out, err)
+		return
+	}
+	st := probe.Streams[0]
+	if st.CodecName != codecName || st.Width != w || st.Height != h || s.Width != w || s.Height != h {
+		t.Errorf("%s: ffprobe %s %dx%d, manifest %dx%d; want %s %dx%d", s.File, st.CodecName, st.Width, st.Height, s.Width, s.Height, codecName, w, h)
+	}
+	d, err := strconv.ParseFloat(probe.Format.Duration, 64)
+	if err != nil || d < float64(s.DurationMS)/1000-0.05 || d > float64(s.DurationMS)/1000+0.1 || d <= 0 {
+		t.Errorf("%s: ffprobe duration %q, manifest %d ms", s.File, probe.Format.Duration, s.DurationMS)
+	}
+	if out, err := exec.Command("ffmpeg", "-v", "error", "-i", path, "-f", "null", "-").CombinedOutput(); err != nil || len(strings.TrimSpace(string(out))) > 0 {
+		t.Errorf("ffmpeg decoding %s: %v: %s", s.File, err, out)
+	}
+}
+
+func readVP8(t *testing.T, path string, n int) [][]byte {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	r, _, err := ivfreader.NewWith(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out [][]byte
+	for len(out) < n {
+		frame, _, err := r.ParseNextFrame()
+		if err != nil {
+			t.Fatalf("%s: %d frames, want %d: %v", path, len(out), n, err)
+		}
+		out = append(out, frame)
+	}
+	return out
+}
+
+func readOpus(t *testing.T, path string, n int) [][]byte {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	r, _, err := oggreader.NewWith(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out [][]byte
+	for len(out) < n {
+		page, _, err := r.ParseNextPage()
+		if err != nil {
+			t.Fatalf("%s: %d packets, want %d: %v", path, len(out), n, err)
+		}
+		if strings.HasPrefix(string(page), "OpusTags") {
+			continue
+		}
+		out = append(out, page)
+	}
+	return out
+}
+
+// makeH264 encodes seconds of a test picture at 30 frames a second, a
+// keyframe each second, and returns its access units in Annex-B.
+func makeH264(t *testing.T, seconds int) [][]byte {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "cam.h264")
+	cmd := exec.Command("ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30",
+		"-t", strconv.Itoa(seconds), "-c:v", "libx264", "-profile:v", "baseline", "-g", "30",
+		"-pix_fmt", "yuv420p", "-bsf:v", "h264_mp4toannexb", "-f", "h264", path)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("ffmpeg: %v: %s", err, out)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	r, err := h264reader.NewReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out [][]byte
+	var au []byte
+	for {
+		nal, err := r.NextNAL()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		au = append(au, 0, 0, 0, 1)
+		au = append(au, nal.Data...)
+		if nal.UnitType == h264reader.NalUnitTypeCodedSliceNonIdr || nal.UnitType == h264reader.NalUnitTypeCodedSliceIdr {
+			out = append(out, au)
+			au = nil
+		}
+	}
+	if len(out) != seconds*30 {
+		t.Fatalf("%d H.264 frames, want %d", len(out), seconds*30)
+	}
+	return out
+}

@@ -32,7 +32,10 @@ func (a *API) registerFloor(mux auditMux) {
 	mux.HandleFunc("DELETE /api/conferences/{id}/lock", a.floorAction(ActionUnlock))
 	mux.HandleFunc("DELETE /api/conferences/{id}/hands/{bridge}", a.floorAction(ActionLowerHand))
 	mux.HandleFunc("GET /api/conferences/{id}/attendance", a.attendance)
+	mux.HandleFunc("POST /api/conferences/{id}/recording", a.floorActionBy(ActionRecord, chairsOrAdmin))
+	mux.HandleFunc("DELETE /api/conferences/{id}/recording", a.floorActionBy(ActionStopRecord, chairsOrAdmin))
 }
+
 
 // chairs reports whether g may chair conference id: a host token bound to
 // it, or a host login (bound to none).
@@ -99,8 +102,13 @@ type giveFloor struct {
 // floorAction answers one of the host's floor actions with the new floor
 // state.
 func (a *API) floorAction(action FloorAction) http.HandlerFunc {
+	return a.floorActionBy(action, chairs)
+}
+
+// floorActionBy is floorAction for the callers allowed says.
+func (a *API) floorActionBy(action FloorAction, allowed func(Grant, string) bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		c, ok := a.conferenceFor(w, r, chairs)
+		c, ok := a.conferenceFor(w, r, allowed)
 		if !ok {
 			return
 		}

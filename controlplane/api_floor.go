@@ -36,7 +36,6 @@ func (a *API) registerFloor(mux auditMux) {
 	mux.HandleFunc("DELETE /api/conferences/{id}/recording", a.floorActionBy(ActionStopRecord, chairsOrAdmin))
 }
 
-
 // chairs reports whether g may chair conference id: a host token bound to
 // it, or a host login (bound to none).
 func chairs(g Grant, id string) bool {

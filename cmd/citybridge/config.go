@@ -26,21 +26,21 @@ import (
 // dashes as underscores). The command line wins over the environment,
 // which wins over the file.
 type Config struct {
-	ConfigFile string         // the TOML file read, if any
-	Listen     string         // the one TCP port: HTTPS, ICE-TCP, TURN over TCP and TLS
-	Data       string         // directory for the store and the generated certificate
+	ConfigFile string // the TOML file read, if any
+	Listen     string // the one TCP port: HTTPS, ICE-TCP, TURN over TCP and TLS
+	Data       string // directory for the store and the generated certificate
 	// Recordings is the recordings directory (default: recordings/ in
 	// Data); RecordingsMinFree the free space a recording needs to
 	// start; RecordingSegment each segment file's length.
 	Recordings        string
 	RecordingsMinFree byteSize
 	RecordingSegment  time.Duration
-	UDPPort    int            // the one UDP port for media
-	UDPHost    string         // address the media socket binds to ("" = all)
-	PublicIPs  []string       // addresses announced in ICE candidates and TURN URLs
-	TLSCert    string         // certificate file; with TLSKey, replaces the generated one
-	TLSKey     string         //
-	MediaAllow []netip.Prefix // if set, media peers must be in these networks
+	UDPPort           int            // the one UDP port for media
+	UDPHost           string         // address the media socket binds to ("" = all)
+	PublicIPs         []string       // addresses announced in ICE candidates and TURN URLs
+	TLSCert           string         // certificate file; with TLSKey, replaces the generated one
+	TLSKey            string         //
+	MediaAllow        []netip.Prefix // if set, media peers must be in these networks
 	// ReconnectGrace is how long a lost terminal keeps its place.
 	ReconnectGrace time.Duration
 	// ICETCP accepts ICE-TCP media on the Listen port.

@@ -20,7 +20,6 @@ import (
 	"citybridge/sfu"
 
 	"github.com/pion/webrtc/v4"
-	"golang.org/x/sys/unix"
 )
 
 // ManifestName is the manifest's file name in a conference's directory.
@@ -326,16 +325,6 @@ func ReadManifest(dir string) (Manifest, error) {
 		return m, fmt.Errorf("record: %s: %w", filepath.Join(dir, ManifestName), err)
 	}
 	return m, nil
-}
-
-// FreeBytes is the space free for an unprivileged writer in dir's file
-// system.
-func FreeBytes(dir string) (uint64, error) {
-	var st unix.Statfs_t
-	if err := unix.Statfs(dir, &st); err != nil {
-		return 0, err
-	}
-	return st.Bavail * uint64(st.Bsize), nil
 }
 
 // CheckSpace refuses to record into dir when less than minFree is free.

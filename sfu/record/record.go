@@ -211,6 +211,7 @@ func (r *Recorder) Set(sources []Source) {
 
 func (r *Recorder) stopWriters(ws []*trackWriter) {
 	for _, w := range ws {
+		r.log.Info("recording track ends", "track", w.label, "dropped", w.dropped.Load())
 		w.track.SetTap(nil)
 		w.close()
 		r.mu.Lock()

@@ -155,7 +155,7 @@ func (w *trackWriter) packet(pb *packetBuf) {
 func (w *trackWriter) check() {
 	now := w.rec.opt.Now()
 	if w.video {
-		if top := w.track.TopLayer(); top >= 0 && int32(top) != w.layer.Load() {
+		if top := w.track.TopLayer(); top >= 0 && int32(top) != w.layer.Load() && w.switchNow(top) {
 			w.rec.log.Info("recorded layer changes", "track", w.label, "layer", sfu.RIDForLayer(top))
 			w.closeSegment()
 			w.layer.Store(int32(top))
@@ -170,6 +170,21 @@ func (w *trackWriter) check() {
 	if w.seg != nil && now.Sub(w.lastFrame) > w.rec.opt.IdleClose {
 		w.closeSegment()
 	}
+}
+
+// layerSettle is how young a segment may be and still change layer
+// at once: a publisher's layers arrive one after the other in its first
+// seconds, and the recording should not hold its lowest for a segment.
+const layerSettle = 10 * time.Second
+
+// switchNow says whether to change to layer top now: when the recorded
+// layer stopped (top is below it), while nothing is recorded yet or the
+// segment is young, or when the segment is due anyway. Otherwise a
+// better layer waits for the next cut, so the picture does not stop while
+// its keyframe is awaited.
+func (w *trackWriter) switchNow(top int) bool {
+	return int32(top) < w.layer.Load() || w.seg == nil || w.due() ||
+		w.mediaMS() < layerSettle.Milliseconds()
 }
 
 // due says whether the open segment has reached its length, in media
@@ -284,7 +299,16 @@ func (w *trackWriter) closeSegment() {
 	}
 	info.DurationMS = w.lastMS
 	info.End = info.Start.Add(time.Duration(w.lastMS) * time.Millisecond)
-	sum, size, err := fileSum(filepath.Join(w.rec.dir, info.File))
+	path := filepath.Join(w.rec.dir, info.File)
+	if info.Frames < 2 {
+		// A lone frame (a segment cut as soon as it opened: the
+		// recording stopped, the layer changed) has no length to play.
+		if err := os.Remove(path); err != nil {
+			w.rec.log.Warn("recording segment of one frame not removed", "track", w.label, "err", err)
+		}
+		return
+	}
+	sum, size, err := fileSum(path)
 	if err != nil {
 		w.rec.log.Warn("recording segment checksum", "track", w.label, "err", err)
 		return

@@ -166,3 +166,117 @@ func sha256Hex(b []byte) string {
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:])
 }
+
+// TestBrowserRecording (a first part of issue 23's): a Chromium hub and
+// three Chromium rooms; the chair starts recording from the console,
+// gives the floor to room B until B's camera has a closed segment, shares
+// the screen until the screen has one, and stops. Every room page and the
+// console showed the indicator while recording and not after; ffprobe
+// reads every segment (codec, size) and each lasts what the wall clock
+// measured between its first and last frame, within a second; the hub's
+// microphone is recorded for the whole meeting, within a second.
+func TestBrowserRecording(t *testing.T) {
+	requireMediaPass(t) // four Chromiums on two cores: timing-sensitive
+	for _, tool := range []string{"ffprobe", "ffmpeg"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s is needed (scripts/test installs it): %v", tool, err)
+		}
+	}
+	ts := startTestServerWith(t, func(c *Config) { c.RecordingSegment = 4 * time.Second })
+	const conf = "c1"
+	dir := filepath.Join(ts.cfg.Data, "recordings", conf)
+	a, b, c := "commune-001", "commune-002", "ward-001"
+	browser := newBrowser(t)
+	host := openTab(t, browser, "host", ts.base+"/host#t="+ts.demo.HostToken)
+	rooms := map[string]*tab{}
+	for _, id := range []string{a, b, c} {
+		rooms[id] = openTab(t, browser, id, ts.terminalLink(t, id))
+	}
+	saveScreenshotsOnFailure(t, host, rooms[a], rooms[b], rooms[c])
+	for id, tb := range rooms {
+		waitUntil(t, 60*time.Second, id+" decoding the hub", func() (bool, string) {
+			frames, audio := received(t, tb, "hub")
+			return frames > 0 && audio > 0, fmt.Sprintf("frames %d, audio packets %d", frames, audio)
+		})
+	}
+	indicators := func(want bool) {
+		t.Helper()
+		for _, tb := range []*tab{host, rooms[a], rooms[b], rooms[c]} {
+			waitUntil(t, 5*time.Second, fmt.Sprintf("%s's recording indicator shown %v", tb.name, want), func() (bool, string) {
+				hidden, err := eval[bool](tb, `document.getElementById("recording").hidden`)
+				return err == nil && hidden == !want, fmt.Sprint(hidden, err)
+			})
+		}
+	}
+	indicators(false)
+	click(t, host, "#record")
+	started := time.Now()
+	indicators(true)
+
+	closed := func(track string) int {
+		m, err := record.ReadManifest(dir)
+		if err != nil {
+			return 0
+		}
+		n := 0
+		for _, s := range m.Segments {
+			if s.Track == track {
+				n++
+			}
+		}
+		return n
+	}
+	click(t, host, `#wall [data-bridge="`+b+`"] button.give-floor`)
+	waitUntil(t, 30*time.Second, "a closed segment of B's camera and microphone", func() (bool, string) {
+		v, au := closed(b+"-camera"), closed(b+"-audio")
+		return v >= 1 && au >= 1, fmt.Sprintf("camera %d, audio %d", v, au)
+	})
+	click(t, host, "#take-floor")
+	click(t, host, "#share")
+	waitUntil(t, 30*time.Second, "a closed segment of the shared screen", func() (bool, string) {
+		n := closed("hub-screen")
+		return n >= 1, fmt.Sprint(n)
+	})
+	click(t, host, "#share")
+	click(t, host, "#record")
+	stopped := time.Now()
+	indicators(false)
+
+	m, err := record.ReadManifest(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(m.Runs) != 1 || m.Runs[0].Stopped.IsZero() {
+		t.Errorf("runs %+v, want one, stopped", m.Runs)
+	}
+	var audio time.Duration
+	tracks := map[string]int{}
+	for _, s := range m.Segments {
+		tracks[s.Track]++
+		checkRecordedSegment(t, dir, s)
+		wall := s.End.Sub(s.Start)
+		if d := time.Duration(s.DurationMS) * time.Millisecond; d-wall > time.Second || wall-d > time.Second {
+			t.Errorf("%s lasts %v, its frames came over %v of the wall clock", s.File, d, wall)
+		}
+		if s.Kind == "video" && (s.Width < 320 || s.Height < 180) {
+			t.Errorf("%s: %dx%d", s.File, s.Width, s.Height)
+		}
+		if s.Track == "hub-audio" {
+			audio += time.Duration(s.DurationMS) * time.Millisecond
+		}
+		t.Logf("%s: %s %s %dx%d, %d ms (wall %v), %d frames", s.File, s.Codec, s.Layer, s.Width, s.Height, s.DurationMS, wall.Round(time.Millisecond), s.Frames)
+	}
+	for _, want := range []string{"hub-camera", "hub-audio", "hub-screen", b + "-camera", b + "-audio"} {
+		if tracks[want] == 0 {
+			t.Errorf("no segment of %s: %v", want, tracks)
+		}
+	}
+	for _, never := range []string{a + "-camera", a + "-audio", c + "-camera", c + "-audio"} {
+		if tracks[never] != 0 {
+			t.Errorf("%s recorded: it never held the floor nor was unmuted", never)
+		}
+	}
+	if meeting := stopped.Sub(started); audio < meeting-time.Second || audio > meeting+200*time.Millisecond {
+		t.Errorf("the hub's microphone recorded for %v of a %v recording", audio, meeting)
+	}
+}

@@ -80,8 +80,8 @@ type Segment struct {
 	Layer      string    `json:"layer,omitempty"`
 	Width      int       `json:"width,omitempty"`
 	Height     int       `json:"height,omitempty"`
-	Start      time.Time `json:"start"`
-	End        time.Time `json:"end"`
+	Start      time.Time `json:"start"` // wall clock at the first frame
+	End        time.Time `json:"end"`   // wall clock at the last frame
 	DurationMS int64     `json:"durationMs"`
 	Frames     int       `json:"frames"`
 	Bytes      int64     `json:"bytes"`

@@ -298,7 +298,7 @@ func (w *trackWriter) closeSegment() {
 		w.rec.log.Warn("recording segment close", "track", w.label, "err", err)
 	}
 	info.DurationMS = w.lastMS
-	info.End = info.Start.Add(time.Duration(w.lastMS) * time.Millisecond)
+	info.End = w.lastFrame.UTC() // the wall clock: Start to End measures what DurationMS says
 	path := filepath.Join(w.rec.dir, info.File)
 	if info.Frames < 2 {
 		// A lone frame (a segment cut as soon as it opened: the

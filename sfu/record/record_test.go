@@ -7,10 +7,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -284,4 +286,107 @@ func makeH264(t *testing.T, seconds int) [][]byte {
 		t.Fatalf("%d H.264 frames, want %d", len(out), seconds*30)
 	}
 	return out
+}
+
+// BenchmarkRecordVP8 is the recorder's cost per packet of the hub's top
+// layer (the 720p clip, about 280 packets a second): the tap's copy on
+// the read loop, and the writer goroutine's frame assembly and writes to
+// disk (into the page cache; each segment's close syncs it), all
+// counted by the benchmark's time since Stop waits for the writer.
+func BenchmarkRecordVP8(b *testing.B) {
+	frames := readVP8Bench(b, filepath.Join(sfutest.TestdataDir(), "video-720p.ivf"))
+	pv := packetizer(&codecs.VP8Payloader{}, 96, 90000)
+	var packets []*rtp.Packet
+	for _, f := range frames {
+		packets = append(packets, pv.Packetize(f, 3000)...)
+	}
+	clk := newClock()
+	rec, err := New("c1", Options{Dir: b.TempDir(), SegmentLength: time.Minute, QueuePackets: 1 << 16, Now: clk.now, IdleClose: time.Hour})
+	if err != nil {
+		b.Fatal(err)
+	}
+	track := &fakeTrack{kind: webrtc.RTPCodecTypeVideo, codec: codec(webrtc.MimeTypeVP8, 90000)}
+	if err := rec.Start("bench", false); err != nil {
+		b.Fatal(err)
+	}
+	rec.Set([]Source{{track, "hub-camera"}})
+	rec.mu.Lock()
+	w := rec.writers[track]
+	rec.mu.Unlock()
+	cpu0 := cpuTime()
+	b.ResetTimer()
+	base := packets[len(packets)-1].Timestamp - packets[0].Timestamp + 3000
+	for i := 0; i < b.N; i++ {
+		p := *packets[i%len(packets)]
+		loop := uint32(i / len(packets))
+		p.Timestamp += loop * base
+		p.SequenceNumber += uint16(loop * uint32(len(packets)))
+		track.send(&p)
+		if len(w.queue) > 1<<15 { // let the writer keep up: the benchmark measures work, not drops
+			for len(w.queue) > 1<<10 {
+				runtime.Gosched()
+			}
+		}
+	}
+	if err := rec.Stop(); err != nil {
+		b.Fatal(err)
+	}
+	// The process's CPU time (both goroutines, and the GC) per packet.
+	b.ReportMetric(float64(cpuTime()-cpu0)/float64(b.N), "cpu-ns/packet")
+	if n := rec.Dropped(); n != 0 {
+		b.Fatalf("%d dropped", n)
+	}
+}
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func readVP8Bench(b *testing.B, path string) [][]byte {
+	f, err := os.Open(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	r, _, err := ivfreader.NewWith(f)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var out [][]byte
+	for {
+		frame, _, err := r.ParseNextFrame()
+		if err != nil {
+			return out
+		}
+		out = append(out, frame)
+	}
+}
+
+// BenchmarkTap is what recording adds to a track's read loop per packet:
+// the copy into a pooled buffer and the send into the writer's queue
+// (emptied by the benchmark whenever full, the buffers returned to the
+// pool as the writer does: nothing is dropped).
+func BenchmarkTap(b *testing.B) {
+	rec, err := New("c1", Options{Dir: b.TempDir()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	w := newTrackWriter(rec, Source{&fakeTrack{kind: webrtc.RTPCodecTypeVideo, codec: codec(webrtc.MimeTypeVP8, 90000)}, "hub-camera"})
+	p := &rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 96, SequenceNumber: 1, Timestamp: 3000, SSRC: 1}, Payload: make([]byte, 1100)}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		p.SequenceNumber++
+		w.Packet(0, p)
+		if len(w.queue) == cap(w.queue) {
+			for len(w.queue) > 0 {
+				w.pool.Put(<-w.queue)
+			}
+		}
+	}
+	if n := w.dropped.Load(); n != 0 {
+		b.Fatalf("%d dropped", n)
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -278,5 +279,65 @@ func TestBrowserRecording(t *testing.T) {
 	}
 	if meeting := stopped.Sub(started); audio < meeting-time.Second || audio > meeting+200*time.Millisecond {
 		t.Errorf("the hub's microphone recorded for %v of a %v recording", audio, meeting)
+	}
+}
+
+// TestRecordingRefusedLowSpace: with less free space than
+// --recordings-min-free, starting a recording is refused with a clear
+// error (how much is free, how much is needed), from the API and from the
+// console's control message alike, and nothing changes: the floor says
+// not recording and no recording directory is made for the conference.
+func TestRecordingRefusedLowSpace(t *testing.T) {
+	t.Parallel()
+	ts := startTestServerWith(t, func(c *Config) { c.RecordingsMinFree = 1 << 62 })
+	const conf = "c1"
+	call := func(method, path string) (int, string) {
+		req, _ := http.NewRequest(method, ts.base+path, nil)
+		req.Header.Set("Authorization", "Bearer "+ts.demo.HostToken)
+		resp, err := ts.client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var b strings.Builder
+		_, _ = io.Copy(&b, resp.Body)
+		return resp.StatusCode, b.String()
+	}
+	code, body := call("POST", "/api/conferences/"+conf+"/recording")
+	if code != http.StatusConflict || !strings.Contains(body, `"bad_state"`) || !strings.Contains(body, "GB free in") ||
+		!strings.Contains(body, "--recordings-min-free") {
+		t.Errorf("start recording with too little space: %d %s", code, body)
+	}
+	code, body = call("GET", "/api/conferences/"+conf+"/floor")
+	if code != http.StatusOK || !strings.Contains(body, `"recording":false`) {
+		t.Errorf("floor after the refusal: %d %s", code, body)
+	}
+	if _, err := os.Stat(filepath.Join(ts.cfg.Data, "recordings", conf)); !os.IsNotExist(err) {
+		t.Errorf("a recording directory was made for %s: %v", conf, err)
+	}
+	// A stop while not recording changes nothing either.
+	if code, body = call("DELETE", "/api/conferences/"+conf+"/recording"); code != http.StatusOK || !strings.Contains(body, `"recording":false`) {
+		t.Errorf("stop while not recording: %d %s", code, body)
+	}
+}
+
+// TestRecordingFlags: the recordings flags and their defaults; a size
+// that is not one is refused with the flag's name.
+func TestRecordingFlags(t *testing.T) {
+	getenv := func(string) string { return "" }
+	cfg, err := parseServeFlags(nil, getenv, io.Discard)
+	if err != nil || cfg.RecordingsMinFree != 5e9 || cfg.RecordingSegment != 5*time.Minute || cfg.Recordings != "" {
+		t.Errorf("defaults: %v %d %v %q", err, cfg.RecordingsMinFree, cfg.RecordingSegment, cfg.Recordings)
+	}
+	for in, want := range map[string]byteSize{"500MB": 500e6, "5GB": 5e9, "1.5 GB": 1.5e9, "64kb": 64e3, "1024": 1024, "2TB": 2e12} {
+		cfg, err := parseServeFlags([]string{"--recordings-min-free", in, "--recordings", "/srv/rec", "--recording-segment", "10s"}, getenv, io.Discard)
+		if err != nil || cfg.RecordingsMinFree != want || cfg.Recordings != "/srv/rec" || cfg.RecordingSegment != 10*time.Second {
+			t.Errorf("%q: %v %d, want %d", in, err, cfg.RecordingsMinFree, want)
+		}
+	}
+	for _, bad := range []string{"lots", "-5GB", "5XB", ""} {
+		if _, err := parseServeFlags([]string{"--recordings-min-free", bad}, getenv, io.Discard); err == nil || !strings.Contains(err.Error(), "recordings-min-free") {
+			t.Errorf("%q accepted: %v", bad, err)
+		}
 	}
 }

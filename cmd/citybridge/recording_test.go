@@ -176,6 +176,9 @@ func sha256Hex(b []byte) string {
 // reads every segment (codec, size) and each lasts what the wall clock
 // measured between its first and last frame, within a second; the hub's
 // microphone is recorded for the whole meeting, within a second.
+//
+// It runs twice: with the browsers' default video (VP8, WebM files) and
+// with --video-codec h264 (Matroska files).
 func TestBrowserRecording(t *testing.T) {
 	requireMediaPass(t) // four Chromiums on two cores: timing-sensitive
 	for _, tool := range []string{"ffprobe", "ffmpeg"} {
@@ -183,7 +186,18 @@ func TestBrowserRecording(t *testing.T) {
 			t.Fatalf("%s is needed (scripts/test installs it): %v", tool, err)
 		}
 	}
-	ts := startTestServerWith(t, func(c *Config) { c.RecordingSegment = 4 * time.Second })
+	for _, codec := range []string{"", "h264"} {
+		name := codec
+		if name == "" {
+			name = "vp8"
+		}
+		t.Run(name, func(t *testing.T) { browserRecording(t, codec) })
+	}
+}
+
+func browserRecording(t *testing.T, codec string) {
+	ts := startTestServerWith(t, func(c *Config) { c.RecordingSegment = 4 * time.Second; c.VideoCodec = codec })
+	began := time.Now()
 	const conf = "c1"
 	dir := filepath.Join(ts.cfg.Data, "recordings", conf)
 	a, b, c := "commune-001", "commune-002", "ward-001"
@@ -262,6 +276,9 @@ func TestBrowserRecording(t *testing.T) {
 		if s.Kind == "video" && (s.Width < 320 || s.Height < 180) {
 			t.Errorf("%s: %dx%d", s.File, s.Width, s.Height)
 		}
+		if wantVideo := map[string]string{"": "video/VP8", "h264": "video/H264"}[codec]; s.Kind == "video" && !strings.EqualFold(s.Codec, wantVideo) {
+			t.Errorf("%s: %s, want %s", s.File, s.Codec, wantVideo)
+		}
 		if s.Track == "hub-audio" {
 			audio += time.Duration(s.DurationMS) * time.Millisecond
 		}
@@ -276,6 +293,20 @@ func TestBrowserRecording(t *testing.T) {
 		if tracks[never] != 0 {
 			t.Errorf("%s recorded: it never held the floor nor was unmuted", never)
 		}
+	}
+	// Starting and stopping are in the audit log, by the chair.
+	es, err := ts.store.AuditLog(began, time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	audited := map[string]int{}
+	for _, e := range es {
+		if e.Result == "ok" && e.Role == controlplane.RoleHost {
+			audited[e.Action]++
+		}
+	}
+	if audited["control record"] != 1 || audited["control stop_record"] != 1 {
+		t.Errorf("audit log: %v, want one record and one stop_record by the host", audited)
 	}
 	if meeting := stopped.Sub(started); audio < meeting-time.Second || audio > meeting+200*time.Millisecond {
 		t.Errorf("the hub's microphone recorded for %v of a %v recording", audio, meeting)

@@ -23,8 +23,9 @@ import (
 // packetBuf is one packet on its way from a track's read loop to its
 // writer: copied once, into a pooled buffer.
 type packetBuf struct {
-	n int
-	b [1600]byte
+	n  int
+	at time.Time // when it arrived: the manifest's times are the media's, not the disk's
+	b  [1600]byte
 }
 
 // trackWriter records one track: the SFU's read loop hands it packets
@@ -47,6 +48,8 @@ type trackWriter struct {
 
 	// The writer goroutine's own.
 	sb        *samplebuilder.SampleBuilder
+	pending   *media.Sample // H.264: the access unit being gathered
+	arrived   time.Time     // when the newest packet arrived
 	seg       *segmentFile
 	segInfo   Segment
 	segExt    int64 // the segment's first timestamp, unwrapped
@@ -103,7 +106,7 @@ func (w *trackWriter) Packet(layer int, p *rtp.Packet) {
 		w.dropped.Add(1)
 		return
 	}
-	pb.n = n
+	pb.n, pb.at = n, w.rec.opt.Now()
 	select {
 	case w.queue <- pb:
 	default:
@@ -129,6 +132,7 @@ func (w *trackWriter) run() {
 			for len(w.queue) > 0 {
 				w.packet(<-w.queue)
 			}
+			w.flush()
 			w.closeSegment()
 			return
 		}
@@ -138,6 +142,7 @@ func (w *trackWriter) run() {
 func (w *trackWriter) packet(pb *packetBuf) {
 	p := &rtp.Packet{}
 	err := p.Unmarshal(append([]byte(nil), pb.b[:pb.n]...))
+	w.arrived = pb.at
 	w.pool.Put(pb)
 	if err != nil {
 		return
@@ -157,6 +162,7 @@ func (w *trackWriter) check() {
 	if w.video {
 		if top := w.track.TopLayer(); top >= 0 && int32(top) != w.layer.Load() && w.switchNow(top) {
 			w.rec.log.Info("recorded layer changes", "track", w.label, "layer", sfu.RIDForLayer(top))
+			w.flush()
 			w.closeSegment()
 			w.layer.Store(int32(top))
 			w.resetBuilder()
@@ -210,15 +216,46 @@ func (w *trackWriter) askKeyframe() {
 	w.track.RequestKeyframe(int(w.layer.Load()))
 }
 
-// sample writes one assembled frame, opening and cutting segments: a
-// video segment starts on a keyframe, asked for when it is due.
+// sample takes one assembled sample. H.264 may come as several samples
+// of one timestamp (the parameter sets apart from the picture): they are
+// one access unit, written as one frame once the next timestamp shows
+// the unit is complete.
 func (w *trackWriter) sample(s *media.Sample) {
+	if w.family != familyH264 {
+		w.frame(s)
+		return
+	}
+	if w.pending != nil && s.PacketTimestamp == w.pending.PacketTimestamp {
+		w.pending.Data = append(w.pending.Data, s.Data...)
+		return
+	}
+	prev := w.pending
+	w.pending = &media.Sample{Data: append([]byte(nil), s.Data...), PacketTimestamp: s.PacketTimestamp}
+	if prev != nil {
+		w.frame(prev)
+	}
+}
+
+// flush writes the H.264 access unit held back by sample.
+func (w *trackWriter) flush() {
+	if w.pending != nil {
+		w.frame(w.pending)
+		w.pending = nil
+	}
+}
+
+// frame writes one frame, opening and cutting segments: a video segment
+// starts on a keyframe, asked for when it is due.
+func (w *trackWriter) frame(s *media.Sample) {
+	if w.haveTS && s.PacketTimestamp == w.lastTS && w.seg != nil && w.segInfo.Frames > 0 {
+		return // a second frame at one time: the file's times must increase
+	}
 	if w.haveTS {
 		w.ext += int64(int32(s.PacketTimestamp - w.lastTS))
 	}
 	w.lastTS, w.haveTS = s.PacketTimestamp, true
 	key := isKeyframe(w.family, s.Data)
-	now := w.rec.opt.Now()
+	now := w.arrived // a frame is whole when the packet after it arrives
 	if w.seg != nil && w.due() {
 		if key || !w.video {
 			w.closeSegment()
@@ -237,8 +274,8 @@ func (w *trackWriter) sample(s *media.Sample) {
 		}
 	}
 	ms := w.mediaMS()
-	if ms < w.lastMS {
-		ms = w.lastMS
+	if ms <= w.lastMS && w.segInfo.Frames > 0 {
+		ms = w.lastMS + 1 // strictly increasing, as players expect
 	}
 	w.lastMS = ms
 	data := s.Data

@@ -1,9 +1,11 @@
 package record
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -388,5 +390,62 @@ func BenchmarkTap(b *testing.B) {
 	}
 	if n := w.dropped.Load(); n != 0 {
 		b.Fatalf("%d dropped", n)
+	}
+}
+
+// countHandler counts the log records with one message.
+type countHandler struct {
+	msg string
+	n   *atomic.Int32
+}
+
+func (h countHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h countHandler) Handle(_ context.Context, r slog.Record) error {
+	if r.Message == h.msg {
+		h.n.Add(1)
+	}
+	return nil
+}
+func (h countHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h countHandler) WithGroup(string) slog.Handler      { return h }
+
+// TestRecorderUnwritable: when segments cannot be written (the
+// directory gone), the recorder says so once a second, not once a frame,
+// enters nothing in the manifest, and stops cleanly.
+func TestRecorderUnwritable(t *testing.T) {
+	var warnings atomic.Int32
+	clk := newClock()
+	rec, err := New("c1", Options{Dir: t.TempDir(), Now: clk.now, QueuePackets: 1 << 12, IdleClose: time.Hour,
+		Logger: slog.New(countHandler{msg: "recording segment not opened", n: &warnings})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rec.Start("chair", false); err != nil {
+		t.Fatal(err)
+	}
+	// The directory becomes a file: every segment's creation fails.
+	if err := os.RemoveAll(rec.Dir()); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(rec.Dir(), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	opus := &fakeTrack{kind: webrtc.RTPCodecTypeAudio, codec: codec(webrtc.MimeTypeOpus, 48000)}
+	rec.Set([]Source{{opus, "hub-audio"}})
+	po := packetizer(&codecs.OpusPayloader{}, 111, 48000)
+	for i := 0; i < 150; i++ { // 3 s of audio
+		for _, p := range po.Packetize([]byte{0xf8, 0xff, 0xfe}, 960) {
+			opus.send(p)
+		}
+		clk.advance(20 * time.Millisecond)
+	}
+	if err := rec.Stop(); err == nil {
+		t.Errorf("stop wrote its manifest into a directory that is a file")
+	}
+	if n := warnings.Load(); n < 1 || n > 4 {
+		t.Errorf("%d warnings for 3 s of unwritable audio, want one a second", n)
+	}
+	if m := rec.Manifest(); len(m.Segments) != 0 {
+		t.Errorf("segments entered: %+v", m.Segments)
 	}
 }

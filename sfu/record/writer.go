@@ -50,6 +50,7 @@ type trackWriter struct {
 	sb        *samplebuilder.SampleBuilder
 	pending   *media.Sample // H.264: the access unit being gathered
 	arrived   time.Time     // when the newest packet arrived
+	failedAt  time.Time     // when a segment last failed to open
 	seg       *segmentFile
 	segInfo   Segment
 	segExt    int64 // the segment's first timestamp, unwrapped
@@ -268,7 +269,11 @@ func (w *trackWriter) frame(s *media.Sample) {
 			w.askKeyframe()
 			return
 		}
+		if now.Sub(w.failedAt) < time.Second {
+			return // the last try failed a moment ago (a full disk): not once per frame
+		}
 		if err := w.openSegment(s.Data, now); err != nil {
+			w.failedAt = now
 			w.rec.log.Warn("recording segment not opened", "track", w.label, "err", err)
 			return
 		}

@@ -79,6 +79,7 @@ func needTool(t *testing.T, name string) {
 func TestRecorderSegments(t *testing.T) {
 	needTool(t, "ffprobe")
 	needTool(t, "ffmpeg")
+	goroutines := runtime.NumGoroutine()
 	dir := t.TempDir()
 	clk := newClock()
 	rec, err := New("c1", Options{Dir: dir, SegmentLength: 3 * time.Second, QueuePackets: 1 << 16, Now: clk.now, IdleClose: time.Hour})
@@ -121,6 +122,12 @@ func TestRecorderSegments(t *testing.T) {
 	}
 	if n := rec.Dropped(); n != 0 {
 		t.Errorf("%d packets dropped", n)
+	}
+	// Stop waited for every writer: their goroutines end with it.
+	for deadline := time.Now().Add(5 * time.Second); runtime.NumGoroutine() > goroutines; runtime.Gosched() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d goroutines after Stop, %d before the recording", runtime.NumGoroutine(), goroutines)
+		}
 	}
 	m, err := ReadManifest(rec.Dir())
 	if err != nil {

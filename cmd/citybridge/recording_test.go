@@ -372,3 +372,92 @@ func TestRecordingFlags(t *testing.T) {
 		}
 	}
 }
+
+// TestRecordingFollowsFloor: synthetic terminals (pion: a hub and two
+// rooms) in the test server; while recorded, the hub's camera and
+// microphone are, and the room given the floor (its camera, and its
+// microphone, unmuted with the floor), never the other, muted room.
+// Every closed segment matches its checksum and plays. It runs in the
+// ordinary test run, under the race detector: the recorder's taps on the
+// SFU's read loops and its writers, with floor changes beside them.
+func TestRecordingFollowsFloor(t *testing.T) {
+	t.Parallel()
+	ts := startTestServerWith(t, func(c *Config) { c.RecordingSegment = 2 * time.Second })
+	const conf = "c1"
+	dir := filepath.Join(ts.cfg.Data, "recordings", conf)
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
+	hub, err := terminal.StartFleet(ts.base, conf, []string{ts.demo.HostToken}, []string{"q", "h"}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(hub.Stop)
+	a, b := "commune-001", "commune-002"
+	var tokens []string
+	for _, id := range []string{a, b} {
+		link := ts.terminalLink(t, id)
+		tokens = append(tokens, link[strings.Index(link, "#t=")+3:])
+	}
+	rooms, err := terminal.StartFleet(ts.base, conf, tokens, []string{"q", "h"}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(rooms.Stop)
+	waitUntil(t, 60*time.Second, "the rooms receiving the hub", func() (bool, string) {
+		n := rooms.Receiving(time.Second)
+		return n == 2, fmt.Sprint(n)
+	})
+	call := func(method, path, body string) int {
+		req, _ := http.NewRequest(method, ts.base+"/api/conferences/"+conf+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+ts.demo.HostToken)
+		resp, err := ts.client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := call("POST", "/recording", ""); code != http.StatusOK {
+		t.Fatalf("start recording: %d", code)
+	}
+	if code := call("POST", "/floor", `{"bridge":"`+a+`"}`); code != http.StatusOK {
+		t.Fatalf("give the floor: %d", code)
+	}
+	closed := func() map[string]int {
+		out := map[string]int{}
+		if m, err := record.ReadManifest(dir); err == nil {
+			for _, s := range m.Segments {
+				out[s.Track]++
+			}
+		}
+		return out
+	}
+	want := []string{"hub-camera", "hub-audio", a + "-camera", a + "-audio"}
+	waitUntil(t, 60*time.Second, "closed segments of the hub and of the floor holder", func() (bool, string) {
+		got := closed()
+		for _, track := range want {
+			if got[track] == 0 {
+				return false, fmt.Sprint(got)
+			}
+		}
+		return true, ""
+	})
+	if code := call("DELETE", "/floor", ""); code != http.StatusOK {
+		t.Fatalf("take the floor back: %d", code)
+	}
+	if code := call("DELETE", "/recording", ""); code != http.StatusOK {
+		t.Fatalf("stop recording: %d", code)
+	}
+	m, err := record.ReadManifest(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range m.Segments {
+		if s.Publisher == b || strings.HasPrefix(s.Track, b) {
+			t.Errorf("%s recorded: it never held the floor nor was unmuted", s.File)
+		}
+		checkRecordedSegment(t, dir, s)
+	}
+	if len(m.Runs) != 1 || m.Runs[0].Stopped.IsZero() || m.Runs[0].By != "hub" {
+		t.Errorf("runs %+v, want one by the hub, stopped", m.Runs)
+	}
+}

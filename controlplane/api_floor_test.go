@@ -63,7 +63,10 @@ func TestFloorAPI(t *testing.T) {
 		{"POST", "/lock", "", FloorRequest{Action: ActionLock}},
 		{"DELETE", "/lock", "", FloorRequest{Action: ActionUnlock}},
 		{"DELETE", "/hands/ward-002", "", FloorRequest{Action: ActionLowerHand, Bridge: "ward-002"}},
+		{"POST", "/recording", "", FloorRequest{Action: ActionRecord}},
+		{"DELETE", "/recording", "", FloorRequest{Action: ActionStopRecord}},
 	} {
+		rt.want.By = "host link c1" // the caller, in the audit log's words
 		floor.got = nil
 		rec := do(rt.method, rt.path, rt.body)
 		if rec.Code != 200 || strings.TrimSpace(rec.Body.String()) != wantFloor {

@@ -49,6 +49,9 @@ type FloorRequest struct {
 	Bridge string
 	// Track names the host's screen-share track (share_screen).
 	Track string
+	// By names who asks, in the audit log's words ("host link c1", a
+	// login); a recording's manifest says who started it.
+	By string
 }
 
 // FloorState is a conference's floor as the API returns it (and the

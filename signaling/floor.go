@@ -147,8 +147,16 @@ func (c *conference) control(who actor, req controlplane.FloorRequest) (changed 
 				return false, refuseAction(controlplane.RefusedBadState, err.Error())
 			}
 		}
-		c.recBy = who.bridge
-		change = func() { c.recording = true }
+		by := req.By
+		if by == "" {
+			by = who.bridge
+		}
+		change = func() {
+			if !c.recording {
+				c.recBy = by
+			}
+			c.recording = true
+		}
 	case controlplane.ActionStopRecord:
 		change = func() { c.recording = false }
 	}

@@ -261,8 +261,8 @@ func browserRecording(t *testing.T, codec string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(m.Runs) != 1 || m.Runs[0].Stopped.IsZero() {
-		t.Errorf("runs %+v, want one, stopped", m.Runs)
+	if len(m.Runs) != 1 || m.Runs[0].Stopped.IsZero() || m.Runs[0].By != "host link "+conf {
+		t.Errorf("runs %+v, want one by the host link, stopped", m.Runs)
 	}
 	var audio time.Duration
 	tracks := map[string]int{}
@@ -457,7 +457,7 @@ func TestRecordingFollowsFloor(t *testing.T) {
 		}
 		checkRecordedSegment(t, dir, s)
 	}
-	if len(m.Runs) != 1 || m.Runs[0].Stopped.IsZero() || m.Runs[0].By != "hub" {
-		t.Errorf("runs %+v, want one by the hub, stopped", m.Runs)
+	if len(m.Runs) != 1 || m.Runs[0].Stopped.IsZero() || m.Runs[0].By != "host link "+conf {
+		t.Errorf("runs %+v, want one by the host link, stopped", m.Runs)
 	}
 }

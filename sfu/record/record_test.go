@@ -1,6 +1,7 @@
 package record
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -454,5 +455,33 @@ func TestRecorderUnwritable(t *testing.T) {
 	}
 	if m := rec.Manifest(); len(m.Segments) != 0 {
 		t.Errorf("segments entered: %+v", m.Segments)
+	}
+}
+
+// TestH264FragmentStartsAfresh: the start of a fragmented NAL unit whose
+// end never came (a retransmission arriving alone) is not prepended to
+// the next unit.
+func TestH264FragmentStartsAfresh(t *testing.T) {
+	d := &h264Depacketizer{inner: &codecs.H264Packet{}}
+	fu := func(start, end bool, typ byte, data string) []byte {
+		h := typ
+		if start {
+			h |= 0x80
+		}
+		if end {
+			h |= 0x40
+		}
+		return append([]byte{0x60 | 28, h}, data...)
+	}
+	if out, err := d.Unmarshal(fu(true, false, 5, "stale")); err != nil || len(out) != 0 {
+		t.Fatalf("a unit's start: %q %v", out, err)
+	}
+	if _, err := d.Unmarshal(fu(true, false, 1, "new ")); err != nil {
+		t.Fatal(err)
+	}
+	out, err := d.Unmarshal(fu(false, true, 1, "unit"))
+	want := append([]byte{0, 0, 0, 1, 0x60 | 1}, "new unit"...)
+	if err != nil || !bytes.Equal(out, want) {
+		t.Errorf("the next unit: %q %v, want %q", out, err, want)
 	}
 }

@@ -85,7 +85,7 @@ func (w *trackWriter) resetBuilder() {
 	case familyVP8:
 		d = &codecs.VP8Packet{}
 	case familyH264:
-		d = &codecs.H264Packet{}
+		d = &h264Depacketizer{inner: &codecs.H264Packet{}}
 	default:
 		d, late = &codecs.OpusPacket{}, 64
 	}
@@ -248,8 +248,17 @@ func (w *trackWriter) flush() {
 // frame writes one frame, opening and cutting segments: a video segment
 // starts on a keyframe, asked for when it is due.
 func (w *trackWriter) frame(s *media.Sample) {
-	if w.haveTS && s.PacketTimestamp == w.lastTS && w.seg != nil && w.segInfo.Frames > 0 {
-		return // a second frame at one time: the file's times must increase
+	if w.haveTS {
+		// An older frame (a retransmission that came alone, after its
+		// frame was written), or a second one at one time: the file's
+		// frames are in order and their times increase.
+		d := int32(s.PacketTimestamp - w.lastTS)
+		if d < 0 || (d == 0 && w.seg != nil && w.segInfo.Frames > 0) {
+			return
+		}
+	}
+	if len(s.Data) == 0 {
+		return
 	}
 	if w.haveTS {
 		w.ext += int64(int32(s.PacketTimestamp - w.lastTS))
@@ -377,4 +386,26 @@ func fileSum(path string) (string, int64, error) {
 func (w *trackWriter) close() {
 	close(w.stop)
 	<-w.done
+}
+
+// h264Depacketizer is pion's H.264 depacketizer with a fresh fragment
+// buffer at each fragmented NAL unit's start: pion's keeps the fragments
+// of a unit whose end never came (a retransmitted start arriving alone)
+// and prepends them to the next unit, which then does not decode.
+type h264Depacketizer struct {
+	inner *codecs.H264Packet
+}
+
+func (d *h264Depacketizer) Unmarshal(payload []byte) ([]byte, error) {
+	if len(payload) > 1 && payload[0]&0x1f == 28 && payload[1]&0x80 != 0 { // FU-A, start bit
+		d.inner = &codecs.H264Packet{}
+	}
+	return d.inner.Unmarshal(payload)
+}
+
+func (d *h264Depacketizer) IsPartitionHead(payload []byte) bool {
+	return d.inner.IsPartitionHead(payload)
+}
+func (d *h264Depacketizer) IsPartitionTail(marker bool, payload []byte) bool {
+	return d.inner.IsPartitionTail(marker, payload)
 }

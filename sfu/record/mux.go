@@ -186,6 +186,16 @@ func avcc(b []byte) []byte {
 	return out
 }
 
+// hasPicture says whether an access unit holds a coded slice.
+func hasPicture(b []byte) bool {
+	for _, n := range nalUnits(b) {
+		if len(n) > 0 && n[0]&0x1f >= 1 && n[0]&0x1f <= 5 {
+			return true
+		}
+	}
+	return false
+}
+
 func parameterSets(b []byte) (sps, pps []byte) {
 	for _, n := range nalUnits(b) {
 		switch {

@@ -203,7 +203,7 @@ func checkSegment(t *testing.T, dir string, s Segment, codecName string, w, h in
 	if err != nil || d < float64(s.DurationMS)/1000-0.05 || d > float64(s.DurationMS)/1000+0.1 || d <= 0 {
 		t.Errorf("%s: ffprobe duration %q, manifest %d ms", s.File, probe.Format.Duration, s.DurationMS)
 	}
-	if out, err := exec.Command("ffmpeg", "-v", "error", "-i", path, "-f", "null", "-").CombinedOutput(); err != nil || len(strings.TrimSpace(string(out))) > 0 {
+	if out, err := exec.Command("ffmpeg", "-v", "error", "-i", path, "-fps_mode", "passthrough", "-enc_time_base", "-1", "-f", "null", "-").CombinedOutput(); err != nil || len(strings.TrimSpace(string(out))) > 0 {
 		t.Errorf("ffmpeg decoding %s: %v: %s", s.File, err, out)
 	}
 }
@@ -483,5 +483,47 @@ func TestH264FragmentStartsAfresh(t *testing.T) {
 	want := append([]byte{0, 0, 0, 1, 0x60 | 1}, "new unit"...)
 	if err != nil || !bytes.Equal(out, want) {
 		t.Errorf("the next unit: %q %v, want %q", out, err, want)
+	}
+}
+
+// TestH264TwoPicturesAtOneTime: an encoder that answers a keyframe
+// request by sending its last picture again, as a keyframe with the same
+// timestamp: both pictures are written, as two frames, and the segment
+// decodes without an error.
+func TestH264TwoPicturesAtOneTime(t *testing.T) {
+	needTool(t, "ffmpeg")
+	frames := makeH264(t, 2)
+	clk := newClock()
+	rec, err := New("c1", Options{Dir: t.TempDir(), QueuePackets: 1 << 14, Now: clk.now, IdleClose: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h264 := &fakeTrack{kind: webrtc.RTPCodecTypeVideo, codec: codec(webrtc.MimeTypeH264, 90000)}
+	if err := rec.Start("chair", false); err != nil {
+		t.Fatal(err)
+	}
+	rec.Set([]Source{{h264, "hub-camera"}})
+	ph := packetizer(&codecs.H264Payloader{}, 102, 90000)
+	for i, f := range frames {
+		samples := uint32(3000)
+		if i == 29 { // frame 30, a keyframe, goes at frame 29's time
+			samples = 0
+		}
+		for _, p := range ph.Packetize(f, samples) {
+			h264.send(p)
+		}
+		clk.advance(33 * time.Millisecond)
+	}
+	if err := rec.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	m := rec.Manifest()
+	if len(m.Segments) != 1 || m.Segments[0].Frames < len(frames)-1 {
+		t.Fatalf("segments %+v, want one of %d frames (the last one held back)", m.Segments, len(frames)-1)
+	}
+	path := filepath.Join(rec.Dir(), m.Segments[0].File)
+	if out, err := exec.Command("ffmpeg", "-v", "error", "-i", path, "-fps_mode", "passthrough", "-enc_time_base", "-1", "-f", "null", "-").CombinedOutput(); err != nil || len(out) > 0 {
+		pk, _ := exec.Command("ffprobe", "-v", "error", "-show_entries", "packet=pts,dts,flags", "-of", "csv", path).CombinedOutput()
+		t.Errorf("ffmpeg decoding: %v: %s\n%s", err, out, pk)
 	}
 }

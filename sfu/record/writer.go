@@ -226,10 +226,15 @@ func (w *trackWriter) sample(s *media.Sample) {
 		w.frame(s)
 		return
 	}
-	if w.pending != nil && s.PacketTimestamp == w.pending.PacketTimestamp {
+	if w.pending != nil && s.PacketTimestamp == w.pending.PacketTimestamp &&
+		!(hasPicture(w.pending.Data) && hasPicture(s.Data)) {
 		w.pending.Data = append(w.pending.Data, s.Data...)
 		return
 	}
+	// Two pictures at one time (an encoder answering a keyframe request
+	// with its last picture again) are two frames: one block holding both
+	// does not decode (ffmpeg: non monotonically increasing dts).
+
 	prev := w.pending
 	w.pending = &media.Sample{Data: append([]byte(nil), s.Data...), PacketTimestamp: s.PacketTimestamp}
 	if prev != nil {
@@ -253,8 +258,8 @@ func (w *trackWriter) frame(s *media.Sample) {
 		// frame was written), or a second one at one time: the file's
 		// frames are in order and their times increase.
 		d := int32(s.PacketTimestamp - w.lastTS)
-		if d < 0 || (d == 0 && w.seg != nil && w.segInfo.Frames > 0) {
-			return
+		if d < 0 || (d == 0 && !w.video && w.seg != nil && w.segInfo.Frames > 0) {
+			return // (a video picture at the same time is written 1 ms on)
 		}
 	}
 	if len(s.Data) == 0 {

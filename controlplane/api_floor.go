@@ -32,6 +32,8 @@ func (a *API) registerFloor(mux auditMux) {
 	mux.HandleFunc("DELETE /api/conferences/{id}/lock", a.floorAction(ActionUnlock))
 	mux.HandleFunc("DELETE /api/conferences/{id}/hands/{bridge}", a.floorAction(ActionLowerHand))
 	mux.HandleFunc("GET /api/conferences/{id}/attendance", a.attendance)
+	mux.HandleFunc("POST /api/conferences/{id}/recording", a.floorActionBy(ActionRecord, chairsOrAdmin))
+	mux.HandleFunc("DELETE /api/conferences/{id}/recording", a.floorActionBy(ActionStopRecord, chairsOrAdmin))
 }
 
 // chairs reports whether g may chair conference id: a host token bound to
@@ -48,35 +50,47 @@ func watches(g Grant, id string) bool {
 // conferenceOf authenticates, checks allowed for the path's conference and
 // loads it, answering errors itself.
 func (a *API) conferenceOf(w http.ResponseWriter, r *http.Request, allowed func(Grant, string) bool) (Conference, bool) {
+	c, _, ok := a.conferenceAndCaller(w, r, allowed)
+	return c, ok
+}
+
+// conferenceAndCaller is conferenceOf that also returns the caller.
+func (a *API) conferenceAndCaller(w http.ResponseWriter, r *http.Request, allowed func(Grant, string) bool) (Conference, Grant, bool) {
 	g, ok := a.caller(w, r)
 	if !ok {
-		return Conference{}, false
+		return Conference{}, g, false
 	}
 	id := r.PathValue("id")
 	if !allowed(g, id) {
 		forbidden(w)
-		return Conference{}, false
+		return Conference{}, g, false
 	}
 	c, err := a.store.Conference(id)
 	if err != nil {
 		a.notFoundOr(w, err, "conference")
-		return c, false
+		return c, g, false
 	}
-	return c, true
+	return c, g, true
 }
 
 // conferenceFor is conferenceOf for the floor routes, which also need the
 // live conferences.
 func (a *API) conferenceFor(w http.ResponseWriter, r *http.Request, allowed func(Grant, string) bool) (Conference, bool) {
-	c, ok := a.conferenceOf(w, r, allowed)
+	c, _, ok := a.conferenceForCaller(w, r, allowed)
+	return c, ok
+}
+
+// conferenceForCaller is conferenceFor that also returns the caller.
+func (a *API) conferenceForCaller(w http.ResponseWriter, r *http.Request, allowed func(Grant, string) bool) (Conference, Grant, bool) {
+	c, g, ok := a.conferenceAndCaller(w, r, allowed)
 	if !ok {
-		return c, false
+		return c, g, false
 	}
 	if a.floor == nil {
 		writeError(w, http.StatusServiceUnavailable, "unavailable", "live conferences not running")
-		return c, false
+		return c, g, false
 	}
-	return c, true
+	return c, g, true
 }
 
 func (a *API) getFloor(w http.ResponseWriter, r *http.Request) {
@@ -99,12 +113,17 @@ type giveFloor struct {
 // floorAction answers one of the host's floor actions with the new floor
 // state.
 func (a *API) floorAction(action FloorAction) http.HandlerFunc {
+	return a.floorActionBy(action, chairs)
+}
+
+// floorActionBy is floorAction for the callers allowed says.
+func (a *API) floorActionBy(action FloorAction, allowed func(Grant, string) bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		c, ok := a.conferenceFor(w, r, chairs)
+		c, g, ok := a.conferenceForCaller(w, r, allowed)
 		if !ok {
 			return
 		}
-		req := FloorRequest{Action: action, Bridge: r.PathValue("bridge")}
+		req := FloorRequest{Action: action, Bridge: r.PathValue("bridge"), By: WhoOf(g)}
 		if action == ActionGiveFloor {
 			var body giveFloor
 			dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1024))

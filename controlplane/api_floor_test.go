@@ -46,7 +46,7 @@ func TestFloorAPI(t *testing.T) {
 		return rec
 	}
 	const wantFloor = `{"state":"live","holder":"ward-001","holderName":"Phường Một","unmuted":["ward-001"],` +
-		`"locked":true,"hands":["ward-002"],"screen":"screen-1","speaker":"ward-001"}`
+		`"locked":true,"hands":["ward-002"],"screen":"screen-1","speaker":"ward-001","recording":false}`
 
 	if rec := do("GET", "/floor", ""); rec.Code != 200 || strings.TrimSpace(rec.Body.String()) != wantFloor {
 		t.Errorf("GET floor: %d %s, want 200 %s", rec.Code, rec.Body, wantFloor)
@@ -63,7 +63,10 @@ func TestFloorAPI(t *testing.T) {
 		{"POST", "/lock", "", FloorRequest{Action: ActionLock}},
 		{"DELETE", "/lock", "", FloorRequest{Action: ActionUnlock}},
 		{"DELETE", "/hands/ward-002", "", FloorRequest{Action: ActionLowerHand, Bridge: "ward-002"}},
+		{"POST", "/recording", "", FloorRequest{Action: ActionRecord}},
+		{"DELETE", "/recording", "", FloorRequest{Action: ActionStopRecord}},
 	} {
+		rt.want.By = "host link c1" // the caller, in the audit log's words
 		floor.got = nil
 		rec := do(rt.method, rt.path, rt.body)
 		if rec.Code != 200 || strings.TrimSpace(rec.Body.String()) != wantFloor {

@@ -301,17 +301,19 @@ func WriteAttendanceCSV(w io.Writer, rec []BridgeAttendance) error {
 
 // LiveState is the part of a running conference that must survive a
 // server restart: who holds the floor, who is unmuted, the lock and the
-// raised hands.
+// raised hands, and whether it is being recorded (a restart resumes the
+// recording).
 type LiveState struct {
-	Holder  string   `json:"holder,omitempty"`
-	Unmuted []string `json:"unmuted,omitempty"`
-	Locked  bool     `json:"locked,omitempty"`
-	Hands   []string `json:"hands,omitempty"`
+	Holder    string   `json:"holder,omitempty"`
+	Unmuted   []string `json:"unmuted,omitempty"`
+	Locked    bool     `json:"locked,omitempty"`
+	Hands     []string `json:"hands,omitempty"`
+	Recording bool     `json:"recording,omitempty"`
 }
 
 // Equal says whether two live states are the same (Unmuted sorted).
 func (st LiveState) Equal(o LiveState) bool {
-	return st.Holder == o.Holder && st.Locked == o.Locked &&
+	return st.Holder == o.Holder && st.Locked == o.Locked && st.Recording == o.Recording &&
 		slices.Equal(st.Unmuted, o.Unmuted) && slices.Equal(st.Hands, o.Hands)
 }
 

@@ -25,6 +25,8 @@ const (
 	ActionStart       FloorAction = "start"        // host: the conference goes live
 	ActionEnd         FloorAction = "end"          // host: the conference ends; everyone is sent away
 	ActionShareScreen FloorAction = "share_screen" // host: Track is the screen being shared ("" stops)
+	ActionRecord      FloorAction = "record"       // host: the conference is recorded from now on
+	ActionStopRecord  FloorAction = "stop_record"  // host: the recording stops
 )
 
 // Known reports whether a is one of the floor actions; any other word is
@@ -32,7 +34,8 @@ const (
 func (a FloorAction) Known() bool {
 	switch a {
 	case ActionGiveFloor, ActionTakeFloor, ActionMute, ActionUnmute, ActionMuteAll, ActionLock,
-		ActionUnlock, ActionRaiseHand, ActionLowerHand, ActionStart, ActionEnd, ActionShareScreen:
+		ActionUnlock, ActionRaiseHand, ActionLowerHand, ActionStart, ActionEnd, ActionShareScreen,
+		ActionRecord, ActionStopRecord:
 		return true
 	}
 	return false
@@ -46,6 +49,9 @@ type FloorRequest struct {
 	Bridge string
 	// Track names the host's screen-share track (share_screen).
 	Track string
+	// By names who asks, in the audit log's words ("host link c1", a
+	// login); a recording's manifest says who started it.
+	By string
 }
 
 // FloorState is a conference's floor as the API returns it (and the
@@ -59,6 +65,7 @@ type FloorState struct {
 	Hands      []string `json:"hands"`                // raised hands, oldest first
 	Screen     string   `json:"screen,omitempty"`     // the track ID of the host's shared screen
 	Speaker    string   `json:"speaker,omitempty"`    // the active speaker when the state was read
+	Recording  bool     `json:"recording"`            // the conference is being recorded
 }
 
 // RefusalReason says why the floor rules refused an action. The API

@@ -66,6 +66,7 @@ type Track struct {
 	liveLayers atomic.Int32                 // layers whose read loop runs
 	downs      atomic.Pointer[[]*DownTrack] // copy-on-write: the fan-out takes no lock
 	levels     audioLevels                  // audio only: RFC 6464 levels, for the active speaker
+	tap        atomic.Pointer[tapHolder]    // the recorder's copy of the packets, nil when not recorded
 
 	mu     sync.Mutex // serialises writers of downs and of layer registration
 	closed bool
@@ -292,7 +293,45 @@ func (t *Track) readLoop(l int, remote *webrtc.TrackRemote) error {
 			}
 		}
 		t.forward(l, &p)
+		if h := t.tap.Load(); h != nil {
+			h.tap.Packet(l, &p)
+		}
 	}
+}
+
+// Tap receives a copy of a track's packets as they arrive (the recorder).
+// Packet runs on the track's read loop: it must not block, and p (with
+// its payload) is valid only during the call.
+type Tap interface {
+	Packet(layer int, p *rtp.Packet)
+}
+
+type tapHolder struct{ tap Tap }
+
+// SetTap gives the track's packets to tap as well, replacing any tap it
+// had; nil stops. When not set it costs the read loop one atomic load.
+func (t *Track) SetTap(tap Tap) {
+	if tap == nil {
+		t.tap.Store(nil)
+		return
+	}
+	t.tap.Store(&tapHolder{tap: tap})
+}
+
+// RequestKeyframe asks the publisher for a keyframe on layer l (throttled
+// like the subscribers' requests).
+func (t *Track) RequestKeyframe(l int) { t.requestKeyframe(l) }
+
+// TopLayer is the best layer received within the last moments (the
+// layers a publisher stops under load do not count), or -1.
+func (t *Track) TopLayer() int {
+	active := t.activeLayers()
+	for l := MaxLayers - 1; l >= 0; l-- {
+		if active&(1<<l) != 0 {
+			return l
+		}
+	}
+	return -1
 }
 
 // requestKeyframe asks the publisher for a keyframe on layer l, at most once

@@ -120,6 +120,7 @@ func (s *Server) sendAway(id, to string) {
 	}
 	// The media stop now, before anything else (a lost lease often means
 	// the store is out of reach, and nothing here waits for it).
+	conf.closeRecording()
 	conf.router.Close()
 	for _, ss := range conf.sessionList() {
 		if ss.headless != "" {

@@ -11,6 +11,7 @@ import (
 
 	"citybridge/controlplane"
 	"citybridge/sfu"
+	"citybridge/sfu/record"
 	"citybridge/signaling/wire"
 
 	"github.com/pion/webrtc/v4"
@@ -50,6 +51,15 @@ type conference struct {
 	// selfTest holds the bridges running the readiness check, until
 	// when: each receives its own camera back (linkmon.go).
 	selfTest map[string]time.Time
+
+	// Recording (recording.go): whether the conference is recorded
+	// (guarded by mu, stored with the floor state), who started it, and
+	// the recorder, made on first use.
+	recording  bool
+	recBy      string
+	recResumed bool // recording restored from the store: the run resumes
+	recMu      sync.Mutex
+	rec        *record.Recorder
 
 	policyMu sync.Mutex // one reconciliation of subscriptions at a time
 }
@@ -357,6 +367,7 @@ func (c *conference) leave(ss *session) {
 	delete(c.members, id)
 	c.mu.Unlock()
 	m.peer.Close()
+	c.syncRecording()
 	cause, state := controlplane.EndDropped, wire.StateDropped
 	switch ss.byeReason {
 	case wire.ByeLeft:
@@ -402,6 +413,7 @@ func (c *conference) expire(m *member) {
 		ss.end("")
 	}
 	m.peer.Close()
+	c.syncRecording()
 	if m.ss.adm.Bridge.Kind != controlplane.KindViewer {
 		if err := c.srv.cfg.Store.AttendanceLeave(c.id, id, controlplane.EndDropped, lost); err != nil {
 			c.log.Error("attendance", "bridge", id, "err", err)
@@ -572,6 +584,7 @@ func (c *conference) onTrack(pub *sfu.Peer, t *sfu.Track) {
 	if sharing { // perhaps the shared screen's media, announced now
 		c.broadcastFloor()
 	}
+	c.syncRecording()
 }
 
 // subscribeExisting gives a newly joined member what the policy says it

@@ -138,6 +138,27 @@ func (c *conference) control(who actor, req controlplane.FloorRequest) (changed 
 		change = func() { c.screen = req.Track }
 	case controlplane.ActionStart, controlplane.ActionEnd:
 		return c.setConferenceState(req.Action)
+	case controlplane.ActionRecord:
+		c.mu.Lock()
+		already := c.recording
+		c.mu.Unlock()
+		if !already {
+			if err := c.mayRecord(); err != nil {
+				return false, refuseAction(controlplane.RefusedBadState, err.Error())
+			}
+		}
+		by := req.By
+		if by == "" {
+			by = who.bridge
+		}
+		change = func() {
+			if !c.recording {
+				c.recBy = by
+			}
+			c.recording = true
+		}
+	case controlplane.ActionStopRecord:
+		change = func() { c.recording = false }
 	}
 	if !c.update(change) {
 		return false, nil
@@ -176,12 +197,13 @@ func (c *conference) update(change func()) (changed bool) {
 	for _, m := range c.memberList() {
 		c.reconcileLocked(m)
 	}
+	c.syncRecording()
 	c.broadcastFloor()
 	return true
 }
 
 func (c *conference) liveLocked() controlplane.LiveState {
-	st := controlplane.LiveState{Holder: c.holder, Locked: c.locked, Hands: slices.Clone(c.hands)}
+	st := controlplane.LiveState{Holder: c.holder, Locked: c.locked, Hands: slices.Clone(c.hands), Recording: c.recording}
 	for b := range c.unmuted {
 		st.Unmuted = append(st.Unmuted, b)
 	}
@@ -196,7 +218,7 @@ func (c *conference) floorState() controlplane.FloorState {
 	live := c.liveLocked()
 	f := controlplane.FloorState{
 		State: c.state, Holder: live.Holder, Unmuted: live.Unmuted, Locked: live.Locked,
-		Hands: live.Hands, Speaker: c.speaker,
+		Hands: live.Hands, Speaker: c.speaker, Recording: live.Recording,
 	}
 	if e := c.roll[live.Holder]; e != nil {
 		f.HolderName = e.Name
@@ -228,7 +250,7 @@ func (c *conference) floorMessage() wire.Floor {
 func floorToWire(f controlplane.FloorState) wire.Floor {
 	return wire.Floor{
 		State: string(f.State), Holder: f.Holder, HolderName: f.HolderName, Unmuted: f.Unmuted,
-		Locked: f.Locked, Hands: f.Hands, Screen: f.Screen, Speaker: f.Speaker,
+		Locked: f.Locked, Hands: f.Hands, Screen: f.Screen, Speaker: f.Speaker, Recording: f.Recording,
 	}
 }
 
@@ -321,12 +343,13 @@ func (c *conference) restoreLive() {
 		c.log.Error("load the floor state", "err", err)
 		return
 	}
-	c.holder, c.locked, c.hands = st.Holder, st.Locked, st.Hands
+	c.holder, c.locked, c.hands, c.recording = st.Holder, st.Locked, st.Hands, st.Recording
+	c.recResumed = st.Recording
 	for _, b := range st.Unmuted {
 		c.unmuted[b] = true
 	}
-	if st.Holder != "" || st.Locked || len(st.Unmuted) > 0 {
-		c.log.Info("floor state restored", "holder", st.Holder, "unmuted", len(st.Unmuted), "locked", st.Locked)
+	if st.Holder != "" || st.Locked || len(st.Unmuted) > 0 || st.Recording {
+		c.log.Info("floor state restored", "holder", st.Holder, "unmuted", len(st.Unmuted), "locked", st.Locked, "recording", st.Recording)
 	}
 }
 
@@ -356,6 +379,7 @@ func (c *conference) conferenceChanged(conf controlplane.Conference) (changed bo
 	c.log.Info("conference state", "state", string(conf.State))
 	c.broadcastFloor()
 	if conf.State == controlplane.StateEnded {
+		c.update(func() { c.recording = false })
 		for _, ss := range c.sessionList() {
 			ss.end(wire.ByeEnded)
 		}

@@ -51,6 +51,8 @@ var controlRules = map[controlplane.Role]map[controlplane.FloorAction]reach{
 		controlplane.ActionShareScreen: whole,
 		controlplane.ActionStart:       whole,
 		controlplane.ActionEnd:         whole,
+		controlplane.ActionRecord:      whole,
+		controlplane.ActionStopRecord:  whole,
 	},
 	controlplane.RoleRoom: {
 		controlplane.ActionMute:      itself,

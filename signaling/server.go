@@ -49,6 +49,8 @@ type Config struct {
 	// keeps its place (media, floor, attendance interval) for a resume.
 	// Zero means the default, 30 s; negative means none.
 	ReconnectGrace time.Duration
+	// Recordings configures recording (recording.go); a zero Dir refuses it.
+	Recordings RecordingConfig
 }
 
 // iceServers is what a page is given at join; never null on the wire.
@@ -317,6 +319,7 @@ func (s *Server) Close() {
 		c.closeLost(controlplane.EndServerStopped)
 	}
 	for _, c := range confs {
+		c.closeRecording() // its open segments closed; the next start resumes it
 		c.router.Close()
 	}
 }

@@ -259,7 +259,7 @@ func (ss *session) rateLimited(drop bool, request string) bool {
 // the audit log, whoever sent it and whatever the outcome. An action that
 // changed nothing is answered with the floor state to its sender alone.
 func (ss *session) control(m wire.Control) {
-	req := controlplane.FloorRequest{Action: controlplane.FloorAction(m.Action), Bridge: m.Bridge, Track: m.Track}
+	req := controlplane.FloorRequest{Action: controlplane.FloorAction(m.Action), Bridge: m.Bridge, Track: m.Track, By: ss.who}
 	changed, err := ss.conf.control(actor{role: ss.adm.Role, bridge: ss.adm.Bridge.ID}, req)
 	result := "ok"
 	var refusal *controlplane.FloorRefusal

@@ -117,6 +117,8 @@ func apiTable() []apiOp {
 		{"POST", "/api/conferences/{id}/mute-all", 200, fixed(c+"/mute-all", "")},
 		{"POST", "/api/conferences/{id}/lock", 200, fixed(c+"/lock", "")},
 		{"DELETE", "/api/conferences/{id}/lock", 200, fixed(c+"/lock", "")},
+		{"POST", "/api/conferences/{id}/recording", 200, fixed(c+"/recording", "")},
+		{"DELETE", "/api/conferences/{id}/recording", 200, fixed(c+"/recording", "")},
 		{"DELETE", "/api/conferences/{id}/hands/{bridge}", 200, fixed(c+"/hands/commune-001", "")},
 		{"GET", "/api/conferences/{id}/attendance", 200, fixed(c+"/attendance", "")},
 		{"PUT", "/api/conferences/{id}/bridges/{bridge}/max-layer", 200, fixed(c+"/bridges/commune-001/max-layer", `{"layer":"h"}`)},

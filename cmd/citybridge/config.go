@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -25,15 +26,21 @@ import (
 // dashes as underscores). The command line wins over the environment,
 // which wins over the file.
 type Config struct {
-	ConfigFile string         // the TOML file read, if any
-	Listen     string         // the one TCP port: HTTPS, ICE-TCP, TURN over TCP and TLS
-	Data       string         // directory for the store and the generated certificate
-	UDPPort    int            // the one UDP port for media
-	UDPHost    string         // address the media socket binds to ("" = all)
-	PublicIPs  []string       // addresses announced in ICE candidates and TURN URLs
-	TLSCert    string         // certificate file; with TLSKey, replaces the generated one
-	TLSKey     string         //
-	MediaAllow []netip.Prefix // if set, media peers must be in these networks
+	ConfigFile string // the TOML file read, if any
+	Listen     string // the one TCP port: HTTPS, ICE-TCP, TURN over TCP and TLS
+	Data       string // directory for the store and the generated certificate
+	// Recordings is the recordings directory (default: recordings/ in
+	// Data); RecordingsMinFree the free space a recording needs to
+	// start; RecordingSegment each segment file's length.
+	Recordings        string
+	RecordingsMinFree byteSize
+	RecordingSegment  time.Duration
+	UDPPort           int            // the one UDP port for media
+	UDPHost           string         // address the media socket binds to ("" = all)
+	PublicIPs         []string       // addresses announced in ICE candidates and TURN URLs
+	TLSCert           string         // certificate file; with TLSKey, replaces the generated one
+	TLSKey            string         //
+	MediaAllow        []netip.Prefix // if set, media peers must be in these networks
 	// ReconnectGrace is how long a lost terminal keeps its place.
 	ReconnectGrace time.Duration
 	// ICETCP accepts ICE-TCP media on the Listen port.
@@ -104,7 +111,7 @@ func parseServeFlags(args []string, getenv func(string) string, stderr io.Writer
 		Listen: ":8443", Data: "./citybridge-data", UDPPort: 8443, LogFormat: "text",
 		ICETCP: true, TURN: true, TURNPort: 3478, TURNTTL: 12 * time.Hour,
 		AlertLostAfter: 10 * time.Second, AlertPoorAfter: 30 * time.Second,
-		MaxViewers: signaling.DefaultMaxViewers,
+		MaxViewers: signaling.DefaultMaxViewers, RecordingsMinFree: 5e9, RecordingSegment: 5 * time.Minute,
 	}
 	var publicIPs, mediaAllow, turnURLs, origins []string
 	var logLevel string
@@ -113,6 +120,9 @@ func parseServeFlags(args []string, getenv func(string) string, stderr io.Writer
 	fs.StringVar(&cfg.ConfigFile, "config", "", "TOML file of settings (keys are these flags' names); the environment and flags override it")
 	fs.StringVar(&cfg.Listen, "listen", cfg.Listen, "the one TCP address: HTTPS (pages, API, signaling), ICE-TCP media and TURN over TCP/TLS")
 	fs.StringVar(&cfg.Data, "data", cfg.Data, "directory for the database and the generated TLS certificate")
+	fs.StringVar(&cfg.Recordings, "recordings", "", "directory for the conferences' recordings (default: recordings/ in the --data directory)")
+	fs.Var(&cfg.RecordingsMinFree, "recordings-min-free", "a recording does not start when less than this is free in --recordings (e.g. 5GB, 500MB)")
+	fs.DurationVar(&cfg.RecordingSegment, "recording-segment", cfg.RecordingSegment, "length of each recording segment file (a crash loses at most the open one)")
 	fs.IntVar(&cfg.UDPPort, "udp-port", cfg.UDPPort, "the one UDP port all media uses")
 	fs.StringVar(&cfg.UDPHost, "udp-host", "", "address the media socket binds to (default: all)")
 	fs.Var(listValue{&publicIPs}, "public-ip", "address to announce in ICE candidates and TURN URLs (repeatable, or comma-separated)")
@@ -343,4 +353,36 @@ func newLogger(c Config, w io.Writer) *slog.Logger {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// byteSize is a flag of a size in bytes, written 5GB, 500MB, 64KB or a
+// plain number of bytes (decimal units, as disks are sold).
+type byteSize uint64
+
+func (b *byteSize) String() string {
+	if b == nil {
+		return "0"
+	}
+	return strconv.FormatUint(uint64(*b), 10)
+}
+
+func (b *byteSize) Set(s string) error {
+	units := []struct {
+		suffix string
+		mult   float64
+	}{{"TB", 1e12}, {"GB", 1e9}, {"MB", 1e6}, {"KB", 1e3}, {"B", 1}}
+	t := strings.ToUpper(strings.TrimSpace(s))
+	mult := 1.0
+	for _, u := range units {
+		if strings.HasSuffix(t, u.suffix) {
+			t, mult = strings.TrimSpace(strings.TrimSuffix(t, u.suffix)), u.mult
+			break
+		}
+	}
+	v, err := strconv.ParseFloat(t, 64)
+	if err != nil || v < 0 || v*mult > 1e18 {
+		return fmt.Errorf("%q is not a size (5GB, 500MB, or bytes)", s)
+	}
+	*b = byteSize(v * mult)
+	return nil
 }

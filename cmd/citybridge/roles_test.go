@@ -334,8 +334,8 @@ func TestSignalingRoleTable(t *testing.T) {
 
 	t.Run("control actions", func(t *testing.T) {
 		rows := securityTable(t, "### Signaling control actions", 6)
-		if len(rows) != 12 {
-			t.Fatalf("docs/SECURITY.md lists %d control actions, want the protocol's 12", len(rows))
+		if len(rows) != 14 {
+			t.Fatalf("docs/SECURITY.md lists %d control actions, want the protocol's 14", len(rows))
 		}
 		join := func(cred roleCred) *websocket.Conn {
 			c, got, _ := f.join(t, cred)

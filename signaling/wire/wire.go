@@ -332,6 +332,7 @@ type Floor struct {
 	Hands      []string `json:"hands"`                // raised hands, oldest first
 	Screen     string   `json:"screen,omitempty"`     // the track ID of the host's shared screen
 	Speaker    string   `json:"speaker,omitempty"`    // the active speaker, when the message is sent
+	Recording  bool     `json:"recording"`            // the conference is being recorded: every page shows it
 }
 
 // Speaker names the active speaker (server to host): the loudest bridge

@@ -55,6 +55,8 @@ function render() {
   el("take-floor").hidden = !f.holder;
   el("floor-line").textContent = f.holder ? t("floor_holder", { name: nameOf(f.holder) }) : "";
   el("lock").textContent = f.locked ? t("unlock") : t("lock");
+  el("record").textContent = f.recording ? t("stop_record") : t("record");
+  el("recording").hidden = !f.recording;
   el("share").textContent = sharing ? t("stop_share") : t("share_screen");
   el("start").hidden = f.state !== "open";
   document.body.classList.toggle("ended", f.state === "ended");
@@ -232,6 +234,7 @@ el("end").addEventListener("click", () => {
 el("take-floor").addEventListener("click", () => s.control("take_floor"));
 el("mute-all").addEventListener("click", () => s.control("mute_all"));
 el("lock").addEventListener("click", () => s.control(page.floor?.locked ? "unlock" : "lock"));
+el("record").addEventListener("click", () => s.control(page.floor?.recording ? "stop_record" : "record"));
 el("share").addEventListener("click", async () => {
   if (sharing) {
     await sharing.stop();

@@ -22,6 +22,7 @@ const render = () => {
   q.className = "quality " + (info?.reason || "");
   const f = page.floor;
   if (!f) return;
+  el("recording").hidden = !f.recording;
   const me = page.bridge;
   const unmuted = f.unmuted.includes(me);
   const mic = el("mic");

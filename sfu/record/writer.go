@@ -1,0 +1,416 @@
+package record
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"citybridge/sfu"
+
+	"github.com/pion/rtp"
+	"github.com/pion/rtp/codecs"
+	"github.com/pion/webrtc/v4"
+	"github.com/pion/webrtc/v4/pkg/media"
+	"github.com/pion/webrtc/v4/pkg/media/samplebuilder"
+)
+
+// packetBuf is one packet on its way from a track's read loop to its
+// writer: copied once, into a pooled buffer.
+type packetBuf struct {
+	n  int
+	at time.Time // when it arrived: the manifest's times are the media's, not the disk's
+	b  [1600]byte
+}
+
+// trackWriter records one track: the SFU's read loop hands it packets
+// (Packet: a copy into a bounded queue, never a wait), and its own
+// goroutine assembles frames and writes the segments.
+type trackWriter struct {
+	rec    *Recorder
+	track  Track
+	label  string
+	family int
+	clock  uint32
+	video  bool
+	pool   *sync.Pool
+
+	layer   atomic.Int32 // the layer recorded (video: the top one received)
+	queue   chan *packetBuf
+	dropped atomic.Uint64
+	stop    chan struct{}
+	done    chan struct{}
+
+	// The writer goroutine's own.
+	sb        *samplebuilder.SampleBuilder
+	pending   *media.Sample // H.264: the access unit being gathered
+	arrived   time.Time     // when the newest packet arrived
+	failedAt  time.Time     // when a segment last failed to open
+	seg       *segmentFile
+	segInfo   Segment
+	segExt    int64 // the segment's first timestamp, unwrapped
+	ext       int64 // the newest timestamp, unwrapped
+	lastTS    uint32
+	haveTS    bool
+	lastMS    int64
+	askedAt   time.Time // the last keyframe request
+	lastFrame time.Time
+}
+
+func newTrackWriter(r *Recorder, src Source) *trackWriter {
+	codec := src.Track.Codec()
+	w := &trackWriter{
+		rec: r, track: src.Track, label: src.Label, family: familyOf(codec.MimeType),
+		clock: codec.ClockRate, video: src.Track.Kind() == webrtc.RTPCodecTypeVideo,
+		pool: &r.pool, queue: make(chan *packetBuf, r.opt.QueuePackets),
+		stop: make(chan struct{}), done: make(chan struct{}),
+	}
+	if w.clock == 0 {
+		w.clock = 90000
+	}
+	w.layer.Store(int32(max(src.Track.TopLayer(), 0)))
+	w.resetBuilder()
+	return w
+}
+
+func (w *trackWriter) resetBuilder() {
+	var d rtp.Depacketizer
+	late := uint16(512)
+	switch w.family {
+	case familyVP8:
+		d = &codecs.VP8Packet{}
+	case familyH264:
+		d = &h264Depacketizer{inner: &codecs.H264Packet{}}
+	default:
+		d, late = &codecs.OpusPacket{}, 64
+	}
+	w.sb = samplebuilder.New(late, d, w.clock)
+	w.haveTS = false
+}
+
+// Packet is the tap on the track's read loop: one copy and a send that
+// never waits. A full queue (the disk slower than the media) drops the
+// packet and counts it.
+func (w *trackWriter) Packet(layer int, p *rtp.Packet) {
+	if int32(layer) != w.layer.Load() {
+		return
+	}
+	pb := w.pool.Get().(*packetBuf)
+	n, err := p.MarshalTo(pb.b[:])
+	if err != nil {
+		w.pool.Put(pb)
+		w.dropped.Add(1)
+		return
+	}
+	pb.n, pb.at = n, w.rec.opt.Now()
+	select {
+	case w.queue <- pb:
+	default:
+		w.pool.Put(pb)
+		w.dropped.Add(1)
+	}
+}
+
+// run is the writer goroutine: until stopped, packets into frames into
+// segments; then the open segment is closed.
+func (w *trackWriter) run() {
+	defer close(w.done)
+	tick := time.NewTicker(500 * time.Millisecond)
+	defer tick.Stop()
+	w.askKeyframe()
+	for {
+		select {
+		case pb := <-w.queue:
+			w.packet(pb)
+		case <-tick.C:
+			w.check()
+		case <-w.stop:
+			for len(w.queue) > 0 {
+				w.packet(<-w.queue)
+			}
+			w.flush()
+			w.closeSegment()
+			return
+		}
+	}
+}
+
+func (w *trackWriter) packet(pb *packetBuf) {
+	p := &rtp.Packet{}
+	err := p.Unmarshal(append([]byte(nil), pb.b[:pb.n]...))
+	w.arrived = pb.at
+	w.pool.Put(pb)
+	if err != nil {
+		return
+	}
+	w.sb.Push(p)
+	for s := w.sb.Pop(); s != nil; s = w.sb.Pop() {
+		w.sample(s)
+	}
+}
+
+// check runs twice a second: the recorded layer follows the top layer
+// received, a segment waiting for its keyframe asks again, and a track
+// gone quiet closes its segment (so a closed track's last minutes get
+// their checksum).
+func (w *trackWriter) check() {
+	now := w.rec.opt.Now()
+	if w.video {
+		if top := w.track.TopLayer(); top >= 0 && int32(top) != w.layer.Load() && w.switchNow(top) {
+			w.rec.log.Info("recorded layer changes", "track", w.label, "layer", sfu.RIDForLayer(top))
+			w.flush()
+			w.closeSegment()
+			w.layer.Store(int32(top))
+			w.resetBuilder()
+			w.askKeyframe()
+			return
+		}
+		if w.seg == nil || w.due() {
+			w.askKeyframe()
+		}
+	}
+	if w.seg != nil && now.Sub(w.lastFrame) > w.rec.opt.IdleClose {
+		w.closeSegment()
+	}
+}
+
+// layerSettle is how young a segment may be and still change layer
+// at once: a publisher's layers arrive one after the other in its first
+// seconds, and the recording should not hold its lowest for a segment.
+const layerSettle = 10 * time.Second
+
+// switchNow says whether to change to layer top now: when the recorded
+// layer stopped (top is below it), while nothing is recorded yet or the
+// segment is young, or when the segment is due anyway. Otherwise a
+// better layer waits for the next cut, so the picture does not stop while
+// its keyframe is awaited.
+func (w *trackWriter) switchNow(top int) bool {
+	return int32(top) < w.layer.Load() || w.seg == nil || w.due() ||
+		w.mediaMS() < layerSettle.Milliseconds()
+}
+
+// due says whether the open segment has reached its length, in media
+// time (the RTP clock: what the file will say its length is).
+func (w *trackWriter) due() bool {
+	return w.seg != nil && w.mediaMS() >= w.rec.opt.SegmentLength.Milliseconds()
+}
+
+// mediaMS is the newest frame's time from the open segment's start.
+func (w *trackWriter) mediaMS() int64 {
+	return (w.ext - w.segExt) * 1000 / int64(w.clock)
+}
+
+func (w *trackWriter) askKeyframe() {
+	if !w.video {
+		return
+	}
+	now := w.rec.opt.Now()
+	if now.Sub(w.askedAt) < 500*time.Millisecond {
+		return
+	}
+	w.askedAt = now
+	w.track.RequestKeyframe(int(w.layer.Load()))
+}
+
+// sample takes one assembled sample. H.264 may come as several samples
+// of one timestamp (the parameter sets apart from the picture): they are
+// one access unit, written as one frame once the next timestamp shows
+// the unit is complete.
+func (w *trackWriter) sample(s *media.Sample) {
+	if w.family != familyH264 {
+		w.frame(s)
+		return
+	}
+	if w.pending != nil && s.PacketTimestamp == w.pending.PacketTimestamp &&
+		!(hasPicture(w.pending.Data) && hasPicture(s.Data)) {
+		w.pending.Data = append(w.pending.Data, s.Data...)
+		return
+	}
+	// Two pictures at one time (an encoder answering a keyframe request
+	// with its last picture again) are two frames: one block holding both
+	// does not decode (ffmpeg: non monotonically increasing dts).
+
+	prev := w.pending
+	w.pending = &media.Sample{Data: append([]byte(nil), s.Data...), PacketTimestamp: s.PacketTimestamp}
+	if prev != nil {
+		w.frame(prev)
+	}
+}
+
+// flush writes the H.264 access unit held back by sample.
+func (w *trackWriter) flush() {
+	if w.pending != nil {
+		w.frame(w.pending)
+		w.pending = nil
+	}
+}
+
+// frame writes one frame, opening and cutting segments: a video segment
+// starts on a keyframe, asked for when it is due.
+func (w *trackWriter) frame(s *media.Sample) {
+	if w.haveTS {
+		// An older frame (a retransmission that came alone, after its
+		// frame was written), or a second one at one time: the file's
+		// frames are in order and their times increase.
+		d := int32(s.PacketTimestamp - w.lastTS)
+		if d < 0 || (d == 0 && !w.video && w.seg != nil && w.segInfo.Frames > 0) {
+			return // (a video picture at the same time is written 1 ms on)
+		}
+	}
+	if len(s.Data) == 0 {
+		return
+	}
+	if w.haveTS {
+		w.ext += int64(int32(s.PacketTimestamp - w.lastTS))
+	}
+	w.lastTS, w.haveTS = s.PacketTimestamp, true
+	key := isKeyframe(w.family, s.Data)
+	now := w.arrived // a frame is whole when the packet after it arrives
+	if w.seg != nil && w.due() {
+		if key || !w.video {
+			w.closeSegment()
+		} else {
+			w.askKeyframe()
+		}
+	}
+	if w.seg == nil {
+		if !key {
+			w.askKeyframe()
+			return
+		}
+		if now.Sub(w.failedAt) < time.Second {
+			return // the last try failed a moment ago (a full disk): not once per frame
+		}
+		if err := w.openSegment(s.Data, now); err != nil {
+			w.failedAt = now
+			w.rec.log.Warn("recording segment not opened", "track", w.label, "err", err)
+			return
+		}
+	}
+	ms := w.mediaMS()
+	if ms <= w.lastMS && w.segInfo.Frames > 0 {
+		ms = w.lastMS + 1 // strictly increasing, as players expect
+	}
+	w.lastMS = ms
+	data := s.Data
+	if w.family == familyH264 {
+		data = avcc(data)
+	}
+	if err := w.seg.write(key, ms, data); err != nil {
+		w.rec.log.Warn("recording write failed", "track", w.label, "err", err)
+		w.closeSegment()
+		return
+	}
+	w.segInfo.Frames++
+	w.lastFrame = now
+}
+
+func (w *trackWriter) openSegment(first []byte, now time.Time) error {
+	ext := ".webm"
+	if w.family == familyH264 {
+		ext = ".mkv"
+	}
+	// The time names a segment for people; the number keeps two cut
+	// within one millisecond apart.
+	name := fmt.Sprintf("%s-%s-%d%s", w.label, now.UTC().Format("20060102T150405.000Z"), w.rec.seq.Add(1), ext)
+	seg, err := openSegment(filepath.Join(w.rec.dir, name), w.family, first)
+	if err != nil {
+		return err
+	}
+	w.seg, w.segExt, w.lastMS, w.lastFrame = seg, w.ext, 0, now
+	w.segInfo = Segment{
+		File: name, Track: w.label, Kind: w.track.Kind().String(), Codec: w.track.Codec().MimeType,
+		Publisher: w.track.PublisherID(), Start: now.UTC(),
+	}
+	if w.video {
+		w.segInfo.Layer = sfu.RIDForLayer(int(w.layer.Load()))
+		switch w.family {
+		case familyVP8:
+			w.segInfo.Width, w.segInfo.Height, _ = vp8Size(first)
+		case familyH264:
+			if sps, _ := parameterSets(first); sps != nil {
+				w.segInfo.Width, w.segInfo.Height = spsSize(sps)
+			}
+		}
+	}
+	w.rec.log.Info("recording segment opened", "track", w.label, "file", name)
+	return nil
+}
+
+// closeSegment finishes the open segment and enters it, with its
+// checksum, in the manifest.
+func (w *trackWriter) closeSegment() {
+	if w.seg == nil {
+		return
+	}
+	seg, info := w.seg, w.segInfo
+	w.seg = nil
+	if err := seg.close(); err != nil {
+		w.rec.log.Warn("recording segment close", "track", w.label, "err", err)
+	}
+	info.DurationMS = w.lastMS
+	info.End = w.lastFrame.UTC() // the wall clock: Start to End measures what DurationMS says
+	path := filepath.Join(w.rec.dir, info.File)
+	if info.Frames < 2 {
+		// A lone frame (a segment cut as soon as it opened: the
+		// recording stopped, the layer changed) has no length to play.
+		if err := os.Remove(path); err != nil {
+			w.rec.log.Warn("recording segment of one frame not removed", "track", w.label, "err", err)
+		}
+		return
+	}
+	sum, size, err := fileSum(path)
+	if err != nil {
+		w.rec.log.Warn("recording segment checksum", "track", w.label, "err", err)
+		return
+	}
+	info.SHA256, info.Bytes = sum, size
+	w.rec.addSegment(info)
+}
+
+func fileSum(path string) (string, int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", 0, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	if err != nil {
+		return "", 0, err
+	}
+	return hex.EncodeToString(h.Sum(nil)), n, nil
+}
+
+// close stops the writer and waits for its last segment to be closed.
+func (w *trackWriter) close() {
+	close(w.stop)
+	<-w.done
+}
+
+// h264Depacketizer is pion's H.264 depacketizer with a fresh fragment
+// buffer at each fragmented NAL unit's start: pion's keeps the fragments
+// of a unit whose end never came (a retransmitted start arriving alone)
+// and prepends them to the next unit, which then does not decode.
+type h264Depacketizer struct {
+	inner *codecs.H264Packet
+}
+
+func (d *h264Depacketizer) Unmarshal(payload []byte) ([]byte, error) {
+	if len(payload) > 1 && payload[0]&0x1f == 28 && payload[1]&0x80 != 0 { // FU-A, start bit
+		d.inner = &codecs.H264Packet{}
+	}
+	return d.inner.Unmarshal(payload)
+}
+
+func (d *h264Depacketizer) IsPartitionHead(payload []byte) bool {
+	return d.inner.IsPartitionHead(payload)
+}
+func (d *h264Depacketizer) IsPartitionTail(marker bool, payload []byte) bool {
+	return d.inner.IsPartitionTail(marker, payload)
+}

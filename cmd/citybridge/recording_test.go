@@ -1,8 +1,6 @@
 package main
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -121,13 +119,13 @@ func TestRecordingSurvivesKill(t *testing.T) {
 func checkRecordedSegment(t *testing.T, dir string, s record.Segment) {
 	t.Helper()
 	path := filepath.Join(dir, s.File)
-	b, err := os.ReadFile(path)
+	got, size, err := record.FileSum(path)
 	if err != nil {
 		t.Errorf("%s: %v", s.File, err)
 		return
 	}
-	if got := sha256Hex(b); got != s.SHA256 || int64(len(b)) != s.Bytes {
-		t.Errorf("%s: sha256 %s, %d bytes; manifest %s, %d bytes", s.File, got, len(b), s.SHA256, s.Bytes)
+	if got != s.SHA256 || size != s.Bytes {
+		t.Errorf("%s: sha256 %s, %d bytes; manifest %s, %d bytes", s.File, got, size, s.SHA256, s.Bytes)
 	}
 	out, err := exec.Command("ffprobe", "-v", "error", "-of", "json", "-show_entries",
 		"stream=codec_name,width,height:format=duration", path).Output()
@@ -161,11 +159,6 @@ func checkRecordedSegment(t *testing.T, dir string, s record.Segment) {
 	if out, err := exec.Command("ffmpeg", "-v", "error", "-i", path, "-fps_mode", "passthrough", "-enc_time_base", "-1", "-f", "null", "-").CombinedOutput(); err != nil || strings.TrimSpace(string(out)) != "" {
 		t.Errorf("ffmpeg decoding %s: %v: %s", s.File, err, out)
 	}
-}
-
-func sha256Hex(b []byte) string {
-	sum := sha256.Sum256(b)
-	return hex.EncodeToString(sum[:])
 }
 
 // TestBrowserRecording (a first part of issue 23's): a Chromium hub and

@@ -171,7 +171,7 @@ func TestRecorderSegments(t *testing.T) {
 func checkSegment(t *testing.T, dir string, s Segment, codecName string, w, h int) {
 	t.Helper()
 	path := filepath.Join(dir, s.File)
-	sum, size, err := fileSum(path)
+	sum, size, err := FileSum(path)
 	if err != nil || sum != s.SHA256 || size != s.Bytes {
 		t.Errorf("%s: sha256 %s size %d (err %v), manifest says %s %d", s.File, sum, size, err, s.SHA256, s.Bytes)
 	}

@@ -364,7 +364,7 @@ func (w *trackWriter) closeSegment() {
 		}
 		return
 	}
-	sum, size, err := fileSum(path)
+	sum, size, err := FileSum(path)
 	if err != nil {
 		w.rec.log.Warn("recording segment checksum", "track", w.label, "err", err)
 		return
@@ -373,7 +373,8 @@ func (w *trackWriter) closeSegment() {
 	w.rec.addSegment(info)
 }
 
-func fileSum(path string) (string, int64, error) {
+// FileSum is a file's SHA-256 (hex) and size, as a manifest gives them.
+func FileSum(path string) (string, int64, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return "", 0, err

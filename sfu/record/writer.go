@@ -23,10 +23,44 @@ import (
 // packetBuf is one packet on its way from a track's read loop to its
 // writer: copied once, into a pooled buffer.
 type packetBuf struct {
-	n  int
-	at time.Time // when it arrived: the manifest's times are the media's, not the disk's
-	b  [1600]byte
+	n     int
+	layer int32     // the layer it came on: one queued before a layer change is not the new layer's
+	at    time.Time // when it arrived: the manifest's times are the media's, not the disk's
+	b     [1600]byte
 }
+
+// arrivals remembers when each recent frame's first packet arrived, by
+// RTP timestamp: a frame held back in the sample builder (waiting for a
+// lost packet) is written later, but at the time it arrived.
+type arrivals struct {
+	ts   [256]uint32
+	at   [256]time.Time
+	next int
+	n    int
+}
+
+func (a *arrivals) add(ts uint32, at time.Time) {
+	if a.n > 0 && int32(ts-a.ts[(a.next+len(a.ts)-1)%len(a.ts)]) <= 0 {
+		return // a later packet of a frame already seen (or a retransmission)
+	}
+	a.ts[a.next], a.at[a.next] = ts, at
+	a.next = (a.next + 1) % len(a.ts)
+	a.n = min(a.n+1, len(a.ts))
+}
+
+// of says when the frame of timestamp ts first arrived (ok false: not
+// remembered).
+func (a *arrivals) of(ts uint32) (time.Time, bool) {
+	for i := 1; i <= a.n; i++ {
+		j := (a.next + len(a.ts) - i) % len(a.ts)
+		if a.ts[j] == ts {
+			return a.at[j], true
+		}
+	}
+	return time.Time{}, false
+}
+
+func (a *arrivals) reset() { a.n = 0 }
 
 // trackWriter records one track: the SFU's read loop hands it packets
 // (Packet: a copy into a bounded queue, never a wait), and its own
@@ -50,6 +84,7 @@ type trackWriter struct {
 	sb        *samplebuilder.SampleBuilder
 	pending   *media.Sample // H.264: the access unit being gathered
 	arrived   time.Time     // when the newest packet arrived
+	firstSeen arrivals      // when each recent frame's first packet arrived
 	failedAt  time.Time     // when a segment last failed to open
 	seg       *segmentFile
 	segInfo   Segment
@@ -78,6 +113,9 @@ func newTrackWriter(r *Recorder, src Source) *trackWriter {
 	return w
 }
 
+// maxHold bounds how long the sample builder waits for a lost packet.
+const maxHold = time.Second
+
 func (w *trackWriter) resetBuilder() {
 	var d rtp.Depacketizer
 	late := uint16(512)
@@ -89,8 +127,11 @@ func (w *trackWriter) resetBuilder() {
 	default:
 		d, late = &codecs.OpusPacket{}, 64
 	}
-	w.sb = samplebuilder.New(late, d, w.clock)
+	// A lost packet holds the frames behind it at most maxHold (its
+	// retransmission comes within a round trip, or too late to matter).
+	w.sb = samplebuilder.New(late, d, w.clock, samplebuilder.WithMaxTimeDelay(maxHold))
 	w.haveTS = false
+	w.firstSeen.reset()
 }
 
 // Packet is the tap on the track's read loop: one copy and a send that
@@ -107,7 +148,7 @@ func (w *trackWriter) Packet(layer int, p *rtp.Packet) {
 		w.dropped.Add(1)
 		return
 	}
-	pb.n, pb.at = n, w.rec.opt.Now()
+	pb.n, pb.layer, pb.at = n, int32(layer), w.rec.opt.Now()
 	select {
 	case w.queue <- pb:
 	default:
@@ -141,13 +182,18 @@ func (w *trackWriter) run() {
 }
 
 func (w *trackWriter) packet(pb *packetBuf) {
+	if pb.layer != w.layer.Load() { // queued before the layer changed
+		w.pool.Put(pb)
+		return
+	}
 	p := &rtp.Packet{}
 	err := p.Unmarshal(append([]byte(nil), pb.b[:pb.n]...))
 	w.arrived = pb.at
 	w.pool.Put(pb)
-	if err != nil {
-		return
+	if err != nil || len(p.Payload) == 0 {
+		return // (padding: a bandwidth probe carries no media)
 	}
+	w.firstSeen.add(p.Timestamp, w.arrived)
 	w.sb.Push(p)
 	for s := w.sb.Pop(); s != nil; s = w.sb.Pop() {
 		w.sample(s)
@@ -270,7 +316,10 @@ func (w *trackWriter) frame(s *media.Sample) {
 	}
 	w.lastTS, w.haveTS = s.PacketTimestamp, true
 	key := isKeyframe(w.family, s.Data)
-	now := w.arrived // a frame is whole when the packet after it arrives
+	now, ok := w.firstSeen.of(s.PacketTimestamp) // when it came, not when the builder let it go
+	if !ok {
+		now = w.arrived
+	}
 	if w.seg != nil && w.due() {
 		if key || !w.video {
 			w.closeSegment()

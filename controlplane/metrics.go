@@ -34,6 +34,8 @@ type MediaFigures struct {
 	Probes                  uint64 // bandwidth probes before moving a room up a layer
 	FailedProbes            uint64
 	LayerChanges            uint64 // subscribers' layer changes, pauses and resumes
+	ThinnedPackets          uint64 // packets of upper temporal layers left out for the host's wall
+	HiddenDownTracks        int64  // video copies whose subscriber does not show them: nothing forwarded
 
 	ForwardLatency HistogramFigures // upstream packet in to last copy out
 }
@@ -164,6 +166,10 @@ var (
 		"Bandwidth probes sent before moving a subscriber up a layer.")
 	descFailedProbes = newDesc("citybridge_bandwidth_probes_failed_total",
 		"Bandwidth probes that met congestion.")
+	descThinned = newDesc("citybridge_rtp_thinned_packets_total",
+		"VP8 packets of upper temporal layers left out for subscribers that show the video as a thumbnail (the host's wall).")
+	descHidden = newDesc("citybridge_down_tracks_hidden",
+		"Video copies whose subscriber does not show them (a wall tile off screen): nothing of them is forwarded.")
 	descLayerChanges = newDesc("citybridge_layer_changes_total",
 		"Subscribers' simulcast layer changes, pauses and resumes.")
 	descForwardLatency = newHistogramDesc("citybridge_forward_latency_seconds",
@@ -215,7 +221,7 @@ type figuresCollector struct {
 func (c *figuresCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descPeers, descTracks, descDownTracks, descReceived,
 		descForwarded, descBytes, descKeyframes, descCachedKeyframes, descOffersRepeated, descMalformed, descSessions, descRetransmitted, descRetransmittedTwice, descNACKsDeclined,
-		descRtxReceived, descRtxLate, descProbes, descFailedProbes, descLayerChanges, descForwardLatency,
+		descRtxReceived, descRtxLate, descProbes, descFailedProbes, descLayerChanges, descThinned, descHidden, descForwardLatency,
 		descAlertsActive, descReconnects, descShed, descEtcdUp, descLeaseHeld, descJoinsRefused, descLinkScore, descLinkState, descRTT, descLoss, descJitter,
 		descRate, descEstimate, descLayer} {
 		ch <- d
@@ -250,6 +256,8 @@ func (c *figuresCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(descProbes, m.Probes)
 		counter(descFailedProbes, m.FailedProbes)
 		counter(descLayerChanges, m.LayerChanges)
+		counter(descThinned, m.ThinnedPackets)
+		gauge(descHidden, float64(m.HiddenDownTracks))
 		ch <- constHistogram(descForwardLatency, m.ForwardLatency)
 	}
 	if c.o.Sessions != nil {

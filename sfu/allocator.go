@@ -90,6 +90,7 @@ const (
 	ReasonPaused    = "paused"    // not even the lowest layer fits: video paused, audio goes on
 	ReasonPinned    = "pinned"    // a technician capped this bridge's layer
 	ReasonLimit     = "limit"     // the conference's policy caps it (the hub's wall gets small layers)
+	ReasonHidden    = "hidden"    // the subscriber does not show it (LayerOff): nothing is sent
 )
 
 // allocTrack is what the allocator knows of one video down track.
@@ -257,4 +258,12 @@ func reason(t *allocTrack, layer int) string {
 		return ReasonLimit
 	}
 	return ReasonBandwidth
+}
+
+// grow returns s with length n, reusing its array when it is large enough.
+func grow(s []int, n int) []int {
+	if cap(s) < n {
+		return make([]int, n)
+	}
+	return s[:n]
 }

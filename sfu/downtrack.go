@@ -42,10 +42,14 @@ type DownTrack struct {
 	sub      *Peer                     // subscriber; nil in benchmarks
 
 	bound    atomic.Bool
-	maxLayer atomic.Int32 // highest layer this subscriber may get
-	target   atomic.Int32 // layer we want to forward (switch pending if != current)
-	current  atomic.Int32 // layer being forwarded now
-	askedAt  atomic.Int64 // when target last changed (monotonic ns): a switch's wait is logged from it
+	maxLayer atomic.Int32 // highest layer this subscriber may get; LayerOff: none
+	// maxTemporal is the highest VP8 temporal layer forwarded
+	// (AllTemporal: every frame); see temporal.go.
+	maxTemporal atomic.Int32
+	hidden      atomic.Bool  // the subscriber does not show it: nothing forwarded (LayerOff)
+	target      atomic.Int32 // layer we want to forward (switch pending if != current)
+	current     atomic.Int32 // layer being forwarded now
+	askedAt     atomic.Int64 // when target last changed (monotonic ns): a switch's wait is logged from it
 
 	packets atomic.Uint64
 	bytes   atomic.Uint64
@@ -81,15 +85,16 @@ type DownTrack struct {
 	nAgain      int
 	vp8         vp8Munger // picture IDs continuous across layer switches
 	vp8Buf      []byte    // a rewritten VP8 payload
-	started     bool      // at least one packet written
-	seqOffset   uint16    // out = in - seqOffset
-	tsOffset    uint32    // out = in - tsOffset
-	lastSeq     uint16    // newest sequence number written (output space)
-	lastTS      uint32    // timestamp of that packet (output space)
-	lastAt      int64     // monotonic nanoseconds when it was written
-	floorSeq    uint16    // input packets older than this are from before the switch
-	floorActive bool      // floorSeq is still within reordering reach
-	switchAt    int64     // when the layer being forwarded started (its keyframe was written)
+	thin        temporalFilter
+	started     bool   // at least one packet written
+	seqOffset   uint16 // out = in - seqOffset
+	tsOffset    uint32 // out = in - tsOffset
+	lastSeq     uint16 // newest sequence number written (output space)
+	lastTS      uint32 // timestamp of that packet (output space)
+	lastAt      int64  // monotonic nanoseconds when it was written
+	floorSeq    uint16 // input packets older than this are from before the switch
+	floorActive bool   // floorSeq is still within reordering reach
+	switchAt    int64  // when the layer being forwarded started (its keyframe was written)
 	hdr         rtp.Header
 }
 
@@ -129,6 +134,8 @@ func newDownTrack(t *Track, sub *Peer, id string, maxLayer int) *DownTrack {
 		sub:      sub,
 	}
 	d.maxLayer.Store(int32(maxLayer))
+	d.maxTemporal.Store(AllTemporal)
+	d.thin.cap = AllTemporal
 	d.target.Store(noLayer)
 	d.current.Store(noLayer)
 	d.allocLayer = noLayer
@@ -211,9 +218,12 @@ func (d *DownTrack) Layer() int { return int(d.current.Load()) }
 func (d *DownTrack) MaxLayer() int { return int(d.maxLayer.Load()) }
 
 // SetMaxLayer caps the layer this subscriber is served; the change takes
-// effect at the next keyframe of the newly chosen layer.
+// effect at the next keyframe of the newly chosen layer. LayerOff stops
+// the video at once (the subscriber does not show it): nothing is
+// forwarded and no keyframe is asked for on its behalf until a layer is
+// allowed again, when it starts at the lowest layer's next keyframe.
 func (d *DownTrack) SetMaxLayer(l int) {
-	d.maxLayer.Store(int32(l))
+	d.maxLayer.Store(int32(max(l, LayerOff)))
 	if d.sub != nil {
 		d.sub.allocate()
 	}
@@ -334,9 +344,12 @@ func (d *DownTrack) forward(l int32, p *rtp.Packet, now int64) bool {
 	if len(p.Payload) == 0 {
 		// Padding-only packets (bandwidth probes) carry nothing for the
 		// decoder: drop them and close the sequence gap they would leave.
-		if outSeq := p.SequenceNumber - d.seqOffset; seqBefore(d.lastSeq, outSeq) {
-			d.seqOffset++
-		}
+		d.closeGap(p.SequenceNumber, nil, now)
+		return false
+	}
+	if isVP8 && d.thin.leaveOut(&desc, p.Payload, uint8(d.maxTemporal.Load())) {
+		d.closeGap(p.SequenceNumber, &desc, now)
+		d.track.stats.thinned.Add(1)
 		return false
 	}
 	return d.write(l, p.SequenceNumber, p.Timestamp, p.Marker, p.Payload, &desc, isVP8, now)
@@ -346,7 +359,11 @@ func (d *DownTrack) forward(l int32, p *rtp.Packet, now int64) bool {
 // down track's sequence number, timestamp and SSRC, and remembers it for
 // NACKs. d.mu is held.
 func (d *DownTrack) write(l int32, seq uint16, ts uint32, marker bool, payload []byte, desc *vp8Desc, isVP8 bool, now int64) bool {
-	outSeq := seq - d.seqOffset
+	// A late packet (reordered, or retransmitted by the publisher) goes
+	// where it would have gone before the gaps after it were closed up.
+	seqLess, picLess := d.thin.late(seq, desc, now)
+	outSeq := seq - d.seqOffset + seqLess
+	picOff := (d.vp8.picOff - picLess) & vp8PicIDMask15
 	// A new header: the publisher's header extensions carry IDs negotiated
 	// with the publisher, not with this subscriber, and never pass through.
 	h := &d.hdr
@@ -356,11 +373,14 @@ func (d *DownTrack) write(l int32, seq uint16, ts uint32, marker bool, payload [
 	// goes into it without allocating (stampedStream).
 	h.CSRC, h.ExtensionProfile, h.Extensions, h.PaddingSize = nil, 0, h.Extensions[:0], 0
 	if isVP8 {
+		d.vp8.picOff, picOff = picOff, d.vp8.picOff
 		payload = d.vp8.rewrite(d.vp8Buf, payload, *desc)
+		d.vp8.picOff, picOff = picOff, d.vp8.picOff
 	}
 	if _, err := d.writer.WriteRTP(&d.hdr, payload); err != nil {
 		return false
 	}
+	d.thin.note(seq, desc)
 	if !d.started || seqBefore(d.lastSeq, outSeq) {
 		d.lastSeq = outSeq
 		d.lastTS = d.hdr.Timestamp
@@ -372,7 +392,7 @@ func (d *DownTrack) write(l int32, seq uint16, ts uint32, marker bool, payload [
 	if d.sent != nil {
 		e := &d.sent[outSeq&(sentHistory-1)]
 		*e = sentEntry{out: outSeq, in: seq, layer: int8(l), valid: true, tsOffset: d.tsOffset,
-			picOff: d.vp8.picOff, tl0Off: d.vp8.tl0Off, size: uint16(len(payload)), at: now}
+			picOff: picOff, tl0Off: d.vp8.tl0Off, size: uint16(len(payload)), at: now}
 	}
 	d.started = true
 	d.packets.Add(1)
@@ -419,6 +439,9 @@ func (d *DownTrack) startFromCache(l int32, next uint16, now int64) bool {
 			if isVP8 {
 				d.vp8.switchTo(desc)
 			}
+		} else if isVP8 && d.thin.leaveOut(&desc, buf[:n], uint8(d.maxTemporal.Load())) {
+			d.closeGap(seq, &desc, now)
+			continue
 		}
 		d.write(l, seq, ts, marker, buf[:n], &desc, isVP8, now)
 	}
@@ -451,6 +474,7 @@ func (d *DownTrack) switchTo(l int32, seq uint16, ts uint32, now int64) {
 	d.floorSeq = seq
 	d.floorActive = true
 	d.switchAt = now
+	d.thin.reset(uint8(d.maxTemporal.Load()))
 	d.current.Store(l)
 	if d.sub != nil && d.kind == webrtc.RTPCodecTypeVideo {
 		d.sub.log.Debug("layer switched at keyframe", "track", d.id, "layer", l,

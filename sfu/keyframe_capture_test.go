@@ -9,7 +9,9 @@ import (
 // not depend on an encoder or on files outside the package. Keyframe
 // detection reads only the payload descriptor or NAL unit headers and the
 // first bytes after them, so payloads longer than 40 bytes are kept to their
-// first 40 bytes (the "len" comments give the full length).
+// first 40 bytes (the "len" comments give the full length). The 180p and
+// 360p captures predate those clips' re-encoding with three temporal
+// layers (testdata/gen.sh): they are fixtures now, not the clips' bytes.
 
 // unhex decodes a captured payload.
 func unhex(t *testing.T, s string) []byte {

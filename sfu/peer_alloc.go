@@ -81,6 +81,7 @@ type allocState struct {
 	downs        []*DownTrack
 	plan, step   []int
 	reason       string // the reason of the newest layer decision
+	freed        int    // what tracks hidden since the last congestion carried, bits per second (hide.go)
 }
 
 // SetPin caps the layer of every video track this peer receives (a
@@ -308,8 +309,10 @@ func (p *Peer) tick(elapsed time.Duration) {
 		p.relaxLossCap(now, elapsed)
 	}
 	events := p.allocateLocked(now)
-	if len(events) > 0 {
-		p.as.reason = events[len(events)-1].Reason
+	for _, e := range events {
+		if e.Reason != ReasonHidden {
+			p.as.reason = e.Reason
+		}
 	}
 	p.allocMu.Unlock()
 	if ll, ok := p.l.(LayerListener); ok {
@@ -325,6 +328,7 @@ func (p *Peer) allocateLocked(now int64) []LayerEvent {
 	if est < as.lastEstimate*95/100 {
 		as.lastDecrease = now
 		as.floor = 0 // congestion: whatever a probe vouched for no longer holds
+		as.freed = 0 // nor what hidden tracks carried
 		if est < as.lastEstimate*8/10 && now-as.lastFallLog > int64(5*time.Second) {
 			as.lastFallLog = now
 			args := []any{"from", as.lastEstimate, "to", est}
@@ -349,6 +353,7 @@ func (p *Peer) allocateLocked(now int64) []LayerEvent {
 	as.tracks, as.downs = as.tracks[:0], as.downs[:0]
 	pin := int(p.pin.Load())
 	heavyAt := as.heavyLossAt.Load()
+	var hidden []LayerEvent
 	for _, d := range downs {
 		if d.kind == webrtc.RTPCodecTypeAudio {
 			if d.target.Load() == noLayer {
@@ -356,6 +361,12 @@ func (p *Peer) allocateLocked(now int64) []LayerEvent {
 			}
 			budget -= d.track.layerRates()[0]
 			continue
+		}
+		if e, ok := p.showOrHide(d, effective); ok {
+			hidden = append(hidden, e)
+		}
+		if d.hidden.Load() {
+			continue // costs nothing, takes no part in probes
 		}
 		as.downs = append(as.downs, d)
 		as.tracks = append(as.tracks, allocTrack{
@@ -365,7 +376,7 @@ func (p *Peer) allocateLocked(now int64) []LayerEvent {
 	}
 	n := len(as.tracks)
 	if n == 0 {
-		return nil
+		return hidden
 	}
 	as.plan = grow(as.plan, n)
 	as.step = grow(as.step, n)
@@ -464,7 +475,11 @@ func (p *Peer) allocateLocked(now int64) []LayerEvent {
 			}
 		}
 		if want > t.cur && !first {
-			want = t.cur
+			if l, ok := p.resumeIntoFreed(t, want); ok {
+				want = l
+			} else {
+				want = t.cur
+			}
 		}
 		// A layer taken away by a technician's pin, or by the publisher
 		// (a starved browser stops its top layer for a few seconds), not
@@ -525,6 +540,7 @@ func (p *Peer) allocateLocked(now int64) []LayerEvent {
 	if changed {
 		as.lastChange = now
 	}
+	events = append(hidden, events...)
 
 	// Try the next step up when things have been quiet.
 	quiet := max(as.lastDecrease, as.lastChange)
@@ -675,11 +691,4 @@ func (p *Peer) measureSent(elapsed time.Duration) {
 		total += d.rateBits
 	}
 	p.as.sentBits.Store(int64(total))
-}
-
-func grow(s []int, n int) []int {
-	if cap(s) < n {
-		return make([]int, n)
-	}
-	return s[:n]
 }

@@ -109,6 +109,7 @@ type counters struct {
 	probes                  atomic.Uint64
 	failedProbes            atomic.Uint64
 	layerSwitches           atomic.Uint64 // allocation changes (up, down, pause, resume)
+	thinned                 atomic.Uint64 // VP8 packets of upper temporal layers left out (temporal.go)
 	forwardLatency          latencyHistogram
 }
 
@@ -151,6 +152,12 @@ type Stats struct {
 	FailedProbes uint64
 	// LayerChanges counts allocation changes: up, down, pause, resume.
 	LayerChanges uint64
+	// ThinnedPackets counts VP8 packets of upper temporal layers left out
+	// for subscribers that show the video small (temporal.go).
+	ThinnedPackets uint64
+	// HiddenDownTracks counts video down tracks whose subscribers do not
+	// show them (LayerOff): nothing of them is forwarded.
+	HiddenDownTracks int64
 	// ForwardLatency is the time from an upstream packet entering the
 	// forwarding loop to its last copy written to a subscriber.
 	ForwardLatency LatencyHistogram
@@ -282,7 +289,21 @@ func (s *SFU) forgetRouter(r *Router) {
 func (s *SFU) Stats() Stats {
 	s.mu.Lock()
 	n := len(s.routers)
+	routers := make([]*Router, 0, n)
+	for _, r := range s.routers {
+		routers = append(routers, r)
+	}
 	s.mu.Unlock()
+	var hidden int64
+	for _, r := range routers {
+		for _, p := range r.Peers() {
+			for _, d := range p.DownTracks() {
+				if d.Hidden() {
+					hidden++
+				}
+			}
+		}
+	}
 	return Stats{
 		Routers:          n,
 		Peers:            s.stats.peers.Load(),
@@ -305,6 +326,8 @@ func (s *SFU) Stats() Stats {
 		Probes:                  s.stats.probes.Load(),
 		FailedProbes:            s.stats.failedProbes.Load(),
 		LayerChanges:            s.stats.layerSwitches.Load(),
+		ThinnedPackets:          s.stats.thinned.Load(),
+		HiddenDownTracks:        hidden,
 		ForwardLatency:          s.stats.forwardLatency.snapshot(),
 	}
 }

@@ -19,6 +19,9 @@ const (
 	LayerLow  = 0
 	LayerMid  = 1
 	LayerHigh = 2
+	// LayerOff, as a down track's cap, forwards nothing: the subscriber
+	// does not show the video (a wall tile scrolled out of sight).
+	LayerOff = -1
 )
 
 // LayerForRID maps a simulcast RID to its layer index; a track without

@@ -41,6 +41,9 @@ type vp8Desc struct {
 	hasTL0    bool   // L: a TL0PICIDX is present
 	tl0       uint8  // the TL0PICIDX
 	tl0Off    int    // offset of the TL0PICIDX byte in the payload
+	hasTID    bool   // T: a temporal layer index is present
+	tid       uint8  // the temporal layer index (TID), 0 for the base layer
+	sync      bool   // Y: the frame depends on the base layer only
 	size      int    // descriptor length: the VP8 data starts at this offset
 }
 
@@ -102,6 +105,11 @@ func parseVP8Desc(payload []byte) (vp8Desc, bool) {
 		if x&0x30 != 0 { // T or K: one TID/Y/KEYIDX byte
 			if len(payload) <= i {
 				return vp8Desc{}, false
+			}
+			if x&0x20 != 0 { // T: TID and Y mean something
+				d.hasTID = true
+				d.tid = payload[i] >> 6
+				d.sync = payload[i]&0x20 != 0
 			}
 			i++
 		}

@@ -72,6 +72,7 @@ type member struct {
 	since  time.Time   // when it joined, or when its connection was lost
 	joined time.Time   // when it joined
 	grace  *time.Timer // running while the connection is lost
+	wall   wallView    // the host console's tiles on screen (wall.go); guarded by the conference's mu
 }
 
 // memberLink passes the SFU's events to the member's current session; while
@@ -621,8 +622,12 @@ func (c *conference) speakerChanged(bridge string) {
 	c.mu.Lock()
 	c.speaker = bridge
 	host := c.members[controlplane.HubBridge.ID]
+	follow := host != nil && host.wall != nil
 	c.mu.Unlock()
 	if host != nil {
 		host.ss.send(wire.Speaker{Bridge: bridge})
+	}
+	if follow { // the speaker is received whatever the wall shows
+		go c.reconcile(host)
 	}
 }

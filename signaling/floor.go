@@ -292,7 +292,7 @@ func (c *conference) want(m *member, t *sfu.Track) (bool, int) {
 	case pub == holder:
 		return true, sfu.LayerHigh
 	case toHost:
-		return true, sfu.LayerLow // the wall shows every room small
+		return true, c.wallLayer(m, pub) // small, and only what the wall shows (wall.go)
 	}
 	return false, 0
 }
@@ -309,23 +309,30 @@ func (c *conference) reconcileLocked(m *member) {
 	for _, d := range m.peer.DownTracks() {
 		have[d.Track()] = d
 	}
+	var caps []sfu.LayerCap
 	for _, t := range c.router.Tracks() {
 		ok, layer := c.want(m, t)
 		d := have[t]
-		delete(have, t)
+		video := t.Kind() == webrtc.RTPCodecTypeVideo
 		switch {
 		case ok && d == nil:
-			if _, err := m.peer.Subscribe(t, layer); err != nil && !errors.Is(err, sfu.ErrClosed) {
+			d, err := m.peer.Subscribe(t, layer)
+			if err != nil && !errors.Is(err, sfu.ErrClosed) {
 				m.ss.log.Warn("subscribe", "track", t.ID(), "err", err)
 			}
-		case ok && t.Kind() == webrtc.RTPCodecTypeVideo && d.MaxLayer() != layer:
-			d.SetMaxLayer(layer)
+			if err == nil && video {
+				d.SetMaxTemporal(c.temporal(m, t))
+			}
+		case ok && video:
+			if tl := c.temporal(m, t); d.MaxLayer() != layer || d.MaxTemporal() != tl {
+				caps = append(caps, sfu.LayerCap{Down: d, Layer: layer, Temporal: tl})
+			}
 		case !ok && d != nil:
 			m.peer.Unsubscribe(d)
 		}
 	}
-	for _, d := range have { // tracks that went away: the SFU cleans those up itself
-		_ = d
+	if len(caps) > 0 {
+		m.peer.SetCaps(caps)
 	}
 }
 

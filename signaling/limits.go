@@ -37,6 +37,12 @@ const (
 	controlBurst = 20
 	controlRate  = 4
 
+	// A host console may say what its wall shows wallBurst times at once,
+	// then wallRate times a second: the page sends one message a quarter
+	// second after scrolling or resizing stops.
+	wallBurst = 20
+	wallRate  = 8
+
 	// Any message at all: messageBurst at once (a page's ICE candidates
 	// after a restart), then messageRate a second.
 	messageBurst = 400

@@ -1,6 +1,7 @@
 package signaling
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -57,7 +58,7 @@ type session struct {
 
 	// How often the client may send messages at all, offers and control
 	// actions (limits.go; reader goroutine only).
-	messages, offers, controls allowance
+	messages, offers, controls, walls allowance
 
 	// What the member's media say (offers, candidates, layers) waits
 	// for the joined message: a bridge's peer exists, and can be
@@ -84,6 +85,7 @@ func newSession(s *Server, conn *websocket.Conn, remote string) *session {
 		messages: newAllowance(messageRate, messageBurst),
 		offers:   newAllowance(offerRate, offerBurst),
 		controls: newAllowance(controlRate, controlBurst),
+		walls:    newAllowance(wallRate, wallBurst),
 	}
 }
 
@@ -230,6 +232,11 @@ func (ss *session) handle(m wire.Message) bool {
 			return ss.rateLimited(drop, wire.TypeControl)
 		}
 		ss.control(*m)
+	case *wire.Wall:
+		if ok, drop := ss.walls.take(); !ok {
+			return ss.rateLimited(drop, wire.TypeWall)
+		}
+		ss.showWall(m)
 	default:
 		ss.sendError(wire.CodeBadMessage, "clients do not send "+m.MessageType(), m.MessageType())
 	}
@@ -587,7 +594,11 @@ func (ss *session) OnLayer(e sfu.LayerEvent) {
 	if e.Layer >= 0 {
 		layer = sfu.RIDForLayer(e.Layer)
 	}
-	ss.log.Info("layer", "track", e.Track, "publisher", e.Publisher, "layer", layer, "reason", e.Reason, "estimate", e.Estimate)
+	lvl := slog.LevelInfo
+	if ss.adm.Role == controlplane.RoleHost && e.Publisher != controlplane.HubBridge.ID {
+		lvl = slog.LevelDebug // the wall's tiles come and go as the host scrolls
+	}
+	ss.log.Log(context.Background(), lvl, "layer", "track", e.Track, "publisher", e.Publisher, "layer", layer, "reason", e.Reason, "estimate", e.Estimate)
 	ss.sendMedia(wire.Layer{Track: e.Track, Publisher: e.Publisher, Layer: layer, Reason: e.Reason, Estimate: e.Estimate})
 	if e.Publisher == controlplane.HubBridge.ID && ss.adm.Role == controlplane.RoleRoom {
 		ss.noteLink(e.Reason)

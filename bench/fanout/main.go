@@ -58,6 +58,10 @@ func main() {
 		genProfile = flag.String("gen-cpuprofile", "", "write the generator's own CPU profile to FILE")
 		keep       = flag.Bool("v", false, "print the server's log to stderr")
 		city       = flag.Int("city", 0, "instead: the city session, a synthetic hub (3 layers, watching the wall) and this many synthetic rooms (2 layers each) over the WebSocket protocol")
+		wall       = flag.Int("wall", 0, "instead: a Chromium host console with this many synthetic rooms (180p): the browser's CPU")
+		wallShown  = flag.Int("wall-shown", 0, "with -wall: 0, a window showing every tile; otherwise one showing about 30")
+		browser    = flag.String("browser-cpus", "1", "with -wall: CPUs Chromium is pinned to; empty: no pinning")
+		chromium   = flag.String("chromium", "chromium", "with -wall: the Chromium binary")
 	)
 	flag.Parse()
 	ns, err := parseCounts(*counts)
@@ -85,6 +89,16 @@ func main() {
 	}
 	defer srv.stop()
 
+	if *wall > 0 {
+		res, err := wallSession(srv, *wall, *wallShown, *browser, *chromium, *warmup, *window)
+		if err != nil {
+			srv.stop() // log.Fatalf runs no deferred call
+			log.Fatalf("wall session: %v", err)
+		}
+		line, _ := json.Marshal(res)
+		fmt.Println(string(line))
+		return
+	}
 	if *city > 0 {
 		res, err := citySession(srv, *city, *warmup, *window, *cpuProfile)
 		if err != nil {

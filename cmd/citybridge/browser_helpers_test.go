@@ -214,6 +214,12 @@ type browserOption func(*browserSetup)
 
 type browserSetup struct {
 	camera string // the fake camera's size; "" is cameraSize()
+	window [2]int // the window's size; zero: Chromium's default
+}
+
+// withWindow opens the browser's window at w x h CSS pixels.
+func withWindow(w, h int) browserOption {
+	return func(b *browserSetup) { b.window = [2]int{w, h} }
 }
 
 // withCamera films at size instead of cameraSize(). A test that measures
@@ -273,6 +279,9 @@ func newBrowserExec(t *testing.T, exe string, options ...browserOption) context.
 		chromedp.Flag("host-resolver-rules", "MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.*, EXCLUDE 169.254.*"),
 		chromedp.Flag("disable-features", "WebRtcHideLocalIpsWithMdns,Translate"),
 	)
+	if setup.window != [2]int{} {
+		opts = append(opts, chromedp.WindowSize(setup.window[0], setup.window[1]))
+	}
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	bctx, cancelBrowser := chromedp.NewContext(actx)
 	t.Cleanup(func() {

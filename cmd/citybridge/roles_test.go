@@ -214,6 +214,7 @@ func messageFrames(t *testing.T, f *roleFixture) map[string]struct {
 		"`restart` on `sub`": {text, enc(map[string]any{"type": "restart", "pc": "sub"})},
 		"`restart` on `pub`": {text, enc(map[string]any{"type": "restart", "pc": "pub"})},
 		"`report`":           {text, enc(map[string]any{"type": "report", "path": "udp", "fps": 25})},
+		"`wall`":             {text, enc(map[string]any{"type": "wall", "tiles": []map[string]any{{"bridge": "ward-001", "width": 300, "height": 169}}})},
 		"`leave`":            {text, enc(map[string]any{"type": "leave"})},
 		"`control`":          {text, enc(map[string]any{"type": "control", "action": "raise_hand"})},
 		"`binary frame`":     {websocket.BinaryMessage, []byte{1, 2, 3}},

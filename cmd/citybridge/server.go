@@ -345,7 +345,7 @@ func (s *server) mediaFigures() controlplane.MediaFigures {
 		Retransmitted: st.Retransmitted, RetransmittedTwice: st.RetransmittedTwice,
 		StaleNACKs: st.StaleNACKs, UnaffordableNACKs: st.UnaffordableNACKs, RetransmissionsReceived: st.RetransmissionsReceived,
 		LateRetransmissions: st.LateRetransmissions, Probes: st.Probes, FailedProbes: st.FailedProbes,
-		LayerChanges: st.LayerChanges,
+		LayerChanges: st.LayerChanges, ThinnedPackets: st.ThinnedPackets, HiddenDownTracks: st.HiddenDownTracks,
 
 		ForwardLatency: latencyFigures(st.ForwardLatency),
 	}

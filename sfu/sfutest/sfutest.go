@@ -37,6 +37,16 @@ var Clips = map[string]string{
 	"audio": "audio.ogg",
 }
 
+// temporalPattern is the VP8 temporal layer (TID) of each frame of the
+// clips encoded with three temporal layers (testdata/gen.sh), by frame
+// index within the clip: Chromium's simulcast pattern. The rooms' layers
+// carry them, as a room's Chromium sends them; IVF does not say, so the
+// player writes them into the payload descriptor.
+var temporalPattern = map[string][]uint8{
+	"video-180p.ivf": {0, 2, 1, 2},
+	"video-360p.ivf": {0, 2, 1, 2},
+}
+
 // TestdataDir finds the repository's testdata/ folder from this source file,
 // so tests in any package can reach the clips.
 func TestdataDir() string {
@@ -110,6 +120,10 @@ type Publisher struct {
 
 	pliMu sync.Mutex
 	plis  map[string][]time.Time // keyframe requests received, by RID
+
+	// OnKeyframeRequest, if set before Start, is called on each keyframe
+	// request (PLI or FIR) received, with the layer's RID.
+	OnKeyframeRequest func(rid string)
 
 	// Stamp, if set before Start, may change each video packet's payload
 	// before it is sent (the benchmark harness appends its send time).
@@ -212,6 +226,9 @@ func (p *Publisher) watchRTCP(rid string, pl *player) {
 				p.pliMu.Lock()
 				p.plis[rid] = append(p.plis[rid], time.Now())
 				p.pliMu.Unlock()
+				if p.OnKeyframeRequest != nil {
+					p.OnKeyframeRequest(rid)
+				}
 				pl.restart()
 			}
 		}
@@ -250,6 +267,7 @@ type player struct {
 	midID       uint8
 	ridID       uint8
 	pz          rtp.Packetizer
+	tl0         uint8 // the TL0PICIDX of the newest base layer frame sent
 
 	mu    sync.Mutex
 	again bool
@@ -338,8 +356,22 @@ func (pl *player) writer(frameTime time.Duration) func([]byte) error {
 	}
 	pz := pl.pz
 	ticks := uint32(frameTime.Seconds() * 90000)
+	tids := temporalPattern[filepath.Base(pl.file)]
+	frame := 0 // index in the clip, which starts over at its first keyframe
 	return func(b []byte) error {
+		var tid uint8
+		if tids != nil {
+			tid = tids[frame%len(tids)]
+			if tid == 0 && frame > 0 {
+				pl.tl0++
+			}
+		}
+		sync := frame%4 == 1 || frame%4 == 2 // these frames refer to the base layer only
+		frame++
 		for _, pkt := range pz.Packetize(b, ticks) {
+			if tids != nil {
+				pkt.Payload = withTID(pkt.Payload, pl.tl0, tid, sync)
+			}
 			if pl.midID != 0 {
 				if err := pkt.Header.SetExtension(pl.midID, []byte(pl.mid)); err != nil {
 					return err
@@ -385,4 +417,21 @@ func (pl *player) reader(f io.Reader) (next func() ([]byte, error), frameTime ti
 			}
 		}
 	}, 20 * time.Millisecond, nil
+}
+
+// withTID returns a VP8 payload of pion's payloader (a 4-byte descriptor:
+// X, I with a 15-bit picture ID) with a TL0PICIDX and a TID byte added, as
+// Chromium's simulcast sends them (RFC 7741 section 4.2). Other payloads
+// are returned as they are.
+func withTID(payload []byte, tl0, tid uint8, sync bool) []byte {
+	if len(payload) < 4 || payload[0]&0x80 == 0 || payload[1] != 0x80 || payload[2]&0x80 == 0 {
+		return payload
+	}
+	t := tid << 6
+	if sync {
+		t |= 0x20
+	}
+	out := make([]byte, 0, len(payload)+2)
+	out = append(out, payload[0], 0xe0, payload[2], payload[3], tl0, t)
+	return append(out, payload[4:]...)
 }

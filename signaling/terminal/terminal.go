@@ -109,6 +109,7 @@ type Terminal struct {
 	resumes   atomic.Int64 // resumed joins
 	iceRestar atomic.Int64 // ICE restarts asked
 	actions   atomic.Int64 // technicians' actions received
+	keyframes atomic.Int64 // keyframe requests received for its camera
 	crash     atomic.Bool  // stop without a goodbye (a reboot)
 }
 
@@ -182,6 +183,10 @@ func (t *Terminal) Resumes() int64 { return t.resumes.Load() }
 // technicians' actions it received.
 func (t *Terminal) ICERestarts() int64 { return t.iceRestar.Load() }
 func (t *Terminal) Actions() int64     { return t.actions.Load() }
+
+// KeyframeRequests counts the keyframe requests (PLI, FIR) the server sent
+// for the terminal's camera, over all its connections.
+func (t *Terminal) KeyframeRequests() int64 { return t.keyframes.Load() }
 
 func (t *Terminal) setState(s string) {
 	if t.state.Swap(s) != s {
@@ -574,6 +579,7 @@ func (t *Terminal) build(send func(wire.Message)) error {
 	if t.publisher, err = sfutest.NewPublisher(t.pub, "camera", layers, true); err != nil {
 		return err
 	}
+	t.publisher.OnKeyframeRequest = func(string) { t.keyframes.Add(1) }
 	t.published = false
 	offer, err := t.pub.CreateOffer(nil)
 	if err == nil {

@@ -31,6 +31,7 @@ const (
 	TypeAction    = "action"
 	TypeRedirect  = "redirect"
 	TypeNodes     = "nodes"
+	TypeWall      = "wall"
 )
 
 // Peer connection names: each participant has one connection it publishes
@@ -265,6 +266,60 @@ type Control struct {
 	Track string `json:"track,omitempty"`
 }
 
+// Wall tells the server which tiles of the host console's wall are on
+// screen, and how large (client to server; the host only). The server
+// forwards the video of those rooms only, each at the layer that fits its
+// tile; the floor holder and the active speaker are received whatever the
+// wall shows. An empty list (the page hidden, or scrolled away from the
+// wall) shows nothing. Until a console sends one, it is sent every room.
+type Wall struct {
+	Tiles []WallTile `json:"tiles"`
+}
+
+// WallTile is one tile on screen: the bridge whose video it shows, and
+// its size in device pixels (CSS pixels times devicePixelRatio).
+type WallTile struct {
+	Bridge string `json:"bridge"`
+	Width  int    `json:"width"`
+	Height int    `json:"height"`
+}
+
+// Limits of a Wall message.
+const (
+	MaxWallTiles  = 1024  // more tiles than any conference has bridges
+	MaxTileSide   = 16384 // pixels, either way
+	maxBridgeIDSz = 128
+)
+
+// Check reports what is wrong with w, if anything: the tiles missing (an
+// empty list says nothing is shown), too many of them, a tile without a
+// bridge or with a bridge ID over 128 bytes, a bridge twice, a size not
+// within 1..MaxTileSide. Whether each bridge is in the conference is the
+// server's to check.
+func (w *Wall) Check() error {
+	if w.Tiles == nil {
+		return errors.New(`wall: "tiles" missing (send [] when no tile is on screen)`)
+	}
+	if len(w.Tiles) > MaxWallTiles {
+		return fmt.Errorf("wall: %d tiles, at most %d", len(w.Tiles), MaxWallTiles)
+	}
+	seen := make(map[string]bool, len(w.Tiles))
+	for i, t := range w.Tiles {
+		switch {
+		case t.Bridge == "":
+			return fmt.Errorf("wall: tile %d has no bridge", i)
+		case len(t.Bridge) > maxBridgeIDSz:
+			return fmt.Errorf("wall: tile %d: bridge ID over %d bytes", i, maxBridgeIDSz)
+		case seen[t.Bridge]:
+			return fmt.Errorf("wall: bridge %q twice", t.Bridge)
+		case t.Width < 1 || t.Width > MaxTileSide || t.Height < 1 || t.Height > MaxTileSide:
+			return fmt.Errorf("wall: tile of %q is %dx%d, want 1..%d each way", t.Bridge, t.Width, t.Height, MaxTileSide)
+		}
+		seen[t.Bridge] = true
+	}
+	return nil
+}
+
 // Floor is the conference's floor state, sent to every participant when it
 // changes (server to client): the control plane's FloorState as the pages
 // see it.
@@ -306,6 +361,7 @@ const (
 	ReasonPaused    = "paused"    // the link carries no video at all: audio only
 	ReasonPinned    = "pinned"    // a technician capped this bridge's layer
 	ReasonLimit     = "limit"     // the conference's policy caps it
+	ReasonHidden    = "hidden"    // the host's wall does not show it: nothing is sent
 )
 
 // Redirect sends a joining client to the node of a cluster that serves its
@@ -358,6 +414,7 @@ func (Report) MessageType() string    { return TypeReport }
 func (Redirect) MessageType() string  { return TypeRedirect }
 func (Nodes) MessageType() string     { return TypeNodes }
 func (Action) MessageType() string    { return TypeAction }
+func (Wall) MessageType() string      { return TypeWall }
 
 // Encode marshals m with its "type" field first.
 func Encode(m Message) ([]byte, error) {
@@ -428,6 +485,8 @@ func Decode(b []byte) (Message, error) {
 		m = &Nodes{}
 	case TypeAction:
 		m = &Action{}
+	case TypeWall:
+		m = &Wall{}
 	case "":
 		return nil, errors.New(`missing "type"`)
 	default:

@@ -21,6 +21,7 @@ func TestRoundTrip(t *testing.T) {
 		&Presence{RosterEntry{Bridge: Bridge{ID: "w"}, State: StateConnected}},
 		&Error{Code: CodeTokenInvalid, Message: "no", Request: TypeJoin},
 		&Bye{Reason: ByeReplaced},
+		&Wall{Tiles: []WallTile{{Bridge: "commune-001", Width: 300, Height: 169}}},
 	} {
 		b, err := Encode(m)
 		if err != nil {
@@ -47,6 +48,52 @@ func TestDecodeErrors(t *testing.T) {
 	}
 	if _, err := Decode([]byte(`{"type":"dance"}`)); !errors.Is(err, ErrUnknownType) {
 		t.Errorf("unknown type: %v", err)
+	}
+}
+
+// TestWallCheck: a wall message is refused, with a reason, for missing
+// tiles, too many, a tile without a bridge or with a long ID, a bridge
+// twice, or a size out of range; an empty list (nothing on screen) and a
+// good one pass.
+func TestWallCheck(t *testing.T) {
+	tile := func(b string, w, h int) WallTile { return WallTile{Bridge: b, Width: w, Height: h} }
+	many := make([]WallTile, MaxWallTiles+1)
+	for i := range many {
+		many[i] = tile(strings.Repeat("b", 1+i%100)+string(rune('a'+i/100)), 10, 10)
+	}
+	for _, c := range []struct {
+		name  string
+		json  string
+		wall  Wall
+		wrong string // a word of the error; "" for none
+	}{
+		{name: "nothing shown", wall: Wall{Tiles: []WallTile{}}},
+		{name: "two tiles", wall: Wall{Tiles: []WallTile{tile("a", 300, 169), tile("b", 1, MaxTileSide)}}},
+		{name: "tiles missing", json: `{"type":"wall"}`, wrong: "missing"},
+		{name: "null tiles", json: `{"type":"wall","tiles":null}`, wrong: "missing"},
+		{name: "too many", wall: Wall{Tiles: many}, wrong: "at most"},
+		{name: "no bridge", wall: Wall{Tiles: []WallTile{tile("", 10, 10)}}, wrong: "no bridge"},
+		{name: "long bridge ID", wall: Wall{Tiles: []WallTile{tile(strings.Repeat("x", 129), 10, 10)}}, wrong: "over 128"},
+		{name: "twice", wall: Wall{Tiles: []WallTile{tile("a", 10, 10), tile("a", 20, 20)}}, wrong: "twice"},
+		{name: "zero width", wall: Wall{Tiles: []WallTile{tile("a", 0, 10)}}, wrong: "0x10"},
+		{name: "negative height", wall: Wall{Tiles: []WallTile{tile("a", 10, -1)}}, wrong: "10x-1"},
+		{name: "too wide", wall: Wall{Tiles: []WallTile{tile("a", MaxTileSide+1, 10)}}, wrong: "16385x10"},
+	} {
+		w := c.wall
+		if c.json != "" {
+			m, err := Decode([]byte(c.json))
+			if err != nil {
+				t.Fatalf("%s: %v", c.name, err)
+			}
+			w = *m.(*Wall)
+		}
+		err := w.Check()
+		switch {
+		case c.wrong == "" && err != nil:
+			t.Errorf("%s: refused: %v", c.name, err)
+		case c.wrong != "" && (err == nil || !strings.Contains(err.Error(), c.wrong)):
+			t.Errorf("%s: %v, want an error saying %q", c.name, err, c.wrong)
+		}
 	}
 }
 

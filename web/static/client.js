@@ -217,6 +217,16 @@ export class Session extends EventTarget {
     if (this.ws?.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(m));
   }
 
+  // wall tells the server which tiles of the host console's wall are on
+  // screen ([{bridge, width, height}], device pixels; [] for none): it
+  // sends the video of those rooms only (signaling/PROTOCOL.md, "wall").
+  // It reports whether the message went out.
+  wall(tiles) {
+    if (this.ws?.readyState !== WebSocket.OPEN || !this.joined) return false;
+    this.send({ type: "wall", tiles });
+    return true;
+  }
+
   emit(type, detail) {
     this.dispatchEvent(new CustomEvent(type, { detail }));
   }

@@ -46,6 +46,7 @@ function render() {
     tile.path.className = "path " + path;
     tile.path.title = path ? t("path_" + path.replace("-", "_")) : "";
     tile.quality.textContent = state === "connected" ? qualityText(heights[id], page.layers[id]) : "";
+    tile.quality.title = tile.quality.textContent;
     tile.mic.textContent = unmuted.has(id) ? t("mic_short") : "";
     tile.floorBtn.hidden = id === f.holder;
     tile.floorBtn.disabled = state !== "connected" && state !== "reconnecting";
@@ -124,11 +125,57 @@ function tileFor(id, name) {
   el("wall").append(root);
   tile = { root, video, badge, path, quality, mic, floorBtn, muteBtn, stream: new MediaStream(), audio: null };
   tiles.set(id, tile);
+  onScreen.observe(root);
   return tile;
+}
+
+// The wall receives what it shows: the server is told which tiles are on
+// screen and how large, as the host scrolls, changes the tile size or
+// hides the page, and sends the video of those rooms only (the floor
+// holder's and the active speaker's always). A tile off screen keeps its
+// name, state, link colour and last picture.
+const WALL_SETTLE_MS = 250; // one message once scrolling or resizing stops
+const shown = new Set(); // bridge IDs of the tiles on screen
+let wallTimer = 0;
+let wallSent = ""; // the last view sent, to send only changes
+page.wall = { tiles: [], sent: 0 }; // for tests and diagnostics
+const onScreen = new IntersectionObserver((entries) => {
+  for (const e of entries) {
+    if (e.isIntersecting) shown.add(e.target.dataset.bridge);
+    else shown.delete(e.target.dataset.bridge);
+  }
+  wallChanged();
+});
+new ResizeObserver(() => wallChanged()).observe(el("wall"));
+document.addEventListener("visibilitychange", () => wallChanged());
+
+function wallChanged() {
+  clearTimeout(wallTimer);
+  wallTimer = setTimeout(sendWall, WALL_SETTLE_MS);
+}
+
+function sendWall() {
+  const dpr = window.devicePixelRatio || 1;
+  const view = [];
+  if (document.visibilityState === "visible") {
+    for (const id of [...shown].sort()) {
+      const r = tiles.get(id)?.video.getBoundingClientRect();
+      if (!r || r.width < 1 || r.height < 1) continue;
+      view.push({ bridge: id, width: Math.round(r.width * dpr), height: Math.round(r.height * dpr) });
+    }
+  }
+  const key = JSON.stringify(view);
+  if (key === wallSent) return;
+  if (page.session?.wall(view)) {
+    wallSent = key;
+    page.wall = { tiles: view, sent: page.wall.sent + 1, at: performance.now() };
+  }
 }
 
 const s = await startSession(page, { width: 1280, height: 720, layers: HUB_LAYERS, preview: "preview", render });
 s.addEventListener("joined", (e) => {
+  wallSent = ""; // a new place on the server knows nothing of the wall yet
+  wallChanged();
   el("conference-title").textContent = e.detail.conference.title;
   document.title = `${e.detail.conference.title} · citybridge`;
   page.conference = e.detail.conference.id;

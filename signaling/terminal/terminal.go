@@ -110,6 +110,7 @@ type Terminal struct {
 	iceRestar atomic.Int64 // ICE restarts asked
 	actions   atomic.Int64 // technicians' actions received
 	keyframes atomic.Int64 // keyframe requests received for its camera
+	lastKF    atomic.Int64 // when the last one came (unix ns)
 	crash     atomic.Bool  // stop without a goodbye (a reboot)
 }
 
@@ -187,6 +188,14 @@ func (t *Terminal) Actions() int64     { return t.actions.Load() }
 // KeyframeRequests counts the keyframe requests (PLI, FIR) the server sent
 // for the terminal's camera, over all its connections.
 func (t *Terminal) KeyframeRequests() int64 { return t.keyframes.Load() }
+
+// LastKeyframeRequest is when the last keyframe request came (zero: none).
+func (t *Terminal) LastKeyframeRequest() time.Time {
+	if ns := t.lastKF.Load(); ns != 0 {
+		return time.Unix(0, ns)
+	}
+	return time.Time{}
+}
 
 func (t *Terminal) setState(s string) {
 	if t.state.Swap(s) != s {
@@ -579,7 +588,7 @@ func (t *Terminal) build(send func(wire.Message)) error {
 	if t.publisher, err = sfutest.NewPublisher(t.pub, "camera", layers, true); err != nil {
 		return err
 	}
-	t.publisher.OnKeyframeRequest = func(string) { t.keyframes.Add(1) }
+	t.publisher.OnKeyframeRequest = func(string) { t.keyframes.Add(1); t.lastKF.Store(time.Now().UnixNano()) }
 	t.published = false
 	offer, err := t.pub.CreateOffer(nil)
 	if err == nil {

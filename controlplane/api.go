@@ -61,6 +61,8 @@ type API struct {
 	// GET /api/nodes answers (api_nodes.go).
 	peers Peers
 	nodes func() NodesView
+	// recordings are the recorded files on disk (api_recordings.go).
+	recordings RecordingArchive
 }
 
 // OnConferenceChange registers f to be told of conferences the API changes.
@@ -127,6 +129,7 @@ func (a *API) Register(mux *http.ServeMux) {
 	a.registerAccessLinks(m)
 	a.registerLinks(m)
 	a.registerNodes(m)
+	a.registerRecordings(m)
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no such API route")
 	})

@@ -95,6 +95,9 @@ type Run struct {
 	By      string    `json:"by,omitempty"`
 	Resumed bool      `json:"resumed,omitempty"`
 	Stopped time.Time `json:"stopped,omitzero"`
+	// StoppedBy is who stopped the run when no person did ("system":
+	// the disk ran low).
+	StoppedBy string `json:"stoppedBy,omitempty"`
 }
 
 // Manifest lists a conference's recording runs and closed segments.
@@ -222,7 +225,11 @@ func (r *Recorder) stopWriters(ws []*trackWriter) {
 
 // Stop ends the run: every open segment is closed and entered in the
 // manifest before it returns.
-func (r *Recorder) Stop() error {
+func (r *Recorder) Stop() error { return r.StopBy("") }
+
+// StopBy is Stop, the manifest saying who stopped the run when it was
+// not a person.
+func (r *Recorder) StopBy(by string) error {
 	r.mu.Lock()
 	if !r.running {
 		r.mu.Unlock()
@@ -240,6 +247,7 @@ func (r *Recorder) Stop() error {
 	defer r.mu.Unlock()
 	if n := len(r.manifest.Runs); n > 0 {
 		r.manifest.Runs[n-1].Stopped = r.opt.Now().UTC()
+		r.manifest.Runs[n-1].StoppedBy = by
 	}
 	return r.saveLocked()
 }

@@ -27,7 +27,13 @@ import (
 // "test chair".
 func fakeRecording(t *testing.T, ts *testServer, conference string) record.Segment {
 	t.Helper()
-	dir := filepath.Join(ts.cfg.Data, "recordings", conference)
+	return fakeRecordingIn(t, filepath.Join(ts.cfg.Data, "recordings"), conference)
+}
+
+// fakeRecordingIn is fakeRecording in the recordings directory recordings.
+func fakeRecordingIn(t *testing.T, recordings, conference string) record.Segment {
+	t.Helper()
+	dir := filepath.Join(recordings, conference)
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		t.Fatal(err)
 	}

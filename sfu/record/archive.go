@@ -164,8 +164,9 @@ func (p Problem) String() string {
 // VerifyReport is what Verify checked and found.
 type VerifyReport struct {
 	Conferences int
-	Files       int
-	Bytes       int64
+	Files       int   // segments the manifests list
+	Good        int   // of those, the ones that match
+	Bytes       int64 // the good ones' size
 	Problems    []Problem
 }
 
@@ -207,6 +208,7 @@ func (a Archive) Verify(problem func(Problem)) (VerifyReport, error) {
 			case sum != s.SHA256:
 				add(Problem{Conference: c, File: s.File, What: "SHA-256 " + sum + ", the manifest says " + s.SHA256})
 			default:
+				rep.Good++
 				rep.Bytes += size
 			}
 		}

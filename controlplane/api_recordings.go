@@ -14,6 +14,11 @@ import (
 // deleted by the administrators. The files are on the server's disk;
 // RecordingArchive (signaling's) reads and removes them.
 
+// AlertRecordingSpace is the server's own alert (RaiseNodeAlert) while a
+// recording runs with less than twice --recordings-min-free free, or
+// after a write found the disk full; cleared when the space is back.
+const AlertRecordingSpace = "recording_space"
+
 // RecordingArchive is what the API may ask of the recordings on disk.
 type RecordingArchive interface {
 	// Recordings lists conference's recordings (empty lists when it was

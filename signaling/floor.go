@@ -8,6 +8,7 @@ import (
 
 	"citybridge/controlplane"
 	"citybridge/sfu"
+	"citybridge/sfu/record"
 	"citybridge/signaling/wire"
 
 	"github.com/pion/webrtc/v4"
@@ -69,6 +70,8 @@ func refusalCode(why controlplane.RefusalReason) string {
 		return wire.CodeConferenceEnded
 	case controlplane.RefusedBadState:
 		return wire.CodeBadState
+	case controlplane.RefusedNoSpace:
+		return wire.CodeNoSpace
 	}
 	return wire.CodeInternal
 }
@@ -143,7 +146,9 @@ func (c *conference) control(who actor, req controlplane.FloorRequest) (changed 
 		already := c.recording
 		c.mu.Unlock()
 		if !already {
-			if err := c.mayRecord(); err != nil {
+			if err := c.mayRecord(); errors.Is(err, record.ErrLowSpace) {
+				return false, refuseAction(controlplane.RefusedNoSpace, err.Error())
+			} else if err != nil {
 				return false, refuseAction(controlplane.RefusedBadState, err.Error())
 			}
 		}

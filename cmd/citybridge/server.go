@@ -222,6 +222,7 @@ func start(cfg Config, log *slog.Logger) (_ *server, err error) {
 		MaxViewers: cfg.MaxViewers,
 		Recordings: signaling.RecordingConfig{
 			Dir: cfg.Recordings, MinFree: uint64(cfg.RecordingsMinFree), SegmentLength: cfg.RecordingSegment,
+			LowSpace: s.recordingSpaceAlert,
 		},
 	}
 	if sc.Recordings.Dir == "" {
@@ -271,6 +272,16 @@ func start(cfg Config, log *slog.Logger) (_ *server, err error) {
 	log.Info("citybridge serving", "https", s.addr.String(), "media_udp", s.media.LocalAddrs(),
 		"ice_tcp", cfg.ICETCP, "public_ips", cfg.PublicIPs, "turn", s.turnURLs)
 	return s, nil
+}
+
+// recordingSpaceAlert raises the technicians' alert while the recordings'
+// disk runs low during a recording, and clears it when space is back.
+func (s *server) recordingSpaceAlert(low bool, detail string) {
+	if low {
+		s.mon.RaiseNodeAlert(controlplane.AlertRecordingSpace, s.cfg.Node, detail, time.Now())
+	} else {
+		s.mon.ClearNodeAlert(controlplane.AlertRecordingSpace)
+	}
 }
 
 func (s *server) routes() http.Handler {

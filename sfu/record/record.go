@@ -49,6 +49,9 @@ type Options struct {
 	IdleClose time.Duration
 	Logger    *slog.Logger
 	Now       func() time.Time
+	// OnNoSpace, if set, is told (once per run, on a goroutine of its
+	// own) that a write failed for a full disk (space.go).
+	OnNoSpace func(error)
 }
 
 // Track is what the recorder needs of a published track (*sfu.Track).
@@ -115,6 +118,8 @@ type Recorder struct {
 	log  *slog.Logger
 	pool sync.Pool
 	seq  atomic.Int64 // numbers the segments' file names
+	// noSpace: OnNoSpace was told during this run.
+	noSpace atomic.Bool
 
 	mu       sync.Mutex
 	writers  map[Track]*trackWriter
@@ -173,6 +178,7 @@ func (r *Recorder) Start(by string, resumed bool) error {
 		return nil
 	}
 	r.running = true
+	r.noSpace.Store(false)
 	r.manifest.Runs = append(r.manifest.Runs, Run{Started: r.opt.Now().UTC(), By: by, Resumed: resumed})
 	return r.saveLocked()
 }
@@ -286,6 +292,7 @@ func (r *Recorder) addSegment(s Segment) {
 	r.manifest.Segments = append(r.manifest.Segments, s)
 	if err := r.saveLocked(); err != nil {
 		r.log.Error("recording manifest not written", "err", err)
+		r.failed(err)
 	}
 	r.log.Info("recording segment closed", "file", s.File, "bytes", s.Bytes, "duration_ms", s.DurationMS, "sha256", s.SHA256)
 }

@@ -161,6 +161,7 @@ const catalogue = {
     err_conference_ended: "Hội nghị đã kết thúc.",
     err_unknown_bridge: "Không có điểm cầu này trong hội nghị.",
     err_bad_state: "Không chuyển được trạng thái hội nghị.",
+    err_no_space: "Không ghi hình được: ổ ghi hình không đủ chỗ trống ({msg})",
     title_tech: "Giám sát đường truyền",
     q_good: "Tốt",
     q_fair: "Trung bình",
@@ -182,7 +183,7 @@ const catalogue = {
     alert_lost: "{name}: mất tín hiệu từ {since}",
     alert_poor: "{name}: đường truyền kém từ {since}",
     alert_etcd: "Máy chủ {name}: mất kết nối tới etcd từ {since}, không nhận điểm cầu mới",
-    alert_recording_space: "Ổ ghi hình {name}: sắp hết chỗ trống (từ {since})",
+    alert_recording_space: "Ổ ghi hình sắp đầy từ {since}: {detail}",
     alert_cleared: "{name}: {kind} từ {since}, đã hết lúc {cleared}",
     close: "Đóng",
     fig_score: "Điểm",
@@ -425,6 +426,7 @@ const catalogue = {
     err_conference_ended: "The conference has ended.",
     err_unknown_bridge: "No such bridge in this conference.",
     err_bad_state: "The conference cannot change to that state.",
+    err_no_space: "Recording refused: not enough free disk space ({msg})",
     title_tech: "Link monitor",
     q_good: "Good",
     q_fair: "Fair",
@@ -446,7 +448,7 @@ const catalogue = {
     alert_lost: "{name}: lost since {since}",
     alert_poor: "{name}: poor link since {since}",
     alert_etcd: "Server {name}: etcd unreachable since {since}, new joins refused",
-    alert_recording_space: "Recording disk {name}: running out of space (since {since})",
+    alert_recording_space: "Recording disk running low since {since}: {detail}",
     alert_cleared: "{name}: {kind} from {since}, cleared at {cleared}",
     close: "Close",
     fig_score: "Score",
@@ -550,7 +552,7 @@ export function t(key, vars = {}) {
 // errorText turns a server error code into a sentence.
 export function errorText(code, message) {
   const key = "err_" + code;
-  return key in catalogue.vi ? t(key) : t("err_other", { msg: message || code });
+  return key in catalogue.vi ? t(key, { msg: message || code }) : t("err_other", { msg: message || code });
 }
 
 // apply fills every [data-i18n] element under root.

@@ -27,6 +27,13 @@ type RecordingConfig struct {
 	// MinFree during a recording, or a write finds the disk full (low,
 	// with a detail for people), and when it is back above (not low).
 	LowSpace func(low bool, detail string)
+	// Keep is how long recordings are kept after their last segment
+	// ended (0: forever); SweepEvery how often that is checked (default
+	// DefaultSweepEvery, and once at start); Now the sweep's clock
+	// (default time.Now). retention.go.
+	Keep       time.Duration
+	SweepEvery time.Duration
+	Now        func() time.Time
 }
 
 // errNoRecordings: the server was started without a recordings directory.

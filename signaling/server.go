@@ -147,6 +147,7 @@ func New(cfg Config) *Server {
 		}
 		s.every(every, s.checkSpace)
 	}
+	s.startRetention()
 	return s
 }
 

@@ -223,6 +223,7 @@ func start(cfg Config, log *slog.Logger) (_ *server, err error) {
 		Recordings: signaling.RecordingConfig{
 			Dir: cfg.Recordings, MinFree: uint64(cfg.RecordingsMinFree), SegmentLength: cfg.RecordingSegment,
 			LowSpace: s.recordingSpaceAlert,
+			Keep:     time.Duration(cfg.RecordingsKeep), Now: cfg.recordingsClock,
 		},
 	}
 	if sc.Recordings.Dir == "" {

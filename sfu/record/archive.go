@@ -215,3 +215,27 @@ func (a Archive) Verify(problem func(Problem)) (VerifyReport, error) {
 	}
 	return rep, nil
 }
+
+// Expired lists the conferences whose recordings ended longer than keep
+// before now (their manifest's LastEnd), sorted; none when keep is 0.
+// A manifest that cannot be read is left alone.
+func (a Archive) Expired(keep time.Duration, now time.Time) ([]string, error) {
+	if keep <= 0 {
+		return nil, nil
+	}
+	confs, err := a.Conferences()
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, c := range confs {
+		m, err := a.Manifest(c)
+		if err != nil {
+			continue
+		}
+		if last := m.LastEnd(); !last.IsZero() && now.Sub(last) > keep {
+			out = append(out, c)
+		}
+	}
+	return out, nil
+}

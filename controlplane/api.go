@@ -218,6 +218,8 @@ type conferenceSummary struct {
 	Title   string `json:"title"`
 	State   State  `json:"state"`
 	Invited int    `json:"invited"`
+	// AutoRecord: recorded from the moment it goes live.
+	AutoRecord bool `json:"auto_record,omitempty"`
 }
 
 func (a *API) listConferences(w http.ResponseWriter, r *http.Request) {
@@ -244,7 +246,7 @@ func (a *API) listConferences(w http.ResponseWriter, r *http.Request) {
 			a.internal(w, err)
 			return
 		}
-		out = append(out, conferenceSummary{ID: c.ID, Title: c.Title, State: c.State, Invited: len(invited)})
+		out = append(out, conferenceSummary{ID: c.ID, Title: c.Title, State: c.State, Invited: len(invited), AutoRecord: c.AutoRecord})
 	}
 	writeJSON(w, http.StatusOK, out)
 }

@@ -376,6 +376,9 @@ func (c *conference) conferenceChanged(conf controlplane.Conference) (changed bo
 	}
 	c.log.Info("conference state", "state", string(conf.State))
 	c.broadcastFloor()
+	if conf.State == controlplane.StateLive && conf.AutoRecord {
+		c.autoRecord()
+	}
 	if conf.State == controlplane.StateEnded {
 		c.update(func() { c.recording = false })
 		for _, ss := range c.sessionList() {
@@ -414,7 +417,9 @@ func (s *Server) ConferenceChanged(c controlplane.Conference) {
 	s.mu.Unlock()
 	if conf != nil {
 		conf.conferenceChanged(c)
+		return
 	}
+	s.autoRecordNew(c)
 }
 
 func (s *Server) liveConference(id string) (*conference, error) {

@@ -73,6 +73,30 @@ function render() {
         a.textContent = t("title_rooms");
         actions.append(a, " ");
       }
+      if ((admin || me?.role === "host") && c.state !== "ended") {
+        // Recorded automatically when it goes live: a checkbox that
+        // changes the conference (its whole record, as PUT wants it).
+        const label = document.createElement("label");
+        const box = document.createElement("input");
+        box.type = "checkbox";
+        box.className = "auto-record";
+        box.checked = !!c.auto_record;
+        box.addEventListener("change", async () => {
+          try {
+            const conf = await api("GET", `/api/conferences/${encodeURIComponent(c.id)}`);
+            await api("PUT", `/api/conferences/${encodeURIComponent(c.id)}`, {
+              title: conf.title, start: conf.start, end: conf.end,
+              all_bridges: conf.all_bridges, bridges: conf.bridges, auto_record: box.checked,
+            });
+            await load();
+          } catch (e) {
+            box.checked = !box.checked;
+            notice(e.message);
+          }
+        });
+        label.append(box, " ", t("auto_record"));
+        actions.append(label, " ");
+      }
       if (admin || me?.role === "host") {
         for (const st of nextStates[c.state] || []) {
           actions.append(button(t("to_state_" + st), async () => {
@@ -215,8 +239,13 @@ el("logout").addEventListener("click", async () => {
 el("new-conference").addEventListener("submit", async (e) => {
   e.preventDefault();
   try {
-    await api("POST", "/api/conferences", { title: el("conference-title-input").value.trim(), all_bridges: true });
+    await api("POST", "/api/conferences", {
+      title: el("conference-title-input").value.trim(),
+      all_bridges: true,
+      auto_record: el("conference-auto-record").checked,
+    });
     el("conference-title-input").value = "";
+    el("conference-auto-record").checked = false;
     await load();
   } catch (err) {
     notice(err.message);

@@ -350,7 +350,7 @@ func TestRecordingRefusedLowSpace(t *testing.T) {
 		return resp.StatusCode, b.String()
 	}
 	code, body := call("POST", "/api/conferences/"+conf+"/recording")
-	if code != http.StatusConflict || !strings.Contains(body, `"bad_state"`) || !strings.Contains(body, "GB free in") ||
+	if code != http.StatusConflict || !strings.Contains(body, `"no_space"`) || !strings.Contains(body, "GB free in") ||
 		!strings.Contains(body, "--recordings-min-free") {
 		t.Errorf("start recording with too little space: %d %s", code, body)
 	}

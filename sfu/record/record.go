@@ -49,6 +49,9 @@ type Options struct {
 	IdleClose time.Duration
 	Logger    *slog.Logger
 	Now       func() time.Time
+	// OnNoSpace, if set, is told (once per run, on a goroutine of its
+	// own) that a write failed for a full disk (space.go).
+	OnNoSpace func(error)
 }
 
 // Track is what the recorder needs of a published track (*sfu.Track).
@@ -95,6 +98,9 @@ type Run struct {
 	By      string    `json:"by,omitempty"`
 	Resumed bool      `json:"resumed,omitempty"`
 	Stopped time.Time `json:"stopped,omitzero"`
+	// StoppedBy is who stopped the run when no person did ("system":
+	// the disk ran low).
+	StoppedBy string `json:"stoppedBy,omitempty"`
 }
 
 // Manifest lists a conference's recording runs and closed segments.
@@ -112,6 +118,8 @@ type Recorder struct {
 	log  *slog.Logger
 	pool sync.Pool
 	seq  atomic.Int64 // numbers the segments' file names
+	// noSpace: OnNoSpace was told during this run.
+	noSpace atomic.Bool
 
 	mu       sync.Mutex
 	writers  map[Track]*trackWriter
@@ -170,6 +178,7 @@ func (r *Recorder) Start(by string, resumed bool) error {
 		return nil
 	}
 	r.running = true
+	r.noSpace.Store(false)
 	r.manifest.Runs = append(r.manifest.Runs, Run{Started: r.opt.Now().UTC(), By: by, Resumed: resumed})
 	return r.saveLocked()
 }
@@ -222,7 +231,11 @@ func (r *Recorder) stopWriters(ws []*trackWriter) {
 
 // Stop ends the run: every open segment is closed and entered in the
 // manifest before it returns.
-func (r *Recorder) Stop() error {
+func (r *Recorder) Stop() error { return r.StopBy("") }
+
+// StopBy is Stop, the manifest saying who stopped the run when it was
+// not a person.
+func (r *Recorder) StopBy(by string) error {
 	r.mu.Lock()
 	if !r.running {
 		r.mu.Unlock()
@@ -240,6 +253,7 @@ func (r *Recorder) Stop() error {
 	defer r.mu.Unlock()
 	if n := len(r.manifest.Runs); n > 0 {
 		r.manifest.Runs[n-1].Stopped = r.opt.Now().UTC()
+		r.manifest.Runs[n-1].StoppedBy = by
 	}
 	return r.saveLocked()
 }
@@ -278,6 +292,7 @@ func (r *Recorder) addSegment(s Segment) {
 	r.manifest.Segments = append(r.manifest.Segments, s)
 	if err := r.saveLocked(); err != nil {
 		r.log.Error("recording manifest not written", "err", err)
+		r.failed(err)
 	}
 	r.log.Info("recording segment closed", "file", s.File, "bytes", s.Bytes, "duration_ms", s.DurationMS, "sha256", s.SHA256)
 }

@@ -338,6 +338,7 @@ func (w *trackWriter) frame(s *media.Sample) {
 		if err := w.openSegment(s.Data, now); err != nil {
 			w.failedAt = now
 			w.rec.log.Warn("recording segment not opened", "track", w.label, "err", err)
+			w.rec.failed(err)
 			return
 		}
 	}
@@ -352,6 +353,7 @@ func (w *trackWriter) frame(s *media.Sample) {
 	}
 	if err := w.seg.write(key, ms, data); err != nil {
 		w.rec.log.Warn("recording write failed", "track", w.label, "err", err)
+		w.rec.failed(err)
 		w.closeSegment()
 		return
 	}
@@ -401,6 +403,7 @@ func (w *trackWriter) closeSegment() {
 	w.seg = nil
 	if err := seg.close(); err != nil {
 		w.rec.log.Warn("recording segment close", "track", w.label, "err", err)
+		w.rec.failed(err)
 	}
 	info.DurationMS = w.lastMS
 	info.End = w.lastFrame.UTC() // the wall clock: Start to End measures what DurationMS says

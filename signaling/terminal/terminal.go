@@ -109,6 +109,7 @@ type Terminal struct {
 	resumes   atomic.Int64 // resumed joins
 	iceRestar atomic.Int64 // ICE restarts asked
 	actions   atomic.Int64 // technicians' actions received
+	recording atomic.Int32 // the last floor message: 0 none yet, 1 not recorded, 2 recorded
 	crash     atomic.Bool  // stop without a goodbye (a reboot)
 }
 
@@ -182,6 +183,13 @@ func (t *Terminal) Resumes() int64 { return t.resumes.Load() }
 // technicians' actions it received.
 func (t *Terminal) ICERestarts() int64 { return t.iceRestar.Load() }
 func (t *Terminal) Actions() int64     { return t.actions.Load() }
+
+// Recording is what the last floor message said of the recording
+// indicator (known false before the first).
+func (t *Terminal) Recording() (on, known bool) {
+	v := t.recording.Load()
+	return v == 2, v != 0
+}
 
 func (t *Terminal) setState(s string) {
 	if t.state.Swap(s) != s {
@@ -412,6 +420,13 @@ func (t *Terminal) handle(m wire.Message, send func(wire.Message), joined *bool)
 		return true, false, errRedirected
 	case *wire.Nodes:
 		t.nodes = m.Nodes
+		return false, false, nil
+	case *wire.Floor:
+		if m.Recording {
+			t.recording.Store(2)
+		} else {
+			t.recording.Store(1)
+		}
 		return false, false, nil
 	case *wire.Joined:
 		*joined = true

@@ -245,6 +245,7 @@ const (
 	CodeConferenceLocked   = "conference_locked"   // the host locked the conference: no new bridges
 	CodeConferenceEnded    = "conference_ended"    // the conference is over
 	CodeBadState           = "bad_state"           // the conference cannot go to that state from where it is
+	CodeNoSpace            = "no_space"            // too little free disk space to record
 	CodeRateLimited        = "rate_limited"        // too many requests of this kind; slow down
 	CodeClusterUnavailable = "cluster_unavailable" // this node cannot reach the cluster's store: try another node
 )

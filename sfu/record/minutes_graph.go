@@ -104,25 +104,35 @@ type piece struct {
 // segments with sender times keep the distances their sender times say
 // (audio and video sampled together play together, whatever each took
 // to arrive), shifted by the smallest delay seen between its sender
-// clock and the server's (arrival); a segment without a sender time, or
+// clock and the server's (arrival), among those within senderSanity of
+// the median; a segment without a sender time, or
 // one off by more than senderSanity, is placed by its first frame's
 // arrival.
 func PlaceSegments(segs []Segment) []time.Time {
-	offset := map[string]time.Duration{}
+	delays := map[string][]time.Duration{}
 	for _, s := range segs {
-		if s.SenderStart.IsZero() {
-			continue
+		if !s.SenderStart.IsZero() {
+			delays[s.Publisher] = append(delays[s.Publisher], s.Start.Sub(s.SenderStart))
 		}
-		d := s.Start.Sub(s.SenderStart)
-		if o, ok := offset[s.Publisher]; !ok || d < o {
-			offset[s.Publisher] = d
+	}
+	// The smallest delay near the median (a clock that jumped does not
+	// move the rest).
+	offset := map[string]time.Duration{}
+	for pub, ds := range delays {
+		slices.Sort(ds)
+		med := ds[len(ds)/2]
+		for _, d := range ds {
+			if (d - med).Abs() <= senderSanity {
+				offset[pub] = d
+				break
+			}
 		}
 	}
 	out := make([]time.Time, len(segs))
 	for i, s := range segs {
 		out[i] = s.Start
 		if o, ok := offset[s.Publisher]; ok && !s.SenderStart.IsZero() {
-			if at := s.SenderStart.Add(o); s.Start.Sub(at) <= senderSanity {
+			if at := s.SenderStart.Add(o); s.Start.Sub(at).Abs() <= senderSanity {
 				out[i] = at
 			}
 		}

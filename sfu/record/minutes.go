@@ -137,7 +137,6 @@ func (r *Renderer) startLocked(conference, dir string, spec MinutesSpec) Minutes
 	r.jobs[conference] = j
 	r.wg.Add(1)
 	go r.run(ctx, j)
-	r.notifyLocked(j)
 	return j.MinutesJob
 }
 
@@ -177,18 +176,16 @@ func (r *Renderer) Close() {
 	r.wg.Wait()
 }
 
-func (r *Renderer) notifyLocked(j *job) {
-	if r.opt.OnChange != nil {
-		jj := j.MinutesJob
-		go r.opt.OnChange(jj)
-	}
-}
-
+// update changes j's state and tells OnChange, from j's own goroutine
+// (so in order).
 func (r *Renderer) update(j *job, f func(*MinutesJob)) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	f(&j.MinutesJob)
-	r.notifyLocked(j)
+	m := j.MinutesJob
+	r.mu.Unlock()
+	if r.opt.OnChange != nil {
+		r.opt.OnChange(m)
+	}
 }
 
 // run waits for a worker's place, renders, and records how it ended.
@@ -196,6 +193,7 @@ func (r *Renderer) run(ctx context.Context, j *job) {
 	defer r.wg.Done()
 	defer j.cancel()
 	log := r.log.With("conference", j.Conference)
+	r.update(j, func(*MinutesJob) {}) // queued
 	select {
 	case r.sem <- struct{}{}:
 	case <-ctx.Done():

@@ -60,6 +60,7 @@ func (c *conference) syncRecording() {
 				c.log.Error("recording stop", "err", err)
 			}
 			c.log.Info("recording stopped", "dir", c.rec.Dir())
+			c.minutesAfterStop()
 		}
 		return
 	}

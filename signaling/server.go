@@ -102,6 +102,8 @@ type Server struct {
 	clusterRefused atomic.Uint64
 
 	media resources // WHIP and WHEP sessions (whip.go)
+
+	minutes minutesState // the minutes videos' renders (minutes.go)
 }
 
 // Reconnects counts the participants that came back within the
@@ -322,4 +324,5 @@ func (s *Server) Close() {
 		c.closeRecording() // its open segments closed; the next start resumes it
 		c.router.Close()
 	}
+	s.closeMinutes()
 }

@@ -119,6 +119,12 @@ func apiTable() []apiOp {
 		{"DELETE", "/api/conferences/{id}/lock", 200, fixed(c+"/lock", "")},
 		{"POST", "/api/conferences/{id}/recording", 200, fixed(c+"/recording", "")},
 		{"DELETE", "/api/conferences/{id}/recording", 200, fixed(c+"/recording", "")},
+		{"GET", "/api/conferences/{id}/recording", 200, fixed(c+"/recording", "")},
+		// Nothing recorded (no media in this test): refused, 409, after
+		// the caller's rights were checked.
+		{"POST", "/api/conferences/{id}/recording/minutes", 409, fixed(c+"/recording/minutes", "")},
+		// No render under way: 404, after the caller's rights were checked.
+		{"DELETE", "/api/conferences/{id}/recording/minutes", 404, fixed(c+"/recording/minutes", "")},
 		{"DELETE", "/api/conferences/{id}/hands/{bridge}", 200, fixed(c+"/hands/commune-001", "")},
 		{"GET", "/api/conferences/{id}/attendance", 200, fixed(c+"/attendance", "")},
 		{"PUT", "/api/conferences/{id}/bridges/{bridge}/max-layer", 200, fixed(c+"/bridges/commune-001/max-layer", `{"layer":"h"}`)},

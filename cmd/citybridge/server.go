@@ -280,6 +280,7 @@ func (s *server) routes() http.Handler {
 	api.SetOrigins(s.origins)
 	api.SetMedia(s.sig)
 	api.SetFloor(s.sig)
+	api.SetMinutes(s.sig)
 	api.SetReadiness(controlplane.NewReadiness(s.store, s.mon, s.sig, s.log))
 	api.SetMonitor(s.mon)
 	// The technicians' dashboard: the links view once a second.

@@ -38,9 +38,16 @@ func (s *Server) closeMinutes() {
 	}
 }
 
-// minutesChanged logs a render's state changes (progress only in steps of
-// a quarter, for the log's sake).
+// minutesChanged shows a render's progress on the pages (the console
+// shows it in the floor message) and logs its state changes (progress
+// only in steps of a quarter, for the log's sake).
 func (s *Server) minutesChanged(j record.MinutesJob) {
+	s.mu.Lock()
+	conf := s.conferences[j.Conference]
+	s.mu.Unlock()
+	if conf != nil {
+		conf.broadcastFloor()
+	}
 	if j.State == record.JobRendering && j.Percent%25 != 0 {
 		return
 	}

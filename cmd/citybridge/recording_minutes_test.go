@@ -28,8 +28,8 @@ type minutesMarks struct {
 // within a second, and its frames show the layouts: during the floor the
 // right half (room B beside the hub) differs from the hub alone and
 // holds a picture, not black; during the share the picture (the screen
-// large) differs from the hub alone.
-func checkMinutesVideo(t *testing.T, ts *testServer, dir string, at minutesMarks) {
+// large) differs from the hub alone. The console says the video is ready.
+func checkMinutesVideo(t *testing.T, ts *testServer, host *tab, dir string, at minutesMarks) {
 	t.Helper()
 	status := func() (controlplane.RecordingStatus, int) {
 		req, _ := http.NewRequest("GET", ts.base+"/api/conferences/c1/recording", nil)
@@ -59,6 +59,10 @@ func checkMinutesVideo(t *testing.T, ts *testServer, dir string, at minutesMarks
 	if st.Recording || st.Minutes.State != record.JobDone || st.Minutes.File != record.MinutesName {
 		t.Fatalf("recording status after the render: %+v %+v", st, *st.Minutes)
 	}
+	waitUntil(t, 10*time.Second, "the console showing the minutes video ready", func() (bool, string) {
+		s, err := eval[string](host, `document.getElementById("minutes").textContent`)
+		return err == nil && (s == "Video biên bản đã xong" || s == "Minutes video ready"), fmt.Sprint(s, err)
+	})
 	path := filepath.Join(dir, record.MinutesName)
 	if out, err := exec.Command("ffmpeg", "-v", "error", "-i", path, "-f", "null", "-").CombinedOutput(); err != nil || strings.TrimSpace(string(out)) != "" {
 		t.Errorf("ffmpeg decoding the minutes video: %v: %s", err, out)

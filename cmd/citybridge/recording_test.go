@@ -301,7 +301,11 @@ func browserRecording(t *testing.T, codec string) {
 		if s.Track == "hub-audio" {
 			audio += time.Duration(s.DurationMS) * time.Millisecond
 		}
-		t.Logf("%s: %s %s %dx%d, %d ms (wall %v), %d frames", s.File, s.Codec, s.Layer, s.Width, s.Height, s.DurationMS, wall.Round(time.Millisecond), s.Frames)
+		sender := "no sender report"
+		if !s.SenderStart.IsZero() {
+			sender = fmt.Sprintf("first frame arrived %v after its sender time", s.Start.Sub(s.SenderStart).Round(time.Millisecond))
+		}
+		t.Logf("%s: %s %s %dx%d, %d ms (wall %v), %d frames; %s", s.File, s.Codec, s.Layer, s.Width, s.Height, s.DurationMS, wall.Round(time.Millisecond), s.Frames, sender)
 	}
 	for track, d := range media {
 		// Video may lag more: a Chromium encoding H.264 at 720p on a
@@ -345,7 +349,7 @@ func browserRecording(t *testing.T, codec string) {
 		t.Errorf("the hub's microphone recorded for %v of a %v recording", audio, meeting)
 	}
 	marks.started, marks.stopped = started, stopped
-	checkMinutesVideo(t, ts, dir, marks)
+	checkMinutesVideo(t, ts, host, dir, marks)
 }
 
 // TestRecordingRefusedLowSpace: with less free space than

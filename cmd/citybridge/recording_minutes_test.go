@@ -95,13 +95,38 @@ func checkMinutesVideo(t *testing.T, ts *testServer, host *tab, dir string, at m
 	}
 	run := m.Runs[0]
 	lead := length - run.Stopped.Sub(run.Started) // (frames placed before the run's start)
-	videoAt := func(a, b time.Time) time.Duration {
-		mid := a.Add(b.Sub(a) / 2)
-		return mid.Sub(run.Started) + lead
+	// Each frame is sampled where the track that part shows was recorded
+	// (on a loaded machine a browser pauses a layer for seconds; the
+	// minutes show what was recorded), in the middle of its longest
+	// stretch within the part.
+	sample := func(track string, from, to time.Time) []byte {
+		t.Helper()
+		var best time.Duration
+		var mid time.Time
+		for _, s := range m.Segments {
+			if s.Track != track {
+				continue
+			}
+			a, b := s.Start, s.Start.Add(time.Duration(s.DurationMS)*time.Millisecond)
+			a, b = maxTime(a, from), minTime(b, to)
+			if d := b.Sub(a); d > best {
+				best, mid = d, a.Add(d/2)
+			}
+		}
+		if best < 500*time.Millisecond {
+			t.Fatalf("%s recorded for %v between %v and %v, want some time to sample", track, best, from, to)
+		}
+		return frameAt(t, path, mid.Sub(run.Started)+lead)
 	}
-	alone := frameAt(t, path, videoAt(at.floorTaken.Add(time.Second), at.shared))
-	floor := frameAt(t, path, videoAt(at.floorGiven.Add(time.Second), at.floorTaken))
-	screen := frameAt(t, path, videoAt(at.shared.Add(time.Second), at.unshared))
+	b := ""
+	for _, s := range m.Segments {
+		if s.Track != "hub-camera" && strings.HasSuffix(s.Track, "-camera") {
+			b = s.Track
+		}
+	}
+	alone := sample("hub-camera", at.floorTaken.Add(500*time.Millisecond), at.shared)
+	floor := sample(b, at.floorGiven, at.floorTaken)
+	screen := sample("hub-screen", at.shared, at.unshared)
 	right := func(f []byte, top, bottom int) []byte { return crop(f, frameW/2, frameW, top, bottom) }
 	if d := meanDiff(right(floor, 0, frameH), right(alone, 0, frameH)); d < 10 {
 		t.Errorf("the right half during the floor differs from the hub alone by %.1f, want room B's picture beside the hub", d)
@@ -114,6 +139,20 @@ func checkMinutesVideo(t *testing.T, ts *testServer, host *tab, dir string, at m
 	}
 	t.Logf("right half, floor against the hub alone: %.1f; share against the hub alone: %.1f",
 		meanDiff(right(floor, 0, frameH), right(alone, 0, frameH)), meanDiff(screen, alone))
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
 }
 
 // The frames compared: grey, scaled down.

@@ -48,6 +48,7 @@ type API struct {
 	presence PresenceFunc
 	media    MediaControl
 	floor    FloorControl
+	minutes  MinutesControl
 	monitor  *Monitor // link quality (api_links.go)
 	// readiness runs the pre-conference checks (api_readiness.go).
 	readiness *Readiness
@@ -124,6 +125,7 @@ func (a *API) Register(mux *http.ServeMux) {
 	m.HandleFunc("POST /api/bridges/{id}/terminal-links", a.newTerminalLink)
 	m.HandleFunc("PUT /api/conferences/{id}/bridges/{bridge}/max-layer", a.pinLayer)
 	a.registerFloor(m)
+	a.registerMinutes(m)
 	a.registerReadiness(m)
 	a.registerViewers(m)
 	a.registerAccessLinks(m)

@@ -247,7 +247,11 @@ func (c *conference) floorState() controlplane.FloorState {
 
 // floorMessage is the floor state as the pages see it.
 func (c *conference) floorMessage() wire.Floor {
-	return floorToWire(c.floorState())
+	f := floorToWire(c.floorState())
+	if j, ok := c.srv.renderer().Job(c.id); ok {
+		f.MinutesState, f.MinutesPercent = j.State, j.Percent
+	}
+	return f
 }
 
 // floorToWire maps the control plane's floor state onto the signaling

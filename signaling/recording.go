@@ -77,6 +77,7 @@ func (c *conference) syncRecording() {
 				c.log.Error("recording stop", "err", err)
 			}
 			c.log.Info("recording stopped", "dir", c.rec.Dir(), "by", stopBy)
+			c.minutesAfterStop()
 		}
 		return
 	}

@@ -103,6 +103,8 @@ type Server struct {
 
 	media resources  // WHIP and WHEP sessions (whip.go)
 	space spaceWatch // free space for recordings (diskwatch.go)
+
+	minutes minutesState // the minutes videos' renders (minutes.go)
 }
 
 // Reconnects counts the participants that came back within the
@@ -331,4 +333,5 @@ func (s *Server) Close() {
 		c.closeRecording() // its open segments closed; the next start resumes it
 		c.router.Close()
 	}
+	s.closeMinutes()
 }

@@ -117,7 +117,13 @@ func apiTable() []apiOp {
 		{"DELETE", "/api/conferences/{id}/lock", 200, fixed(c+"/lock", "")},
 		{"POST", "/api/conferences/{id}/recording", 200, fixed(c+"/recording", "")},
 		{"DELETE", "/api/conferences/{id}/recording", 200, fixed(c+"/recording", "")},
-		// c1's recording was stopped by the row above; each call finds a
+		{"GET", "/api/conferences/{id}/recording", 200, fixed(c+"/recording", "")},
+		// Nothing recorded (no media in this test): refused, 409, after
+		// the caller's rights were checked.
+		{"POST", "/api/conferences/{id}/recording/minutes", 409, fixed(c+"/recording/minutes", "")},
+		// No render under way: 404, after the caller's rights were checked.
+		{"DELETE", "/api/conferences/{id}/recording/minutes", 404, fixed(c+"/recording/minutes", "")},
+		// c1's recording was stopped by DELETE .../recording above; each call finds a
 		// recorded file (recordings_access_test.go), each allowed delete
 		// removes one.
 		{"GET", "/api/conferences/{id}/recordings", 200, fixed(c+"/recordings", "")},

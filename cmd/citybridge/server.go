@@ -293,6 +293,7 @@ func (s *server) routes() http.Handler {
 	api.SetMedia(s.sig)
 	api.SetFloor(s.sig)
 	api.SetRecordings(s.sig)
+	api.SetMinutes(s.sig)
 	api.SetReadiness(controlplane.NewReadiness(s.store, s.mon, s.sig, s.log))
 	api.SetMonitor(s.mon)
 	// The technicians' dashboard: the links view once a second.

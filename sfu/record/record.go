@@ -66,6 +66,12 @@ type Track interface {
 	SetTap(tap sfu.Tap)
 }
 
+// SenderClock is what a Track may also do (*sfu.Track does): say when,
+// by the publisher's clock, the media of an RTP timestamp was sampled.
+type SenderClock interface {
+	SenderTime(layer int, ts uint32) (time.Time, bool)
+}
+
 // Source is one track to record and the name its files carry (for
 // example "hub-camera", "ward-001-audio").
 type Source struct {
@@ -75,20 +81,25 @@ type Source struct {
 
 // Segment is one closed segment in the manifest.
 type Segment struct {
-	File       string    `json:"file"`
-	Track      string    `json:"track"`
-	Publisher  string    `json:"publisher"`
-	Kind       string    `json:"kind"`
-	Codec      string    `json:"codec"`
-	Layer      string    `json:"layer,omitempty"`
-	Width      int       `json:"width,omitempty"`
-	Height     int       `json:"height,omitempty"`
-	Start      time.Time `json:"start"` // wall clock at the first frame
-	End        time.Time `json:"end"`   // wall clock at the last frame
-	DurationMS int64     `json:"durationMs"`
-	Frames     int       `json:"frames"`
-	Bytes      int64     `json:"bytes"`
-	SHA256     string    `json:"sha256"`
+	File      string    `json:"file"`
+	Track     string    `json:"track"`
+	Publisher string    `json:"publisher"`
+	Kind      string    `json:"kind"`
+	Codec     string    `json:"codec"`
+	Layer     string    `json:"layer,omitempty"`
+	Width     int       `json:"width,omitempty"`
+	Height    int       `json:"height,omitempty"`
+	Start     time.Time `json:"start"` // wall clock at the first frame
+	// SenderStart is when the first frame was sampled by the publisher's
+	// own clock (its RTCP sender reports map RTP time to it); zero when
+	// the publisher sent none. The minutes video aligns a publisher's
+	// tracks by it (minutes_graph.go).
+	SenderStart time.Time `json:"senderStart,omitzero"`
+	End         time.Time `json:"end"` // wall clock at the last frame
+	DurationMS  int64     `json:"durationMs"`
+	Frames      int       `json:"frames"`
+	Bytes       int64     `json:"bytes"`
+	SHA256      string    `json:"sha256"`
 }
 
 // Run is one stretch of recording: started by someone, or resumed after

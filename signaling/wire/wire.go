@@ -279,6 +279,11 @@ type Floor struct {
 	Screen     string   `json:"screen,omitempty"`     // the track ID of the host's shared screen
 	Speaker    string   `json:"speaker,omitempty"`    // the active speaker, when the message is sent
 	Recording  bool     `json:"recording"`            // the conference is being recorded: every page shows it
+	// The newest render of the recording's minutes video (the console
+	// shows it): queued, rendering, done, failed or cancelled, and how
+	// far it is.
+	MinutesState   string `json:"minutesState,omitempty"`
+	MinutesPercent int    `json:"minutesPercent,omitempty"`
 }
 
 // Speaker names the active speaker (server to host): the loudest bridge

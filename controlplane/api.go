@@ -48,6 +48,7 @@ type API struct {
 	presence PresenceFunc
 	media    MediaControl
 	floor    FloorControl
+	minutes  MinutesControl
 	monitor  *Monitor // link quality (api_links.go)
 	// readiness runs the pre-conference checks (api_readiness.go).
 	readiness *Readiness
@@ -61,6 +62,8 @@ type API struct {
 	// GET /api/nodes answers (api_nodes.go).
 	peers Peers
 	nodes func() NodesView
+	// recordings are the recorded files on disk (api_recordings.go).
+	recordings RecordingArchive
 }
 
 // OnConferenceChange registers f to be told of conferences the API changes.
@@ -122,11 +125,13 @@ func (a *API) Register(mux *http.ServeMux) {
 	m.HandleFunc("POST /api/bridges/{id}/terminal-links", a.newTerminalLink)
 	m.HandleFunc("PUT /api/conferences/{id}/bridges/{bridge}/max-layer", a.pinLayer)
 	a.registerFloor(m)
+	a.registerMinutes(m)
 	a.registerReadiness(m)
 	a.registerViewers(m)
 	a.registerAccessLinks(m)
 	a.registerLinks(m)
 	a.registerNodes(m)
+	a.registerRecordings(m)
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no such API route")
 	})
@@ -215,6 +220,8 @@ type conferenceSummary struct {
 	Title   string `json:"title"`
 	State   State  `json:"state"`
 	Invited int    `json:"invited"`
+	// AutoRecord: recorded from the moment it goes live.
+	AutoRecord bool `json:"auto_record,omitempty"`
 }
 
 func (a *API) listConferences(w http.ResponseWriter, r *http.Request) {
@@ -241,7 +248,7 @@ func (a *API) listConferences(w http.ResponseWriter, r *http.Request) {
 			a.internal(w, err)
 			return
 		}
-		out = append(out, conferenceSummary{ID: c.ID, Title: c.Title, State: c.State, Invited: len(invited)})
+		out = append(out, conferenceSummary{ID: c.ID, Title: c.Title, State: c.State, Invited: len(invited), AutoRecord: c.AutoRecord})
 	}
 	writeJSON(w, http.StatusOK, out)
 }

@@ -37,9 +37,10 @@ type conferenceBody struct {
 	End        time.Time `json:"end,omitzero"`
 	AllBridges bool      `json:"all_bridges"`
 	Bridges    []string  `json:"bridges,omitempty"`
+	AutoRecord bool      `json:"auto_record,omitempty"`
 }
 
-const conferenceUsage = `body must be {"title": "...", "start"?: RFC 3339, "end"?: RFC 3339, "all_bridges": true | "bridges": ["id", ...]}`
+const conferenceUsage = `body must be {"title": "...", "start"?: RFC 3339, "end"?: RFC 3339, "all_bridges": true | "bridges": ["id", ...], "auto_record"?: true}`
 
 // createConference: an administrator, or a host with a login, schedules a
 // conference.
@@ -57,7 +58,7 @@ func (a *API) createConference(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c, err := a.store.CreateConference(Conference{Title: body.Title, Start: body.Start, End: body.End,
-		AllBridges: body.AllBridges, Bridges: body.Bridges, State: StateScheduled})
+		AllBridges: body.AllBridges, Bridges: body.Bridges, AutoRecord: body.AutoRecord, State: StateScheduled})
 	if err != nil {
 		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
 		return
@@ -91,7 +92,7 @@ func (a *API) updateConference(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c, err := a.store.UpdateConference(Conference{ID: id, Title: body.Title, Start: body.Start, End: body.End,
-		AllBridges: body.AllBridges, Bridges: body.Bridges})
+		AllBridges: body.AllBridges, Bridges: body.Bridges, AutoRecord: body.AutoRecord})
 	if err != nil {
 		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
 		return

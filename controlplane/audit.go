@@ -288,8 +288,10 @@ func (a *API) audited(h http.HandlerFunc) http.HandlerFunc {
 }
 
 // auditedReads are the reads that are administrative actions themselves:
-// taking a copy of the whole store, and reading the audit log.
-var auditedReads = map[string]bool{"GET /api/backup": true, "GET /api/audit": true}
+// taking a copy of the whole store, reading the audit log, and
+// downloading a recording.
+var auditedReads = map[string]bool{"GET /api/backup": true, "GET /api/audit": true,
+	"GET /api/conferences/{id}/recordings/{file}": true}
 
 // audit writes one entry; a failure is logged, never shown to the caller
 // (the action itself is done).

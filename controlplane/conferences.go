@@ -31,6 +31,9 @@ type Conference struct {
 	AllBridges bool      `json:"all_bridges"`
 	Bridges    []string  `json:"bridges,omitempty"`
 	Created    time.Time `json:"created"`
+	// AutoRecord starts recording when the conference goes live, by
+	// "auto" (signaling/autorecord.go).
+	AutoRecord bool `json:"auto_record,omitempty"`
 }
 
 // Invites reports whether the bridge is invited.
@@ -143,6 +146,7 @@ func (s *Store) UpdateConference(c Conference) (Conference, error) {
 			return errors.New("the conference has ended")
 		}
 		out.Title, out.Start, out.End, out.AllBridges, out.Bridges = c.Title, c.Start, c.End, c.AllBridges, c.Bridges
+		out.AutoRecord = c.AutoRecord
 		return put(tx, bucketConferences, c.ID, out)
 	})
 	return out, err

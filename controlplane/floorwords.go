@@ -80,6 +80,7 @@ const (
 	RefusedNoFloor       RefusalReason = "no_floor"         // a room may unmute itself only while it holds the floor
 	RefusedEnded         RefusalReason = "conference_ended" // the conference is over
 	RefusedBadState      RefusalReason = "bad_state"        // the conference cannot go to that state from where it is
+	RefusedNoSpace       RefusalReason = "no_space"         // too little free space to record (--recordings-min-free)
 )
 
 // FloorRefusal is the error for a floor action the rules refused.

@@ -57,7 +57,8 @@ type conference struct {
 	// the recorder, made on first use.
 	recording  bool
 	recBy      string
-	recResumed bool // recording restored from the store: the run resumes
+	recResumed bool   // recording restored from the store: the run resumes
+	recStopBy  string // who stops it when no person does ("system": diskwatch.go)
 	recMu      sync.Mutex
 	rec        *record.Recorder
 

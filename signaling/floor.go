@@ -8,6 +8,7 @@ import (
 
 	"citybridge/controlplane"
 	"citybridge/sfu"
+	"citybridge/sfu/record"
 	"citybridge/signaling/wire"
 
 	"github.com/pion/webrtc/v4"
@@ -69,6 +70,8 @@ func refusalCode(why controlplane.RefusalReason) string {
 		return wire.CodeConferenceEnded
 	case controlplane.RefusedBadState:
 		return wire.CodeBadState
+	case controlplane.RefusedNoSpace:
+		return wire.CodeNoSpace
 	}
 	return wire.CodeInternal
 }
@@ -143,7 +146,9 @@ func (c *conference) control(who actor, req controlplane.FloorRequest) (changed 
 		already := c.recording
 		c.mu.Unlock()
 		if !already {
-			if err := c.mayRecord(); err != nil {
+			if err := c.mayRecord(); errors.Is(err, record.ErrLowSpace) {
+				return false, refuseAction(controlplane.RefusedNoSpace, err.Error())
+			} else if err != nil {
 				return false, refuseAction(controlplane.RefusedBadState, err.Error())
 			}
 		}
@@ -242,7 +247,11 @@ func (c *conference) floorState() controlplane.FloorState {
 
 // floorMessage is the floor state as the pages see it.
 func (c *conference) floorMessage() wire.Floor {
-	return floorToWire(c.floorState())
+	f := floorToWire(c.floorState())
+	if j, ok := c.srv.renderer().Job(c.id); ok {
+		f.MinutesState, f.MinutesPercent = j.State, j.Percent
+	}
+	return f
 }
 
 // floorToWire maps the control plane's floor state onto the signaling
@@ -378,6 +387,9 @@ func (c *conference) conferenceChanged(conf controlplane.Conference) (changed bo
 	}
 	c.log.Info("conference state", "state", string(conf.State))
 	c.broadcastFloor()
+	if conf.State == controlplane.StateLive && conf.AutoRecord {
+		c.autoRecord()
+	}
 	if conf.State == controlplane.StateEnded {
 		c.update(func() { c.recording = false })
 		for _, ss := range c.sessionList() {
@@ -416,7 +428,9 @@ func (s *Server) ConferenceChanged(c controlplane.Conference) {
 	s.mu.Unlock()
 	if conf != nil {
 		conf.conferenceChanged(c)
+		return
 	}
+	s.autoRecordNew(c)
 }
 
 func (s *Server) liveConference(id string) (*conference, error) {

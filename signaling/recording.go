@@ -20,6 +20,20 @@ type RecordingConfig struct {
 	MinFree uint64
 	// SegmentLength is how long each segment file runs (default 5 min).
 	SegmentLength time.Duration
+	// SpaceCheckEvery is how often free space is checked while anything
+	// is recorded (default DefaultSpaceCheckEvery; diskwatch.go).
+	SpaceCheckEvery time.Duration
+	// LowSpace, if set, is told when free space falls below twice
+	// MinFree during a recording, or a write finds the disk full (low,
+	// with a detail for people), and when it is back above (not low).
+	LowSpace func(low bool, detail string)
+	// Keep is how long recordings are kept after their last segment
+	// ended (0: forever); SweepEvery how often that is checked (default
+	// DefaultSweepEvery, and once at start); Now the sweep's clock
+	// (default time.Now). retention.go.
+	Keep       time.Duration
+	SweepEvery time.Duration
+	Now        func() time.Time
 }
 
 // errNoRecordings: the server was started without a recordings directory.
@@ -47,7 +61,10 @@ func (c *conference) syncRecording() {
 	c.recMu.Lock()
 	defer c.recMu.Unlock()
 	c.mu.Lock()
-	on, by, resumed, holder, screen := c.recording, c.recBy, c.recResumed, c.holder, c.screen
+	on, by, resumed, holder, screen, stopBy := c.recording, c.recBy, c.recResumed, c.holder, c.screen, c.recStopBy
+	if !on {
+		c.recStopBy = ""
+	}
 	unmuted := map[string]bool{}
 	for b := range c.unmuted {
 		unmuted[b] = true
@@ -56,10 +73,11 @@ func (c *conference) syncRecording() {
 	c.mu.Unlock()
 	if !on {
 		if c.rec != nil && c.rec.Recording() {
-			if err := c.rec.Stop(); err != nil {
+			if err := c.rec.StopBy(stopBy); err != nil {
 				c.log.Error("recording stop", "err", err)
 			}
-			c.log.Info("recording stopped", "dir", c.rec.Dir())
+			c.log.Info("recording stopped", "dir", c.rec.Dir(), "by", stopBy)
+			c.minutesAfterStop()
 		}
 		return
 	}
@@ -69,7 +87,9 @@ func (c *conference) syncRecording() {
 			c.log.Error("recording wanted but not configured (--recordings)")
 			return
 		}
-		rec, err := record.New(c.id, record.Options{Dir: rc.Dir, SegmentLength: rc.SegmentLength, Logger: c.log})
+		rec, err := record.New(c.id, record.Options{Dir: rc.Dir, SegmentLength: rc.SegmentLength, Logger: c.log,
+			// Not on the writer's goroutine: stopping waits for it.
+			OnNoSpace: func(err error) { c.stopRecordingBySystem(stoppedDiskFull, err.Error()) }})
 		if err != nil {
 			c.log.Error("recording not started", "err", err)
 			return

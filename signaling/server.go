@@ -101,7 +101,10 @@ type Server struct {
 	// clusterRefused counts joins refused for want of the cluster's store.
 	clusterRefused atomic.Uint64
 
-	media resources // WHIP and WHEP sessions (whip.go)
+	media resources  // WHIP and WHEP sessions (whip.go)
+	space spaceWatch // free space for recordings (diskwatch.go)
+
+	minutes minutesState // the minutes videos' renders (minutes.go)
 }
 
 // Reconnects counts the participants that came back within the
@@ -139,6 +142,14 @@ func New(cfg Config) *Server {
 		s.every(observeEvery, s.observe)
 	}
 	s.every(credentialEvery, func(time.Time) { s.checkCredentials() })
+	if cfg.Recordings.Dir != "" {
+		every := cfg.Recordings.SpaceCheckEvery
+		if every <= 0 {
+			every = DefaultSpaceCheckEvery
+		}
+		s.every(every, s.checkSpace)
+	}
+	s.startRetention()
 	return s
 }
 
@@ -322,4 +333,5 @@ func (s *Server) Close() {
 		c.closeRecording() // its open segments closed; the next start resumes it
 		c.router.Close()
 	}
+	s.closeMinutes()
 }

@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -19,7 +21,10 @@ func setValue(t *testing.T, tb *tab, id, value string) {
 // registry file with a bad row (the page shows the row's line and that
 // nothing was imported), adds a host login and logs out; the host logs
 // in, opens the console from the conference list and chairs it on the
-// strength of the login cookie alone (no link token).
+// strength of the login cookie alone (no link token). The recordings:
+// the administrator sees the conference's files with their download
+// links and deletes them (the page asks first); the host sees the links
+// and no delete button.
 func TestBrowserAdminPage(t *testing.T) {
 	t.Parallel()
 	ts := startTestServer(t)
@@ -43,6 +48,7 @@ func TestBrowserAdminPage(t *testing.T) {
 			return who == name, fmt.Sprint(who, err)
 		})
 	}
+	recorded := fakeRecording(t, ts, ts.demo.Conference.ID)
 	login("admin", "admin-password-1")
 
 	csv := "id,name,kind,area,contact\nward-950,Phường 950,ward,,\nward-951,Phường 951,borough,,\n"
@@ -68,9 +74,32 @@ func TestBrowserAdminPage(t *testing.T) {
 		n, err := eval[int](tb, `document.querySelectorAll('#user-rows tr[data-user="chair"]').length`)
 		return n == 1, fmt.Sprint(n, err)
 	})
+	conf := ts.demo.Conference.ID
+	row := `#recording-rows tr[data-conference="` + conf + `"]`
+	listed := func(file string) {
+		t.Helper()
+		waitUntil(t, 10*time.Second, "the recording's download link", func() (bool, string) {
+			href, err := eval[string](tb, `(document.querySelector('`+row+` a[download]') || {}).href || ""`)
+			return strings.HasSuffix(href, "/api/conferences/"+conf+"/recordings/"+file), fmt.Sprint(href, err)
+		})
+	}
+	listed(recorded.File)
+	if _, err := eval[any](tb, `window.confirm = () => true`); err != nil {
+		t.Fatal(err)
+	}
+	click(t, tb, row+` button.danger`)
+	waitUntil(t, 10*time.Second, "the recordings deleted", func() (bool, string) {
+		_, err := os.Stat(filepath.Join(ts.cfg.Data, "recordings", conf))
+		return os.IsNotExist(err), fmt.Sprint(err)
+	})
+	recorded = fakeRecording(t, ts, conf)
+
 	click(t, tb, "#logout")
 	login("chair", "chair-password-1")
-	conf := ts.demo.Conference.ID
+	listed(recorded.File)
+	if n, err := eval[int](tb, `document.querySelectorAll('`+row+` button.danger').length`); n != 0 || err != nil {
+		t.Errorf("a host is offered to delete recordings: %d buttons (%v)", n, err)
+	}
 	waitUntil(t, 10*time.Second, "the conference list with the console link", func() (bool, string) {
 		n, err := eval[int](tb, `document.querySelectorAll('#conference-rows a[href="/host#c=`+conf+`"]').length`)
 		return n == 1, fmt.Sprint(n, err)

@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"maps"
 	"net/http"
 	"slices"
@@ -11,7 +10,6 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"citybridge/controlplane"
 )
@@ -119,6 +117,23 @@ func apiTable() []apiOp {
 		{"DELETE", "/api/conferences/{id}/lock", 200, fixed(c+"/lock", "")},
 		{"POST", "/api/conferences/{id}/recording", 200, fixed(c+"/recording", "")},
 		{"DELETE", "/api/conferences/{id}/recording", 200, fixed(c+"/recording", "")},
+		{"GET", "/api/conferences/{id}/recording", 200, fixed(c+"/recording", "")},
+		// Nothing recorded (no media in this test): refused, 409, after
+		// the caller's rights were checked.
+		{"POST", "/api/conferences/{id}/recording/minutes", 409, fixed(c+"/recording/minutes", "")},
+		// No render under way: 404, after the caller's rights were checked.
+		{"DELETE", "/api/conferences/{id}/recording/minutes", 404, fixed(c+"/recording/minutes", "")},
+		// c1's recording was stopped by DELETE .../recording above; each call finds a
+		// recorded file (recordings_access_test.go), each allowed delete
+		// removes one.
+		{"GET", "/api/conferences/{id}/recordings", 200, fixed(c+"/recordings", "")},
+		{"GET", "/api/conferences/{id}/recordings/{file}", 200, func(t *testing.T, ts *testServer) (string, string) {
+			return c + "/recordings/" + fakeRecording(t, ts, "c1").File, ""
+		}},
+		{"DELETE", "/api/conferences/{id}/recordings", 200, func(t *testing.T, ts *testServer) (string, string) {
+			fakeRecording(t, ts, "c1")
+			return c + "/recordings", ""
+		}},
 		{"DELETE", "/api/conferences/{id}/hands/{bridge}", 200, fixed(c+"/hands/commune-001", "")},
 		{"GET", "/api/conferences/{id}/attendance", 200, fixed(c+"/attendance", "")},
 		{"PUT", "/api/conferences/{id}/bridges/{bridge}/max-layer", 200, fixed(c+"/bridges/commune-001/max-layer", `{"layer":"h"}`)},
@@ -219,102 +234,7 @@ func TestAPIAuthorizationMatrix(t *testing.T) {
 func runAuthzMatrix(t *testing.T) {
 	ts := startTestServer(t)
 	st := ts.store
-	for _, u := range []struct {
-		name string
-		role controlplane.Role
-	}{{"boss", controlplane.RoleAdmin}, {"chair", controlplane.RoleHost}, {"fixer", controlplane.RoleTechnician}, {"someone", controlplane.RoleTechnician}} {
-		if _, err := st.AddUser(u.name, u.role, "", "long-enough-1"); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := st.SetPassword("admin", adminPass); err != nil {
-		t.Fatal(err)
-	}
-	room, err := st.IssueToken(controlplane.Grant{Role: controlplane.RoleRoom, Bridge: "ward-001"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	revoked, err := st.IssueToken(controlplane.Grant{Role: controlplane.RoleTechnician})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c2, err := st.CreateConference(controlplane.Conference{Title: "Elsewhere", State: controlplane.StateOpen, AllBridges: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	host2, err := st.IssueToken(controlplane.Grant{Role: controlplane.RoleHost, Conference: c2.ID})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := st.RevokeToken(revoked); err != nil {
-		t.Fatal(err)
-	}
-	// credential prepares one caller's credential, fresh for each call (a
-	// logout ends the session it is called with).
-	credential := func(t *testing.T, caller string) func(*http.Request) {
-		t.Helper()
-		bearer := func(tok string) func(*http.Request) {
-			return func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+tok) }
-		}
-		login := func(name string) func(*http.Request) {
-			us, _ := st.Users()
-			for _, u := range us {
-				if u.Name == name {
-					tok, _, err := st.NewSession(u)
-					if err != nil {
-						t.Fatal(err)
-					}
-					return func(r *http.Request) { r.AddCookie(&http.Cookie{Name: controlplane.SessionCookie, Value: tok}) }
-				}
-			}
-			t.Fatalf("no user %s", name)
-			return nil
-		}
-		switch caller {
-		case roomTok:
-			return bearer(room)
-		case techTok:
-			return bearer(ts.demo.TechnicianToken)
-		case hostTok:
-			return bearer(ts.demo.HostToken)
-		case hostTok2:
-			return bearer(host2)
-		case adminLog:
-			return login("boss")
-		case hostLog:
-			return login("chair")
-		case techLog:
-			return login("fixer")
-		case revTok:
-			return bearer(revoked)
-		case expLog:
-			u := controlplane.User{Name: "boss", Role: controlplane.RoleAdmin}
-			tok, _, err := st.NewSessionFor(u, -time.Minute)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return func(r *http.Request) { r.AddCookie(&http.Cookie{Name: controlplane.SessionCookie, Value: tok}) }
-		}
-		return func(*http.Request) {}
-	}
-	call := func(t *testing.T, method, path, body string, cred func(*http.Request), origin string) (int, string) {
-		t.Helper()
-		req, _ := http.NewRequest(method, ts.base+path, strings.NewReader(body))
-		if strings.HasSuffix(path, "/import") {
-			req.Header.Set("Content-Type", "text/csv")
-		} else if body != "" {
-			req.Header.Set("Content-Type", "application/json")
-		}
-		req.Header.Set("Origin", origin)
-		cred(req)
-		resp, err := ts.client.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
-	}
+	credential, call := authzCallers(t, ts)
 
 	table := apiTable()
 	doc := docAllowed(t)

@@ -35,12 +35,17 @@ type Config struct {
 	Recordings        string
 	RecordingsMinFree byteSize
 	RecordingSegment  time.Duration
-	UDPPort           int            // the one UDP port for media
-	UDPHost           string         // address the media socket binds to ("" = all)
-	PublicIPs         []string       // addresses announced in ICE candidates and TURN URLs
-	TLSCert           string         // certificate file; with TLSKey, replaces the generated one
-	TLSKey            string         //
-	MediaAllow        []netip.Prefix // if set, media peers must be in these networks
+	// RecordingsKeep is how long recordings are kept after their last
+	// segment (0: forever); recordingsClock the retention sweep's clock
+	// (tests; nil: time.Now).
+	RecordingsKeep  days
+	recordingsClock func() time.Time
+	UDPPort         int            // the one UDP port for media
+	UDPHost         string         // address the media socket binds to ("" = all)
+	PublicIPs       []string       // addresses announced in ICE candidates and TURN URLs
+	TLSCert         string         // certificate file; with TLSKey, replaces the generated one
+	TLSKey          string         //
+	MediaAllow      []netip.Prefix // if set, media peers must be in these networks
 	// ReconnectGrace is how long a lost terminal keeps its place.
 	ReconnectGrace time.Duration
 	// ICETCP accepts ICE-TCP media on the Listen port.
@@ -112,6 +117,7 @@ func parseServeFlags(args []string, getenv func(string) string, stderr io.Writer
 		ICETCP: true, TURN: true, TURNPort: 3478, TURNTTL: 12 * time.Hour,
 		AlertLostAfter: 10 * time.Second, AlertPoorAfter: 30 * time.Second,
 		MaxViewers: signaling.DefaultMaxViewers, RecordingsMinFree: 5e9, RecordingSegment: 5 * time.Minute,
+		RecordingsKeep: days(90 * 24 * time.Hour),
 	}
 	var publicIPs, mediaAllow, turnURLs, origins []string
 	var logLevel string
@@ -122,6 +128,7 @@ func parseServeFlags(args []string, getenv func(string) string, stderr io.Writer
 	fs.StringVar(&cfg.Data, "data", cfg.Data, "directory for the database and the generated TLS certificate")
 	fs.StringVar(&cfg.Recordings, "recordings", "", "directory for the conferences' recordings (default: recordings/ in the --data directory)")
 	fs.Var(&cfg.RecordingsMinFree, "recordings-min-free", "a recording does not start when less than this is free in --recordings (e.g. 5GB, 500MB)")
+	fs.Var(&cfg.RecordingsKeep, "recordings-keep", "delete a conference's recordings this long after its last segment ended (90d, 36h; 0 keeps them forever); checked at start and daily")
 	fs.DurationVar(&cfg.RecordingSegment, "recording-segment", cfg.RecordingSegment, "length of each recording segment file (a crash loses at most the open one)")
 	fs.IntVar(&cfg.UDPPort, "udp-port", cfg.UDPPort, "the one UDP port all media uses")
 	fs.StringVar(&cfg.UDPHost, "udp-host", "", "address the media socket binds to (default: all)")

@@ -4,6 +4,7 @@
 //	citybridge serve [flags]    run the server (see citybridge serve -h)
 //	citybridge users ...        manage logins (admin, host, technician)
 //	citybridge bridges ...      import and export the bridge registry
+//	citybridge recordings verify check the recordings against their manifests
 //	citybridge drill ...        rehearse failures with synthetic terminals
 //	citybridge version          print the version
 package main
@@ -59,6 +60,8 @@ func cli(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		return restoreCommand(args[1:], getenv, stdout, stderr)
 	case "migrate":
 		return migrateCommand(args[1:], getenv, stdout, stderr)
+	case "recordings":
+		return recordingsCommand(args[1:], getenv, stdout, stderr)
 	case "drain":
 		return drainCommand(args[1:], getenv, stdout, stderr)
 	case "drill":
@@ -94,6 +97,9 @@ func usage(w io.Writer) {
   citybridge migrate [--data DIR] --to-etcd http://HOST:2379,... [--etcd-prefix /citybridge/]
                              [--etcd-cacert F --etcd-cert F --etcd-key F] [--etcd-user U --etcd-password-file F]
                              copy a stopped server's store into an empty prefix of an etcd cluster
+  citybridge recordings verify [--recordings DIR | --data DIR]
+                             check every recording's segments against the manifest's size and
+                             SHA-256: one line per problem, exit status 1 on any
   citybridge drain --etcd http://HOST:2379,... --node NAME [--undo] [--wait 60s] [etcd TLS and user flags]
                              a node of a cluster hands its conferences to the others and takes
                              no new one (for maintenance) until --undo

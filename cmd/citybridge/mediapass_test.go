@@ -16,8 +16,8 @@ import (
 // (it calls requireMediaPass, directly or through a helper of its package)
 // is named in exactly one of scripts/test's two media runs ($rates,
 // $media), and every name those runs list is such a test. Likewise every
-// controlplane test that needs root (requireRoot) is in $rootOnly, which a
-// normal user's scripts/test runs with sudo. A test missing from the lists
+// controlplane or cmd/citybridge test that needs root (requireRoot) is in
+// $rootOnly, which a normal user's scripts/test runs with sudo. A test missing from the lists
 // would be skipped under the race detector and never run at all; a stale
 // name would select nothing, silently. scripts/test runs this first.
 func TestMediaPassListed(t *testing.T) {
@@ -26,19 +26,24 @@ func TestMediaPassListed(t *testing.T) {
 		t.Fatal(err)
 	}
 	script := string(b)
-	checkListed(t, ".", "requireMediaPass", script, "rates", "media")
-	checkListed(t, filepath.Join("..", "..", "controlplane"), "requireRoot", script, "rootOnly")
+	checkListed(t, []string{"."}, "requireMediaPass", script, "rates", "media")
+	checkListed(t, []string{filepath.Join("..", "..", "controlplane"), "."}, "requireRoot", script, "rootOnly")
 }
 
-// checkListed compares the tests of the package in dir that call marker
+// checkListed compares the tests of the packages in dirs that call marker
 // with the names the script's variables list, one regular expression each
 // of the form '^(TestA|TestB)$'.
-func checkListed(t *testing.T, dir, marker, script string, vars ...string) {
+func checkListed(t *testing.T, dirs []string, marker, script string, vars ...string) {
 	t.Helper()
-	marked := testsCalling(t, dir, marker)
-	if len(marked) == 0 {
-		t.Fatalf("no test in %s calls %s: is the marker renamed?", dir, marker)
+	var marked []string
+	for _, dir := range dirs {
+		found := testsCalling(t, dir, marker)
+		if len(found) == 0 {
+			t.Fatalf("no test in %s calls %s: is the marker renamed?", dir, marker)
+		}
+		marked = append(marked, found...)
 	}
+	dir := strings.Join(dirs, " or ")
 	listed := map[string][]string{} // test name -> the variables listing it
 	for _, v := range vars {
 		m := regexp.MustCompile(`(?m)^` + v + `='\^\(([A-Za-z0-9_|]+)\)\$'$`).FindStringSubmatch(script)

@@ -168,7 +168,8 @@ func checkRecordedSegment(t *testing.T, dir string, s record.Segment) {
 // console showed the indicator while recording and not after; ffprobe
 // reads every segment (codec, size); each track's segments last what the
 // wall clock measured between their frames, within a second; the hub's
-// microphone is recorded for the whole meeting, within a second.
+// microphone is recorded for the whole meeting, within a second. The
+// minutes video follows (checkMinutesVideo).
 //
 // It runs twice: with the browsers' default video (VP8, WebM files) and
 // with --video-codec h264 (Matroska files).
@@ -234,18 +235,35 @@ func browserRecording(t *testing.T, codec string) {
 		}
 		return n
 	}
+	var marks minutesMarks
 	click(t, host, `#wall [data-bridge="`+b+`"] button.give-floor`)
+	marks.floorGiven = time.Now()
 	waitUntil(t, 30*time.Second, "a closed segment of B's camera and microphone", func() (bool, string) {
 		v, au := closed(b+"-camera"), closed(b+"-audio")
 		return v >= 1 && au >= 1, fmt.Sprintf("camera %d, audio %d", v, au)
 	})
 	click(t, host, "#take-floor")
+	marks.floorTaken = time.Now()
+	// A stretch of the hub alone, for the minutes video's frames to
+	// compare: until a closed segment of the hub's camera reaches 2 s
+	// past the floor's end.
+	waitUntil(t, 30*time.Second, "the hub's camera recorded alone for 2 s", func() (bool, string) {
+		m, _ := record.ReadManifest(dir)
+		for _, s := range m.Segments {
+			if s.Track == "hub-camera" && s.End.After(marks.floorTaken.Add(2*time.Second)) {
+				return true, ""
+			}
+		}
+		return false, fmt.Sprint(len(m.Segments), " segments")
+	})
 	click(t, host, "#share")
+	marks.shared = time.Now()
 	waitUntil(t, 30*time.Second, "a closed segment of the shared screen", func() (bool, string) {
 		n := closed("hub-screen")
 		return n >= 1, fmt.Sprint(n)
 	})
 	click(t, host, "#share")
+	marks.unshared = time.Now()
 	click(t, host, "#record")
 	stopped := time.Now()
 	indicators(false)
@@ -283,7 +301,11 @@ func browserRecording(t *testing.T, codec string) {
 		if s.Track == "hub-audio" {
 			audio += time.Duration(s.DurationMS) * time.Millisecond
 		}
-		t.Logf("%s: %s %s %dx%d, %d ms (wall %v), %d frames", s.File, s.Codec, s.Layer, s.Width, s.Height, s.DurationMS, wall.Round(time.Millisecond), s.Frames)
+		sender := "no sender report"
+		if !s.SenderStart.IsZero() {
+			sender = fmt.Sprintf("first frame arrived %v after its sender time", s.Start.Sub(s.SenderStart).Round(time.Millisecond))
+		}
+		t.Logf("%s: %s %s %dx%d, %d ms (wall %v), %d frames; %s", s.File, s.Codec, s.Layer, s.Width, s.Height, s.DurationMS, wall.Round(time.Millisecond), s.Frames, sender)
 	}
 	for track, d := range media {
 		// Video may lag more: a Chromium encoding H.264 at 720p on a
@@ -326,6 +348,8 @@ func browserRecording(t *testing.T, codec string) {
 	if meeting := stopped.Sub(started); audio < meeting-time.Second || audio > meeting+200*time.Millisecond {
 		t.Errorf("the hub's microphone recorded for %v of a %v recording", audio, meeting)
 	}
+	marks.started, marks.stopped = started, stopped
+	checkMinutesVideo(t, ts, host, dir, marks)
 }
 
 // TestRecordingRefusedLowSpace: with less free space than
@@ -350,7 +374,7 @@ func TestRecordingRefusedLowSpace(t *testing.T) {
 		return resp.StatusCode, b.String()
 	}
 	code, body := call("POST", "/api/conferences/"+conf+"/recording")
-	if code != http.StatusConflict || !strings.Contains(body, `"bad_state"`) || !strings.Contains(body, "GB free in") ||
+	if code != http.StatusConflict || !strings.Contains(body, `"no_space"`) || !strings.Contains(body, "GB free in") ||
 		!strings.Contains(body, "--recordings-min-free") {
 		t.Errorf("start recording with too little space: %d %s", code, body)
 	}

@@ -222,6 +222,8 @@ func start(cfg Config, log *slog.Logger) (_ *server, err error) {
 		MaxViewers: cfg.MaxViewers,
 		Recordings: signaling.RecordingConfig{
 			Dir: cfg.Recordings, MinFree: uint64(cfg.RecordingsMinFree), SegmentLength: cfg.RecordingSegment,
+			LowSpace: s.recordingSpaceAlert,
+			Keep:     time.Duration(cfg.RecordingsKeep), Now: cfg.recordingsClock,
 		},
 	}
 	if sc.Recordings.Dir == "" {
@@ -273,6 +275,16 @@ func start(cfg Config, log *slog.Logger) (_ *server, err error) {
 	return s, nil
 }
 
+// recordingSpaceAlert raises the technicians' alert while the recordings'
+// disk runs low during a recording, and clears it when space is back.
+func (s *server) recordingSpaceAlert(low bool, detail string) {
+	if low {
+		s.mon.RaiseNodeAlert(controlplane.AlertRecordingSpace, s.cfg.Node, detail, time.Now())
+	} else {
+		s.mon.ClearNodeAlert(controlplane.AlertRecordingSpace)
+	}
+}
+
 func (s *server) routes() http.Handler {
 	mux := http.NewServeMux()
 	web.Register(mux)
@@ -280,6 +292,8 @@ func (s *server) routes() http.Handler {
 	api.SetOrigins(s.origins)
 	api.SetMedia(s.sig)
 	api.SetFloor(s.sig)
+	api.SetRecordings(s.sig)
+	api.SetMinutes(s.sig)
 	api.SetReadiness(controlplane.NewReadiness(s.store, s.mon, s.sig, s.log))
 	api.SetMonitor(s.mon)
 	// The technicians' dashboard: the links view once a second.

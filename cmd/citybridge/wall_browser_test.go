@@ -126,7 +126,12 @@ func TestBrowserWallReceivesWhatItShows(t *testing.T) {
 	})
 	t.Logf("%d rooms connected after %v", n, time.Since(started).Round(time.Second))
 	// The smallest tiles: about 30 of them in the window (the page
-	// listens once its session has started).
+	// listens once its session has started: the rooms may all be in
+	// before the console is).
+	waitUntil(t, 30*time.Second, "the console connected", func() (bool, string) {
+		st, err := eval[string](host, `citybridge.session ? citybridge.session.state : ""`)
+		return st == "connected", fmt.Sprint(st, err)
+	})
 	if _, err := eval[bool](host, `(() => { const d = document.getElementById("density"); d.value = "110"; d.dispatchEvent(new Event("change")); return true; })()`); err != nil {
 		t.Fatal(err)
 	}

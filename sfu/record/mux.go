@@ -49,6 +49,7 @@ const cuesReserve = 64 << 10
 // segmentFile is one open segment: the file and its block writer.
 type segmentFile struct {
 	f     *os.File
+	file  *stickyFile // f as the muxer writes it: its first error kept
 	block webm.BlockWriteCloser
 	ext   string
 }
@@ -89,7 +90,8 @@ func openSegment(path string, family int, first []byte) (*segmentFile, error) {
 		return nil, err
 	}
 	info := &webm.Info{TimecodeScale: 1000000, MuxingApp: "citybridge (ebml-go)", WritingApp: "citybridge"}
-	ws, err := webm.NewSimpleBlockWriter(f, []webm.TrackEntry{entry},
+	sf := &stickyFile{f: f}
+	ws, err := webm.NewSimpleBlockWriter(sf, []webm.TrackEntry{entry},
 		mkvcore.WithEBMLHeader(&header), mkvcore.WithSegmentInfo(info),
 		mkvcore.WithSeekHead(true), mkvcore.WithCues(cuesReserve),
 		// One track per file: no interleaving to sort, so no blocks are held back.
@@ -100,11 +102,19 @@ func openSegment(path string, family int, first []byte) (*segmentFile, error) {
 		os.Remove(path)
 		return nil, fmt.Errorf("record: segment header: %w", err)
 	}
-	return &segmentFile{f: f, block: ws[0]}, nil
+	if err := sf.Err(); err != nil { // the header did not reach the disk
+		_ = ws[0].Close()
+		os.Remove(path)
+		return nil, fmt.Errorf("record: segment header: %w", err)
+	}
+	return &segmentFile{f: f, file: sf, block: ws[0]}, nil
 }
 
 // write adds one frame at ms milliseconds from the segment's start.
 func (s *segmentFile) write(keyframe bool, ms int64, frame []byte) error {
+	if err := s.file.Err(); err != nil { // an earlier frame's write failed
+		return err
+	}
 	_, err := s.block.Write(keyframe, ms, frame)
 	return err
 }
@@ -115,6 +125,9 @@ func (s *segmentFile) close() error {
 	// handle afterwards.
 	name := s.f.Name()
 	err := s.block.Close()
+	if e := s.file.Err(); e != nil && err == nil {
+		err = e
+	}
 	if g, e := os.Open(name); e == nil {
 		if e := g.Sync(); e != nil && err == nil {
 			err = e

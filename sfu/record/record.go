@@ -49,6 +49,9 @@ type Options struct {
 	IdleClose time.Duration
 	Logger    *slog.Logger
 	Now       func() time.Time
+	// OnNoSpace, if set, is told (once per run, on a goroutine of its
+	// own) that a write failed for a full disk (space.go).
+	OnNoSpace func(error)
 }
 
 // Track is what the recorder needs of a published track (*sfu.Track).
@@ -63,6 +66,12 @@ type Track interface {
 	SetTap(tap sfu.Tap)
 }
 
+// SenderClock is what a Track may also do (*sfu.Track does): say when,
+// by the publisher's clock, the media of an RTP timestamp was sampled.
+type SenderClock interface {
+	SenderTime(layer int, ts uint32) (time.Time, bool)
+}
+
 // Source is one track to record and the name its files carry (for
 // example "hub-camera", "ward-001-audio").
 type Source struct {
@@ -72,20 +81,25 @@ type Source struct {
 
 // Segment is one closed segment in the manifest.
 type Segment struct {
-	File       string    `json:"file"`
-	Track      string    `json:"track"`
-	Publisher  string    `json:"publisher"`
-	Kind       string    `json:"kind"`
-	Codec      string    `json:"codec"`
-	Layer      string    `json:"layer,omitempty"`
-	Width      int       `json:"width,omitempty"`
-	Height     int       `json:"height,omitempty"`
-	Start      time.Time `json:"start"` // wall clock at the first frame
-	End        time.Time `json:"end"`   // wall clock at the last frame
-	DurationMS int64     `json:"durationMs"`
-	Frames     int       `json:"frames"`
-	Bytes      int64     `json:"bytes"`
-	SHA256     string    `json:"sha256"`
+	File      string    `json:"file"`
+	Track     string    `json:"track"`
+	Publisher string    `json:"publisher"`
+	Kind      string    `json:"kind"`
+	Codec     string    `json:"codec"`
+	Layer     string    `json:"layer,omitempty"`
+	Width     int       `json:"width,omitempty"`
+	Height    int       `json:"height,omitempty"`
+	Start     time.Time `json:"start"` // wall clock at the first frame
+	// SenderStart is when the first frame was sampled by the publisher's
+	// own clock (its RTCP sender reports map RTP time to it); zero when
+	// the publisher sent none. The minutes video aligns a publisher's
+	// tracks by it (minutes_graph.go).
+	SenderStart time.Time `json:"senderStart,omitzero"`
+	End         time.Time `json:"end"` // wall clock at the last frame
+	DurationMS  int64     `json:"durationMs"`
+	Frames      int       `json:"frames"`
+	Bytes       int64     `json:"bytes"`
+	SHA256      string    `json:"sha256"`
 }
 
 // Run is one stretch of recording: started by someone, or resumed after
@@ -95,6 +109,9 @@ type Run struct {
 	By      string    `json:"by,omitempty"`
 	Resumed bool      `json:"resumed,omitempty"`
 	Stopped time.Time `json:"stopped,omitzero"`
+	// StoppedBy is who stopped the run when no person did ("system":
+	// the disk ran low).
+	StoppedBy string `json:"stoppedBy,omitempty"`
 }
 
 // Manifest lists a conference's recording runs and closed segments.
@@ -112,6 +129,8 @@ type Recorder struct {
 	log  *slog.Logger
 	pool sync.Pool
 	seq  atomic.Int64 // numbers the segments' file names
+	// noSpace: OnNoSpace was told during this run.
+	noSpace atomic.Bool
 
 	mu       sync.Mutex
 	writers  map[Track]*trackWriter
@@ -170,6 +189,7 @@ func (r *Recorder) Start(by string, resumed bool) error {
 		return nil
 	}
 	r.running = true
+	r.noSpace.Store(false)
 	r.manifest.Runs = append(r.manifest.Runs, Run{Started: r.opt.Now().UTC(), By: by, Resumed: resumed})
 	return r.saveLocked()
 }
@@ -222,7 +242,11 @@ func (r *Recorder) stopWriters(ws []*trackWriter) {
 
 // Stop ends the run: every open segment is closed and entered in the
 // manifest before it returns.
-func (r *Recorder) Stop() error {
+func (r *Recorder) Stop() error { return r.StopBy("") }
+
+// StopBy is Stop, the manifest saying who stopped the run when it was
+// not a person.
+func (r *Recorder) StopBy(by string) error {
 	r.mu.Lock()
 	if !r.running {
 		r.mu.Unlock()
@@ -240,6 +264,7 @@ func (r *Recorder) Stop() error {
 	defer r.mu.Unlock()
 	if n := len(r.manifest.Runs); n > 0 {
 		r.manifest.Runs[n-1].Stopped = r.opt.Now().UTC()
+		r.manifest.Runs[n-1].StoppedBy = by
 	}
 	return r.saveLocked()
 }
@@ -278,6 +303,7 @@ func (r *Recorder) addSegment(s Segment) {
 	r.manifest.Segments = append(r.manifest.Segments, s)
 	if err := r.saveLocked(); err != nil {
 		r.log.Error("recording manifest not written", "err", err)
+		r.failed(err)
 	}
 	r.log.Info("recording segment closed", "file", s.File, "bytes", s.Bytes, "duration_ms", s.DurationMS, "sha256", s.SHA256)
 }

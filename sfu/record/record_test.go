@@ -230,7 +230,7 @@ func readVP8(t *testing.T, path string, n int) [][]byte {
 	return out
 }
 
-func readOpus(t *testing.T, path string, n int) [][]byte {
+func readOpus(t testing.TB, path string, n int) [][]byte {
 	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {

@@ -88,8 +88,9 @@ type trackWriter struct {
 	failedAt  time.Time     // when a segment last failed to open
 	seg       *segmentFile
 	segInfo   Segment
-	segExt    int64 // the segment's first timestamp, unwrapped
-	ext       int64 // the newest timestamp, unwrapped
+	segExt    int64  // the segment's first timestamp, unwrapped
+	segTS     uint32 // the segment's first RTP timestamp
+	ext       int64  // the newest timestamp, unwrapped
 	lastTS    uint32
 	haveTS    bool
 	lastMS    int64
@@ -338,8 +339,10 @@ func (w *trackWriter) frame(s *media.Sample) {
 		if err := w.openSegment(s.Data, now); err != nil {
 			w.failedAt = now
 			w.rec.log.Warn("recording segment not opened", "track", w.label, "err", err)
+			w.rec.failed(err)
 			return
 		}
+		w.segTS = s.PacketTimestamp
 	}
 	ms := w.mediaMS()
 	if ms <= w.lastMS && w.segInfo.Frames > 0 {
@@ -352,6 +355,7 @@ func (w *trackWriter) frame(s *media.Sample) {
 	}
 	if err := w.seg.write(key, ms, data); err != nil {
 		w.rec.log.Warn("recording write failed", "track", w.label, "err", err)
+		w.rec.failed(err)
 		w.closeSegment()
 		return
 	}
@@ -401,9 +405,16 @@ func (w *trackWriter) closeSegment() {
 	w.seg = nil
 	if err := seg.close(); err != nil {
 		w.rec.log.Warn("recording segment close", "track", w.label, "err", err)
+		w.rec.failed(err)
 	}
 	info.DurationMS = w.lastMS
 	info.End = w.lastFrame.UTC() // the wall clock: Start to End measures what DurationMS says
+	if sc, ok := w.track.(SenderClock); ok {
+		// The newest sender report, mapped back to the first frame.
+		if at, ok := sc.SenderTime(int(w.layer.Load()), w.segTS); ok {
+			info.SenderStart = at.UTC()
+		}
+	}
 	path := filepath.Join(w.rec.dir, info.File)
 	if info.Frames < 2 {
 		// A lone frame (a segment cut as soon as it opened: the

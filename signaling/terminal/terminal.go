@@ -111,6 +111,7 @@ type Terminal struct {
 	actions   atomic.Int64 // technicians' actions received
 	keyframes atomic.Int64 // keyframe requests received for its camera
 	lastKF    atomic.Int64 // when the last one came (unix ns)
+	recording atomic.Int32 // the last floor message: 0 none yet, 1 not recorded, 2 recorded
 	crash     atomic.Bool  // stop without a goodbye (a reboot)
 }
 
@@ -195,6 +196,13 @@ func (t *Terminal) LastKeyframeRequest() time.Time {
 		return time.Unix(0, ns)
 	}
 	return time.Time{}
+}
+
+// Recording is what the last floor message said of the recording
+// indicator (known false before the first).
+func (t *Terminal) Recording() (on, known bool) {
+	v := t.recording.Load()
+	return v == 2, v != 0
 }
 
 func (t *Terminal) setState(s string) {
@@ -426,6 +434,13 @@ func (t *Terminal) handle(m wire.Message, send func(wire.Message), joined *bool)
 		return true, false, errRedirected
 	case *wire.Nodes:
 		t.nodes = m.Nodes
+		return false, false, nil
+	case *wire.Floor:
+		if m.Recording {
+			t.recording.Store(2)
+		} else {
+			t.recording.Store(1)
+		}
 		return false, false, nil
 	case *wire.Joined:
 		*joined = true

@@ -246,6 +246,7 @@ const (
 	CodeConferenceLocked   = "conference_locked"   // the host locked the conference: no new bridges
 	CodeConferenceEnded    = "conference_ended"    // the conference is over
 	CodeBadState           = "bad_state"           // the conference cannot go to that state from where it is
+	CodeNoSpace            = "no_space"            // too little free disk space to record
 	CodeRateLimited        = "rate_limited"        // too many requests of this kind; slow down
 	CodeClusterUnavailable = "cluster_unavailable" // this node cannot reach the cluster's store: try another node
 )
@@ -333,6 +334,11 @@ type Floor struct {
 	Screen     string   `json:"screen,omitempty"`     // the track ID of the host's shared screen
 	Speaker    string   `json:"speaker,omitempty"`    // the active speaker, when the message is sent
 	Recording  bool     `json:"recording"`            // the conference is being recorded: every page shows it
+	// The newest render of the recording's minutes video (the console
+	// shows it): queued, rendering, done, failed or cancelled, and how
+	// far it is.
+	MinutesState   string `json:"minutesState,omitempty"`
+	MinutesPercent int    `json:"minutesPercent,omitempty"`
 }
 
 // Speaker names the active speaker (server to host): the loudest bridge

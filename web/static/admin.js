@@ -6,7 +6,7 @@ import { apply, mountSwitch, t } from "/static/i18n.js";
 import { mountNodes } from "/static/nodes.js";
 
 const el = (id) => document.getElementById(id);
-const page = { me: null, conferences: [], users: [], bridges: 0, report: null };
+const page = { me: null, conferences: [], users: [], bridges: 0, report: null, recordings: {} };
 window.citybridge = page;
 
 async function api(method, path, body, type = "application/json") {
@@ -73,6 +73,30 @@ function render() {
         a.textContent = t("title_rooms");
         actions.append(a, " ");
       }
+      if ((admin || me?.role === "host") && c.state !== "ended") {
+        // Recorded automatically when it goes live: a checkbox that
+        // changes the conference (its whole record, as PUT wants it).
+        const label = document.createElement("label");
+        const box = document.createElement("input");
+        box.type = "checkbox";
+        box.className = "auto-record";
+        box.checked = !!c.auto_record;
+        box.addEventListener("change", async () => {
+          try {
+            const conf = await api("GET", `/api/conferences/${encodeURIComponent(c.id)}`);
+            await api("PUT", `/api/conferences/${encodeURIComponent(c.id)}`, {
+              title: conf.title, start: conf.start, end: conf.end,
+              all_bridges: conf.all_bridges, bridges: conf.bridges, auto_record: box.checked,
+            });
+            await load();
+          } catch (e) {
+            box.checked = !box.checked;
+            notice(e.message);
+          }
+        });
+        label.append(box, " ", t("auto_record"));
+        actions.append(label, " ");
+      }
       if (admin || me?.role === "host") {
         for (const st of nextStates[c.state] || []) {
           actions.append(button(t("to_state_" + st), async () => {
@@ -85,6 +109,7 @@ function render() {
       return tr;
     }),
   );
+  renderRecordings(admin);
   el("user-rows").replaceChildren(
     ...page.users.map((u) => {
       const tr = document.createElement("tr");
@@ -111,6 +136,63 @@ function render() {
   }
 }
 
+function size(bytes) {
+  const units = ["B", "KB", "MB", "GB", "TB"];
+  let i = 0;
+  while (bytes >= 1000 && i < units.length - 1) {
+    bytes /= 1000;
+    i++;
+  }
+  return `${bytes.toFixed(i ? 1 : 0)} ${units[i]}`;
+}
+
+// renderRecordings lists each conference's recordings (administrators and
+// hosts: the API answers a conference's chair and the administrators):
+// how many files and how large, each file's download link, and for an
+// administrator a delete button (refused by the server while recording).
+function renderRecordings(admin) {
+  const me = page.me;
+  el("recordings").hidden = !(admin || me?.role === "host");
+  el("recording-rows").replaceChildren(
+    ...page.conferences.filter((c) => page.recordings[c.id]).map((c) => {
+      const rec = page.recordings[c.id];
+      const tr = document.createElement("tr");
+      tr.dataset.conference = c.id;
+      const files = document.createElement("td");
+      if (!rec.files) {
+        files.textContent = t("rec_none");
+      } else {
+        const details = document.createElement("details");
+        const summary = document.createElement("summary");
+        summary.textContent = t("rec_files", { n: rec.files, size: size(rec.bytes) }) + (rec.recording ? ` · ${t("rec_recording")}` : "");
+        const list = document.createElement("ul");
+        for (const s of [...rec.segments, ...rec.minutes]) {
+          const li = document.createElement("li");
+          const a = document.createElement("a");
+          a.href = s.url;
+          a.download = s.file;
+          a.textContent = s.file;
+          li.append(a, ` · ${size(s.bytes)}` + (s.by ? ` · ${t("rec_by", { by: s.by })}` : ""));
+          li.title = `SHA-256 ${s.sha256}`;
+          list.append(li);
+        }
+        details.append(summary, list);
+        files.append(details);
+      }
+      const actions = document.createElement("td");
+      if (admin && rec.files) {
+        actions.append(button(t("rec_delete"), async () => {
+          if (!confirm(t("rec_confirm_delete", { title: c.title }))) return;
+          await api("DELETE", `/api/conferences/${encodeURIComponent(c.id)}/recordings`);
+          await load();
+        }, "danger"));
+      }
+      tr.append(cell(c.title), files, actions);
+      return tr;
+    }),
+  );
+}
+
 async function load() {
   try {
     page.me = await api("GET", "/api/me");
@@ -122,6 +204,12 @@ async function load() {
   page.conferences = await api("GET", "/api/conferences").catch(() => []);
   if (page.me.role === "admin") page.users = await api("GET", "/api/users");
   if (page.me.role !== "room") page.bridges = (await api("GET", "/api/bridges").catch(() => [])).length;
+  page.recordings = {};
+  if (page.me.role === "admin" || page.me.role === "host") {
+    await Promise.all(page.conferences.map(async (c) => {
+      page.recordings[c.id] = await api("GET", `/api/conferences/${encodeURIComponent(c.id)}/recordings`).catch(() => null);
+    }));
+  }
   render();
   if ((page.me.role === "admin" || page.me.role === "technician") && !renderNodes) {
     renderNodes = mountNodes(el("nodes"), (path) => api("GET", path), page);
@@ -151,8 +239,13 @@ el("logout").addEventListener("click", async () => {
 el("new-conference").addEventListener("submit", async (e) => {
   e.preventDefault();
   try {
-    await api("POST", "/api/conferences", { title: el("conference-title-input").value.trim(), all_bridges: true });
+    await api("POST", "/api/conferences", {
+      title: el("conference-title-input").value.trim(),
+      all_bridges: true,
+      auto_record: el("conference-auto-record").checked,
+    });
     el("conference-title-input").value = "";
+    el("conference-auto-record").checked = false;
     await load();
   } catch (err) {
     notice(err.message);

@@ -57,6 +57,7 @@ function render() {
   el("lock").textContent = f.locked ? t("unlock") : t("lock");
   el("record").textContent = f.recording ? t("stop_record") : t("record");
   el("recording").hidden = !f.recording;
+  el("minutes").textContent = f.minutesState ? t("minutes_" + f.minutesState, { percent: f.minutesPercent || 0 }) : "";
   el("share").textContent = sharing ? t("stop_share") : t("share_screen");
   el("start").hidden = f.state !== "open";
   document.body.classList.toggle("ended", f.state === "ended");

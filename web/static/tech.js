@@ -181,7 +181,7 @@ function renderAlerts() {
       li.dataset.bridge = a.bridge;
       li.textContent = a.cleared
         ? t("alert_cleared", { name, kind: t("q_" + a.kind), since: time(a.since), cleared: time(a.cleared) })
-        : t("alert_" + a.kind, { name, since: time(a.since) });
+        : t("alert_" + a.kind, { name, since: time(a.since), detail: a.detail || "" });
       if (!a.cleared && a.bridge) li.addEventListener("click", () => openDetail(a.conference, a.bridge));
       return li;
     }),

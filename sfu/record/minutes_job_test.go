@@ -1,0 +1,171 @@
+package record
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// fakeFFmpeg stands for ffmpeg: it notes that it started, says it is a
+// quarter through (-progress), and waits until the test writes to the
+// conference directory's gate (a FIFO) before making its output.
+const fakeFFmpeg = `#!/bin/sh
+for a; do out=$a; done
+echo "$PWD" >> "$STARTED"
+printf 'frame=1\nout_time_us=2500000\nprogress=continue\n'
+read line < ../gate
+: > "$out"
+printf 'out_time_us=10000000\nprogress=end\n'
+`
+
+// jobDir makes a conference's recording directory: a manifest of one
+// 10-second segment, and the gate.
+func jobDir(t *testing.T, root, conf string) string {
+	t.Helper()
+	dir := filepath.Join(root, conf)
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	m := Manifest{Conference: conf, Runs: []Run{{Started: at("09:00:00.000"), Stopped: at("09:00:10.000")}},
+		Segments: []Segment{seg("hub-camera", "hub", "video", "09:00:00.000", 10000)}}
+	b, _ := json.Marshal(m)
+	if err := os.WriteFile(filepath.Join(dir, ManifestName), b, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mkfifo(filepath.Join(dir, "gate"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// TestRendererQueue: with two workers, three renders: two run (a
+// quarter through, as ffmpeg's progress says) while the third waits;
+// asking again for a running one returns it; one finishing lets the
+// third start and leaves its video and description; one cancelled is
+// killed, leaves no file, and says so; cancelling what is not running is
+// refused.
+func TestRendererQueue(t *testing.T) {
+	root := t.TempDir()
+	script := filepath.Join(root, "ffmpeg")
+	if err := os.WriteFile(script, []byte(fakeFFmpeg), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	started := filepath.Join(root, "started")
+	t.Setenv("STARTED", started)
+	changes := make(chan MinutesJob, 1000)
+	r := NewRenderer(RendererOptions{Workers: 2, FFmpeg: script, OnChange: func(j MinutesJob) { changes <- j }})
+	defer r.Close()
+	dirs := map[string]string{}
+	for _, c := range []string{"c1", "c2", "c3"} {
+		dirs[c] = jobDir(t, root, c)
+	}
+	state := map[string]MinutesJob{}
+	wait := func(what string, ok func() bool) {
+		t.Helper()
+		deadline := time.After(20 * time.Second)
+		for !ok() {
+			select {
+			case j := <-changes:
+				state[j.Conference] = j
+			case <-deadline:
+				t.Fatalf("%s: %+v", what, state)
+			}
+		}
+	}
+	// (Notifications may come out of order: the test reads the job.)
+	is := func(c, st string, pct int) func() bool {
+		return func() bool { j, _ := r.Job(c); return j.State == st && j.Percent == pct }
+	}
+	r.Render("c1", dirs["c1"], MinutesSpec{})
+	wait("c1 a quarter through", is("c1", JobRendering, 25))
+	r.Render("c2", dirs["c2"], MinutesSpec{})
+	wait("c2 a quarter through", is("c2", JobRendering, 25))
+	if j := r.Render("c3", dirs["c3"], MinutesSpec{}); j.State != JobQueued {
+		t.Errorf("a third render with two workers: %+v, want queued", j)
+	}
+	if j := r.Render("c1", dirs["c1"], MinutesSpec{}); j.State != JobRendering || j.Percent != 25 {
+		t.Errorf("c1 asked for again: %+v, want the running job", j)
+	}
+	if b, _ := os.ReadFile(started); strings.Count(string(b), "\n") != 2 {
+		t.Errorf("ffmpeg started %d times with two workers: %s", strings.Count(string(b), "\n"), b)
+	}
+
+	// c2 cancelled: killed at once, its unfinished file gone, c3 starts.
+	if _, err := r.Cancel("c2"); err != nil {
+		t.Fatal(err)
+	}
+	wait("c2 cancelled", is("c2", JobCancelled, 25))
+	wait("c3 a quarter through", is("c3", JobRendering, 25))
+	// c3 started only when c2's place came free.
+	j2, _ := r.Job("c2")
+	if j3, _ := r.Job("c3"); j3.Started.Before(j2.Finished) {
+		t.Errorf("c3 started at %v, before c2 ended at %v: more renders than workers", j3.Started, j2.Finished)
+	}
+	if _, err := os.Stat(filepath.Join(dirs["c2"], MinutesName+".part")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("c2's unfinished file: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dirs["c2"], MinutesName)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("c2's video after the cancel: %v", err)
+	}
+	if _, err := r.Cancel("c2"); !errors.Is(err, ErrNoJob) {
+		t.Errorf("cancelling a cancelled job: %v", err)
+	}
+	if _, err := r.Cancel("c9"); !errors.Is(err, ErrNoJob) {
+		t.Errorf("cancelling an unknown job: %v", err)
+	}
+
+	// c1 released: done, then (asked for again while running) once more.
+	release := func(c string) {
+		f, err := os.OpenFile(filepath.Join(dirs[c], "gate"), os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintln(f, "go")
+		f.Close()
+	}
+	release("c1")
+	wait("c1 rendering again", func() bool {
+		b, _ := os.ReadFile(started)
+		return strings.Count(string(b), "\n") == 4 // c1, c2, c3, c1 again
+	})
+	info, err := ReadMinutesInfo(dirs["c1"])
+	if err != nil || info.File != MinutesName || info.DurationMS != 10000 || info.Segments != 1 || len(info.SHA256) != 64 {
+		t.Errorf("c1's description: %+v %v", info, err)
+	}
+	if _, err := os.Stat(filepath.Join(dirs["c1"], MinutesName)); err != nil {
+		t.Errorf("c1's video: %v", err)
+	}
+	release("c1")
+	release("c3")
+	wait("c1 and c3 done", func() bool { return is("c1", JobDone, 100)() && is("c3", JobDone, 100)() })
+	if j, _ := r.Job("c3"); j.File != MinutesName || j.DurationMS != 10000 || j.Started.IsZero() || j.Finished.Before(j.Started) {
+		t.Errorf("c3: %+v", j)
+	}
+}
+
+// TestRendererFails: ffmpeg's error comes back in the job.
+func TestRendererFails(t *testing.T) {
+	root := t.TempDir()
+	script := filepath.Join(root, "ffmpeg")
+	if err := os.WriteFile(script, []byte("#!/bin/sh\necho 'No such filter: bogus' >&2\nexit 1\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	changes := make(chan MinutesJob, 100)
+	r := NewRenderer(RendererOptions{FFmpeg: script, OnChange: func(j MinutesJob) { changes <- j }})
+	defer r.Close()
+	r.Render("c1", jobDir(t, root, "c1"), MinutesSpec{})
+	j := waitJob(t, changes, 20*time.Second)
+	if j.State != JobFailed || !strings.Contains(j.Error, "No such filter: bogus") {
+		t.Errorf("%+v", j)
+	}
+	r.Render("c2", filepath.Join(root, "none"), MinutesSpec{})
+	if j := waitJob(t, changes, 20*time.Second); j.State != JobFailed || !strings.Contains(j.Error, ManifestName) {
+		t.Errorf("no recording: %+v", j)
+	}
+}

@@ -207,9 +207,10 @@ func (r *Renderer) run(ctx context.Context, j *job) {
 	r.mu.Unlock()
 	r.update(j, func(m *MinutesJob) { m.State, m.Started = JobRendering, time.Now().UTC() })
 	info, err := r.render(ctx, j, spec)
+	finished := time.Now().UTC() // before the place is free: the next render starts after it
 	<-r.sem
 	r.update(j, func(m *MinutesJob) {
-		m.Finished = time.Now().UTC()
+		m.Finished = finished
 		switch {
 		case ctx.Err() != nil:
 			m.State = JobCancelled

@@ -155,3 +155,27 @@ func TestSteadyTextReport(t *testing.T) {
 		t.Errorf("a steady run with outages: problems %v, report:\n%s", rep.problems(), b.String())
 	}
 }
+
+// TestFaultSummary: the report's totals count every fault, a reboot too
+// (nothing to detect), with the recoveries and detections in order
+// whatever the faults' order, and name the bridges that did not recover.
+func TestFaultSummary(t *testing.T) {
+	t0 := time.Date(2026, 12, 6, 8, 0, 0, 0, time.UTC)
+	rep := &Report{Start: t0, End: t0.Add(time.Minute), Faults: []Fault{
+		{Kind: "cut", Bridge: "ward-001", Cut: t0, Restored: t0.Add(5 * time.Second), Detected: 500 * time.Millisecond, Recovered: 2 * time.Second, ServerNoticed: -1, ServerBack: -1},
+		{Kind: "cut", Bridge: "ward-002", Cut: t0.Add(time.Second), Restored: t0.Add(6 * time.Second), Detected: 300 * time.Millisecond, ServerNoticed: -1, ServerBack: -1},
+		{Kind: "reboot", Bridge: "commune-001", Cut: t0.Add(2 * time.Second), Restored: t0.Add(2 * time.Second), Recovered: 1234 * time.Millisecond, ServerNoticed: -1, ServerBack: -1},
+	}}
+	var b bytes.Buffer
+	rep.writeText(&b)
+	for _, want := range []string{
+		"faults 3, detected by the terminal 2, recovered 2\n",
+		"recovery after the line came back: min 1.23s, median 1.23s, p90 2s, max 2s\n",
+		"detection after the cut: median 300ms, max 500ms\n",
+		"NOT recovered: [ward-002]\n",
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("report lacks %q:\n%s", want, b.String())
+		}
+	}
+}

@@ -219,14 +219,7 @@ func (rep *Report) writeText(w io.Writer) {
 			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", f.Bridge, f.Kind, f.Cut.Format("15:04:05.000"), ms(f.Down()),
 				noticed, rec, ms(f.ServerNoticed), ms(f.ServerBack))
 		}
-		s := rep.summary()
-		fmt.Fprintf(w, "faults %d, detected by the terminal %d, recovered %d\n", s.faults, s.detected, s.recovered)
-		fmt.Fprintf(w, "recovery after the line came back: min %v, median %v, p90 %v, max %v\n",
-			ms(terminal.Quantile(s.recoveries, 0)), ms(terminal.Quantile(s.recoveries, 0.5)), ms(terminal.Quantile(s.recoveries, 0.9)), ms(terminal.Quantile(s.recoveries, 1)))
-		fmt.Fprintf(w, "detection after the cut: median %v, max %v\n", ms(terminal.Quantile(s.detections, 0.5)), ms(terminal.Quantile(s.detections, 1)))
-		if len(s.unrecovered) > 0 {
-			fmt.Fprintf(w, "NOT recovered: %v\n", s.unrecovered)
-		}
+		rep.summary().WriteWith(w, ms)
 	}
 	if hd := rep.HubDrop; hd != nil {
 		fmt.Fprintf(w, "hub's line down for %v, noticed by the hub after %v; server: lost after %v, back after %v\n",
@@ -291,29 +284,13 @@ func (rep *Report) writeText(w io.Writer) {
 	}
 }
 
-type summary struct {
-	faults, detected, recovered int
-	recoveries, detections      []time.Duration
-	unrecovered                 []string
-}
-
-func (rep *Report) summary() summary {
-	var s summary
+// summary counts the faults as the fleet's report does (terminal.Report),
+// reboots included.
+func (rep *Report) summary() terminal.Report {
+	var s terminal.Report
 	for _, f := range rep.Faults {
-		s.faults++
-		if f.Detected > 0 {
-			s.detected++
-			s.detections = append(s.detections, f.Detected)
-		}
-		if f.Recovered > 0 {
-			s.recovered++
-			s.recoveries = append(s.recoveries, f.Recovered)
-		} else {
-			s.unrecovered = append(s.unrecovered, f.Bridge)
-		}
+		s.Add(f.Bridge, f.Detected, f.Recovered)
 	}
-	sort.Slice(s.recoveries, func(i, j int) bool { return s.recoveries[i] < s.recoveries[j] })
-	sort.Slice(s.detections, func(i, j int) bool { return s.detections[i] < s.detections[j] })
 	return s
 }
 
@@ -389,8 +366,8 @@ func (rep *Report) writeJSON(w io.Writer) {
 		Reconnects   map[string]int `json:"reconnects"`
 		ServerLogErr string         `json:"server_log_error,omitempty"`
 	}{Steady: rep.Steady, Terminals: rep.Terminals, Receiving: rep.Receiving, Seconds: rep.End.Sub(rep.Start).Seconds(),
-		Faults: s.faults, Detected: s.detected, Recovered: s.recovered, Unrecovered: s.unrecovered,
-		MedianMs: terminal.Quantile(s.recoveries, 0.5).Milliseconds(), WorstMs: terminal.Quantile(s.recoveries, 1).Milliseconds(),
+		Faults: s.Faults, Detected: s.Detected, Recovered: s.Recovered, Unrecovered: s.Unrecovered,
+		MedianMs: terminal.Quantile(s.Recoveries, 0.5).Milliseconds(), WorstMs: terminal.Quantile(s.Recoveries, 1).Milliseconds(),
 		List: []fault{}, Dropped: []outage{}, Reconnects: rep.Reconnects, ServerLogErr: rep.ServerLogErr}
 	for _, f := range rep.Faults {
 		out.List = append(out.List, fault{Bridge: f.Bridge, Kind: f.Kind, Cut: f.Cut.UTC().Format(time.RFC3339Nano), DownSeconds: f.Down().Seconds(),

@@ -20,7 +20,14 @@ func TokenCredential(token string) Credential { return Credential{key: tokenKey(
 // SessionCredential is the credential of a login session's cookie that
 // was admitted as role.
 func SessionCredential(cookie string, role Role) Credential {
-	return Credential{key: tokenKey(cookie), login: true, role: role}
+	return sessionKeyCredential(tokenKey(cookie), role)
+}
+
+// sessionKeyCredential is the credential of the login session stored
+// under key (a cookie's tokenKey), admitted as role: a cookie's, or a
+// pass's (the pass names its session by key).
+func sessionKeyCredential(key string, role Role) Credential {
+	return Credential{key: key, login: true, role: role}
 }
 
 // StillValid reports, for each credential, whether it still grants what

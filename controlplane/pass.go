@@ -77,5 +77,5 @@ func (s *Store) PassGrant(pass string) (Grant, Credential, error) {
 	if err != nil {
 		return Grant{}, Credential{}, err
 	}
-	return g, Credential{key: r.Session, login: true, role: g.Role}, nil
+	return g, sessionKeyCredential(r.Session, g.Role), nil
 }

@@ -13,43 +13,6 @@ import (
 	"citybridge/signaling/terminal/drill"
 )
 
-// drillReport is the drill's --json report.
-type drillReport struct {
-	Steady    bool    `json:"steady"`
-	Terminals int     `json:"terminals"`
-	Receiving int     `json:"receiving_at_start"`
-	Seconds   float64 `json:"seconds"`
-	Faults    int     `json:"faults"`
-	Recovered int     `json:"recovered"`
-	List      []struct {
-		Bridge          string    `json:"bridge"`
-		Kind            string    `json:"kind"`
-		Cut             time.Time `json:"cut"`
-		DownSeconds     float64   `json:"down_seconds"`
-		NoticedMs       int64     `json:"noticed_ms"`
-		RecoveredMs     int64     `json:"recovered_ms"`
-		ServerNoticedMs int64     `json:"server_noticed_ms"`
-		ServerBackMs    int64     `json:"server_back_ms"`
-	} `json:"list"`
-	HubDrop *struct {
-		Cut             time.Time `json:"cut"`
-		DownSeconds     float64   `json:"down_seconds"`
-		NoticedMs       int64     `json:"noticed_ms"`
-		Rooms           int       `json:"rooms"`
-		RoomsBack       int       `json:"rooms_back"`
-		MedianMs        int64     `json:"median_back_ms"`
-		WorstMs         int64     `json:"worst_back_ms"`
-		ServerNoticedMs int64     `json:"server_noticed_ms"`
-		ServerBackMs    int64     `json:"server_back_ms"`
-	} `json:"hub_drop"`
-	Dropped []struct {
-		Bridge string    `json:"bridge"`
-		From   time.Time `json:"from"`
-		To     string    `json:"to"`
-	} `json:"dropped"`
-	Reconnects map[string]int `json:"reconnects"`
-}
-
 // drillRun is one run of the drill tool against the test server.
 type drillRun struct {
 	code           int
@@ -75,12 +38,12 @@ func runDrill(ts *testServer, args ...string) (*drillRun, <-chan struct{}) {
 }
 
 // drillJSON runs the drill with --json to its end and decodes its report.
-func drillJSON(t *testing.T, ts *testServer, wantCode int, args ...string) (*drillRun, drillReport) {
+func drillJSON(t *testing.T, ts *testServer, wantCode int, args ...string) (*drillRun, drill.JSONReport) {
 	t.Helper()
 	r, done := runDrill(ts, append(args, "-json")...)
 	<-done
 	t.Logf("roomsim %s: exit %d after %v\n%s\n%s", strings.Join(args, " "), r.code, r.took.Round(time.Millisecond), progressLines(r.stderr.String()), r.stdout.String())
-	var rep drillReport
+	var rep drill.JSONReport
 	if err := json.Unmarshal([]byte(r.stdout.String()), &rep); err != nil {
 		t.Fatalf("roomsim %s: report not JSON: %v", strings.Join(args, " "), err)
 	}
@@ -145,7 +108,7 @@ func msd(ms int64) time.Duration { return time.Duration(ms) * time.Millisecond }
 
 // checkFault holds one fault of a report to its script (a cut of script,
 // or a reboot when script is 0) and to the server's event log.
-func checkFault(t *testing.T, ts *testServer, rep drillReport, i int, script time.Duration) {
+func checkFault(t *testing.T, ts *testServer, rep drill.JSONReport, i int, script time.Duration) {
 	t.Helper()
 	f := rep.List[i]
 	down := time.Duration(f.DownSeconds * float64(time.Second))
@@ -338,7 +301,7 @@ func TestDrillFlags(t *testing.T) {
 	if r.code != 1 || !rep.Steady || len(rep.Dropped) != 1 || rep.Dropped[0].Bridge != b(1) || leftAt.IsZero() {
 		t.Fatalf("steady with %s kicked: exit %d, dropped %+v, server's leave at %v: want exit 1 and %s alone", b(1), r.code, rep.Dropped, leftAt, b(1))
 	}
-	if !within(rep.Dropped[0].From.Sub(leftAt), 0) || rep.Dropped[0].To != "" {
+	if !within(rep.Dropped[0].From.Sub(leftAt), 0) || !rep.Dropped[0].To.IsZero() {
 		t.Errorf("%s dropped from %s to %q by the report; the server's log has it leave at %s", b(1),
 			rep.Dropped[0].From.Format("15:04:05.000"), rep.Dropped[0].To, leftAt.Format("15:04:05.000"))
 	}

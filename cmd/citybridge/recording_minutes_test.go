@@ -13,6 +13,7 @@ import (
 
 	"citybridge/controlplane"
 	"citybridge/sfu/record"
+	"citybridge/sfu/record/recordtest"
 )
 
 // minutesMarks: when, by the test's clock, the meeting's parts began.
@@ -64,25 +65,22 @@ func checkMinutesVideo(t *testing.T, ts *testServer, host *tab, dir string, at m
 		return err == nil && (s == "Video biên bản đã xong" || s == "Minutes video ready"), fmt.Sprint(s, err)
 	})
 	path := filepath.Join(dir, record.MinutesName)
-	if out, err := exec.Command("ffmpeg", "-v", "error", "-i", path, "-f", "null", "-").CombinedOutput(); err != nil || strings.TrimSpace(string(out)) != "" {
-		t.Errorf("ffmpeg decoding the minutes video: %v: %s", err, out)
+	if err := recordtest.Decode(path); err != nil {
+		t.Errorf("the minutes video: %v", err)
 	}
-	out, err := exec.Command("ffprobe", "-v", "error", "-show_entries", "format=duration:stream=codec_name,pix_fmt",
-		"-of", "default=nw=1", path).Output()
+	probe, err := recordtest.ProbeFile(path)
 	if err != nil {
-		t.Fatalf("ffprobe: %v", err)
+		t.Fatal(err)
 	}
-	var length time.Duration
-	for _, line := range strings.Fields(string(out)) {
-		if v, ok := strings.CutPrefix(line, "duration="); ok {
-			f, _ := strconv.ParseFloat(v, 64)
-			length = time.Duration(f * float64(time.Second))
-		}
-	}
+	length := probe.Duration
 	meeting := at.stopped.Sub(at.started)
-	t.Logf("minutes video: %s; %v for a %v meeting", strings.Join(strings.Fields(string(out)), " "), length, meeting)
-	if !strings.Contains(string(out), "codec_name=h264") || !strings.Contains(string(out), "codec_name=aac") || !strings.Contains(string(out), "pix_fmt=yuv420p") {
-		t.Errorf("minutes video streams: %s", out)
+	t.Logf("minutes video: %+v; %v for a %v meeting", probe.Streams, length, meeting)
+	var h264, aac, yuv420p bool
+	for _, st := range probe.Streams {
+		h264, aac, yuv420p = h264 || st.CodecName == "h264", aac || st.CodecName == "aac", yuv420p || st.PixFmt == "yuv420p"
+	}
+	if !h264 || !aac || !yuv420p {
+		t.Errorf("minutes video streams: %+v", probe.Streams)
 	}
 	if d := length - meeting; d.Abs() > time.Second {
 		t.Errorf("the minutes video lasts %v, the meeting %v", length, meeting)

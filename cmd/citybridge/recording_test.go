@@ -1,21 +1,19 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"citybridge/controlplane"
 	"citybridge/sfu/record"
+	"citybridge/sfu/record/recordtest"
 	"citybridge/signaling/terminal"
 )
 
@@ -27,11 +25,7 @@ import (
 // itself (the hub's terminal reconnects on its own) in new segments.
 func TestRecordingSurvivesKill(t *testing.T) {
 	requireMediaPass(t) // a real process, real-time media: not under the race detector
-	for _, tool := range []string{"ffprobe", "ffmpeg"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s is needed (scripts/test installs it): %v", tool, err)
-		}
-	}
+	recordtest.NeedTools(t, "ffprobe", "ffmpeg")
 	data := filepath.Join(t.TempDir(), "data")
 	addr := fmt.Sprintf("127.0.0.1:%d", freeUDPPort(t))
 	udp := freeUDPPort(t)
@@ -127,24 +121,9 @@ func checkRecordedSegment(t *testing.T, dir string, s record.Segment) {
 	if got != s.SHA256 || size != s.Bytes {
 		t.Errorf("%s: sha256 %s, %d bytes; manifest %s, %d bytes", s.File, got, size, s.SHA256, s.Bytes)
 	}
-	out, err := exec.Command("ffprobe", "-v", "error", "-of", "json", "-show_entries",
-		"stream=codec_name,width,height:format=duration", path).Output()
-	if err != nil {
-		t.Errorf("ffprobe %s: %v", s.File, err)
-		return
-	}
-	var probe struct {
-		Streams []struct {
-			CodecName string `json:"codec_name"`
-			Width     int    `json:"width"`
-			Height    int    `json:"height"`
-		} `json:"streams"`
-		Format struct {
-			Duration string `json:"duration"`
-		} `json:"format"`
-	}
-	if err := json.Unmarshal(out, &probe); err != nil || len(probe.Streams) != 1 {
-		t.Errorf("ffprobe %s: %s (%v)", s.File, out, err)
+	probe, err := recordtest.ProbeFile(path)
+	if err != nil || len(probe.Streams) != 1 {
+		t.Errorf("%s: %+v (%v)", s.File, probe, err)
 		return
 	}
 	want := map[string]string{"video/VP8": "vp8", "video/H264": "h264", "audio/opus": "opus"}[s.Codec]
@@ -152,12 +131,12 @@ func checkRecordedSegment(t *testing.T, dir string, s record.Segment) {
 	if st.CodecName != want || st.Width != s.Width || st.Height != s.Height {
 		t.Errorf("%s: ffprobe %s %dx%d; manifest %s %dx%d", s.File, st.CodecName, st.Width, st.Height, s.Codec, s.Width, s.Height)
 	}
-	d, err := strconv.ParseFloat(probe.Format.Duration, 64)
-	if err != nil || d*1000 < float64(s.DurationMS)-100 || d*1000 > float64(s.DurationMS)+100 || d <= 0 {
-		t.Errorf("%s: ffprobe duration %q s, manifest %d ms", s.File, probe.Format.Duration, s.DurationMS)
+	manifest := time.Duration(s.DurationMS) * time.Millisecond
+	if d := probe.Duration; d < manifest-100*time.Millisecond || d > manifest+100*time.Millisecond || d <= 0 {
+		t.Errorf("%s: ffprobe duration %v, manifest %d ms", s.File, d, s.DurationMS)
 	}
-	if out, err := exec.Command("ffmpeg", "-v", "error", "-i", path, "-fps_mode", "passthrough", "-enc_time_base", "-1", "-f", "null", "-").CombinedOutput(); err != nil || strings.TrimSpace(string(out)) != "" {
-		t.Errorf("ffmpeg decoding %s: %v: %s", s.File, err, out)
+	if err := recordtest.DecodeSegment(path); err != nil {
+		t.Error(err)
 	}
 }
 
@@ -175,11 +154,7 @@ func checkRecordedSegment(t *testing.T, dir string, s record.Segment) {
 // with --video-codec h264 (Matroska files).
 func TestBrowserRecording(t *testing.T) {
 	requireMediaPass(t) // four Chromiums on two cores: timing-sensitive
-	for _, tool := range []string{"ffprobe", "ffmpeg"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s is needed (scripts/test installs it): %v", tool, err)
-		}
-	}
+	recordtest.NeedTools(t, "ffprobe", "ffmpeg")
 	for _, codec := range []string{"", "h264"} {
 		name := codec
 		if name == "" {

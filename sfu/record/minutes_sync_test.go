@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"citybridge/sfu/record/recordtest"
+
 	"github.com/pion/rtp"
 	"github.com/pion/rtp/codecs"
 	"github.com/pion/webrtc/v4"
@@ -71,7 +73,7 @@ func makeFlashClips(t *testing.T, dir string, seconds int, flashes []float64) (i
 // sampled. In the minutes video each beep starts within 80 ms of its
 // flash: the segments were placed by the sender clocks, not by arrival.
 func TestRecordingAVSync(t *testing.T) {
-	needTool(t, "ffmpeg")
+	recordtest.NeedTools(t, "ffmpeg")
 	const seconds = 9
 	flashes := []float64{1.5, 3.5, 5.5, 7.5}
 	tmp := t.TempDir()

@@ -3,7 +3,6 @@ package record
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
@@ -20,6 +19,7 @@ import (
 	"time"
 
 	"citybridge/sfu"
+	"citybridge/sfu/record/recordtest"
 	"citybridge/sfu/sfutest"
 
 	"github.com/pion/rtp"
@@ -66,20 +66,12 @@ func packetizer(p rtp.Payloader, pt uint8, rate uint32) rtp.Packetizer {
 	return rtp.NewPacketizer(1200, pt, 0x1234+uint32(pt), p, rtp.NewRandomSequencer(), rate)
 }
 
-func needTool(t *testing.T, name string) {
-	t.Helper()
-	if _, err := exec.LookPath(name); err != nil {
-		t.Fatalf("%s is needed (scripts/test installs it): %v", name, err)
-	}
-}
-
 // TestRecorderSegments feeds a VP8 camera, an H.264 camera and Opus audio
 // through the recorder with 3-second segments; every closed segment is in
 // the manifest with its checksum, and ffprobe and ffmpeg read it: codec,
 // picture size, and a duration that matches the media fed.
 func TestRecorderSegments(t *testing.T) {
-	needTool(t, "ffprobe")
-	needTool(t, "ffmpeg")
+	recordtest.NeedTools(t, "ffprobe", "ffmpeg")
 	goroutines := runtime.NumGoroutine()
 	dir := t.TempDir()
 	clk := newClock()
@@ -175,36 +167,21 @@ func checkSegment(t *testing.T, dir string, s Segment, codecName string, w, h in
 	if err != nil || sum != s.SHA256 || size != s.Bytes {
 		t.Errorf("%s: sha256 %s size %d (err %v), manifest says %s %d", s.File, sum, size, err, s.SHA256, s.Bytes)
 	}
-	out, err := exec.Command("ffprobe", "-v", "error", "-of", "json", "-show_entries",
-		"stream=codec_name,width,height:format=duration", path).Output()
-	if err != nil {
-		t.Errorf("ffprobe %s: %v", s.File, err)
-		return
-	}
-	var probe struct {
-		Streams []struct {
-			CodecName string `json:"codec_name"`
-			Width     int    `json:"width"`
-			Height    int    `json:"height"`
-		} `json:"streams"`
-		Format struct {
-			Duration string `json:"duration"`
-		} `json:"format"`
-	}
-	if err := json.Unmarshal(out, &probe); err != nil || len(probe.Streams) != 1 {
-		t.Errorf("ffprobe %s: %s (%v)", s.File, out, err)
+	probe, err := recordtest.ProbeFile(path)
+	if err != nil || len(probe.Streams) != 1 {
+		t.Errorf("%s: %+v (%v)", s.File, probe, err)
 		return
 	}
 	st := probe.Streams[0]
 	if st.CodecName != codecName || st.Width != w || st.Height != h || s.Width != w || s.Height != h {
 		t.Errorf("%s: ffprobe %s %dx%d, manifest %dx%d; want %s %dx%d", s.File, st.CodecName, st.Width, st.Height, s.Width, s.Height, codecName, w, h)
 	}
-	d, err := strconv.ParseFloat(probe.Format.Duration, 64)
-	if err != nil || d < float64(s.DurationMS)/1000-0.05 || d > float64(s.DurationMS)/1000+0.1 || d <= 0 {
-		t.Errorf("%s: ffprobe duration %q, manifest %d ms", s.File, probe.Format.Duration, s.DurationMS)
+	manifest := time.Duration(s.DurationMS) * time.Millisecond
+	if d := probe.Duration; d < manifest-50*time.Millisecond || d > manifest+100*time.Millisecond || d <= 0 {
+		t.Errorf("%s: ffprobe duration %v, manifest %d ms", s.File, d, s.DurationMS)
 	}
-	if out, err := exec.Command("ffmpeg", "-v", "error", "-i", path, "-fps_mode", "passthrough", "-enc_time_base", "-1", "-f", "null", "-").CombinedOutput(); err != nil || len(strings.TrimSpace(string(out))) > 0 {
-		t.Errorf("ffmpeg decoding %s: %v: %s", s.File, err, out)
+	if err := recordtest.DecodeSegment(path); err != nil {
+		t.Error(err)
 	}
 }
 
@@ -491,7 +468,7 @@ func TestH264FragmentStartsAfresh(t *testing.T) {
 // timestamp: both pictures are written, as two frames, and the segment
 // decodes without an error.
 func TestH264TwoPicturesAtOneTime(t *testing.T) {
-	needTool(t, "ffmpeg")
+	recordtest.NeedTools(t, "ffmpeg")
 	frames := makeH264(t, 2)
 	clk := newClock()
 	rec, err := New("c1", Options{Dir: t.TempDir(), QueuePackets: 1 << 14, Now: clk.now, IdleClose: time.Hour})
@@ -522,8 +499,8 @@ func TestH264TwoPicturesAtOneTime(t *testing.T) {
 		t.Fatalf("segments %+v, want one of %d frames (the last one held back)", m.Segments, len(frames)-1)
 	}
 	path := filepath.Join(rec.Dir(), m.Segments[0].File)
-	if out, err := exec.Command("ffmpeg", "-v", "error", "-i", path, "-fps_mode", "passthrough", "-enc_time_base", "-1", "-f", "null", "-").CombinedOutput(); err != nil || len(out) > 0 {
+	if err := recordtest.DecodeSegment(path); err != nil {
 		pk, _ := exec.Command("ffprobe", "-v", "error", "-show_entries", "packet=pts,dts,flags", "-of", "csv", path).CombinedOutput()
-		t.Errorf("ffmpeg decoding: %v: %s\n%s", err, out, pk)
+		t.Errorf("%v\n%s", err, pk)
 	}
 }

@@ -215,22 +215,33 @@ func (f *Fleet) Report() Report {
 			if ft.Restored.IsZero() {
 				continue // still cut
 			}
-			r.Faults++
-			if ft.Detected > 0 {
-				r.Detected++
-				r.Detections = append(r.Detections, ft.Detected)
-			}
-			if ft.Recovered > 0 {
-				r.Recovered++
-				r.Recoveries = append(r.Recoveries, ft.Recovered)
-			} else {
-				r.Unrecovered = append(r.Unrecovered, b)
-			}
+			r.Add(b, ft.Detected, ft.Recovered)
 		}
 	}
-	slices.Sort(r.Recoveries)
-	slices.Sort(r.Detections)
 	return r
+}
+
+// Add counts one fault of bridge: detected, how long after the cut its
+// terminal noticed (0: it did not); recovered, how long after the restore
+// the hub's video flowed again (0: it did not). The drill's report counts
+// its faults (reboots too) with it.
+func (r *Report) Add(bridge string, detected, recovered time.Duration) {
+	r.Faults++
+	if detected > 0 {
+		r.Detected++
+		r.Detections = insertSorted(r.Detections, detected)
+	}
+	if recovered > 0 {
+		r.Recovered++
+		r.Recoveries = insertSorted(r.Recoveries, recovered)
+	} else {
+		r.Unrecovered = append(r.Unrecovered, bridge)
+	}
+}
+
+func insertSorted(s []time.Duration, d time.Duration) []time.Duration {
+	i, _ := slices.BinarySearch(s, d)
+	return slices.Insert(s, i, d)
 }
 
 // Quantile returns the q-quantile (0..1) of sorted durations.
@@ -244,11 +255,14 @@ func Quantile(sorted []time.Duration, q float64) time.Duration {
 
 // Write prints the report: totals, the recovery distribution, and the
 // bridges that did not recover.
-func (r Report) Write(w io.Writer) {
+func (r Report) Write(w io.Writer) { r.WriteWith(w, time.Duration.String) }
+
+// WriteWith is Write with the durations formatted by format.
+func (r Report) WriteWith(w io.Writer, format func(time.Duration) string) {
 	fmt.Fprintf(w, "faults %d, detected by the terminal %d, recovered %d\n", r.Faults, r.Detected, r.Recovered)
 	fmt.Fprintf(w, "recovery after the line came back: min %v, median %v, p90 %v, max %v\n",
-		Quantile(r.Recoveries, 0), Quantile(r.Recoveries, 0.5), Quantile(r.Recoveries, 0.9), Quantile(r.Recoveries, 1))
-	fmt.Fprintf(w, "detection after the cut: median %v, max %v\n", Quantile(r.Detections, 0.5), Quantile(r.Detections, 1))
+		format(Quantile(r.Recoveries, 0)), format(Quantile(r.Recoveries, 0.5)), format(Quantile(r.Recoveries, 0.9)), format(Quantile(r.Recoveries, 1)))
+	fmt.Fprintf(w, "detection after the cut: median %v, max %v\n", format(Quantile(r.Detections, 0.5)), format(Quantile(r.Detections, 1)))
 	if len(r.Unrecovered) > 0 {
 		fmt.Fprintf(w, "NOT recovered: %v\n", r.Unrecovered)
 	}

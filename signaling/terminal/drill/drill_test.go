@@ -139,19 +139,45 @@ func TestSteadyTextReport(t *testing.T) {
 		{Bridge: "commune-001", From: t0.Add(5 * time.Second), To: t0.Add(7 * time.Second)},
 		{Bridge: "ward-002", From: t0.Add(50 * time.Second)},
 	}}
-	var b bytes.Buffer
-	rep.writeText(&b)
-	for _, want := range []string{
+	text := reportHas(t, rep,
 		"steady for 1m0s: 3 terminals, 3 receiving the hub at the start\n",
 		"DROPPED: commune-001 1 times, 2s in all, the longest 2s from 08:00:05.000; no fault on its line\n",
 		"DROPPED: ward-002 2 times, 13s in all, the longest 10s from 08:00:50.000, still out at the end; no fault on its line\n",
 		"3 outages of 2 terminals with no fault on their line",
-	} {
-		if !strings.Contains(b.String(), want) {
-			t.Errorf("report lacks %q:\n%s", want, b.String())
+	)
+	if strings.Contains(text, "none dropped") || len(rep.problems()) != 1 {
+		t.Errorf("a steady run with outages: problems %v, report:\n%s", rep.problems(), text)
+	}
+}
+
+// TestFaultSummary: the report's totals count every fault, a reboot too
+// (nothing to detect), with the recoveries and detections in order
+// whatever the faults' order, and name the bridges that did not recover.
+func TestFaultSummary(t *testing.T) {
+	t0 := time.Date(2026, 12, 6, 8, 0, 0, 0, time.UTC)
+	rep := &Report{Start: t0, End: t0.Add(time.Minute), Faults: []Fault{
+		{Kind: "cut", Bridge: "ward-001", Cut: t0, Restored: t0.Add(5 * time.Second), Detected: 500 * time.Millisecond, Recovered: 2 * time.Second, ServerNoticed: -1, ServerBack: -1},
+		{Kind: "cut", Bridge: "ward-002", Cut: t0.Add(time.Second), Restored: t0.Add(6 * time.Second), Detected: 300 * time.Millisecond, ServerNoticed: -1, ServerBack: -1},
+		{Kind: "reboot", Bridge: "commune-001", Cut: t0.Add(2 * time.Second), Restored: t0.Add(2 * time.Second), Recovered: 1234 * time.Millisecond, ServerNoticed: -1, ServerBack: -1},
+	}}
+	reportHas(t, rep,
+		"faults 3, detected by the terminal 2, recovered 2\n",
+		"recovery after the line came back: min 1.23s, median 1.23s, p90 2s, max 2s\n",
+		"detection after the cut: median 300ms, max 500ms\n",
+		"NOT recovered: [ward-002]\n",
+	)
+}
+
+// reportHas checks that rep's text report has every one of want, and
+// returns the text.
+func reportHas(t *testing.T, rep *Report, want ...string) string {
+	t.Helper()
+	var b bytes.Buffer
+	rep.writeText(&b)
+	for _, w := range want {
+		if !strings.Contains(b.String(), w) {
+			t.Errorf("report lacks %q:\n%s", w, b.String())
 		}
 	}
-	if strings.Contains(b.String(), "none dropped") || len(rep.problems()) != 1 {
-		t.Errorf("a steady run with outages: problems %v, report:\n%s", rep.problems(), b.String())
-	}
+	return b.String()
 }

@@ -219,14 +219,7 @@ func (rep *Report) writeText(w io.Writer) {
 			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", f.Bridge, f.Kind, f.Cut.Format("15:04:05.000"), ms(f.Down()),
 				noticed, rec, ms(f.ServerNoticed), ms(f.ServerBack))
 		}
-		s := rep.summary()
-		fmt.Fprintf(w, "faults %d, detected by the terminal %d, recovered %d\n", s.faults, s.detected, s.recovered)
-		fmt.Fprintf(w, "recovery after the line came back: min %v, median %v, p90 %v, max %v\n",
-			ms(terminal.Quantile(s.recoveries, 0)), ms(terminal.Quantile(s.recoveries, 0.5)), ms(terminal.Quantile(s.recoveries, 0.9)), ms(terminal.Quantile(s.recoveries, 1)))
-		fmt.Fprintf(w, "detection after the cut: median %v, max %v\n", ms(terminal.Quantile(s.detections, 0.5)), ms(terminal.Quantile(s.detections, 1)))
-		if len(s.unrecovered) > 0 {
-			fmt.Fprintf(w, "NOT recovered: %v\n", s.unrecovered)
-		}
+		rep.summary().WriteWith(w, ms)
 	}
 	if hd := rep.HubDrop; hd != nil {
 		fmt.Fprintf(w, "hub's line down for %v, noticed by the hub after %v; server: lost after %v, back after %v\n",
@@ -291,29 +284,13 @@ func (rep *Report) writeText(w io.Writer) {
 	}
 }
 
-type summary struct {
-	faults, detected, recovered int
-	recoveries, detections      []time.Duration
-	unrecovered                 []string
-}
-
-func (rep *Report) summary() summary {
-	var s summary
+// summary counts the faults as the fleet's report does (terminal.Report),
+// reboots included.
+func (rep *Report) summary() terminal.Report {
+	var s terminal.Report
 	for _, f := range rep.Faults {
-		s.faults++
-		if f.Detected > 0 {
-			s.detected++
-			s.detections = append(s.detections, f.Detected)
-		}
-		if f.Recovered > 0 {
-			s.recovered++
-			s.recoveries = append(s.recoveries, f.Recovered)
-		} else {
-			s.unrecovered = append(s.unrecovered, f.Bridge)
-		}
+		s.Add(f.Bridge, f.Detected, f.Recovered)
 	}
-	sort.Slice(s.recoveries, func(i, j int) bool { return s.recoveries[i] < s.recoveries[j] })
-	sort.Slice(s.detections, func(i, j int) bool { return s.detections[i] < s.detections[j] })
 	return s
 }
 
@@ -344,70 +321,83 @@ func serverMs(d time.Duration) int64 {
 	return d.Milliseconds()
 }
 
+// JSONReport is the drill's --json report.
+type JSONReport struct {
+	Steady       bool           `json:"steady"`
+	Terminals    int            `json:"terminals"`
+	Receiving    int            `json:"receiving_at_start"`
+	Seconds      float64        `json:"seconds"`
+	Faults       int            `json:"faults"`
+	Detected     int            `json:"detected"`
+	Recovered    int            `json:"recovered"`
+	MedianMs     int64          `json:"median_recovery_ms"`
+	WorstMs      int64          `json:"worst_recovery_ms"`
+	Unrecovered  []string       `json:"unrecovered"`
+	List         []JSONFault    `json:"list"`
+	HubDrop      *JSONHubDrop   `json:"hub_drop,omitempty"`
+	Dropped      []JSONOutage   `json:"dropped"`
+	Reconnects   map[string]int `json:"reconnects"`
+	ServerLogErr string         `json:"server_log_error,omitempty"`
+}
+
+// JSONFault is one fault of the JSON report (times in UTC).
+type JSONFault struct {
+	Bridge          string    `json:"bridge"`
+	Kind            string    `json:"kind"`
+	Cut             time.Time `json:"cut"`
+	DownSeconds     float64   `json:"down_seconds"`
+	NoticedMs       int64     `json:"noticed_ms"`        // -1: not noticed
+	RecoveredMs     int64     `json:"recovered_ms"`      // -1: did not recover
+	ServerNoticedMs int64     `json:"server_noticed_ms"` // -1: no drop in the server's log
+	ServerBackMs    int64     `json:"server_back_ms"`    // -1: no reconnect in the server's log
+}
+
+// JSONHubDrop is the hub-drop scenario in the JSON report.
+type JSONHubDrop struct {
+	Cut             time.Time `json:"cut"`
+	DownSeconds     float64   `json:"down_seconds"`
+	NoticedMs       int64     `json:"noticed_ms"`
+	Rooms           int       `json:"rooms"`
+	RoomsBack       int       `json:"rooms_back"`
+	MedianMs        int64     `json:"median_back_ms"`
+	WorstMs         int64     `json:"worst_back_ms"`
+	ServerNoticedMs int64     `json:"server_noticed_ms"`
+	ServerBackMs    int64     `json:"server_back_ms"`
+}
+
+// JSONOutage is an outage of a terminal with no fault scripted; To is
+// left out while it was still out at the end.
+type JSONOutage struct {
+	Bridge string    `json:"bridge"`
+	From   time.Time `json:"from"`
+	To     time.Time `json:"to,omitzero"`
+}
+
 func (rep *Report) writeJSON(w io.Writer) {
-	type fault struct {
-		Bridge          string  `json:"bridge"`
-		Kind            string  `json:"kind"`
-		Cut             string  `json:"cut"`
-		DownSeconds     float64 `json:"down_seconds"`
-		NoticedMs       int64   `json:"noticed_ms"`        // -1: not noticed
-		RecoveredMs     int64   `json:"recovered_ms"`      // -1: did not recover
-		ServerNoticedMs int64   `json:"server_noticed_ms"` // -1: no drop in the server's log
-		ServerBackMs    int64   `json:"server_back_ms"`    // -1: no reconnect in the server's log
-	}
-	type hubDrop struct {
-		Cut             string  `json:"cut"`
-		DownSeconds     float64 `json:"down_seconds"`
-		NoticedMs       int64   `json:"noticed_ms"`
-		Rooms           int     `json:"rooms"`
-		RoomsBack       int     `json:"rooms_back"`
-		MedianMs        int64   `json:"median_back_ms"`
-		WorstMs         int64   `json:"worst_back_ms"`
-		ServerNoticedMs int64   `json:"server_noticed_ms"`
-		ServerBackMs    int64   `json:"server_back_ms"`
-	}
-	type outage struct {
-		Bridge string `json:"bridge"`
-		From   string `json:"from"`
-		To     string `json:"to,omitempty"`
-	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(rep.jsonReport())
+}
+
+// jsonReport is the report as --json gives it.
+func (rep *Report) jsonReport() JSONReport {
 	s := rep.summary()
-	out := struct {
-		Steady       bool           `json:"steady"`
-		Terminals    int            `json:"terminals"`
-		Receiving    int            `json:"receiving_at_start"`
-		Seconds      float64        `json:"seconds"`
-		Faults       int            `json:"faults"`
-		Detected     int            `json:"detected"`
-		Recovered    int            `json:"recovered"`
-		MedianMs     int64          `json:"median_recovery_ms"`
-		WorstMs      int64          `json:"worst_recovery_ms"`
-		Unrecovered  []string       `json:"unrecovered"`
-		List         []fault        `json:"list"`
-		HubDrop      *hubDrop       `json:"hub_drop,omitempty"`
-		Dropped      []outage       `json:"dropped"`
-		Reconnects   map[string]int `json:"reconnects"`
-		ServerLogErr string         `json:"server_log_error,omitempty"`
-	}{Steady: rep.Steady, Terminals: rep.Terminals, Receiving: rep.Receiving, Seconds: rep.End.Sub(rep.Start).Seconds(),
-		Faults: s.faults, Detected: s.detected, Recovered: s.recovered, Unrecovered: s.unrecovered,
-		MedianMs: terminal.Quantile(s.recoveries, 0.5).Milliseconds(), WorstMs: terminal.Quantile(s.recoveries, 1).Milliseconds(),
-		List: []fault{}, Dropped: []outage{}, Reconnects: rep.Reconnects, ServerLogErr: rep.ServerLogErr}
+	out := JSONReport{Steady: rep.Steady, Terminals: rep.Terminals, Receiving: rep.Receiving, Seconds: rep.End.Sub(rep.Start).Seconds(),
+		Faults: s.Faults, Detected: s.Detected, Recovered: s.Recovered, Unrecovered: s.Unrecovered,
+		MedianMs: terminal.Quantile(s.Recoveries, 0.5).Milliseconds(), WorstMs: terminal.Quantile(s.Recoveries, 1).Milliseconds(),
+		List: []JSONFault{}, Dropped: []JSONOutage{}, Reconnects: rep.Reconnects, ServerLogErr: rep.ServerLogErr}
 	for _, f := range rep.Faults {
-		out.List = append(out.List, fault{Bridge: f.Bridge, Kind: f.Kind, Cut: f.Cut.UTC().Format(time.RFC3339Nano), DownSeconds: f.Down().Seconds(),
+		out.List = append(out.List, JSONFault{Bridge: f.Bridge, Kind: f.Kind, Cut: f.Cut.UTC(), DownSeconds: f.Down().Seconds(),
 			NoticedMs: msOrNone(f.Detected), RecoveredMs: msOrNone(f.Recovered),
 			ServerNoticedMs: serverMs(f.ServerNoticed), ServerBackMs: serverMs(f.ServerBack)})
 	}
 	if hd := rep.HubDrop; hd != nil {
-		out.HubDrop = &hubDrop{Cut: hd.Cut.UTC().Format(time.RFC3339Nano), DownSeconds: hd.Restored.Sub(hd.Cut).Seconds(), NoticedMs: msOrNone(hd.Detected), Rooms: hd.Rooms,
+		out.HubDrop = &JSONHubDrop{Cut: hd.Cut.UTC(), DownSeconds: hd.Restored.Sub(hd.Cut).Seconds(), NoticedMs: msOrNone(hd.Detected), Rooms: hd.Rooms,
 			RoomsBack: len(hd.Waits), MedianMs: terminal.Quantile(hd.Waits, 0.5).Milliseconds(), WorstMs: terminal.Quantile(hd.Waits, 1).Milliseconds(),
 			ServerNoticedMs: serverMs(hd.ServerNoticed), ServerBackMs: serverMs(hd.ServerBack)}
 	}
 	for _, o := range rep.Outages {
-		d := outage{Bridge: o.Bridge, From: o.From.UTC().Format(time.RFC3339Nano)}
-		if !o.To.IsZero() {
-			d.To = o.To.UTC().Format(time.RFC3339Nano)
-		}
-		out.Dropped = append(out.Dropped, d)
+		out.Dropped = append(out.Dropped, JSONOutage{Bridge: o.Bridge, From: o.From.UTC(), To: o.To.UTC()})
 	}
 	if out.Unrecovered == nil {
 		out.Unrecovered = []string{}
@@ -415,7 +405,5 @@ func (rep *Report) writeJSON(w io.Writer) {
 	if out.Reconnects == nil {
 		out.Reconnects = map[string]int{}
 	}
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	_ = enc.Encode(out)
+	return out
 }

@@ -36,6 +36,7 @@ cleanup() {
 	if [ "${KEEP:-}" = 1 ]; then echo "kept: $work" >&2; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
+trap 'echo "recording-cpu.sh: line $LINENO failed: $BASH_COMMAND" >&2' ERR
 
 go build -o "$work/citybridge" ./cmd/citybridge
 go build -o "$work/roomsim" ./cmd/roomsim
@@ -60,7 +61,7 @@ tech=$(grep -o '/rooms#t=[A-Za-z0-9_-]*' "$work/data/first-start.txt" | cut -d= 
 [ -n "$host" ] && [ -n "$tech" ] || { echo "no links in first-start.txt" >&2; cat "$work/server.log" >&2; exit 1; }
 
 api() { # METHOD PATH [BODY]: prints the status code; the body goes to $work/last
-	curl -sk -o "$work/last" -w '%{http_code}' -X "$1" -H "Authorization: Bearer $host" \
+	curl -sk --max-time 30 -o "$work/last" -w '%{http_code}' -X "$1" -H "Authorization: Bearer $host" \
 		-H 'Content-Type: application/json' ${3:+--data "$3"} "$base$2"
 }
 
@@ -80,14 +81,22 @@ fi
 
 ticks=$(getconf CLK_TCK)
 cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
-# window LABEL: the server's and roomsim's share of one core over WINDOW s
+# forwarded: the server's count of RTP packets forwarded (its /metrics,
+# open to this machine): the load the synthetic city put on it.
+forwarded() { curl -sk --retry 3 --max-time 10 "$base/metrics" | awk '$1 == "citybridge_rtp_packets_forwarded_total" { printf "%d\n", $2 }'; }
+# window LABEL: over WINDOW s, the server's and roomsim's share of one
+# core, the packets the server forwarded a second, and its CPU per
+# forwarded packet (µs): on this shared machine other programs starve
+# roomsim now and then, and the city then sends less, so the CPU per
+# packet is the steadier figure.
 window() {
-	local s0 g0 t0 s1 g1 t1
-	s0=$(cpu "$server"); g0=$(cpu "$gen"); t0=$(date +%s.%N)
+	local s0 g0 f0 t0 s1 g1 f1 t1
+	s0=$(cpu "$server"); g0=$(cpu "$gen"); f0=$(forwarded); t0=$(date +%s.%N)
 	sleep "$WINDOW"
-	s1=$(cpu "$server"); g1=$(cpu "$gen"); t1=$(date +%s.%N)
-	awk -v l="$1" -v s="$((s1 - s0))" -v g="$((g1 - g0))" -v a="$t0" -v b="$t1" -v hz="$ticks" -v load="$(cut -d' ' -f1-3 /proc/loadavg)" \
-		'BEGIN { d = b - a; printf "%s %.1f %.1f %s\n", l, 100 * s / hz / d, 100 * g / hz / d, load }'
+	s1=$(cpu "$server"); g1=$(cpu "$gen"); f1=$(forwarded); t1=$(date +%s.%N)
+	awk -v l="$1" -v s="$((s1 - s0))" -v g="$((g1 - g0))" -v f="$((f1 - f0))" -v a="$t0" -v b="$t1" -v hz="$ticks" \
+		-v load="$(cut -d' ' -f1-3 /proc/loadavg)" \
+		'BEGIN { d = b - a; printf "%s %.1f %.1f %.0f %.2f %s\n", l, 100 * s / hz / d, 100 * g / hz / d, f / d, (f > 0 ? 1e6 * s / hz / f : 0), load }'
 }
 
 : >"$work/windows"
@@ -106,16 +115,21 @@ done
 median() { sort -n | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.1f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 off=$(awk '$1 == "off" { print $2 }' "$work/windows" | median)
 on=$(awk '$1 == "on" { print $2 }' "$work/windows" | median)
+offpkt=$(awk '$1 == "off" { print $5 }' "$work/windows" | median)
+onpkt=$(awk '$1 == "on" { print $5 }' "$work/windows" | median)
+pps=$(awk '{ print $4 }' "$work/windows" | sort -n | tail -1)
 genmax=$(awk '{ print $3 }' "$work/windows" | sort -n | tail -1)
 segments=$(jq -r '[.segments[] | .track] | group_by(.) | map("\(.[0]) \(length)") | join(", ")' "$work/data/recordings/c1/manifest.json" 2>/dev/null || echo "none")
 receiving=$(curl -sk -H "Authorization: Bearer $tech" "$base/api/conferences/c1/bridges" | jq '[.[] | select(.state == "connected")] | length' 2>/dev/null || echo "?")
 
 echo "rooms: $ROOMS, pairs: $PAIRS, window: ${WINDOW} s, nproc $(nproc), load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "window server% roomsim% load1 load5 load15"
+echo "window server% roomsim% forwarded/s server-us/forwarded load1 load5 load15"
 cat "$work/windows"
-echo "median not recording: $off % of one core"
-echo "median recording:     $on % of one core"
-awk -v a="$off" -v b="$on" 'BEGIN { printf "added by the recording: %.1f %% of one core\n", b - a }'
+echo "median not recording: $off % of one core, $offpkt us per forwarded packet"
+echo "median recording:     $on % of one core, $onpkt us per forwarded packet"
+awk -v a="$off" -v b="$on" 'BEGIN { printf "added by the recording, raw: %.1f %% of one core\n", b - a }'
+awk -v a="$offpkt" -v b="$onpkt" -v p="$pps" \
+	'BEGIN { printf "added by the recording, per packet: %.2f us, at the busiest window'"'"'s %d packets/s: %.1f %% of one core\n", b - a, p, (b - a) * p / 1e4 }'
 echo "roomsim's largest window: $genmax % (its CPUs: $GEN_CPUS)"
 echo "segments recorded, by track: $segments"
 echo "bridges joined at the end (presence): $receiving"

@@ -29,7 +29,7 @@ type RecordingArchive interface {
 	OpenRecording(conference, file string) (RecordingReader, RecordingFile, error)
 	// DeleteRecordings removes all of conference's recordings and says
 	// how many files and bytes went: ErrRecordingBusy while it is
-	// recorded.
+	// recorded. A render of its minutes video under way is cancelled.
 	DeleteRecordings(conference string) (files int, bytes int64, err error)
 }
 
@@ -53,7 +53,8 @@ type Recordings struct {
 	Runs      []RecordingRun `json:"runs"`
 	// Segments are the tracks' files, as the recorder closed them.
 	Segments []RecordingFile `json:"segments"`
-	// Minutes are the rendered minutes videos (none yet).
+	// Minutes are the rendered minutes videos (minutes.mp4, once a
+	// render finished; kind "minutes", End when it was rendered).
 	Minutes []RecordingFile `json:"minutes"`
 	Files   int             `json:"files"`
 	Bytes   int64           `json:"bytes"`
@@ -167,8 +168,10 @@ func (a *API) downloadRecording(w http.ResponseWriter, r *http.Request) {
 	http.ServeContent(w, r, name, info.End, f)
 }
 
-// deleteRecordings removes a conference's recordings (administrators
-// only; audited as every change is). Refused while it is recorded.
+// deleteRecordings removes a conference's recordings, its minutes video
+// with them (administrators only; audited as every change is). Refused
+// while it is recorded; a render of its minutes video under way is
+// cancelled.
 func (a *API) deleteRecordings(w http.ResponseWriter, r *http.Request) {
 	c, ok := a.recordingsOf(w, r, func(g Grant, _ string) bool { return g.Role == RoleAdmin })
 	if !ok {

@@ -65,6 +65,19 @@ func (s *Server) Recordings(id string) (controlplane.Recordings, error) {
 		out.Files++
 		out.Bytes += sg.Bytes
 	}
+	switch info, err := s.archive().Minutes(id); {
+	case err == nil:
+		out.Minutes = append(out.Minutes, controlplane.RecordingFile{
+			File: info.File, URL: "/api/conferences/" + url.PathEscape(id) + "/recordings/" + url.PathEscape(info.File),
+			Kind: "minutes", Codec: "video/H264", End: info.Rendered, DurationMS: info.DurationMS,
+			Bytes: info.Bytes, SHA256: info.SHA256,
+		})
+		out.Files++
+		out.Bytes += info.Bytes
+	case !errors.Is(err, os.ErrNotExist):
+		// The segments are still worth listing.
+		s.log.Warn("recordings: the minutes video's description is unreadable", "conference", id, "err", err)
+	}
 	return out, nil
 }
 
@@ -95,8 +108,12 @@ func (s *Server) OpenRecording(id, file string) (controlplane.RecordingReader, c
 	return f, controlplane.RecordingFile{File: sg.File, End: sg.End, Bytes: sg.Bytes, SHA256: sg.SHA256}, nil
 }
 
-// DeleteRecordings removes a conference's recordings, unless it is being
-// recorded (or will resume recording). The conference's recorder, if
+// DeleteRecordings removes a conference's recordings, minutes video
+// included, unless it is being recorded (or will resume recording). A
+// render of its minutes video under way is cancelled first, and waited
+// for: the server renders after every stop, so refusing would refuse
+// every deletion in the minutes after a meeting, and ffmpeg must not
+// write into a directory being removed. The conference's recorder, if
 // this server made one, goes with them: the next recording starts a new
 // manifest.
 func (s *Server) DeleteRecordings(id string) (files int, bytes int64, err error) {
@@ -110,6 +127,9 @@ func (s *Server) DeleteRecordings(id string) (files int, bytes int64, err error)
 	}
 	if s.recordingWanted(id) || (c != nil && c.rec != nil && c.rec.Recording()) {
 		return 0, 0, controlplane.ErrRecordingBusy
+	}
+	if s.renderer().Stop(id) {
+		s.log.Info("minutes video cancelled: its recordings are being deleted", "conference", id)
 	}
 	files, bytes, err = s.archive().Remove(id)
 	if c != nil && err == nil {

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -392,4 +393,12 @@ func (b *byteSize) Set(s string) error {
 	}
 	*b = byteSize(v * mult)
 	return nil
+}
+
+// recordingsDir is --recordings, or recordings/ in the data directory.
+func (cfg Config) recordingsDir() string {
+	if cfg.Recordings != "" {
+		return cfg.Recordings
+	}
+	return filepath.Join(cfg.Data, "recordings")
 }

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"citybridge/controlplane"
+	"citybridge/sfu/record"
 )
 
 // A cluster's nodes answer for each other (docs/CLUSTER.md, "Observing
@@ -48,6 +49,27 @@ var liveRoutes = []string{
 	"POST /api/conferences/{id}/bridges/{bridge}/actions/{action}",
 	"POST /api/conferences/{id}/readiness",
 	"GET /api/conferences/{id}/readiness", // a check under way is the owner's
+	// Recording: the owner's recorder writes, and it renders the minutes
+	// after a stop, so their job's state is in its memory.
+	"POST /api/conferences/{id}/recording",
+	"DELETE /api/conferences/{id}/recording",
+	"GET /api/conferences/{id}/recording",
+	"POST /api/conferences/{id}/recording/minutes",
+	"DELETE /api/conferences/{id}/recording/minutes",
+}
+
+// archiveRoutes read or delete a conference's recorded files, which are
+// on the disk of the node that recorded them. A node that has the
+// conference's manifest answers from its own disk (so a download URL one
+// node listed works at that node, and a shared --recordings directory is
+// one archive for all); one that has none passes the request to the
+// conference's owner, which records it now; with no owner it answers
+// from its own disk (nothing). A conference recorded on two nodes (it
+// moved during a recording) has a part on each: each node lists its own.
+var archiveRoutes = []string{
+	"GET /api/conferences/{id}/recordings",
+	"GET /api/conferences/{id}/recordings/{file}",
+	"DELETE /api/conferences/{id}/recordings",
 }
 
 // peerTimeout bounds one node's answer for the links view: a node that
@@ -101,7 +123,24 @@ func (s *server) ownerForward(next http.Handler) http.Handler {
 	for _, p := range liveRoutes {
 		mux.Handle(p, s.toOwner(next))
 	}
+	toOwner := s.toOwner(next)
+	for _, p := range archiveRoutes {
+		mux.Handle(p, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if s.hasRecordings(r.PathValue("id")) {
+				next.ServeHTTP(w, r)
+				return
+			}
+			toOwner.ServeHTTP(w, r)
+		}))
+	}
 	return mux
+}
+
+// hasRecordings reports whether this node's recordings directory has a
+// manifest of conference.
+func (s *server) hasRecordings(conference string) bool {
+	_, err := record.Archive{Dir: s.cfg.recordingsDir()}.Manifest(conference)
+	return err == nil
 }
 
 // hasCredential says whether r presents a token or a login cookie. A

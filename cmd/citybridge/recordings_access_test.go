@@ -71,6 +71,33 @@ func fakeRecordingIn(t *testing.T, recordings, conference string) record.Segment
 	return s
 }
 
+// fakeMinutes puts a minutes video (8 KB of random bytes) and its
+// minutes.json in a conference's recording directory, as a finished
+// render leaves them.
+func fakeMinutes(t *testing.T, dir string) record.MinutesInfo {
+	t.Helper()
+	b := make([]byte, 8192)
+	_, _ = rand.Read(b)
+	path := filepath.Join(dir, record.MinutesName)
+	if err := os.WriteFile(path, b, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	sum, size, err := record.FileSum(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info := record.MinutesInfo{File: record.MinutesName, Bytes: size, SHA256: sum, DurationMS: 100000, Segments: 1,
+		Rendered: time.Now().UTC().Truncate(time.Second), RenderMS: 1234}
+	j, err := json.Marshal(info)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, record.MinutesInfoName), j, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	return info
+}
+
 // filesUnder is every file under dir with its content's checksum.
 func filesUnder(t *testing.T, dir string) map[string]string {
 	t.Helper()
@@ -136,6 +163,7 @@ func TestRecordingAccess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	minutes := fakeMinutes(t, dir)
 	// A file beside the recordings that no manifest lists, and one out
 	// of the recordings directory altogether.
 	if err := os.WriteFile(filepath.Join(dir, ".hidden.webm"), []byte("not listed"), 0o640); err != nil {
@@ -159,9 +187,14 @@ func TestRecordingAccess(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got.Files != len(m.Segments) || len(got.Segments) != len(m.Segments) || got.Bytes != m.Bytes() || got.Minutes == nil || got.Recording {
-				t.Fatalf("list: %d files, %d bytes, minutes %v, recording %v; the manifest has %d files, %d bytes",
-					got.Files, got.Bytes, got.Minutes, got.Recording, len(m.Segments), m.Bytes())
+			if got.Files != len(m.Segments)+1 || len(got.Segments) != len(m.Segments) || got.Bytes != m.Bytes()+minutes.Bytes || got.Recording {
+				t.Fatalf("list: %d files, %d bytes, recording %v; the manifest has %d files, %d bytes, the minutes video %d",
+					got.Files, got.Bytes, got.Recording, len(m.Segments), m.Bytes(), minutes.Bytes)
+			}
+			if len(got.Minutes) != 1 || got.Minutes[0].File != record.MinutesName || got.Minutes[0].Bytes != minutes.Bytes ||
+				got.Minutes[0].SHA256 != minutes.SHA256 || got.Minutes[0].DurationMS != minutes.DurationMS ||
+				got.Minutes[0].URL != base+"/"+record.MinutesName || !got.Minutes[0].End.Equal(minutes.Rendered) {
+				t.Errorf("minutes: %+v, minutes.json %+v", got.Minutes, minutes)
 			}
 			for i, s := range got.Segments {
 				w := m.Segments[i]
@@ -204,6 +237,7 @@ func TestRecordingAccess(t *testing.T) {
 			if content, err = os.ReadFile(filepath.Join(dir, seg.File)); err != nil {
 				t.Fatal(err)
 			}
+			minutes = fakeMinutes(t, dir)
 		}},
 	}
 	for _, op := range ops {
@@ -279,6 +313,62 @@ func TestRecordingAccess(t *testing.T) {
 		}
 	})
 
+	t.Run("minutes video", func(t *testing.T) {
+		video, err := os.ReadFile(filepath.Join(dir, record.MinutesName))
+		if err != nil {
+			t.Fatal(err)
+		}
+		seq := lastAuditSeq(t, ts)
+		resp, b := get(t, base+"/"+record.MinutesName, "Range", "bytes=1000-2999")
+		if resp.StatusCode != http.StatusPartialContent || !bytes.Equal(b, video[1000:3000]) ||
+			resp.Header.Get("Content-Range") != fmt.Sprintf("bytes 1000-2999/%d", len(video)) ||
+			resp.Header.Get("Content-Type") != "video/mp4" || resp.Header.Get("ETag") != `"`+minutes.SHA256+`"` {
+			t.Errorf("minutes.mp4 bytes=1000-2999: %d, %v, %d bytes (equal: %v)", resp.StatusCode, resp.Header,
+				len(b), bytes.Equal(b, video[1000:3000]))
+		}
+		if a := auditSince(t, ts, seq); len(a) != 1 || a[0].Action != "GET /api/conferences/{id}/recordings/{file}" || a[0].Target != base+"/"+record.MinutesName {
+			t.Errorf("the minutes video's download was not audited as a segment's is: %+v", a)
+		}
+		// Look-alikes of its name, its description, and its unfinished
+		// render are no file of the archive.
+		if err := os.WriteFile(filepath.Join(dir, record.MinutesName+".part"), []byte("not listed"), 0o640); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "Minutes.mp4"), []byte("not listed"), 0o640); err != nil {
+			t.Fatal(err)
+		}
+		seq = lastAuditSeq(t, ts)
+		for _, name := range []string{record.MinutesName + ".part", "Minutes.mp4", record.MinutesInfoName, "minutes.mp4%20",
+			"minutes.mp", "xminutes.mp4", "minutes.mp4%2F", "..%2Fc1%2F" + record.MinutesName} {
+			resp, b := get(t, base+"/"+name)
+			if resp.StatusCode != http.StatusBadRequest && resp.StatusCode != http.StatusNotFound {
+				t.Errorf("%s: %d %.100s, want 400 or 404", name, resp.StatusCode, b)
+			}
+			if bytes.Contains(b, []byte("not listed")) || bytes.Contains(b, video[:64]) || bytes.Contains(b, []byte(minutes.SHA256)) {
+				t.Errorf("%s: the answer holds a file: %.100s", name, b)
+			}
+		}
+		// A video no render described (one being renamed into place, say)
+		// is not served either.
+		info := filepath.Join(dir, record.MinutesInfoName)
+		described, err := os.ReadFile(info)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Remove(info); err != nil {
+			t.Fatal(err)
+		}
+		if resp, _ := get(t, base+"/"+record.MinutesName); resp.StatusCode != http.StatusNotFound {
+			t.Errorf("minutes.mp4 without minutes.json: %d, want 404", resp.StatusCode)
+		}
+		if a := auditSince(t, ts, seq); len(a) != 0 {
+			t.Errorf("refused downloads were audited as downloads: %+v", a)
+		}
+		if err := os.WriteFile(info, described, 0o640); err != nil {
+			t.Fatal(err)
+		}
+	})
+
 	t.Run("names that are no file of the manifest", func(t *testing.T) {
 		db, _ := os.ReadFile(filepath.Join(ts.cfg.Data, "citybridge.db"))
 		seq := lastAuditSeq(t, ts)
@@ -325,8 +415,10 @@ func TestRecordingAccess(t *testing.T) {
 		if resp.StatusCode != http.StatusOK || json.Unmarshal(b, &got) != nil || got.Files != 0 || len(got.Segments) != 0 {
 			t.Errorf("list after deletion: %d %s", resp.StatusCode, b)
 		}
-		if resp, _ := get(t, base+"/"+seg.File); resp.StatusCode != http.StatusNotFound {
-			t.Errorf("a deleted file: %d, want 404", resp.StatusCode)
+		for _, f := range []string{seg.File, record.MinutesName} {
+			if resp, _ := get(t, base+"/"+f); resp.StatusCode != http.StatusNotFound {
+				t.Errorf("a deleted file, %s: %d, want 404", f, resp.StatusCode)
+			}
 		}
 	})
 }

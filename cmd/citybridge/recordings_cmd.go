@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 
 	"citybridge/sfu/record"
 )
@@ -32,7 +31,7 @@ func recordingsCommand(args []string, getenv func(string) string, stdout, stderr
 		return 2
 	}
 	if *dir == "" {
-		*dir = filepath.Join(*data, "recordings")
+		*dir = Config{Data: *data}.recordingsDir()
 	}
 	if _, err := os.Stat(*dir); err != nil {
 		fmt.Fprintln(stderr, "citybridge recordings verify:", err)

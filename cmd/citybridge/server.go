@@ -221,13 +221,10 @@ func start(cfg Config, log *slog.Logger) (_ *server, err error) {
 		ICEServers: s.iceServers, CheckOrigin: s.origins.WebSocket, Monitor: s.mon,
 		MaxViewers: cfg.MaxViewers,
 		Recordings: signaling.RecordingConfig{
-			Dir: cfg.Recordings, MinFree: uint64(cfg.RecordingsMinFree), SegmentLength: cfg.RecordingSegment,
+			Dir: cfg.recordingsDir(), MinFree: uint64(cfg.RecordingsMinFree), SegmentLength: cfg.RecordingSegment,
 			LowSpace: s.recordingSpaceAlert,
 			Keep:     time.Duration(cfg.RecordingsKeep), Now: cfg.recordingsClock,
 		},
-	}
-	if sc.Recordings.Dir == "" {
-		sc.Recordings.Dir = filepath.Join(cfg.Data, "recordings")
 	}
 	if s.node != nil {
 		sc.Cluster = &nodeCluster{n: s.node, store: s.store, process: s.process, nodes: s.liveNodes, log: log, ttl: cfg.LeaseTTL,

@@ -71,8 +71,33 @@ func (a Archive) Manifest(conference string) (Manifest, error) {
 	return ReadManifest(dir)
 }
 
+// Minutes is conference's rendered minutes video, as MinutesInfoName
+// describes it (os.ErrNotExist: none rendered, or deleted). A video
+// being rendered has no description yet and is not there.
+func (a Archive) Minutes(conference string) (MinutesInfo, error) {
+	dir, err := a.ConferenceDir(conference)
+	if err != nil {
+		return MinutesInfo{}, err
+	}
+	info, err := ReadMinutesInfo(dir)
+	if err == nil && info.File != MinutesName {
+		// The renderer writes no other name: the description is not ours.
+		return MinutesInfo{}, fmt.Errorf("record: %s names %q, not %s", MinutesInfoName, info.File, MinutesName)
+	}
+	return info, err
+}
+
+// Segment is the minutes video as an entry of the archive: its file,
+// size, checksum and length, ending when it was rendered.
+func (info MinutesInfo) Segment() Segment {
+	return Segment{File: info.File, Kind: "minutes", Codec: "video/H264", End: info.Rendered,
+		DurationMS: info.DurationMS, Bytes: info.Bytes, SHA256: info.SHA256}
+}
+
 // Open opens one of conference's recorded files, by the name its
-// manifest gives it, with the manifest's entry for it.
+// manifest gives it, with the manifest's entry for it: a segment, or
+// MinutesName once a render described it in MinutesInfoName. No other
+// name opens anything.
 func (a Archive) Open(conference, file string) (*os.File, Segment, error) {
 	if !plainName(file) {
 		return nil, Segment{}, fmt.Errorf("record: file %q: %w", file, ErrBadName)
@@ -84,15 +109,26 @@ func (a Archive) Open(conference, file string) (*os.File, Segment, error) {
 	if err != nil {
 		return nil, Segment{}, err
 	}
-	i := slices.IndexFunc(m.Segments, func(s Segment) bool { return s.File == file })
-	if i < 0 {
+	var entry Segment
+	if i := slices.IndexFunc(m.Segments, func(s Segment) bool { return s.File == file }); i >= 0 {
+		entry = m.Segments[i]
+	} else if file == MinutesName {
+		info, err := a.Minutes(conference)
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, Segment{}, ErrNoFile
+		}
+		if err != nil {
+			return nil, Segment{}, err
+		}
+		entry = info.Segment()
+	} else {
 		return nil, Segment{}, ErrNoFile
 	}
 	f, err := os.Open(filepath.Join(a.Dir, conference, file))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, Segment{}, ErrNoFile
 	}
-	return f, m.Segments[i], err
+	return f, entry, err
 }
 
 // Remove deletes conference's recordings: its whole directory. It
@@ -170,8 +206,9 @@ type VerifyReport struct {
 	Problems    []Problem
 }
 
-// Verify checks every segment of every manifest against its size and
-// SHA-256, telling each problem to problem (nil: none) as it is found.
+// Verify checks every segment of every manifest, and every rendered
+// minutes video (MinutesInfoName), against its size and SHA-256, telling
+// each problem to problem (nil: none) as it is found.
 func (a Archive) Verify(problem func(Problem)) (VerifyReport, error) {
 	var rep VerifyReport
 	confs, err := a.Conferences()
@@ -191,29 +228,50 @@ func (a Archive) Verify(problem func(Problem)) (VerifyReport, error) {
 			add(Problem{Conference: c, What: "manifest unreadable: " + err.Error()})
 			continue
 		}
-		for _, s := range m.Segments {
+		files := m.Segments
+		switch info, err := a.Minutes(c); {
+		case err == nil:
+			files = append(slices.Clip(files), info.Segment())
+		case !errors.Is(err, os.ErrNotExist):
+			add(Problem{Conference: c, File: MinutesInfoName, What: "unreadable: " + err.Error()})
+		}
+		for _, s := range files {
 			rep.Files++
-			if !plainName(s.File) {
-				add(Problem{Conference: c, File: s.File, What: "not a plain file name"})
-				continue
-			}
-			sum, size, err := FileSum(filepath.Join(a.Dir, c, s.File))
-			switch {
-			case errors.Is(err, os.ErrNotExist):
-				add(Problem{Conference: c, File: s.File, What: "missing"})
-			case err != nil:
-				add(Problem{Conference: c, File: s.File, What: "unreadable: " + err.Error()})
-			case size != s.Bytes:
-				add(Problem{Conference: c, File: s.File, What: fmt.Sprintf("%d bytes, the manifest says %d", size, s.Bytes)})
-			case sum != s.SHA256:
-				add(Problem{Conference: c, File: s.File, What: "SHA-256 " + sum + ", the manifest says " + s.SHA256})
-			default:
+			if p, ok := a.verifyFile(c, s); ok {
 				rep.Good++
-				rep.Bytes += size
+				rep.Bytes += s.Bytes
+			} else {
+				add(p)
 			}
 		}
 	}
 	return rep, nil
+}
+
+// verifyFile checks one of conference's files against its entry.
+func (a Archive) verifyFile(conference string, s Segment) (Problem, bool) {
+	p, says := Problem{Conference: conference, File: s.File}, "the manifest says"
+	if s.Kind == "minutes" {
+		says = MinutesInfoName + " says"
+	}
+	if !plainName(s.File) {
+		p.What = "not a plain file name"
+		return p, false
+	}
+	sum, size, err := FileSum(filepath.Join(a.Dir, conference, s.File))
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		p.What = "missing"
+	case err != nil:
+		p.What = "unreadable: " + err.Error()
+	case size != s.Bytes:
+		p.What = fmt.Sprintf("%d bytes, %s %d", size, says, s.Bytes)
+	case sum != s.SHA256:
+		p.What = "SHA-256 " + sum + ", " + says + " " + s.SHA256
+	default:
+		return p, true
+	}
+	return p, false
 }
 
 // Expired lists the conferences whose recordings ended longer than keep

@@ -96,7 +96,8 @@ type job struct {
 	dir    string
 	spec   MinutesSpec
 	cancel context.CancelFunc
-	again  bool // asked for again while rendering: the manifest changed
+	again  bool          // asked for again while rendering: the manifest changed
+	done   chan struct{} // closed when its goroutine has ended
 }
 
 // NewRenderer prepares a renderer; renders start with Render.
@@ -133,7 +134,7 @@ func (r *Renderer) Render(conference, dir string, spec MinutesSpec) MinutesJob {
 
 func (r *Renderer) startLocked(conference, dir string, spec MinutesSpec) MinutesJob {
 	ctx, cancel := context.WithCancel(context.Background())
-	j := &job{MinutesJob: MinutesJob{Conference: conference, State: JobQueued, Queued: time.Now().UTC()}, dir: dir, spec: spec, cancel: cancel}
+	j := &job{MinutesJob: MinutesJob{Conference: conference, State: JobQueued, Queued: time.Now().UTC()}, dir: dir, spec: spec, cancel: cancel, done: make(chan struct{})}
 	r.jobs[conference] = j
 	r.wg.Add(1)
 	go r.run(ctx, j)
@@ -149,6 +150,26 @@ func (r *Renderer) Job(conference string) (MinutesJob, bool) {
 		return MinutesJob{}, false
 	}
 	return j.MinutesJob, true
+}
+
+// Stop cancels conference's render, queued or running, and waits until
+// it ended (ffmpeg killed, its unfinished file removed). It reports
+// whether there was one; a nil Renderer runs none.
+func (r *Renderer) Stop(conference string) bool {
+	if r == nil {
+		return false
+	}
+	r.mu.Lock()
+	j := r.jobs[conference]
+	if j == nil || (j.State != JobQueued && j.State != JobRendering) {
+		r.mu.Unlock()
+		return false
+	}
+	j.again = false
+	j.cancel()
+	r.mu.Unlock()
+	<-j.done
+	return true
 }
 
 // Cancel stops conference's render, queued or running (ffmpeg is killed
@@ -191,6 +212,7 @@ func (r *Renderer) update(j *job, f func(*MinutesJob)) {
 // run waits for a worker's place, renders, and records how it ended.
 func (r *Renderer) run(ctx context.Context, j *job) {
 	defer r.wg.Done()
+	defer close(j.done)
 	defer j.cancel()
 	log := r.log.With("conference", j.Conference)
 	r.update(j, func(*MinutesJob) {}) // queued

@@ -169,3 +169,47 @@ func TestRendererFails(t *testing.T) {
 		t.Errorf("no recording: %+v", j)
 	}
 }
+
+// TestRendererStop: Stop (the archive's deletion) cancels a render under
+// way and returns only once it has ended: the job cancelled, ffmpeg's
+// unfinished file and its work directory gone, nothing left for ffmpeg
+// to write into. A second Stop, and one of a conference never rendered,
+// find nothing.
+func TestRendererStop(t *testing.T) {
+	root := t.TempDir()
+	script := filepath.Join(root, "ffmpeg")
+	if err := os.WriteFile(script, []byte(fakeFFmpeg), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("STARTED", filepath.Join(root, "started"))
+	changes := make(chan MinutesJob, 100)
+	r := NewRenderer(RendererOptions{Workers: 1, FFmpeg: script, OnChange: func(j MinutesJob) { changes <- j }})
+	defer r.Close()
+	dir := jobDir(t, root, "c1")
+	r.Render("c1", dir, MinutesSpec{})
+	deadline := time.After(20 * time.Second)
+	for j, _ := r.Job("c1"); j.State != JobRendering || j.Percent != 25; j, _ = r.Job("c1") {
+		select {
+		case <-changes:
+		case <-deadline:
+			t.Fatalf("c1 never a quarter through: %+v", j)
+		}
+	}
+	if !r.Stop("c1") {
+		t.Fatal("Stop found no render under way")
+	}
+	if j, _ := r.Job("c1"); j.State != JobCancelled {
+		t.Errorf("after Stop: %+v, want cancelled", j)
+	}
+	left, _ := filepath.Glob(filepath.Join(dir, "*minutes*"))
+	if len(left) != 0 {
+		t.Errorf("after Stop the render left %v", left)
+	}
+	if r.Stop("c1") || r.Stop("c9") {
+		t.Error("Stop found a render where none runs")
+	}
+	var none *Renderer
+	if none.Stop("c1") {
+		t.Error("a nil Renderer stopped a render")
+	}
+}

@@ -38,13 +38,15 @@ type fakeTrack struct {
 	mu        sync.Mutex
 	tap       sfu.Tap
 	keyframes atomic.Int32
+	top       atomic.Int32                // what TopLayer says (0 unless a test sets it)
+	asked     [sfu.MaxLayers]atomic.Int32 // keyframe requests per layer
 }
 
 func (f *fakeTrack) PublisherID() string              { return "hub" }
 func (f *fakeTrack) Kind() webrtc.RTPCodecType        { return f.kind }
 func (f *fakeTrack) Codec() webrtc.RTPCodecParameters { return f.codec }
-func (f *fakeTrack) TopLayer() int                    { return 0 }
-func (f *fakeTrack) RequestKeyframe(int)              { f.keyframes.Add(1) }
+func (f *fakeTrack) TopLayer() int                    { return int(f.top.Load()) }
+func (f *fakeTrack) RequestKeyframe(l int)            { f.keyframes.Add(1); f.asked[l].Add(1) }
 func (f *fakeTrack) SetTap(t sfu.Tap)                 { f.mu.Lock(); f.tap = t; f.mu.Unlock() }
 func (f *fakeTrack) send(p *rtp.Packet)               { f.mu.Lock(); t := f.tap; f.mu.Unlock(); t.Packet(0, p) }
 func codec(mime string, rate uint32) webrtc.RTPCodecParameters {

@@ -74,7 +74,11 @@ type trackWriter struct {
 	video  bool
 	pool   *sync.Pool
 
-	layer   atomic.Int32 // the layer recorded (video: the top one received)
+	layer atomic.Int32 // the layer recorded (video: the top one received)
+	// media is when each layer's last packet with media came (unix ns,
+	// the recorder's clock; padding does not count): the read loops
+	// write it, check reads it.
+	media   [sfu.MaxLayers]atomic.Int64
 	queue   chan *packetBuf
 	dropped atomic.Uint64
 	stop    chan struct{}
@@ -96,6 +100,8 @@ type trackWriter struct {
 	lastMS    int64
 	askedAt   time.Time // the last keyframe request
 	lastFrame time.Time
+	layerAt   time.Time // when the recorded layer last changed (or the writer started)
+	fellBack  bool      // the recorded layer is one taken because a better one stalled
 }
 
 func newTrackWriter(r *Recorder, src Source) *trackWriter {
@@ -110,6 +116,7 @@ func newTrackWriter(r *Recorder, src Source) *trackWriter {
 		w.clock = 90000
 	}
 	w.layer.Store(int32(max(src.Track.TopLayer(), 0)))
+	w.layerAt = r.opt.Now()
 	w.resetBuilder()
 	return w
 }
@@ -139,6 +146,11 @@ func (w *trackWriter) resetBuilder() {
 // never waits. A full queue (the disk slower than the media) drops the
 // packet and counts it.
 func (w *trackWriter) Packet(layer int, p *rtp.Packet) {
+	var now time.Time
+	if w.video && layer >= 0 && layer < sfu.MaxLayers && len(p.Payload) > 0 {
+		now = w.rec.opt.Now()
+		w.media[layer].Store(now.UnixNano())
+	}
 	if int32(layer) != w.layer.Load() {
 		return
 	}
@@ -149,7 +161,10 @@ func (w *trackWriter) Packet(layer int, p *rtp.Packet) {
 		w.dropped.Add(1)
 		return
 	}
-	pb.n, pb.layer, pb.at = n, int32(layer), w.rec.opt.Now()
+	if now.IsZero() {
+		now = w.rec.opt.Now()
+	}
+	pb.n, pb.layer, pb.at = n, int32(layer), now
 	select {
 	case w.queue <- pb:
 	default:
@@ -162,7 +177,7 @@ func (w *trackWriter) Packet(layer int, p *rtp.Packet) {
 // segments; then the open segment is closed.
 func (w *trackWriter) run() {
 	defer close(w.done)
-	tick := time.NewTicker(500 * time.Millisecond)
+	tick := time.NewTicker(checkEvery)
 	defer tick.Stop()
 	w.askKeyframe()
 	for {
@@ -201,20 +216,40 @@ func (w *trackWriter) packet(pb *packetBuf) {
 	}
 }
 
-// check runs twice a second: the recorded layer follows the top layer
-// received, a segment waiting for its keyframe asks again, and a track
-// gone quiet closes its segment (so a closed track's last minutes get
-// their checksum).
+// checkEvery is how often check runs.
+const checkEvery = 250 * time.Millisecond
+
+// stallAfter is how long the recorded layer may bring no media while a
+// lower one does before the recording falls back to the lower one. The
+// track's TopLayer notices a stopped layer later (sfu's layerIdle), and
+// not at all while the publisher sends it padding or a frame now and
+// then: a starved Chromium pauses its top layer for seconds.
+const stallAfter = 750 * time.Millisecond
+
+// check runs every checkEvery: the recorded layer follows the top layer
+// received, falls back to the best layer still flowing when it stalls,
+// a segment waiting for its keyframe asks again, and a track gone quiet
+// closes its segment (so a closed track's last minutes get their
+// checksum).
 func (w *trackWriter) check() {
 	now := w.rec.opt.Now()
 	if w.video {
-		if top := w.track.TopLayer(); top >= 0 && int32(top) != w.layer.Load() && w.switchNow(top) {
+		cur := int(w.layer.Load())
+		if l := w.fallback(now); l >= 0 {
+			w.rec.log.Info("recorded layer stalled: falling back", "track", w.label,
+				"from", sfu.RIDForLayer(cur), "layer", sfu.RIDForLayer(l))
+			w.changeLayer(l, now)
+			w.fellBack = true
+			return
+		}
+		top := w.track.TopLayer()
+		if top > cur && w.fellBack && !w.flowing(top, now) {
+			top = -1 // the layer that stalled is still said to be top: not back yet
+		}
+		if top >= 0 && top != cur && w.switchNow(top) {
 			w.rec.log.Info("recorded layer changes", "track", w.label, "layer", sfu.RIDForLayer(top))
-			w.flush()
-			w.closeSegment()
-			w.layer.Store(int32(top))
-			w.resetBuilder()
-			w.askKeyframe()
+			w.changeLayer(top, now)
+			w.fellBack = false
 			return
 		}
 		if w.seg == nil || w.due() {
@@ -224,6 +259,47 @@ func (w *trackWriter) check() {
 	if w.seg != nil && now.Sub(w.lastFrame) > w.rec.opt.IdleClose {
 		w.closeSegment()
 	}
+}
+
+// changeLayer closes the segment of the layer recorded and records
+// layer l from its next keyframe.
+func (w *trackWriter) changeLayer(l int, now time.Time) {
+	w.flush()
+	w.closeSegment()
+	w.layer.Store(int32(l))
+	w.layerAt = now
+	w.resetBuilder()
+	w.askedAt = time.Time{} // the old layer's last request does not delay the new one's
+	w.askKeyframe()
+}
+
+// flowing says whether layer l brought media within stallAfter.
+func (w *trackWriter) flowing(l int, now time.Time) bool {
+	at := w.media[l].Load()
+	return at != 0 && now.Sub(time.Unix(0, at)) < stallAfter
+}
+
+// fallback is the layer to record now because the recorded one stalled:
+// no media for stallAfter (counted from its last packet, or from when it
+// was chosen) while a lower one flows; the best such. -1: none.
+func (w *trackWriter) fallback(now time.Time) int {
+	cur := int(w.layer.Load())
+	if cur <= 0 || cur >= sfu.MaxLayers {
+		return -1
+	}
+	last := w.layerAt
+	if at := w.media[cur].Load(); at != 0 && time.Unix(0, at).After(last) {
+		last = time.Unix(0, at)
+	}
+	if now.Sub(last) < stallAfter {
+		return -1
+	}
+	for l := cur - 1; l >= 0; l-- {
+		if w.flowing(l, now) {
+			return l
+		}
+	}
+	return -1
 }
 
 // layerSettle is how young a segment may be and still change layer
@@ -236,9 +312,19 @@ const layerSettle = 10 * time.Second
 // segment is young, or when the segment is due anyway. Otherwise a
 // better layer waits for the next cut, so the picture does not stop while
 // its keyframe is awaited.
+//
+// After a fallback (fellBack) the layer that stalled, flowing again,
+// waits for the cut, so a layer that stops and starts does not cut a
+// segment and wait for a keyframe each time: a segment counts as young
+// only within two checks of its start (the cut itself is made by frame,
+// on the keyframe asked for when due, between two checks).
 func (w *trackWriter) switchNow(top int) bool {
+	young := layerSettle
+	if w.fellBack {
+		young = 2 * checkEvery
+	}
 	return int32(top) < w.layer.Load() || w.seg == nil || w.due() ||
-		w.mediaMS() < layerSettle.Milliseconds()
+		w.mediaMS() < young.Milliseconds()
 }
 
 // due says whether the open segment has reached its length, in media

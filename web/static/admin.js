@@ -148,7 +148,8 @@ function size(bytes) {
 
 // renderRecordings lists each conference's recordings (administrators and
 // hosts: the API answers a conference's chair and the administrators):
-// how many files and how large, each file's download link, and for an
+// how many files and how large, each file's download link (the segments,
+// then the minutes video, named as such), and for an
 // administrator a delete button (refused by the server while recording).
 function renderRecordings(admin) {
   const me = page.me;
@@ -172,7 +173,8 @@ function renderRecordings(admin) {
           a.href = s.url;
           a.download = s.file;
           a.textContent = s.file;
-          li.append(a, ` · ${size(s.bytes)}` + (s.by ? ` · ${t("rec_by", { by: s.by })}` : ""));
+          const what = s.kind === "minutes" ? ` · ${t("rec_minutes", { min: Math.round(s.duration_ms / 60000) })}` : "";
+          li.append(a, ` · ${size(s.bytes)}` + what + (s.by ? ` · ${t("rec_by", { by: s.by })}` : ""));
           li.title = `SHA-256 ${s.sha256}`;
           list.append(li);
         }

@@ -41,6 +41,9 @@ const (
 // ErrNoJob: no render of that conference's minutes is known.
 var ErrNoJob = errors.New("no minutes video job for this conference")
 
+// ErrRendererClosed: the server is shutting down and renders nothing more.
+var ErrRendererClosed = errors.New("the server is shutting down: no minutes video is rendered")
+
 // MinutesJob is a render's state, as the API shows it.
 type MinutesJob struct {
 	Conference string    `json:"conference"`
@@ -123,6 +126,9 @@ func NewRenderer(opt RendererOptions) *Renderer {
 // dir. A render of it already queued or running is returned as it is
 // (and runs once more when it ends, for what was recorded since).
 func (r *Renderer) Render(conference, dir string, spec MinutesSpec) MinutesJob {
+	if r == nil { // the server is shutting down (its renderer closed, none made)
+		return MinutesJob{Conference: conference, State: JobFailed, Error: ErrRendererClosed.Error()}
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if j := r.jobs[conference]; j != nil && (j.State == JobQueued || j.State == JobRendering) {
@@ -143,6 +149,9 @@ func (r *Renderer) startLocked(conference, dir string, spec MinutesSpec) Minutes
 
 // Job is conference's newest render.
 func (r *Renderer) Job(conference string) (MinutesJob, bool) {
+	if r == nil {
+		return MinutesJob{}, false
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	j := r.jobs[conference]
@@ -175,6 +184,9 @@ func (r *Renderer) Stop(conference string) bool {
 // Cancel stops conference's render, queued or running (ffmpeg is killed
 // and its unfinished file removed). ErrNoJob when none is.
 func (r *Renderer) Cancel(conference string) (MinutesJob, error) {
+	if r == nil {
+		return MinutesJob{}, ErrNoJob
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	j := r.jobs[conference]

@@ -213,3 +213,22 @@ func TestRendererStop(t *testing.T) {
 		t.Error("a nil Renderer stopped a render")
 	}
 }
+
+// TestRendererNil: a server shutting down has no renderer (closed before
+// it was ever made); its API and floor messages still ask it, and get
+// answers, not a crash.
+func TestRendererNil(t *testing.T) {
+	var r *Renderer
+	if j := r.Render("c1", t.TempDir(), MinutesSpec{}); j.State != JobFailed || j.Error == "" {
+		t.Errorf("Render on no renderer: %+v, want failed with its reason", j)
+	}
+	if _, ok := r.Job("c1"); ok {
+		t.Error("Job on no renderer found one")
+	}
+	if _, err := r.Cancel("c1"); !errors.Is(err, ErrNoJob) {
+		t.Errorf("Cancel on no renderer: %v, want ErrNoJob", err)
+	}
+	if r.Stop("c1") {
+		t.Error("Stop on no renderer stopped something")
+	}
+}

@@ -40,6 +40,7 @@ var binary = sync.OnceValues(func() (string, error) {
 // process is a citybridge binary running on a data directory.
 type process struct {
 	cmd    *exec.Cmd
+	exited chan error // its Wait's result, once it ended (put back after reading)
 	base   string
 	data   string
 	client *http.Client
@@ -83,20 +84,77 @@ func startBinaryOn(t *testing.T, data, addr string, udpPort int, extra ...string
 		"--udp-port", strconv.Itoa(udpPort), "--media-allow", "127.0.0.0/8", "--reconnect-grace", "1s",
 		"--turn=false")
 	p.cmd.Args = append(p.cmd.Args, extra...)
-	p.cmd.Stdout, p.cmd.Stderr = io.Discard, io.Discard
+	out := &syncBuffer{} // what it says, for when it does not come up
+	p.cmd.Stdout, p.cmd.Stderr = out, out
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = p.cmd.Process.Kill(); _ = p.cmd.Wait() })
-	waitFor(t, 20*time.Second, "a healthy /healthz", func() bool {
+	exited := make(chan error, 1)
+	p.exited = exited
+	go func() { exited <- p.cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = p.cmd.Process.Kill()
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+		}
+	})
+	healthy := func() bool {
 		resp, err := p.client.Get(p.base + "/healthz")
 		if err != nil {
 			return false
 		}
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusOK
-	})
+	}
+	for deadline := time.Now().Add(20 * time.Second); !healthy(); {
+		select {
+		case err := <-exited:
+			exited <- err // (for the cleanup)
+			t.Fatalf("citybridge serve on %s exited before it was healthy (%v); it said:\n%s", addr, err, tail(out.String(), 4000))
+		case <-time.After(100 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("citybridge serve on %s not healthy after 20 s; it said:\n%s", addr, tail(out.String(), 4000))
+		}
+	}
 	return p
+}
+
+// wait waits until the process has ended (after a kill).
+func (p *process) wait() {
+	err := <-p.exited
+	p.exited <- err
+}
+
+// tail is the end of s, at most n bytes.
+func tail(s string, n int) string {
+	if len(s) > n {
+		return "…" + s[len(s)-n:]
+	}
+	return s
+}
+
+// freeTCPUDPPort returns a port number free on 127.0.0.1 for both TCP and
+// UDP a moment ago: the media port takes both (ICE over UDP and TCP), and
+// a number free for one protocol may be another test's for the other.
+func freeTCPUDPPort(t *testing.T) int {
+	t.Helper()
+	for range 50 {
+		u, err := net.ListenPacket("udp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := u.LocalAddr().(*net.UDPAddr).Port
+		l, err := net.Listen("tcp4", fmt.Sprintf("127.0.0.1:%d", port))
+		u.Close()
+		if err == nil {
+			l.Close()
+			return port
+		}
+	}
+	t.Fatal("no port free for both TCP and UDP in 50 tries")
+	return 0
 }
 
 // firstStart returns what the first start wrote to the data directory's
@@ -238,7 +296,7 @@ func TestAttendanceSurvivesRestart(t *testing.T) {
 	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	_ = p.cmd.Wait()
+	p.wait()
 
 	q := startBinary(t, data)
 	after := record(q)

@@ -67,7 +67,7 @@ func TestBackupRestore(t *testing.T) {
 		t.Fatalf("a restore while the server runs succeeded: %s", out)
 	}
 	_ = p.cmd.Process.Signal(os.Interrupt)
-	_ = p.cmd.Wait()
+	p.wait()
 
 	foreign := filepath.Join(dir, "foreign.db")
 	if err := os.WriteFile(foreign, []byte("not a database"), 0o600); err != nil {

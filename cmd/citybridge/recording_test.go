@@ -27,8 +27,8 @@ func TestRecordingSurvivesKill(t *testing.T) {
 	requireMediaPass(t) // a real process, real-time media: not under the race detector
 	recordtest.NeedTools(t, "ffprobe", "ffmpeg")
 	data := filepath.Join(t.TempDir(), "data")
-	addr := fmt.Sprintf("127.0.0.1:%d", freeUDPPort(t))
-	udp := freeUDPPort(t)
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	udp := freeTCPUDPPort(t)
 	flags := []string{"--recording-segment", "3s", "--recordings-min-free", "100MB"}
 	p := startBinaryOn(t, data, addr, udp, flags...)
 	host := p.link(t, "/host")
@@ -65,7 +65,7 @@ func TestRecordingSurvivesKill(t *testing.T) {
 		return v >= 2 && a >= 2, fmt.Sprintf("camera %d, audio %d", v, a)
 	})
 	_ = p.cmd.Process.Kill()
-	_ = p.cmd.Wait()
+	p.wait()
 	killed := time.Now()
 
 	before, err := record.ReadManifest(dir)

@@ -25,8 +25,8 @@ import (
 func TestResumeAfterServerRestart(t *testing.T) {
 	requireMediaPass(t) // not parallel: it needs the machine's CPU to itself
 	data := filepath.Join(t.TempDir(), "data")
-	addr := fmt.Sprintf("127.0.0.1:%d", freeUDPPort(t)) // a free port number, used for TCP
-	udp := freeUDPPort(t)
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	udp := freeTCPUDPPort(t)
 	p := startBinaryOn(t, data, addr, udp)
 	tech, host := p.link(t, "/rooms"), p.link(t, "/host")
 	conf := "c1"
@@ -83,7 +83,7 @@ func TestResumeAfterServerRestart(t *testing.T) {
 	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	_ = p.cmd.Wait()
+	p.wait()
 	killed := time.Now()
 	time.Sleep(2 * time.Second) // the outage: two seconds with no server at all
 	q := startBinaryOn(t, data, addr, udp)

@@ -238,7 +238,7 @@ func (r *Renderer) update(j *job, f func(*MinutesJob)) {
 func (r *Renderer) run(ctx context.Context, j *job) {
 	defer r.wg.Done()
 	defer j.cancel()
-	log := r.log.With("conference", j.Conference, "file", MinutesFileName(j.spec))
+	log := r.log.With("conference", j.Conference, "video", MinutesFileName(j.spec))
 	r.update(j, func(*MinutesJob) {}) // queued
 	select {
 	case r.sem <- struct{}{}:

@@ -65,18 +65,20 @@ func (s *Server) Recordings(id string) (controlplane.Recordings, error) {
 		out.Files++
 		out.Bytes += sg.Bytes
 	}
-	switch info, err := s.archive().Minutes(id); {
-	case err == nil:
+	infos, err := s.archive().MinutesVideos(id)
+	if err != nil {
+		// The segments are still worth listing.
+		s.log.Warn("recordings: a minutes video's description is unreadable", "conference", id, "err", err)
+	}
+	for _, info := range infos {
+		sg := info.Segment()
 		out.Minutes = append(out.Minutes, controlplane.RecordingFile{
-			File: info.File, URL: "/api/conferences/" + url.PathEscape(id) + "/recordings/" + url.PathEscape(info.File),
-			Kind: "minutes", Codec: "video/H264", End: info.Rendered, DurationMS: info.DurationMS,
-			Bytes: info.Bytes, SHA256: info.SHA256,
+			File: sg.File, URL: "/api/conferences/" + url.PathEscape(id) + "/recordings/" + url.PathEscape(sg.File),
+			Kind: sg.Kind, Codec: sg.Codec, Start: sg.Start, End: sg.End, DurationMS: sg.DurationMS,
+			Bytes: sg.Bytes, SHA256: sg.SHA256,
 		})
 		out.Files++
-		out.Bytes += info.Bytes
-	case !errors.Is(err, os.ErrNotExist):
-		// The segments are still worth listing.
-		s.log.Warn("recordings: the minutes video's description is unreadable", "conference", id, "err", err)
+		out.Bytes += sg.Bytes
 	}
 	return out, nil
 }

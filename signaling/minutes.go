@@ -2,6 +2,7 @@ package signaling
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sync"
@@ -63,8 +64,10 @@ func (s *Server) recordingDir(id string) string {
 	return filepath.Join(s.cfg.Recordings.Dir, id)
 }
 
-// RenderMinutes queues a render of conference id's minutes video.
-func (s *Server) RenderMinutes(id string) (controlplane.MinutesJob, error) {
+// RenderMinutes queues a render of conference id's minutes video: the
+// whole recording, or the range asked for (refused at once when nothing
+// was recorded in it: the plan is made here first, as the render will).
+func (s *Server) RenderMinutes(id string, rng controlplane.MinutesRange) (controlplane.MinutesJob, error) {
 	dir := s.recordingDir(id)
 	if dir == "" {
 		return controlplane.MinutesJob{}, errNoRecordings
@@ -76,7 +79,21 @@ func (s *Server) RenderMinutes(id string) (controlplane.MinutesJob, error) {
 	if err != nil {
 		return controlplane.MinutesJob{}, err
 	}
-	return controlplane.MinutesJob(s.renderer().Render(id, dir, s.minutesSpec(id))), nil
+	spec := s.minutesSpec(id)
+	if !rng.Whole() {
+		spec.From, spec.To = rng.From, rng.To
+		var outside *record.RangeError
+		_, err := record.PlanMinutes(m, dir, spec)
+		switch {
+		case errors.As(err, &outside):
+			return controlplane.MinutesJob{}, fmt.Errorf("%w: %s", controlplane.ErrRangeNotRecorded, outside.Error())
+		case errors.Is(err, record.ErrNothingRecorded):
+			return controlplane.MinutesJob{}, controlplane.ErrNothingToRender
+		case err != nil:
+			return controlplane.MinutesJob{}, err
+		}
+	}
+	return controlplane.MinutesJob(s.renderer().Render(id, dir, spec)), nil
 }
 
 // CancelMinutes stops conference id's render under way.
@@ -122,7 +139,7 @@ func (s *Server) minutesSpec(id string) record.MinutesSpec {
 // minutesAfterStop renders the minutes once a person stopped the
 // recording.
 func (c *conference) minutesAfterStop() {
-	if _, err := c.srv.RenderMinutes(c.id); err != nil {
+	if _, err := c.srv.RenderMinutes(c.id, controlplane.MinutesRange{}); err != nil {
 		c.log.Warn("minutes video not rendered", "err", err)
 	}
 }

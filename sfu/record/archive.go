@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -71,26 +72,38 @@ func (a Archive) Manifest(conference string) (Manifest, error) {
 	return ReadManifest(dir)
 }
 
-// Minutes is conference's rendered minutes video, as MinutesInfoName
-// describes it (os.ErrNotExist: none rendered, or deleted). A video
-// being rendered has no description yet and is not there.
-func (a Archive) Minutes(conference string) (MinutesInfo, error) {
+// MinutesVideos is every rendered minutes video of conference, the whole
+// meeting's (MinutesName) and any range's, as their descriptions
+// (minutes*.json) say: none when none is rendered. A video being rendered
+// has no description yet and is not there. A description naming anything
+// but a minutes video (minutes*.mp4) is refused: the renderer writes no
+// other name.
+func (a Archive) MinutesVideos(conference string) ([]MinutesInfo, error) {
 	dir, err := a.ConferenceDir(conference)
 	if err != nil {
-		return MinutesInfo{}, err
+		return nil, err
 	}
-	info, err := ReadMinutesInfo(dir)
-	if err == nil && info.File != MinutesName {
-		// The renderer writes no other name: the description is not ours.
-		return MinutesInfo{}, fmt.Errorf("record: %s names %q, not %s", MinutesInfoName, info.File, MinutesName)
+	infos, err := MinutesFiles(dir)
+	if err != nil {
+		return nil, err
 	}
-	return info, err
+	for _, info := range infos {
+		if !plainName(info.File) || !strings.HasPrefix(info.File, "minutes") || filepath.Ext(info.File) != ".mp4" {
+			return nil, fmt.Errorf("record: a minutes description names %q, not a minutes video", info.File)
+		}
+	}
+	return infos, nil
 }
 
-// Segment is the minutes video as an entry of the archive: its file,
-// size, checksum and length, ending when it was rendered.
+// Segment is a minutes video as an entry of the archive: its file, size,
+// checksum and length; a range's starts and ends with it, the whole
+// meeting's ends when it was rendered.
 func (info MinutesInfo) Segment() Segment {
-	return Segment{File: info.File, Kind: "minutes", Codec: "video/H264", End: info.Rendered,
+	end := info.Rendered
+	if !info.To.IsZero() {
+		end = info.To
+	}
+	return Segment{File: info.File, Kind: "minutes", Codec: "video/H264", Start: info.From, End: end,
 		DurationMS: info.DurationMS, Bytes: info.Bytes, SHA256: info.SHA256}
 }
 
@@ -112,15 +125,16 @@ func (a Archive) Open(conference, file string) (*os.File, Segment, error) {
 	var entry Segment
 	if i := slices.IndexFunc(m.Segments, func(s Segment) bool { return s.File == file }); i >= 0 {
 		entry = m.Segments[i]
-	} else if file == MinutesName {
-		info, err := a.Minutes(conference)
-		if errors.Is(err, os.ErrNotExist) {
-			return nil, Segment{}, ErrNoFile
-		}
+	} else if strings.HasPrefix(file, "minutes") {
+		infos, err := a.MinutesVideos(conference)
 		if err != nil {
 			return nil, Segment{}, err
 		}
-		entry = info.Segment()
+		i := slices.IndexFunc(infos, func(info MinutesInfo) bool { return info.File == file })
+		if i < 0 {
+			return nil, Segment{}, ErrNoFile
+		}
+		entry = infos[i].Segment()
 	} else {
 		return nil, Segment{}, ErrNoFile
 	}
@@ -207,7 +221,7 @@ type VerifyReport struct {
 }
 
 // Verify checks every segment of every manifest, and every rendered
-// minutes video (MinutesInfoName), against its size and SHA-256, telling
+// minutes video (its minutes*.json), against its size and SHA-256, telling
 // each problem to problem (nil: none) as it is found.
 func (a Archive) Verify(problem func(Problem)) (VerifyReport, error) {
 	var rep VerifyReport
@@ -229,11 +243,12 @@ func (a Archive) Verify(problem func(Problem)) (VerifyReport, error) {
 			continue
 		}
 		files := m.Segments
-		switch info, err := a.Minutes(c); {
-		case err == nil:
-			files = append(slices.Clip(files), info.Segment())
-		case !errors.Is(err, os.ErrNotExist):
+		if infos, err := a.MinutesVideos(c); err != nil {
 			add(Problem{Conference: c, File: MinutesInfoName, What: "unreadable: " + err.Error()})
+		} else {
+			for _, info := range infos {
+				files = append(slices.Clip(files), info.Segment())
+			}
 		}
 		for _, s := range files {
 			rep.Files++

@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,11 +24,27 @@ import (
 // at most one render per CPU, each niced to the lowest priority with one
 // thread for decoding, filtering and encoding, so a live meeting on the
 // same machine keeps its CPU. It lands beside the segments as
-// MinutesName, described by MinutesInfoName.
+// MinutesName, described by MinutesInfoName; a render of a range of the
+// meeting as MinutesFileName's name, so it never replaces the whole.
 const (
 	MinutesName     = "minutes.mp4"
 	MinutesInfoName = "minutes.json"
 )
+
+// MinutesFileName is the video a render of spec makes: MinutesName for
+// the whole recording, minutes-<from>-<to>.mp4 for a range, its ends in
+// UTC (20261206T090500Z, with the fraction of a second only when there
+// is one: 20261206T090500.25Z), nothing a URL or a shell would escape.
+func MinutesFileName(spec MinutesSpec) string {
+	if spec.Whole() {
+		return MinutesName
+	}
+	f := func(t time.Time) string { return t.UTC().Format("20060102T150405.999") + "Z" }
+	return "minutes-" + f(spec.From) + "-" + f(spec.To) + ".mp4"
+}
+
+// minutesInfoFile is the description beside video file name.
+func minutesInfoFile(name string) string { return strings.TrimSuffix(name, ".mp4") + ".json" }
 
 // Job states.
 const (
@@ -49,6 +66,8 @@ type MinutesJob struct {
 	Conference string    `json:"conference"`
 	State      string    `json:"state"`
 	Percent    int       `json:"percent"`
+	From       time.Time `json:"from,omitzero"` // the range rendered; zero: the whole recording
+	To         time.Time `json:"to,omitzero"`
 	File       string    `json:"file,omitempty"` // in the conference's recording directory, once done
 	DurationMS int64     `json:"durationMs,omitempty"`
 	Queued     time.Time `json:"queued"`
@@ -57,7 +76,8 @@ type MinutesJob struct {
 	Error      string    `json:"error,omitempty"`
 }
 
-// MinutesInfo is MinutesInfoName: what the last render made.
+// MinutesInfo is MinutesInfoName (or a range's description beside its
+// video): what the last render made.
 type MinutesInfo struct {
 	File       string    `json:"file"`
 	Bytes      int64     `json:"bytes"`
@@ -66,6 +86,9 @@ type MinutesInfo struct {
 	Segments   int       `json:"segments"` // how many of the manifest's it shows
 	Rendered   time.Time `json:"rendered"`
 	RenderMS   int64     `json:"renderMs"`
+	// From and To: the range of the meeting it shows (zero: the whole).
+	From time.Time `json:"from,omitzero"`
+	To   time.Time `json:"to,omitzero"`
 }
 
 // RendererOptions configure a Renderer.
@@ -90,12 +113,14 @@ type Renderer struct {
 	nice string // the nice binary, "" where there is none
 	wg   sync.WaitGroup
 
-	mu   sync.Mutex
-	jobs map[string]*job
+	mu     sync.Mutex
+	jobs   map[string]*job // by key: those under way, and each conference's newest
+	newest map[string]*job // by conference
 }
 
 type job struct {
 	MinutesJob
+	key    string // the conference and its video's name: one render of each at a time
 	dir    string
 	spec   MinutesSpec
 	cancel context.CancelFunc
@@ -117,31 +142,43 @@ func NewRenderer(opt RendererOptions) *Renderer {
 	if opt.Logger == nil {
 		opt.Logger = slog.Default()
 	}
-	r := &Renderer{opt: opt, log: opt.Logger, sem: make(chan struct{}, opt.Workers), jobs: map[string]*job{}}
+	r := &Renderer{opt: opt, log: opt.Logger, sem: make(chan struct{}, opt.Workers), jobs: map[string]*job{}, newest: map[string]*job{}}
 	r.nice, _ = exec.LookPath("nice")
 	return r
 }
 
 // Render queues a render of conference's minutes from the recording in
-// dir. A render of it already queued or running is returned as it is
-// (and runs once more when it ends, for what was recorded since).
+// dir (the whole, or spec's range). The same render (the same video)
+// already queued or running is returned as it is (and runs once more
+// when it ends, for what was recorded since); renders of other ranges
+// run beside it, each in a worker's place.
 func (r *Renderer) Render(conference, dir string, spec MinutesSpec) MinutesJob {
 	if r == nil { // the server is shutting down (its renderer closed, none made)
 		return MinutesJob{Conference: conference, State: JobFailed, Error: ErrRendererClosed.Error()}
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if j := r.jobs[conference]; j != nil && (j.State == JobQueued || j.State == JobRendering) {
+	if j := r.jobs[jobKey(conference, spec)]; j != nil && j.active() {
 		j.again, j.spec = true, spec
 		return j.MinutesJob
 	}
 	return r.startLocked(conference, dir, spec)
 }
 
+func jobKey(conference string, spec MinutesSpec) string {
+	return conference + "/" + MinutesFileName(spec)
+}
+
+func (j *job) active() bool { return j.State == JobQueued || j.State == JobRendering }
+
 func (r *Renderer) startLocked(conference, dir string, spec MinutesSpec) MinutesJob {
 	ctx, cancel := context.WithCancel(context.Background())
-	j := &job{MinutesJob: MinutesJob{Conference: conference, State: JobQueued, Queued: time.Now().UTC()}, dir: dir, spec: spec, cancel: cancel, done: make(chan struct{})}
-	r.jobs[conference] = j
+	j := &job{MinutesJob: MinutesJob{Conference: conference, State: JobQueued, Queued: time.Now().UTC(), From: spec.From, To: spec.To},
+		key: jobKey(conference, spec), dir: dir, spec: spec, cancel: cancel, done: make(chan struct{})}
+	if old := r.newest[conference]; old != nil && !old.active() && r.jobs[old.key] == old {
+		delete(r.jobs, old.key) // (finished, and no longer the newest)
+	}
+	r.jobs[j.key], r.newest[conference] = j, j
 	r.wg.Add(1)
 	go r.run(ctx, j)
 	return j.MinutesJob
@@ -154,48 +191,60 @@ func (r *Renderer) Job(conference string) (MinutesJob, bool) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	j := r.jobs[conference]
+	j := r.newest[conference]
 	if j == nil {
 		return MinutesJob{}, false
 	}
 	return j.MinutesJob, true
 }
 
-// Stop cancels conference's render, queued or running, and waits until
-// it ended (ffmpeg killed, its unfinished file removed). It reports
+// Stop cancels conference's renders, queued or running, and waits until
+// they ended (ffmpeg killed, the unfinished files removed). It reports
 // whether there was one; a nil Renderer runs none.
 func (r *Renderer) Stop(conference string) bool {
 	if r == nil {
 		return false
 	}
 	r.mu.Lock()
-	j := r.jobs[conference]
-	if j == nil || (j.State != JobQueued && j.State != JobRendering) {
-		r.mu.Unlock()
-		return false
+	var running []*job
+	for _, j := range r.jobs {
+		if j.Conference == conference && j.active() {
+			j.again = false
+			j.cancel()
+			running = append(running, j)
+		}
 	}
-	j.again = false
-	j.cancel()
 	r.mu.Unlock()
-	<-j.done
-	return true
+	for _, j := range running {
+		<-j.done
+	}
+	return len(running) > 0
 }
 
-// Cancel stops conference's render, queued or running (ffmpeg is killed
-// and its unfinished file removed). ErrNoJob when none is.
+// Cancel stops conference's renders, queued or running (ffmpeg is
+// killed and its unfinished file removed), and returns the newest of
+// them. ErrNoJob when none is.
 func (r *Renderer) Cancel(conference string) (MinutesJob, error) {
 	if r == nil {
 		return MinutesJob{}, ErrNoJob
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	j := r.jobs[conference]
-	if j == nil || (j.State != JobQueued && j.State != JobRendering) {
+	var last *job
+	for _, j := range r.jobs {
+		if j.Conference != conference || !j.active() {
+			continue
+		}
+		j.again = false
+		j.cancel()
+		if last == nil || j.Queued.After(last.Queued) {
+			last = j
+		}
+	}
+	if last == nil {
 		return MinutesJob{}, ErrNoJob
 	}
-	j.again = false
-	j.cancel()
-	return j.MinutesJob, nil
+	return last.MinutesJob, nil
 }
 
 // Close cancels every render and waits for them to end.
@@ -226,7 +275,7 @@ func (r *Renderer) run(ctx context.Context, j *job) {
 	defer r.wg.Done()
 	defer close(j.done)
 	defer j.cancel()
-	log := r.log.With("conference", j.Conference)
+	log := r.log.With("conference", j.Conference, "video", MinutesFileName(j.spec))
 	r.update(j, func(*MinutesJob) {}) // queued
 	select {
 	case r.sem <- struct{}{}:
@@ -265,17 +314,23 @@ func (r *Renderer) run(ctx context.Context, j *job) {
 	r.next(j)
 }
 
-// next starts the render asked for again while j ran.
+// next starts the render asked for again while j ran, or forgets j
+// unless it is its conference's newest.
 func (r *Renderer) next(j *job) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if j.again && r.jobs[j.Conference] == j {
+	switch {
+	case r.jobs[j.key] != j:
+	case j.again:
 		r.startLocked(j.Conference, j.dir, j.spec)
+	case r.newest[j.Conference] != j:
+		delete(r.jobs, j.key)
 	}
 }
 
-// render runs ffmpeg on j's recording: MinutesName.part, renamed over
-// MinutesName when whole, and MinutesInfoName beside it.
+// render runs ffmpeg on j's recording: MinutesFileName(spec).part,
+// renamed over MinutesFileName(spec) when whole, and its description
+// (MinutesInfoName for the whole recording) beside it.
 func (r *Renderer) render(ctx context.Context, j *job, spec MinutesSpec) (MinutesInfo, error) {
 	began := time.Now()
 	m, err := ReadManifest(j.dir)
@@ -296,7 +351,8 @@ func (r *Renderer) render(ctx context.Context, j *job, spec MinutesSpec) (Minute
 			return MinutesInfo{}, err
 		}
 	}
-	part := filepath.Join(j.dir, MinutesName+".part")
+	video := MinutesFileName(spec)
+	part := filepath.Join(j.dir, video+".part")
 	defer os.Remove(part)
 	args := append([]string{"-hide_banner", "-nostdin", "-v", "error", "-y",
 		"-filter_threads", "1", "-filter_complex_threads", "1"}, plan.Args...)
@@ -323,7 +379,7 @@ func (r *Renderer) render(ctx context.Context, j *job, spec MinutesSpec) (Minute
 	if err := cmd.Wait(); err != nil {
 		return MinutesInfo{}, fmt.Errorf("ffmpeg: %w: %s", err, strings.TrimSpace(stderr.String()))
 	}
-	final := filepath.Join(j.dir, MinutesName)
+	final := filepath.Join(j.dir, video)
 	if err := os.Rename(part, final); err != nil {
 		return MinutesInfo{}, err
 	}
@@ -331,9 +387,13 @@ func (r *Renderer) render(ctx context.Context, j *job, spec MinutesSpec) (Minute
 	if err != nil {
 		return MinutesInfo{}, err
 	}
-	info := MinutesInfo{File: MinutesName, Bytes: size, SHA256: sum, DurationMS: plan.Duration.Milliseconds(),
-		Segments: len(m.Segments), Rendered: time.Now().UTC(), RenderMS: time.Since(began).Milliseconds()}
-	return info, writeJSONFile(filepath.Join(j.dir, MinutesInfoName), info)
+	info := MinutesInfo{File: video, Bytes: size, SHA256: sum, DurationMS: plan.Duration.Milliseconds(),
+		Segments: len(m.Segments), Rendered: time.Now().UTC(), RenderMS: time.Since(began).Milliseconds(),
+		From: spec.From.UTC(), To: spec.To.UTC()}
+	if !spec.Whole() {
+		info.Segments = plan.Segments // (the whole's counts the manifest's, as it always has)
+	}
+	return info, writeJSONFile(filepath.Join(j.dir, minutesInfoFile(video)), info)
 }
 
 // progress reads ffmpeg's -progress lines (key=value, out_time_us the
@@ -366,6 +426,39 @@ func ReadMinutesInfo(dir string) (MinutesInfo, error) {
 		return info, err
 	}
 	return info, json.Unmarshal(b, &info)
+}
+
+// MinutesFiles lists the minutes videos rendered in a recording
+// directory, from their descriptions (every minutes*.json: the whole
+// recording's and each range's): the whole first, then the ranges by
+// their start and end. None (and no error) where none was rendered.
+func MinutesFiles(dir string) ([]MinutesInfo, error) {
+	names, err := filepath.Glob(filepath.Join(dir, "minutes*.json"))
+	if err != nil {
+		return nil, err
+	}
+	infos := []MinutesInfo{}
+	for _, n := range names {
+		var info MinutesInfo
+		b, err := os.ReadFile(n)
+		if err == nil {
+			err = json.Unmarshal(b, &info)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("minutes video description %s: %w", filepath.Base(n), err)
+		}
+		infos = append(infos, info)
+	}
+	slices.SortFunc(infos, func(a, b MinutesInfo) int {
+		if c := a.From.Compare(b.From); c != 0 {
+			return c
+		}
+		if c := a.To.Compare(b.To); c != 0 {
+			return c
+		}
+		return strings.Compare(a.File, b.File)
+	})
+	return infos, nil
 }
 
 // writeJSONFile writes v to path through a temporary file renamed over it.

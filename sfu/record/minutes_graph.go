@@ -31,7 +31,15 @@ type MinutesSpec struct {
 	Names map[string]string
 	// Location is the time zone of the caption's date (nil: UTC).
 	Location *time.Location
+	// From and To, when set (both), limit the video to that part of the
+	// meeting on the wall clock (the manifest's times, as the segments
+	// are placed): what was recorded in [From, To), with slates only for
+	// the gaps inside it. Zero: the whole recording.
+	From, To time.Time
 }
+
+// Whole reports whether spec asks for the whole recording (no range).
+func (s MinutesSpec) Whole() bool { return s.From.IsZero() && s.To.IsZero() }
 
 // MinutesPlan is one render: ffmpeg's arguments for the inputs, the
 // filter graph and the streams (the caller adds its global options and
@@ -41,6 +49,7 @@ type MinutesPlan struct {
 	Args     []string
 	Captions []string
 	Duration time.Duration
+	Segments int // how many of the manifest's segments it shows
 }
 
 // CaptionFile is the file name the filter graph reads caption i from.
@@ -48,6 +57,19 @@ func CaptionFile(i int) string { return fmt.Sprintf("caption-%d.txt", i) }
 
 // ErrNothingRecorded: a manifest without a segment to show.
 var ErrNothingRecorded = errors.New("record: nothing recorded to render")
+
+// RangeError: a MinutesSpec's range with nothing recorded in it.
+// RecordedFrom and RecordedTo are what the recording covers (its first
+// run's start to its last run's end).
+type RangeError struct {
+	From, To, RecordedFrom, RecordedTo time.Time
+}
+
+func (e *RangeError) Error() string {
+	f := func(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
+	return fmt.Sprintf("nothing recorded between %s and %s: the recording runs from %s to %s",
+		f(e.From), f(e.To), f(e.RecordedFrom), f(e.RecordedTo))
+}
 
 // Slate texts.
 const (
@@ -81,6 +103,7 @@ type span struct {
 	from, to time.Time
 	out      time.Duration
 	slate    string
+	cut      bool // its start cut by the range: sound begun before it enters
 }
 
 // placed is a segment on the wall clock: from its placed start for its
@@ -145,6 +168,9 @@ func PlaceSegments(segs []Segment) []time.Time {
 // arguments.
 func PlanMinutes(m Manifest, dir string, spec MinutesSpec) (MinutesPlan, error) {
 	var plan MinutesPlan
+	if !spec.Whole() && (spec.From.IsZero() || spec.To.IsZero() || !spec.From.Before(spec.To)) {
+		return plan, fmt.Errorf("record: a range needs both ends, its start before its end (%v, %v)", spec.From, spec.To)
+	}
 	segs := slices.DeleteFunc(slices.Clone(m.Segments), func(s Segment) bool { return s.DurationMS <= 0 })
 	if len(segs) == 0 {
 		return plan, ErrNothingRecorded
@@ -156,6 +182,13 @@ func PlanMinutes(m Manifest, dir string, spec MinutesSpec) (MinutesPlan, error) 
 	}
 	sort.SliceStable(ps, func(i, j int) bool { return ps[i].from.Before(ps[j].from) })
 	spans := timeline(m.Runs, ps)
+	if !spec.Whole() {
+		kept := clip(spans, spec.From, spec.To)
+		if len(kept) == 0 {
+			return plan, &RangeError{From: spec.From, To: spec.To, RecordedFrom: spans[0].from, RecordedTo: spans[len(spans)-1].to}
+		}
+		spans = kept
+	}
 	plan.Duration = spans[len(spans)-1].out + spans[len(spans)-1].to.Sub(spans[len(spans)-1].from)
 	loc := spec.Location
 	if loc == nil {
@@ -163,7 +196,12 @@ func PlanMinutes(m Manifest, dir string, spec MinutesSpec) (MinutesPlan, error) 
 	}
 
 	var pieces []piece
-	var audio []placed
+	// sound is an audio segment entered whole from skip, at on the output.
+	type sound struct {
+		p        placed
+		skip, at time.Duration
+	}
+	var audio []sound
 	type caption struct {
 		from, to time.Duration
 		text     string
@@ -176,6 +214,7 @@ func PlanMinutes(m Manifest, dir string, spec MinutesSpec) (MinutesPlan, error) 
 		}
 		captions = append(captions, caption{from, to, text})
 	}
+	shown := map[string]bool{}
 	for _, sp := range spans {
 		if sp.slate != "" {
 			continue
@@ -184,14 +223,18 @@ func PlanMinutes(m Manifest, dir string, spec MinutesSpec) (MinutesPlan, error) 
 		for _, p := range ps {
 			if p.to.After(sp.from) && p.from.Before(sp.to) {
 				in = append(in, p)
+				shown[p.seg.File] = true
 			}
 		}
 		// Breakpoints: wherever a video segment starts or ends.
 		cuts := []time.Time{sp.from, sp.to}
 		for _, p := range in {
 			if p.seg.Kind == "audio" {
-				if !p.from.Before(sp.from) { // (a segment is in the run it starts in)
-					audio = append(audio, p)
+				switch {
+				case !p.from.Before(sp.from): // (a segment is in the run it starts in)
+					audio = append(audio, sound{p: p, at: sp.out + p.from.Sub(sp.from)})
+				case sp.cut: // begun before the range: from where it starts
+					audio = append(audio, sound{p: p, skip: sp.from.Sub(p.from), at: sp.out})
 				}
 				continue
 			}
@@ -244,6 +287,7 @@ func PlanMinutes(m Manifest, dir string, spec MinutesSpec) (MinutesPlan, error) 
 			addCaption(from, to, strings.Join(nonEmpty(spec.Title, date, "floor: "+floor), "  ·  "))
 		}
 	}
+	plan.Segments = len(shown)
 	pieces = mergePieces(pieces)
 	slices.SortStableFunc(pieces, func(a, b piece) int { return a.z - b.z })
 
@@ -291,10 +335,13 @@ func PlanMinutes(m Manifest, dir string, spec MinutesSpec) (MinutesPlan, error) 
 	// video's length.
 	graph = append(graph, fmt.Sprintf("anullsrc=r=48000:cl=stereo,atrim=duration=%s[a0]", total))
 	mix := "[a0]"
-	for i, p := range audio {
-		args = append(args, "-threads", "1", "-i", filepath.Join(dir, p.seg.File))
-		delay := outTime(spans, p.from).Milliseconds()
-		graph = append(graph, fmt.Sprintf("[%d:a]aresample=48000:async=1:first_pts=0,aformat=channel_layouts=stereo,adelay=%d:all=1[a%d]", n, delay, i+1))
+	for i, a := range audio {
+		args = append(args, "-threads", "1")
+		if a.skip > 0 {
+			args = append(args, "-ss", sec(a.skip))
+		}
+		args = append(args, "-i", filepath.Join(dir, a.p.seg.File))
+		graph = append(graph, fmt.Sprintf("[%d:a]aresample=48000:async=1:first_pts=0,aformat=channel_layouts=stereo,adelay=%d:all=1[a%d]", n, a.at.Milliseconds(), i+1))
 		mix += fmt.Sprintf("[a%d]", i+1)
 		n++
 	}
@@ -355,15 +402,42 @@ func timeline(runs []Run, ps []placed) []span {
 	return spans
 }
 
-// outTime is wall-clock time t on the output: in the run that holds it,
-// or (before the first) at 0.
-func outTime(spans []span, t time.Time) time.Duration {
-	for i := len(spans) - 1; i >= 0; i-- {
-		if sp := spans[i]; sp.slate == "" && !t.Before(sp.from) {
-			return sp.out + t.Sub(sp.from)
+// clip keeps the part of a timeline in [from, to) of the wall clock:
+// each run cut to it, a slate only between two runs kept, laid end to
+// end again. None when no run overlaps it.
+func clip(spans []span, from, to time.Time) []span {
+	var kept []span
+	var slate *span // waiting for a run after it
+	var out time.Duration
+	for _, sp := range spans {
+		if sp.slate != "" {
+			if len(kept) > 0 {
+				s := sp
+				slate = &s
+			}
+			continue
 		}
+		a, b := sp.from, sp.to
+		cut := a.Before(from)
+		if cut {
+			a = from
+		}
+		if b.After(to) {
+			b = to
+		}
+		if !a.Before(b) {
+			continue
+		}
+		if slate != nil {
+			slate.out = out
+			kept = append(kept, *slate)
+			out += slate.to.Sub(slate.from)
+			slate = nil
+		}
+		kept = append(kept, span{from: a, to: b, out: out, cut: cut})
+		out += b.Sub(a)
 	}
-	return 0
+	return kept
 }
 
 // covering is the latest-starting segment of the kind is says that

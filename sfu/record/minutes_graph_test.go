@@ -1,6 +1,10 @@
 package record
 
 import (
+	"errors"
+	"fmt"
+	"maps"
+	"net/url"
 	"slices"
 	"strings"
 	"testing"
@@ -147,6 +151,187 @@ func TestPlaceSegments(t *testing.T) {
 	for i := range want {
 		if !got[i].Equal(want[i]) {
 			t.Errorf("segment %d placed at %v, want %v", i, got[i].Format("15:04:05.000"), want[i].Format("15:04:05.000"))
+		}
+	}
+}
+
+// planInputs reads a plan's inputs: each file (dir left off) with the
+// -ss it is entered from ("" for none), and the filter graph.
+func planInputs(plan MinutesPlan, dir string) (files, skips []string, graph string) {
+	ss := ""
+	for i, a := range plan.Args {
+		switch a {
+		case "-ss":
+			ss = plan.Args[i+1]
+		case "-i":
+			files = append(files, strings.TrimPrefix(plan.Args[i+1], dir+"/"))
+			skips = append(skips, ss)
+			ss = ""
+		case "-filter_complex":
+			graph = plan.Args[i+1]
+		}
+	}
+	return files, skips, graph
+}
+
+// TestPlanMinutesRange: TestPlanMinutes's meeting (a run that died at
+// 10 s, a resumed one from 15 to 20 s), rendered in ranges. A range
+// inside the first run lasts what it asks (4 s): the pictures are cut
+// to it (the hub's camera entered 4 s in, the room's 1 s in, the floor's
+// layout until 2 s), the microphone begun before it is entered 4 s in
+// with no delay. A range over the gap keeps the slate (for the whole
+// gap) and the second run's sound after it; one starting in the gap
+// drops it. A range of a paused recording keeps the short slate only
+// when both sides are in it. A range with nothing recorded in it is a
+// RangeError saying what the recording covers.
+func TestPlanMinutesRange(t *testing.T) {
+	cam := seg("hub-camera", "hub", "video", "09:00:00.000", 10000)
+	mic := seg("hub-audio", "hub", "audio", "09:00:00.000", 10000)
+	room := seg("ward-001-camera", "ward-001", "video", "09:00:03.000", 3000)
+	cam2 := seg("hub-camera", "hub", "video", "09:00:15.000", 5000)
+	mic2 := seg("hub-audio", "hub", "audio", "09:00:15.000", 5000)
+	m := Manifest{
+		Conference: "c1",
+		Runs:       []Run{{Started: at("09:00:00.000")}, {Started: at("09:00:15.000"), Stopped: at("09:00:20.000"), Resumed: true}},
+		Segments:   []Segment{cam, mic, room, cam2, mic2},
+	}
+	spec := MinutesSpec{Title: "Council", Names: map[string]string{"ward-001": "Ward 1"}}
+	plan := func(from, to string) (MinutesPlan, error) {
+		s := spec
+		s.From, s.To = at(from), at(to)
+		return PlanMinutes(m, "/rec/c1", s)
+	}
+	type want struct {
+		from, to string
+		duration time.Duration
+		inputs   map[string]string // file: its -ss
+		graph    []string
+		not      []string
+		captions []string
+		segments int
+	}
+	for _, w := range []want{
+		{from: "09:00:04.000", to: "09:00:08.000", duration: 4 * time.Second,
+			inputs: map[string]string{cam.File: "4.000,6.000", room.File: "1.000", mic.File: "4.000"},
+			graph: []string{
+				"overlay=x=640:y=180:eof_action=pass:enable='between(t,0.000,2.000)'", // the room, right
+				"overlay=x=0:y=180:eof_action=pass:enable='between(t,0.000,2.000)'",   // the hub, left
+				"overlay=x=0:y=0:eof_action=pass:enable='between(t,2.000,4.000)'",     // the hub, full
+				"adelay=0:all=1", "atrim=duration=4.000",
+			},
+			not:      []string{"drawtext=text=", "adelay=4000"},
+			captions: []string{"Council  ·  6 December 2026  ·  floor: Ward 1", "Council  ·  6 December 2026  ·  floor: the chair"},
+			segments: 3},
+		{from: "09:00:08.000", to: "09:00:17.000", duration: 9 * time.Second, // 2 s, the 5 s gap, 2 s
+			inputs: map[string]string{cam.File: "8.000", mic.File: "8.000", cam2.File: "", mic2.File: ""},
+			graph: []string{
+				"drawtext=text='connection interrupted'", "enable='between(t,2.000,7.000)'",
+				"setpts=PTS+7.000/TB", "adelay=0:all=1", "adelay=7000:all=1", "atrim=duration=9.000",
+			},
+			segments: 4},
+		{from: "09:00:12.000", to: "09:00:18.500", duration: 3500 * time.Millisecond, // from the gap: no slate
+			inputs:   map[string]string{cam2.File: "", mic2.File: ""},
+			graph:    []string{"setpts=PTS+0.000/TB", "adelay=0:all=1", "atrim=duration=3.500"},
+			not:      []string{"drawtext=text="},
+			segments: 2},
+		{from: "09:00:16.000", to: "09:00:30.000", duration: 4 * time.Second, // past the end: what there is
+			inputs:   map[string]string{cam2.File: "1.000", mic2.File: "1.000"},
+			graph:    []string{"adelay=0:all=1", "atrim=duration=4.000"},
+			segments: 2},
+	} {
+		p, err := plan(w.from, w.to)
+		if err != nil {
+			t.Errorf("%s-%s: %v", w.from, w.to, err)
+			continue
+		}
+		if p.Duration != w.duration || p.Args[len(p.Args)-1] != fmt.Sprintf("%.3f", w.duration.Seconds()) {
+			t.Errorf("%s-%s: %v long (output -t %s), want %v", w.from, w.to, p.Duration, p.Args[len(p.Args)-1], w.duration)
+		}
+		files, skips, graph := planInputs(p, "/rec/c1")
+		got := map[string]string{}
+		for i, f := range files {
+			if _, dup := got[f]; dup && skips[i] != got[f] {
+				got[f] += "," + skips[i]
+				continue
+			}
+			got[f] = skips[i]
+		}
+		if !maps.Equal(got, w.inputs) {
+			t.Errorf("%s-%s: inputs (file: -ss) %v, want %v", w.from, w.to, got, w.inputs)
+		}
+		for _, s := range w.graph {
+			if !strings.Contains(graph, s) {
+				t.Errorf("%s-%s: graph lacks %q:\n%s", w.from, w.to, s, graph)
+			}
+		}
+		for _, s := range w.not {
+			if strings.Contains(graph, s) {
+				t.Errorf("%s-%s: graph has %q:\n%s", w.from, w.to, s, graph)
+			}
+		}
+		if w.captions != nil && !slices.Equal(p.Captions, w.captions) {
+			t.Errorf("%s-%s: captions %q, want %q", w.from, w.to, p.Captions, w.captions)
+		}
+		if p.Segments != w.segments {
+			t.Errorf("%s-%s: shows %d segments, want %d", w.from, w.to, p.Segments, w.segments)
+		}
+	}
+
+	// Nothing recorded: in the gap, after the end, before the start.
+	for _, r := range [][2]string{{"09:00:11.000", "09:00:14.000"}, {"09:00:20.000", "09:01:00.000"}, {"08:00:00.000", "09:00:00.000"}} {
+		_, err := plan(r[0], r[1])
+		var re *RangeError
+		if !errors.As(err, &re) || !re.RecordedFrom.Equal(at("09:00:00.000")) || !re.RecordedTo.Equal(at("09:00:20.000")) ||
+			!strings.Contains(err.Error(), "the recording runs from 2026-12-06T09:00:00Z to 2026-12-06T09:00:20Z") {
+			t.Errorf("%v: %v, want a RangeError with the recording's extent", r, err)
+		}
+	}
+	for _, r := range [][2]time.Time{{at("09:00:05.000"), at("09:00:05.000")}, {at("09:00:06.000"), at("09:00:05.000")}, {at("09:00:05.000"), {}}} {
+		s := spec
+		s.From, s.To = r[0], r[1]
+		if _, err := PlanMinutes(m, "/rec/c1", s); err == nil || errors.As(err, new(*RangeError)) {
+			t.Errorf("range %v: %v, want refused", r, err)
+		}
+	}
+
+	// A pause: its slate only between two runs both in the range.
+	paused := Manifest{
+		Runs: []Run{{Started: at("09:00:00.000"), Stopped: at("09:00:05.000")}, {Started: at("09:10:00.000"), Stopped: at("09:10:05.000")}},
+		Segments: []Segment{
+			seg("hub-camera", "hub", "video", "09:00:00.000", 5000),
+			seg("hub-camera", "hub", "video", "09:10:00.000", 5000),
+		},
+	}
+	for _, r := range []struct {
+		from, to string
+		duration time.Duration
+		slate    bool
+	}{{"09:00:04.000", "09:10:02.000", 6 * time.Second, true}, {"09:05:00.000", "09:10:03.000", 3 * time.Second, false}} {
+		p, err := PlanMinutes(paused, "/rec", MinutesSpec{From: at(r.from), To: at(r.to)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _, graph := planInputs(p, "/rec")
+		if p.Duration != r.duration || strings.Contains(graph, "text='recording paused'") != r.slate {
+			t.Errorf("%s-%s: %v long, slate %v; want %v, slate %v:\n%s", r.from, r.to, p.Duration, !r.slate, r.duration, r.slate, graph)
+		}
+	}
+}
+
+// TestMinutesFileName: the whole recording's video is minutes.mp4; a
+// range's is named by its ends in UTC, with nothing to escape.
+func TestMinutesFileName(t *testing.T) {
+	hcm := time.FixedZone("ICT", 7*3600)
+	for _, c := range []struct {
+		spec MinutesSpec
+		want string
+	}{
+		{MinutesSpec{}, "minutes.mp4"},
+		{MinutesSpec{From: at("09:05:00.000"), To: at("09:10:00.000")}, "minutes-20261206T090500Z-20261206T091000Z.mp4"},
+		{MinutesSpec{From: at("09:05:00.000").In(hcm), To: at("09:10:00.250").In(hcm)}, "minutes-20261206T090500Z-20261206T091000.25Z.mp4"},
+	} {
+		if got := MinutesFileName(c.spec); got != c.want || url.PathEscape(got) != got {
+			t.Errorf("%v-%v: %q, want %q", c.spec.From, c.spec.To, got, c.want)
 		}
 	}
 }

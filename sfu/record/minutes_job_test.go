@@ -232,3 +232,88 @@ func TestRendererNil(t *testing.T) {
 		t.Error("Stop on no renderer stopped something")
 	}
 }
+
+// TestRendererRange: a range's render runs beside the whole
+// recording's (two jobs of one conference, two workers), writes its own
+// video and description without touching the whole's, and is the
+// conference's newest job; MinutesFiles lists both, the whole first,
+// and refuses a broken description. A directory without any lists none.
+func TestRendererRange(t *testing.T) {
+	root := t.TempDir()
+	script := filepath.Join(root, "ffmpeg")
+	// (Each render waits at a gate of its own: its output's name.)
+	fake := strings.Replace(fakeFFmpeg, "read line < ../gate", `read line < "$out.gate"`, 1)
+	if err := os.WriteFile(script, []byte(fake), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("STARTED", filepath.Join(root, "started"))
+	changes := make(chan MinutesJob, 1000)
+	r := NewRenderer(RendererOptions{Workers: 2, FFmpeg: script, OnChange: func(j MinutesJob) { changes <- j }})
+	defer r.Close()
+	dir := jobDir(t, root, "c1")
+	rng := MinutesSpec{From: at("09:00:02.000"), To: at("09:00:05.500")}
+	const name = "minutes-20261206T090002Z-20261206T090005.5Z.mp4"
+	for _, f := range []string{MinutesName, name} {
+		if err := syscall.Mkfifo(filepath.Join(dir, f+".part.gate"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.Render("c1", dir, MinutesSpec{})
+	if j := r.Render("c1", dir, rng); j.State != JobQueued || !j.From.Equal(rng.From) || !j.To.Equal(rng.To) {
+		t.Errorf("the range's job: %+v", j)
+	}
+	waitFor := func(what string, ok func() bool) {
+		t.Helper()
+		deadline := time.After(20 * time.Second)
+		for !ok() {
+			select {
+			case <-changes:
+			case <-deadline:
+				infos, err := MinutesFiles(dir)
+				j, _ := r.Job("c1")
+				t.Fatalf("%s: newest %+v; listed %+v %v", what, j, infos, err)
+			}
+		}
+	}
+	waitFor("two renders of c1 running", func() bool {
+		b, _ := os.ReadFile(filepath.Join(root, "started"))
+		return strings.Count(string(b), "\n") == 2
+	})
+	listed := func(n int) func() bool {
+		return func() bool { infos, err := MinutesFiles(dir); return err == nil && len(infos) == n }
+	}
+	for i, f := range []string{name, MinutesName} {
+		g, err := os.OpenFile(filepath.Join(dir, f+".part.gate"), os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintln(g, "go")
+		g.Close()
+		waitFor(fmt.Sprintf("%s described", f), listed(i+1))
+	}
+	waitFor("the range rendered", func() bool { j, _ := r.Job("c1"); return j.State == JobDone })
+	if j, _ := r.Job("c1"); j.File != name || j.DurationMS != 3500 {
+		t.Errorf("c1's newest job: %+v, want the range's", j)
+	}
+	infos, _ := MinutesFiles(dir)
+	if w := infos[0]; w.File != MinutesName || w.DurationMS != 10000 || !w.From.IsZero() {
+		t.Errorf("first listed: %+v, want the whole recording's", w)
+	}
+	if g := infos[1]; g.File != name || g.DurationMS != 3500 || !g.From.Equal(rng.From) || !g.To.Equal(rng.To) || g.Segments != 1 || len(g.SHA256) != 64 {
+		t.Errorf("second listed: %+v, want the range's", g)
+	}
+	for _, f := range []string{MinutesName, name} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			t.Errorf("%s: %v", f, err)
+		}
+	}
+	if infos, err := MinutesFiles(filepath.Join(root, "none")); err != nil || len(infos) != 0 {
+		t.Errorf("no directory: %v %v, want none", infos, err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "minutes-x.json"), []byte("{"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := MinutesFiles(dir); err == nil || !strings.Contains(err.Error(), "minutes-x.json") {
+		t.Errorf("a broken description: %v", err)
+	}
+}

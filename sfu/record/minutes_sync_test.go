@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/binary"
+	"errors"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -74,6 +76,65 @@ func makeFlashClips(t *testing.T, dir string, seconds int, flashes []float64) (i
 // flash: the segments were placed by the sender clocks, not by arrival.
 func TestRecordingAVSync(t *testing.T) {
 	recordtest.NeedTools(t, "ffmpeg")
+	dir := recordFlashing(t)
+	done := make(chan MinutesJob, 100)
+	r := NewRenderer(RendererOptions{Workers: 1, OnChange: func(j MinutesJob) { done <- j }})
+	defer r.Close()
+	r.Render("c1", dir, MinutesSpec{Title: "Sync test", Names: map[string]string{"ward-001": "Ward 1"}})
+	job := waitJob(t, done, 120*time.Second)
+	if job.State != JobDone {
+		t.Fatalf("render: %+v", job)
+	}
+	checkFlashSync(t, filepath.Join(dir, MinutesName), 4)
+}
+
+// TestMinutesRangeAVSync: TestRecordingAVSync's recording, rendered
+// from 3.3 s to 6 s of its wall clock (the server's: the recording
+// started at 09:00:00): the video lasts those 2.7 s (ffprobe), beside
+// the whole's minutes.mp4 (not made); the hub's sound from 3.3 s is
+// there though its segment began before (entered past its start): the
+// flashes at 3.5 and 5.5 s of the meeting are at 0.2 and 2.2 s, each
+// with its beep within 80 ms.
+func TestMinutesRangeAVSync(t *testing.T) {
+	recordtest.NeedTools(t, "ffmpeg", "ffprobe")
+	dir := recordFlashing(t)
+	start := newClock().now()
+	spec := MinutesSpec{Title: "Sync test", From: start.Add(3300 * time.Millisecond), To: start.Add(6 * time.Second)}
+	done := make(chan MinutesJob, 100)
+	r := NewRenderer(RendererOptions{Workers: 1, OnChange: func(j MinutesJob) { done <- j }})
+	defer r.Close()
+	r.Render("c1", dir, spec)
+	job := waitJob(t, done, 120*time.Second)
+	if job.State != JobDone || job.File != "minutes-20261206T090003.3Z-20261206T090006Z.mp4" || job.DurationMS != 2700 {
+		t.Fatalf("render: %+v", job)
+	}
+	if _, err := os.Stat(filepath.Join(dir, MinutesName)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the whole's video: %v, want none", err)
+	}
+	out := filepath.Join(dir, job.File)
+	probe, err := recordtest.ProbeFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%s: %v", job.File, probe.Duration)
+	if (probe.Duration - 2700*time.Millisecond).Abs() > 100*time.Millisecond {
+		t.Errorf("the range's video lasts %v, want 2.7 s", probe.Duration)
+	}
+	flashAt := checkFlashSync(t, out, 2)
+	for i, want := range []time.Duration{200 * time.Millisecond, 2200 * time.Millisecond} {
+		if i < len(flashAt) && (flashAt[i]-want).Abs() > 80*time.Millisecond {
+			t.Errorf("flash %d at %v, want %v (the meeting's %v)", i, flashAt[i], want, want+3300*time.Millisecond)
+		}
+	}
+}
+
+// recordFlashing records, in 3-second segments from 09:00:00 on the
+// server's clock, a hub whose picture flashes white and whose sound
+// beeps at 1.5, 3.5, 5.5 and 7.5 s of its 9 s, and a room holding the
+// floor from 3 to 6 s (see TestRecordingAVSync); it returns the
+// recording's directory.
+func recordFlashing(t *testing.T) string {
+	t.Helper()
 	const seconds = 9
 	flashes := []float64{1.5, 3.5, 5.5, 7.5}
 	tmp := t.TempDir()
@@ -153,21 +214,19 @@ func TestRecordingAVSync(t *testing.T) {
 	if tracks["hub-camera"] < 2 || tracks["hub-audio"] < 2 || tracks["ward-001-camera"] != 1 {
 		t.Fatalf("segments %v, want the hub's cut in several and one of the room's", tracks)
 	}
+	return rec.Dir()
+}
 
-	done := make(chan MinutesJob, 100)
-	r := NewRenderer(RendererOptions{Workers: 1, OnChange: func(j MinutesJob) { done <- j }})
-	defer r.Close()
-	r.Render("c1", rec.Dir(), MinutesSpec{Title: "Sync test", Names: map[string]string{"ward-001": "Ward 1"}})
-	job := waitJob(t, done, 120*time.Second)
-	if job.State != JobDone {
-		t.Fatalf("render: %+v", job)
-	}
-	out := filepath.Join(rec.Dir(), MinutesName)
+// checkFlashSync finds want flashes and as many beeps in a minutes
+// video, each beep within 80 ms of its flash and the flashes 2 s apart,
+// and returns the flashes' times.
+func checkFlashSync(t *testing.T, out string, want int) []time.Duration {
+	t.Helper()
 	flashAt := findFlashes(t, out)
 	beepAt := findBeeps(t, out)
 	t.Logf("flashes at %v, beeps at %v", flashAt, beepAt)
-	if len(flashAt) != len(flashes) || len(beepAt) != len(flashes) {
-		t.Fatalf("%d flashes and %d beeps found, want %d of each", len(flashAt), len(beepAt), len(flashes))
+	if len(flashAt) != want || len(beepAt) != want {
+		t.Fatalf("%d flashes and %d beeps found, want %d of each", len(flashAt), len(beepAt), want)
 	}
 	var worst time.Duration
 	for i := range flashAt {
@@ -183,6 +242,7 @@ func TestRecordingAVSync(t *testing.T) {
 		}
 	}
 	t.Logf("worst audio-video distance %v", worst)
+	return flashAt
 }
 
 // waitJob waits for a render's end, as OnChange tells it.

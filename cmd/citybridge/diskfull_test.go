@@ -124,26 +124,7 @@ func TestRecordingDiskFull(t *testing.T) {
 	// fleets once the rooms receive the hub.
 	meeting := func(t *testing.T, ts *testServer) (hub, rooms *terminal.Fleet) {
 		t.Helper()
-		hub, err := terminal.StartFleet(ts.base, conf, []string{ts.demo.HostToken}, []string{"q", "h"}, log)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(hub.Stop)
-		var tokens []string
-		for _, id := range []string{"commune-001", "commune-002"} {
-			link := ts.terminalLink(t, id)
-			tokens = append(tokens, link[strings.Index(link, "#t=")+3:])
-		}
-		rooms, err = terminal.StartFleet(ts.base, conf, tokens, []string{"q", "h"}, log)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(rooms.Stop)
-		waitUntil(t, 60*time.Second, "the rooms receiving the hub", func() (bool, string) {
-			n := rooms.Receiving(time.Second)
-			return n == 2, fmt.Sprint(n)
-		})
-		return hub, rooms
+		return syntheticMeeting(t, ts, conf, log, "commune-001", "commune-002")
 	}
 	indicators := func(t *testing.T, want bool, fleets ...*terminal.Fleet) {
 		t.Helper()

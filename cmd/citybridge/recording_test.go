@@ -400,26 +400,8 @@ func TestRecordingFollowsFloor(t *testing.T) {
 	const conf = "c1"
 	dir := filepath.Join(ts.cfg.Data, "recordings", conf)
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
-	hub, err := terminal.StartFleet(ts.base, conf, []string{ts.demo.HostToken}, []string{"q", "h"}, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(hub.Stop)
 	a, b := "commune-001", "commune-002"
-	var tokens []string
-	for _, id := range []string{a, b} {
-		link := ts.terminalLink(t, id)
-		tokens = append(tokens, link[strings.Index(link, "#t=")+3:])
-	}
-	rooms, err := terminal.StartFleet(ts.base, conf, tokens, []string{"q", "h"}, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(rooms.Stop)
-	waitUntil(t, 60*time.Second, "the rooms receiving the hub", func() (bool, string) {
-		n := rooms.Receiving(time.Second)
-		return n == 2, fmt.Sprint(n)
-	})
+	syntheticMeeting(t, ts, conf, log, a, b)
 	call := func(method, path, body string) int {
 		req, _ := http.NewRequest(method, ts.base+"/api/conferences/"+conf+path, strings.NewReader(body))
 		req.Header.Set("Authorization", "Bearer "+ts.demo.HostToken)
@@ -474,4 +456,31 @@ func TestRecordingFollowsFloor(t *testing.T) {
 	if len(m.Runs) != 1 || m.Runs[0].Stopped.IsZero() || m.Runs[0].By != "host link "+conf {
 		t.Errorf("runs %+v, want one by the host link, stopped", m.Runs)
 	}
+}
+
+// syntheticMeeting starts conference conf on ts with a synthetic hub and
+// synthetic rooms (q and h layers each), stopped when the test ends, and
+// returns once every room receives the hub.
+func syntheticMeeting(t *testing.T, ts *testServer, conf string, log *slog.Logger, rooms ...string) (hub, fleet *terminal.Fleet) {
+	t.Helper()
+	hub, err := terminal.StartFleet(ts.base, conf, []string{ts.demo.HostToken}, []string{"q", "h"}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(hub.Stop)
+	var tokens []string
+	for _, id := range rooms {
+		link := ts.terminalLink(t, id)
+		tokens = append(tokens, link[strings.Index(link, "#t=")+3:])
+	}
+	fleet, err = terminal.StartFleet(ts.base, conf, tokens, []string{"q", "h"}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(fleet.Stop)
+	waitUntil(t, 60*time.Second, "the rooms receiving the hub", func() (bool, string) {
+		n := fleet.Receiving(time.Second)
+		return n == len(rooms), fmt.Sprint(n)
+	})
+	return hub, fleet
 }
